@@ -1,0 +1,58 @@
+#include "fdinject/installer.h"
+
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+
+#include "base/syscalls.h"
+
+namespace slipstream::fdinject {
+
+Result<int> KernelFdInstaller::Install(const Placement& placement) {
+  seccomp_notif_addfd addfd{};
+  addfd.id = placement.id;
+  addfd.srcfd = static_cast<uint32_t>(placement.src_fd);
+  if (placement.target_fd >= 0) {
+    addfd.flags |= SECCOMP_ADDFD_FLAG_SETFD;
+    addfd.newfd = static_cast<uint32_t>(placement.target_fd);
+  }
+  if (placement.send) addfd.flags |= SECCOMP_ADDFD_FLAG_SEND;
+  addfd.newfd_flags = placement.cloexec ? O_CLOEXEC : 0;
+  for (;;) {
+    int fd = ioctl(listener_fd_, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd);
+    if (fd >= 0) return fd;
+    if (errno != EINTR) return Errno("ioctl(NOTIF_ADDFD)");
+  }
+}
+
+Result<std::pair<UniqueFd, UniqueFd>> MakeStreamPair(bool first_nonblocking,
+                                                     bool second_nonblocking) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return Errno("socketpair");
+  UniqueFd a(sv[0]), b(sv[1]);
+  if (first_nonblocking) {
+    if (auto st = SetNonBlocking(a.Get(), true); !st) return tl::unexpected(st.error());
+  }
+  if (second_nonblocking) {
+    if (auto st = SetNonBlocking(b.Get(), true); !st) return tl::unexpected(st.error());
+  }
+  return std::make_pair(std::move(a), std::move(b));
+}
+
+Result<TargetFdFlags> ReadTargetFdFlags(pid_t pid, int fd) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", pid, fd);
+  auto text = ReadSmallFile(path);
+  if (!text) return tl::unexpected(text.error());
+  auto pos = text->find("flags:");
+  if (pos == std::string::npos) return Error(EINVAL, "parse fdinfo");
+  long flags = std::strtol(text->c_str() + pos + 6, nullptr, 8);
+  return TargetFdFlags{(flags & O_CLOEXEC) != 0, (flags & O_NONBLOCK) != 0};
+}
+
+}  // namespace slipstream::fdinject

@@ -1,0 +1,54 @@
+// Places fds into a trapped target with SECCOMP_IOCTL_NOTIF_ADDFD (Linux 5.9). The install runs in
+// the target thread's own context, so the target's RLIMIT_NOFILE applies (EMFILE, or EBADF for a
+// SETFD number above the limit), as it would for the call the target made.
+#ifndef SLIPSTREAM_FDINJECT_INSTALLER_H_
+#define SLIPSTREAM_FDINJECT_INSTALLER_H_
+
+#include <cstdint>
+#include <utility>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+
+namespace slipstream::fdinject {
+
+struct Placement {
+  uint64_t id = 0;        // the notification the target is blocked in
+  int src_fd = -1;        // our fd; the target gets a new reference to the same open file
+  int target_fd = -1;     // >= 0: replace this fd atomically like dup2 (ADDFD_FLAG_SETFD)
+  bool cloexec = false;   // FD_CLOEXEC is per fd, not per file: the only flag ADDFD accepts
+  bool send = false;      // also answer the call with the fd number (ADDFD_FLAG_SEND, Linux 5.14)
+};
+
+class FdInstaller {
+ public:
+  virtual ~FdInstaller() = default;
+  // Returns the fd number in the target. ENOENT: the target left the call (signal or exit).
+  virtual Result<int> Install(const Placement& placement) = 0;
+};
+
+class KernelFdInstaller final : public FdInstaller {
+ public:
+  explicit KernelFdInstaller(int listener_fd) : listener_fd_(listener_fd) {}  // borrowed
+  Result<int> Install(const Placement& placement) override;
+
+ private:
+  int listener_fd_;
+};
+
+// A connected AF_UNIX stream pair, both ends O_CLOEXEC in our process. O_NONBLOCK is a property of
+// the open file, so it is chosen here for each end rather than at install time.
+[[nodiscard]] Result<std::pair<UniqueFd, UniqueFd>> MakeStreamPair(bool first_nonblocking,
+                                                                   bool second_nonblocking);
+
+// The target's descriptor flags for `fd`, from /proc/<pid>/fdinfo/<fd> ("flags:", octal): the only
+// place FD_CLOEXEC of another process's fd can be read.
+struct TargetFdFlags {
+  bool cloexec = false;
+  bool nonblocking = false;
+};
+[[nodiscard]] Result<TargetFdFlags> ReadTargetFdFlags(pid_t pid, int fd);
+
+}  // namespace slipstream::fdinject
+
+#endif  // SLIPSTREAM_FDINJECT_INSTALLER_H_

@@ -1,0 +1,63 @@
+// HeldCalls: calls the supervisor completes asynchronously while the target stays blocked in them
+// (a blocking accept() with an empty queue, a blocking connect() still in its handshake).
+//
+// While a call is held, a sweep every 10 ms keeps signal semantics native:
+//  - without WAIT_KILLABLE_RECV a signal withdraws the notification (NOTIF_ID_VALID -> ENOENT); the
+//    held call is dropped, and a restarted call arrives as a new notification;
+//  - with WAIT_KILLABLE_RECV (5.19) the kernel would delay the signal until we answer, so when a
+//    signal is pending for the thread we answer -ERESTARTSYS: the kernel then runs the handler and
+//    restarts the call (SA_RESTART) or returns EINTR, exactly as for a native blocking call.
+#ifndef SLIPSTREAM_SUPERVISOR_HELD_CALLS_H_
+#define SLIPSTREAM_SUPERVISOR_HELD_CALLS_H_
+
+#include <utility>  // before asio: awaitable.hpp needs std::exchange on g++ 12
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <functional>
+#include <list>
+#include <memory>
+
+#include "base/unique_fd.h"
+#include "supervisor/pending_call.h"
+
+namespace slipstream::supervisor {
+
+class HeldCalls {
+ public:
+  enum class Wait { kRead, kWrite };
+  // Runs when `fd` is ready. Returns true once the call is answered (or handed on), false to wait
+  // again.
+  using Retry = std::function<bool(PendingCall& call, int fd)>;
+
+  HeldCalls(boost::asio::io_context& io, tracer::Notifier& notifier, bool killable);
+  ~HeldCalls();
+
+  void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry);
+  size_t size() const { return held_.size(); }
+
+ private:
+  struct Entry;
+  void Arm(Entry* entry);
+  void Drop(Entry* entry);
+  void ScheduleSweep();
+  void Sweep();
+
+  boost::asio::io_context& io_;
+  tracer::Notifier& notifier_;
+  bool killable_;
+  boost::asio::steady_timer sweep_timer_;
+  bool sweep_scheduled_ = false;
+  std::list<std::unique_ptr<Entry>> held_;
+};
+
+// True when a signal is pending that the kernel would deliver to thread `tid` if it were in an
+// interruptible wait (its own pending set, or the process-wide set when no other thread of the
+// group could take the signal).
+bool SignalPendingFor(pid_t tid);
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_HELD_CALLS_H_

@@ -1,0 +1,144 @@
+#include "supervisor/launcher.h"
+
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace slipstream::supervisor {
+namespace {
+
+// What the child reports on its error pipe before it gives up.
+struct ChildFailure {
+  int stage;  // 0: filter install, 1: listener hand-over, 2: execvp
+  int err;
+};
+
+Status SendFd(int sock, int fd) {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+  while (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) {
+    if (errno != EINTR) return Errno("sendmsg(listener)");
+  }
+  return {};
+}
+
+Result<UniqueFd> ReceiveFd(int sock) {
+  char byte;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0) {
+    if (errno != EINTR) return Errno("recvmsg(listener)");
+  }
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  if (n != 1 || cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS) return Error(EPROTO, "recvmsg(listener)");
+  int fd;
+  std::memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
+  return UniqueFd(fd);
+}
+
+[[noreturn]] void Fail(int err_pipe, int stage, int err) {
+  ChildFailure f{stage, err};
+  (void)!write(err_pipe, &f, sizeof(f));
+  _exit(ExitCodeForExecError(err));
+}
+
+[[noreturn]] void RunChild(const LaunchSpec& spec, char* const* argv, int hand_over, int err_pipe) {
+  spec.signals->RestoreInChild();
+  if (spec.program != nullptr) {
+    // Unprivileged seccomp needs NO_NEW_PRIVS. Root does not, and leaving it off keeps set-uid
+    // programs started by the target working as they would without Slipstream.
+    if (geteuid() != 0) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    int listener = tracer::InstallFilter(*spec.program, spec.filter_flags);
+    if (listener < 0) Fail(err_pipe, 0, -listener);
+    if (!SendFd(hand_over, listener)) Fail(err_pipe, 1, errno);
+    close(listener);
+  }
+  close(hand_over);
+  execvp(argv[0], argv);
+  Fail(err_pipe, 2, errno);
+}
+
+}  // namespace
+
+int ExitCodeForExecError(int err) { return err == ENOENT ? 127 : 126; }
+
+InheritedSignals InheritedSignals::Capture() {
+  InheritedSignals s;
+  sigprocmask(SIG_SETMASK, nullptr, &s.mask);
+  for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, nullptr, &s.actions[sig]);
+  return s;
+}
+
+void InheritedSignals::RestoreInChild() const {
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    // Handlers of the supervisor would be reset by exec anyway; ignored signals would not, and
+    // the program must see exactly the dispositions slipstream-trace was started with.
+    sigaction(sig, &actions[sig], nullptr);
+  }
+  sigprocmask(SIG_SETMASK, &mask, nullptr);
+}
+
+Result<Launched> Launch(const LaunchSpec& spec) {
+  std::vector<char*> argv;
+  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) return Errno("socketpair");
+  UniqueFd ours(pair[0]), theirs(pair[1]);
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) < 0) return Errno("pipe2");
+  UniqueFd err_read(pipe_fds[0]), err_write(pipe_fds[1]);
+
+  pid_t pid = fork();
+  if (pid < 0) return Errno("fork");
+  if (pid == 0) RunChild(spec, argv.data(), theirs.Get(), err_write.Get());
+  theirs.Reset();
+  err_write.Reset();
+
+  Launched launched;
+  launched.pid = pid;
+  if (spec.program != nullptr) {
+    auto listener = ReceiveFd(ours.Get());
+    if (listener) launched.listener = std::move(*listener);
+  }
+  // EOF: exec succeeded (the pipe is close-on-exec). Otherwise the child says why it gave up.
+  ChildFailure failure{};
+  ssize_t n;
+  while ((n = read(err_read.Get(), &failure, sizeof(failure))) < 0 && errno == EINTR) {
+  }
+  if (n == sizeof(failure)) {
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    static const char* const kStage[] = {"seccomp(SET_MODE_FILTER)", "hand over listener", "execvp"};
+    return Error(failure.err, kStage[failure.stage < 0 || failure.stage > 2 ? 2 : failure.stage]);
+  }
+  if (spec.program != nullptr && !launched.listener) return Error(EPROTO, "hand over listener");
+  return launched;
+}
+
+}  // namespace slipstream::supervisor

@@ -1,0 +1,51 @@
+// Launcher: starts the program under the seccomp filter and hands its listener fd back.
+//
+// The child restores the signal mask and dispositions the supervisor inherited, sets
+// NO_NEW_PRIVS when unprivileged (seccomp requires it), installs the filter, passes the listener
+// to the supervisor over a socketpair (SCM_RIGHTS), closes its own copy and execs. The listener
+// never stays open in the program: a copy there would keep trapped calls hanging if the
+// supervisor died.
+#ifndef SLIPSTREAM_SUPERVISOR_LAUNCHER_H_
+#define SLIPSTREAM_SUPERVISOR_LAUNCHER_H_
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+#include "tracer/filter.h"
+
+namespace slipstream::supervisor {
+
+// The signal state the supervisor started with, restored in the child before exec.
+struct InheritedSignals {
+  sigset_t mask;
+  struct sigaction actions[NSIG];
+  static InheritedSignals Capture();
+  void RestoreInChild() const;  // async-signal-safe
+};
+
+struct LaunchSpec {
+  std::vector<std::string> argv;
+  const tracer::BpfProgram* program = nullptr;  // nullptr: run unsupervised
+  unsigned filter_flags = 0;
+  const InheritedSignals* signals = nullptr;
+};
+
+struct Launched {
+  pid_t pid = -1;
+  UniqueFd listener;  // invalid when unsupervised
+};
+
+// Errors: "execvp" with the exec errno (ENOENT -> 127, others -> 126, as a shell does), or the
+// step of the hand-over that failed.
+[[nodiscard]] Result<Launched> Launch(const LaunchSpec& spec);
+
+int ExitCodeForExecError(int err);
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_LAUNCHER_H_

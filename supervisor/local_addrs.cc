@@ -1,0 +1,70 @@
+#include "supervisor/local_addrs.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <string>
+
+namespace slipstream::supervisor {
+namespace {
+
+uint64_t NetnsInode(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) < 0) return 0;
+  return st.st_ino;
+}
+
+// Same host address, ignoring port and v4-mapped spelling.
+bool SameHost(const SockAddr& a, const SockAddr& b) {
+  auto v4 = [](const SockAddr& s) -> std::optional<in_addr> {
+    if (s.family() == AF_INET) return reinterpret_cast<const sockaddr_in*>(s.get())->sin_addr;
+    return s.MappedV4();
+  };
+  auto a4 = v4(a), b4 = v4(b);
+  if (a4 || b4) return a4 && b4 && a4->s_addr == b4->s_addr;
+  if (a.family() != AF_INET6 || b.family() != AF_INET6) return false;
+  return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(a.get())->sin6_addr,
+                     &reinterpret_cast<const sockaddr_in6*>(b.get())->sin6_addr,
+                     sizeof(in6_addr)) == 0;
+}
+
+}  // namespace
+
+LocalAddresses::LocalAddresses() : netns_inode_(NetnsInode("/proc/self/ns/net")) {}
+
+bool LocalAddresses::SameNetns(pid_t tid) const {
+  uint64_t ino = NetnsInode("/proc/" + std::to_string(tid) + "/ns/net");
+  return ino != 0 && ino == netns_inode_;
+}
+
+void LocalAddresses::Refresh() {
+  auto now = std::chrono::steady_clock::now();
+  if (now - refreshed_ < std::chrono::seconds(1)) return;
+  refreshed_ = now;
+  addrs_.clear();
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) < 0) return;
+  for (ifaddrs* it = list; it != nullptr; it = it->ifa_next) {
+    if (it->ifa_addr == nullptr) continue;
+    if (it->ifa_addr->sa_family == AF_INET) {
+      addrs_.emplace_back(it->ifa_addr, sizeof(sockaddr_in));
+    } else if (it->ifa_addr->sa_family == AF_INET6) {
+      addrs_.emplace_back(it->ifa_addr, sizeof(sockaddr_in6));
+    }
+  }
+  freeifaddrs(list);
+}
+
+bool LocalAddresses::IsLocal(const SockAddr& addr) {
+  if (!addr.IsInet()) return false;
+  if (addr.IsLoopback() || addr.IsAny()) return true;
+  Refresh();
+  for (const auto& own : addrs_) {
+    if (SameHost(own, addr)) return true;
+  }
+  return false;
+}
+
+}  // namespace slipstream::supervisor

@@ -1,0 +1,34 @@
+// LocalAddresses: is a destination on this host, as seen from the supervisor's network namespace?
+#ifndef SLIPSTREAM_SUPERVISOR_LOCAL_ADDRS_H_
+#define SLIPSTREAM_SUPERVISOR_LOCAL_ADDRS_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "base/sockaddr.h"
+
+namespace slipstream::supervisor {
+
+class LocalAddresses {
+ public:
+  LocalAddresses();
+  // Loopback, the unspecified address (connect to 0.0.0.0 reaches this host), or an address of
+  // one of our interfaces (getifaddrs, refreshed at most once a second).
+  bool IsLocal(const SockAddr& addr);
+  // Is thread `tid` in the supervisor's network namespace?
+  bool SameNetns(pid_t tid) const;
+  uint64_t netns_inode() const { return netns_inode_; }
+
+ private:
+  void Refresh();
+  uint64_t netns_inode_ = 0;
+  std::vector<SockAddr> addrs_;
+  std::chrono::steady_clock::time_point refreshed_{};
+};
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_LOCAL_ADDRS_H_

@@ -1,0 +1,158 @@
+// slipstream-trace: runs a program under the Slipstream supervisor.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "supervisor/blocking_guard.h"
+#include "supervisor/launcher.h"
+#include "supervisor/options.h"
+#include "supervisor/session.h"
+#include "supervisor/shepherd.h"
+#include "tracer/filter.h"
+#include "tracer/probe.h"
+
+namespace slipstream::supervisor {
+namespace {
+
+// Signals slipstream-trace passes on to the program when someone sends them to it directly.
+constexpr int kForwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+
+void SetUpLogging(bool verbose) {
+  auto logger = spdlog::stderr_logger_st("slipstream-trace");
+  logger->set_pattern("slipstream-trace: %l: %v");
+  logger->set_level(spdlog::level::warn);
+  if (const char* env = getenv("SLIPSTREAM_LOG")) logger->set_level(spdlog::level::from_str(env));
+  if (verbose) logger->set_level(spdlog::level::debug);
+  spdlog::set_default_logger(logger);
+}
+
+[[noreturn]] void ExecUnsupervised(const Options& o) {
+  std::vector<char*> argv;
+  for (const auto& a : o.command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  execvp(argv[0], argv.data());
+  int err = errno;
+  fprintf(stderr, "slipstream-trace: %s: %s\n", argv[0], strerror(err));
+  exit(ExitCodeForExecError(err));
+}
+
+// Reproduces the program's end: its exit code, or death by the same signal.
+[[noreturn]] void ExitLike(int status) {
+  if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    rlimit no_core{0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);  // the program already dumped core if it was going to
+    signal(sig, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, nullptr);
+    raise(sig);
+  }
+  exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+}
+
+FILE* OpenOutput(const Options& o) {
+  if (o.output.empty()) return stderr;
+  FILE* f = fopen(o.output.c_str(), "we");
+  if (f == nullptr) {
+    fprintf(stderr, "slipstream-trace: cannot open %s: %s\n", o.output.c_str(), strerror(errno));
+    exit(2);
+  }
+  return f;
+}
+
+UniqueFd BlockSignalsIntoFd() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGCHLD);
+  for (int sig : kForwarded) sigaddset(&set, sig);
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+  return UniqueFd(signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+}
+
+int Main(int argc, char** argv) {
+  int exit_code = 0;
+  auto options = ParseOptions(argc, argv, &exit_code);
+  if (!options) return exit_code;
+  const Options& o = *options;
+  SetUpLogging(o.verbose);
+
+  tracer::KernelFeatures features = tracer::ProbeKernel();
+  spdlog::debug("{}", features.Describe());
+  if (!features.user_notif) {
+    spdlog::warn("kernel {} has no seccomp user notification (Linux 5.5+): running {} unsupervised",
+                 features.release, o.command[0]);
+    ExecUnsupervised(o);
+  }
+  if (!features.CanEmulate()) {
+    spdlog::warn("kernel {} lacks ADDFD/ADDFD_FLAG_SEND or pidfd_getfd (Linux 5.14+): "
+                 "observing socket calls only",
+                 features.release);
+  }
+  tracer::FilterOptions filter_options;
+  filter_options.allow_io_uring = o.allow_io_uring;
+  auto program = tracer::BuildFilter(filter_options);
+  if (!program) {
+    spdlog::warn("cannot build the seccomp filter ({}): running {} unsupervised",
+                 program.error().ToString(), o.command[0]);
+    ExecUnsupervised(o);
+  }
+  bool killable = o.wait_killable && features.wait_killable;
+  FILE* out = OpenOutput(o);
+
+  InheritedSignals inherited = InheritedSignals::Capture();
+  BlockingGuard::InstallHandler();
+  UniqueFd signal_fd = BlockSignalsIntoFd();
+  // Orphaned descendants are reparented to us: we reap them, and they stay our descendants.
+  prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+
+  LaunchSpec spec{o.command, &*program, killable ? SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV : 0u,
+                  &inherited};
+  auto launched = Launch(spec);
+  if (!launched) {
+    const SysError& e = launched.error();
+    if (std::strcmp(e.op, "execvp") == 0) {
+      fprintf(stderr, "slipstream-trace: %s: %s\n", o.command[0].c_str(), strerror(e.err));
+      return ExitCodeForExecError(e.err);
+    }
+    fprintf(stderr, "slipstream-trace: cannot start %s: %s\n", o.command[0].c_str(),
+            e.ToString().c_str());
+    return 126;
+  }
+
+  auto outstanding = OutstandingTable::Create();
+  if (!outstanding) {
+    spdlog::error("{}", outstanding.error().ToString());
+    return 126;
+  }
+  auto shepherd = StartShepherd(launched->listener.Get(), *outstanding);
+  if (!shepherd) spdlog::warn("no shepherd ({}): not fail-open", shepherd.error().ToString());
+
+  SessionConfig config{features, killable, o.trace ? out : nullptr};
+  Session session(std::move(config), std::move(launched->listener), launched->pid,
+                  std::move(signal_fd), *outstanding);
+  int status = session.Run();
+  if (o.stats) {
+    std::string text = session.stats().Format();
+    fwrite(text.data(), 1, text.size(), out);
+  }
+  fflush(out);
+  ExitLike(status);
+}
+
+}  // namespace
+}  // namespace slipstream::supervisor
+
+int main(int argc, char** argv) { return slipstream::supervisor::Main(argc, argv); }

@@ -1,0 +1,63 @@
+#include "supervisor/pending_call.h"
+
+#include <utility>
+
+namespace slipstream::supervisor {
+
+PendingCall::PendingCall(CallSinks& sinks, const tracer::Notification& n, tracer::Call call)
+    : sinks_(&sinks), n_(n), slot_(sinks.outstanding.Add(n.id)) {
+  record_.when = std::chrono::system_clock::now();
+  record_.call = call;
+  record_.tid = n.tid;
+  ++sinks.stats.calls[static_cast<size_t>(call)];
+}
+
+PendingCall::PendingCall(PendingCall&& other) noexcept
+    : sinks_(other.sinks_),
+      n_(other.n_),
+      slot_(std::exchange(other.slot_, -1)),
+      answered_(std::exchange(other.answered_, true)),
+      record_(std::move(other.record_)) {}
+
+PendingCall::~PendingCall() {
+  if (!answered_) Continue();
+}
+
+void PendingCall::Finish(const Status& sent, TraceRecord::Outcome outcome) {
+  answered_ = true;
+  sinks_->outstanding.Remove(std::exchange(slot_, -1));
+  if (!sent) {
+    // ENOENT: the target was interrupted or died between our receive and our answer.
+    ++sinks_->stats.interrupted;
+    outcome = TraceRecord::Outcome::kAbandoned;
+  }
+  record_.outcome = outcome;
+  if (sinks_->trace.enabled()) sinks_->trace.Write(record_);
+}
+
+void PendingCall::Continue() {
+  ++sinks_->stats.continued;
+  Finish(sinks_->notifier.Continue(n_.id), TraceRecord::Outcome::kKernel);
+}
+
+void PendingCall::Return(int64_t value) {
+  ++sinks_->stats.emulated;
+  record_.value = value;
+  Finish(sinks_->notifier.Return(n_.id, value), TraceRecord::Outcome::kValue);
+}
+
+void PendingCall::Fail(int err) {
+  ++sinks_->stats.emulated;
+  record_.err = err;
+  Finish(sinks_->notifier.Fail(n_.id, err), TraceRecord::Outcome::kError);
+}
+
+void PendingCall::AnsweredWithFd(int fd) {
+  ++sinks_->stats.emulated;
+  record_.value = fd;
+  Finish({}, TraceRecord::Outcome::kValue);
+}
+
+void PendingCall::Abandon() { Finish(Error(ENOENT, "abandoned"), TraceRecord::Outcome::kAbandoned); }
+
+}  // namespace slipstream::supervisor

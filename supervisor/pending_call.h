@@ -1,0 +1,61 @@
+// PendingCall: the obligation to answer one notification.
+//
+// Fail open by construction: a PendingCall that is destroyed unanswered answers CONTINUE, so the
+// kernel runs the call as if Slipstream were not there. Only a finished emulation or fd
+// installation replaces that answer.
+#ifndef SLIPSTREAM_SUPERVISOR_PENDING_CALL_H_
+#define SLIPSTREAM_SUPERVISOR_PENDING_CALL_H_
+
+#include <cstdint>
+
+#include "supervisor/outstanding.h"
+#include "supervisor/stats.h"
+#include "supervisor/trace_log.h"
+#include "tracer/notifier.h"
+
+namespace slipstream::supervisor {
+
+// What every PendingCall reports to. Owned by the Session; outlives every PendingCall.
+struct CallSinks {
+  tracer::Notifier& notifier;
+  OutstandingTable& outstanding;
+  TraceLog& trace;
+  Stats& stats;
+};
+
+class PendingCall {
+ public:
+  PendingCall(CallSinks& sinks, const tracer::Notification& n, tracer::Call call);
+  PendingCall(PendingCall&& other) noexcept;
+  PendingCall& operator=(PendingCall&&) = delete;
+  PendingCall(const PendingCall&) = delete;
+  ~PendingCall();
+
+  const tracer::Notification& notification() const { return n_; }
+  uint64_t id() const { return n_.id; }
+  pid_t tid() const { return n_.tid; }
+  uint64_t arg(int i) const { return n_.args[static_cast<size_t>(i)]; }
+  bool answered() const { return answered_; }
+  TraceRecord& trace() { return record_; }
+
+  // Each answers the call once; ENOENT (the target left the call) is recorded, not an error.
+  void Continue();
+  void Return(int64_t value);
+  void Fail(int err);
+  // The call was answered by ADDFD with SECCOMP_ADDFD_FLAG_SEND, returning `fd`.
+  void AnsweredWithFd(int fd);
+  // The target left the call: nothing can be answered any more.
+  void Abandon();
+
+ private:
+  void Finish(const Status& sent, TraceRecord::Outcome outcome);
+  CallSinks* sinks_;
+  tracer::Notification n_;
+  int slot_;
+  bool answered_ = false;
+  TraceRecord record_;
+};
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_PENDING_CALL_H_

@@ -1,0 +1,132 @@
+#include "supervisor/session.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+
+#include <spdlog/spdlog.h>
+
+#include "tracer/calls.h"
+
+namespace slipstream::supervisor {
+namespace asio = boost::asio;
+
+namespace {
+
+// Notifications handled per wake-up before other events get a turn.
+constexpr int kBatch = 64;
+
+bool ListenerHungUp(int fd, bool* readable) {
+  pollfd p{fd, POLLIN, 0};
+  poll(&p, 1, 0);
+  *readable = (p.revents & POLLIN) != 0;
+  return !*readable && (p.revents & (POLLHUP | POLLERR)) != 0;
+}
+
+}  // namespace
+
+Session::Session(SessionConfig config, UniqueFd listener, pid_t program, UniqueFd signal_fd,
+                 OutstandingTable& outstanding)
+    : config_(std::move(config)),
+      listener_fd_(std::move(listener)),
+      notifier_(listener_fd_.Get()),
+      installer_(listener_fd_.Get()),
+      // asio gets its own dup: it closes what it holds, and the notifier keeps using the original.
+      listener_(io_, dup(listener_fd_.Get())),
+      signals_(io_, signal_fd.Release()),
+      trace_(config_.trace_out),
+      sinks_{notifier_, outstanding, trace_, stats_},
+      held_(io_, notifier_, config_.wait_killable),
+      calls_({config_.features, notifier_, installer_, held_, local_, stats_}),
+      program_(program) {}
+
+Session::~Session() = default;
+
+int Session::Run() {
+  ArmListener();
+  ArmSignals();
+  io_.run();
+  return program_status_.value_or(0);
+}
+
+void Session::ArmListener() {
+  listener_.async_wait(asio::posix::descriptor_base::wait_read,
+                       [this](const boost::system::error_code& ec) {
+                         if (!ec) OnListenerReady();
+                       });
+}
+
+void Session::OnListenerReady() {
+  for (int i = 0; i < kBatch; ++i) {
+    bool readable;
+    if (ListenerHungUp(listener_fd_.Get(), &readable)) {
+      // Every supervised task has been reaped: nothing can trap any more.
+      listener_hup_ = true;
+      return MaybeFinish();
+    }
+    if (!readable) break;
+    auto n = notifier_.Receive();
+    if (!n) {
+      // ENOENT: the notification was withdrawn (signal, exit) before we took it.
+      if (!n.error().TargetGone()) spdlog::warn("receive failed: {}", n.error().ToString());
+      continue;
+    }
+    Dispatch(*n);
+  }
+  ArmListener();
+}
+
+void Session::Dispatch(const tracer::Notification& n) {
+  auto call = tracer::CallFromNr(n.nr);
+  if (!call) {
+    // Not one of ours (cannot happen with our filter); let it run.
+    (void)notifier_.Continue(n.id);
+    return;
+  }
+  calls_.Handle(PendingCall(sinks_, n, *call));
+}
+
+void Session::ArmSignals() {
+  signals_.async_wait(asio::posix::descriptor_base::wait_read,
+                      [this](const boost::system::error_code& ec) {
+                        if (!ec) OnSignals();
+                      });
+}
+
+void Session::OnSignals() {
+  signalfd_siginfo info;
+  while (read(signals_.native_handle(), &info, sizeof(info)) == sizeof(info)) {
+    int sig = static_cast<int>(info.ssi_signo);
+    if (sig == SIGCHLD) continue;  // reaped below
+    // A signal from the terminal (SI_KERNEL) reached the program's process group directly;
+    // forward only what someone sent to slipstream-trace itself (kill, sigqueue).
+    if (info.ssi_code <= 0 && !program_status_) {
+      spdlog::debug("forwarding signal {} to pid {}", sig, program_);
+      kill(program_, sig);
+    }
+  }
+  ReapChildren();
+  ArmSignals();
+}
+
+void Session::ReapChildren() {
+  for (;;) {
+    int status;
+    pid_t pid = waitpid(-1, &status, WNOHANG | __WALL);
+    if (pid <= 0) break;
+    if (pid == program_) {
+      program_status_ = status;
+      spdlog::debug("program {} ended, status {:#x}", pid, status);
+    }
+  }
+  MaybeFinish();
+}
+
+void Session::MaybeFinish() {
+  // Both are needed: the listener hangs up only once every supervised task has been reaped, and
+  // the program's status is what we exit with.
+  if (program_status_ && listener_hup_) io_.stop();
+}
+
+}  // namespace slipstream::supervisor

@@ -1,0 +1,75 @@
+// Session: one run of slipstream-trace. Owns the event loop, the listener, the launched program's
+// lifecycle, and the answer to every notification.
+//
+// Threading: one thread, one io_context. Everything below runs on it.
+#ifndef SLIPSTREAM_SUPERVISOR_SESSION_H_
+#define SLIPSTREAM_SUPERVISOR_SESSION_H_
+
+#include <utility>  // before asio: awaitable.hpp needs std::exchange on g++ 12
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <optional>
+
+#include "fdinject/installer.h"
+#include "supervisor/held_calls.h"
+#include "supervisor/local_addrs.h"
+#include "supervisor/outstanding.h"
+#include "supervisor/socket_calls.h"
+#include "supervisor/stats.h"
+#include "supervisor/trace_log.h"
+#include "tracer/notifier.h"
+#include "tracer/probe.h"
+
+namespace slipstream::supervisor {
+
+struct SessionConfig {
+  tracer::KernelFeatures features;
+  bool wait_killable = false;  // the filter was installed with WAIT_KILLABLE_RECV
+  FILE* trace_out = nullptr;   // nullptr: no --trace
+};
+
+class Session {
+ public:
+  // Takes the listener and the launched program's pid. `signal_fd` is a signalfd for SIGCHLD and
+  // the forwarded signals, which the caller has blocked.
+  Session(SessionConfig config, UniqueFd listener, pid_t program, UniqueFd signal_fd,
+          OutstandingTable& outstanding);
+  ~Session();
+
+  // Runs until the program and every supervised descendant are gone. Returns the program's wait
+  // status.
+  int Run();
+  const Stats& stats() const { return stats_; }
+
+ private:
+  void ArmListener();
+  void OnListenerReady();
+  void Dispatch(const tracer::Notification& n);
+  void ArmSignals();
+  void OnSignals();
+  void ReapChildren();
+  void MaybeFinish();
+
+  SessionConfig config_;
+  boost::asio::io_context io_;
+  UniqueFd listener_fd_;
+  tracer::KernelNotifier notifier_;
+  fdinject::KernelFdInstaller installer_;
+  boost::asio::posix::stream_descriptor listener_;
+  boost::asio::posix::stream_descriptor signals_;
+  Stats stats_;
+  TraceLog trace_;
+  CallSinks sinks_;
+  HeldCalls held_;
+  LocalAddresses local_;
+  SocketCalls calls_;
+
+  pid_t program_;
+  std::optional<int> program_status_;
+  bool listener_hup_ = false;
+};
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_SESSION_H_

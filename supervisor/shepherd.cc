@@ -1,0 +1,87 @@
+#include "supervisor/shepherd.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "tracer/notifier.h"
+
+namespace slipstream::supervisor {
+namespace {
+
+// Ids a receive in flight may have taken when the supervisor died, beyond the highest recorded.
+constexpr uint64_t kProbeAhead = 64;
+
+bool AnswerIfSent(tracer::KernelNotifier& notifier, uint64_t id) {
+  if (!notifier.IdValid(id)) return false;
+  return notifier.Continue(id).has_value();
+}
+
+}  // namespace
+
+long ShepherdTakeOver(int listener_fd, const OutstandingTable& table) {
+  tracer::KernelNotifier notifier(listener_fd);
+  long answered = 0;
+  for (uint64_t id : table.Snapshot()) answered += AnswerIfSent(notifier, id);
+  if (table.any_received()) {
+    for (uint64_t id = table.highest_id() + 1; id <= table.highest_id() + kProbeAhead; ++id) {
+      answered += AnswerIfSent(notifier, id);
+    }
+  }
+  for (;;) {
+    pollfd p{listener_fd, POLLIN, 0};
+    if (poll(&p, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (p.revents & POLLIN) {
+      auto n = notifier.Receive();
+      if (n && notifier.Continue(n->id)) ++answered;
+      continue;
+    }
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) break;  // no supervised process is left
+  }
+  return answered;
+}
+
+}  // namespace slipstream::supervisor
+
+namespace slipstream::supervisor {
+
+Result<ShepherdHandle> StartShepherd(int listener_fd, const OutstandingTable& table) {
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) < 0) return Errno("pipe2");
+  UniqueFd watch(pipe_fds[0]), alive(pipe_fds[1]);
+  pid_t pid = fork();
+  if (pid < 0) return Errno("fork");
+  if (pid == 0) {
+    alive.Reset();
+    setsid();  // out of the terminal's session: Ctrl-C and hang-ups are for the program
+    prctl(PR_SET_NAME, "slipstream-shep", 0, 0, 0);
+    for (int sig : {SIGINT, SIGQUIT, SIGHUP, SIGTERM, SIGPIPE, SIGTSTP}) signal(sig, SIG_IGN);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Keep only the listener and the pipe; the supervisor's other fds are none of our business.
+    int lo = std::min(listener_fd, watch.Get()), hi = std::max(listener_fd, watch.Get());
+    syscall(SYS_close_range, 3, lo - 1, 0);  // Linux 5.9
+    syscall(SYS_close_range, lo + 1, hi - 1, 0);
+    syscall(SYS_close_range, hi + 1, ~0U, 0);
+    pollfd p{watch.Get(), POLLIN, 0};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    pollfd l{listener_fd, POLLIN, 0};
+    poll(&l, 1, 0);
+    if (!(l.revents & POLLHUP) || (l.revents & POLLIN)) ShepherdTakeOver(listener_fd, table);
+    _exit(0);
+  }
+  return ShepherdHandle{pid, std::move(alive)};
+}
+
+}  // namespace slipstream::supervisor

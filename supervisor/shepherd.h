@@ -1,0 +1,34 @@
+// Shepherd: a minimal successor that keeps the seccomp listener alive if the supervisor dies.
+//
+// Why: when the last listener fd closes, the kernel fails every pending and future trapped call
+// with ENOSYS. The shepherd is forked before the event loop starts, leaves the terminal's session
+// (so Ctrl-C does not take it down), and sleeps until the supervisor's end of a pipe closes. If
+// the filter still has users then, it answers the notifications the supervisor had received but
+// not answered (OutstandingTable, plus the few ids just above the highest one recorded, which a
+// receive in flight may have taken), then answers CONTINUE to every later notification until the
+// last supervised process is gone. Programs keep running on plain TCP.
+#ifndef SLIPSTREAM_SUPERVISOR_SHEPHERD_H_
+#define SLIPSTREAM_SUPERVISOR_SHEPHERD_H_
+
+#include <sys/types.h>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+#include "supervisor/outstanding.h"
+
+namespace slipstream::supervisor {
+
+struct ShepherdHandle {
+  pid_t pid = -1;
+  UniqueFd alive;  // the supervisor's end of the pipe; closes when the supervisor dies
+};
+
+[[nodiscard]] Result<ShepherdHandle> StartShepherd(int listener_fd, const OutstandingTable& table);
+
+// The take-over itself, exposed for tests: answers every listed and recently received id, then
+// CONTINUEs until the listener hangs up. Returns the number of notifications answered.
+long ShepherdTakeOver(int listener_fd, const OutstandingTable& table);
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_SHEPHERD_H_

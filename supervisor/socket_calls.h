@@ -1,0 +1,86 @@
+// SocketCalls: what the supervisor does with each trapped socket call.
+//
+// The rule for every call (docs/design.md, "TOCTOU and exact errors"): copy the pointer arguments
+// and take copies of the fds first; if anything cannot be read or taken, answer CONTINUE so the
+// kernel produces its own exact error. Otherwise check NOTIF_ID_VALID, run the call on the copy
+// with the copied arguments, write results back the way the kernel would, and answer.
+#ifndef SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_H_
+#define SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_H_
+
+#include <deque>
+#include <map>
+#include <optional>
+
+#include "base/syscalls.h"
+#include "fdinject/installer.h"
+#include "supervisor/held_calls.h"
+#include "supervisor/local_addrs.h"
+#include "supervisor/pending_call.h"
+#include "tracer/probe.h"
+#include "tracer/target.h"
+
+namespace slipstream::supervisor {
+
+struct HandlerEnv {
+  const tracer::KernelFeatures& features;
+  tracer::Notifier& notifier;
+  fdinject::FdInstaller& installer;
+  HeldCalls& held;
+  LocalAddresses& local;
+  Stats& stats;
+};
+
+class SocketCalls {
+ public:
+  explicit SocketCalls(HandlerEnv env) : env_(env) {}
+  void Handle(PendingCall call);
+
+  size_t parked() const;
+
+ private:
+  struct FileIdLess {
+    bool operator()(const FileId& a, const FileId& b) const {
+      return a.dev != b.dev ? a.dev < b.dev : a.ino < b.ino;
+    }
+  };
+  struct AcceptArgs {
+    int fd;
+    uint64_t addr;
+    uint64_t addrlen_ptr;
+    int flags;
+  };
+
+  bool CanEmulate() const { return env_.features.CanEmulate(); }
+  std::optional<tracer::TargetAccess> OpenTarget(PendingCall& c);
+  // Takes a copy of an AF_INET/AF_INET6 socket and checks the id is still valid; nullopt means
+  // "let the kernel run it" (or the target left, in which case `c` is abandoned).
+  std::optional<UniqueFd> TakeInetSocket(PendingCall& c, const tracer::TargetAccess& target, int fd);
+
+  void OnSocket(PendingCall& c);
+  void OnConnect(PendingCall c);
+  void OnAccept(PendingCall c, bool is_accept4);
+  void OnBind(PendingCall& c);
+  void OnListen(PendingCall& c);
+  void OnGetName(PendingCall& c, bool peer);
+  void OnSockopt(PendingCall& c, bool get);
+  void OnShutdown(PendingCall& c);
+
+  // accept: answers `c` unless the listener has nothing to accept yet (returns false).
+  bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args);
+  void Deliver(PendingCall& c, UniqueFd conn, const FileId& listener_id, const AcceptArgs& args);
+  // connect: answers `c` unless the handshake is still running on a blocking socket.
+  bool TryConnect(PendingCall& c, int sock, const SockAddr& dest);
+
+  HandlerEnv env_;
+  // Connections accepted for a call the target left before the answer (a signal, EMFILE): they go
+  // to the next accept on the same listener, as they would have stayed in the kernel's queue.
+  std::map<FileId, std::deque<UniqueFd>, FileIdLess> parked_;
+};
+
+// Errors that describe the supervisor's own limits, not the target's call: never hand them to the
+// program; let the kernel run the call instead.
+bool IsSupervisorResourceError(int err);
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_H_

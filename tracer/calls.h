@@ -1,0 +1,33 @@
+// The socket calls Slipstream traps, and their names.
+#ifndef SLIPSTREAM_TRACER_CALLS_H_
+#define SLIPSTREAM_TRACER_CALLS_H_
+
+#include <cstdint>
+#include <optional>
+
+namespace slipstream::tracer {
+
+enum class Call : uint8_t {
+  kSocket,
+  kConnect,
+  kAccept,
+  kAccept4,
+  kBind,
+  kListen,
+  kGetsockname,
+  kGetpeername,
+  kGetsockopt,
+  kSetsockopt,
+  kShutdown,
+  kEpollCtl,  // only EPOLL_CTL_ADD is trapped
+};
+inline constexpr int kCallCount = 12;
+
+// Native syscall number <-> Call. Syscalls of other ABIs (i386, x32) are never trapped.
+std::optional<Call> CallFromNr(int nr);
+int NrOf(Call call);
+const char* CallName(Call call);
+
+}  // namespace slipstream::tracer
+
+#endif  // SLIPSTREAM_TRACER_CALLS_H_

@@ -1,0 +1,98 @@
+#include "tracer/filter.h"
+
+#include <linux/seccomp.h>
+#include <seccomp.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <memory>
+
+#include "base/unique_fd.h"
+#include "tracer/calls.h"
+
+namespace slipstream::tracer {
+namespace {
+
+struct CtxDeleter {
+  void operator()(scmp_filter_ctx ctx) const { seccomp_release(ctx); }
+};
+using Ctx = std::unique_ptr<void, CtxDeleter>;
+
+// libseccomp returns -errno from every call.
+Status Check(int rc, const char* op) {
+  if (rc < 0) return Error(-rc, op);
+  return {};
+}
+
+Status AddRules(scmp_filter_ctx ctx, const FilterOptions& options) {
+  const uint32_t notify = SCMP_ACT_NOTIFY;
+  // Only TCP-capable sockets: AF_INET/AF_INET6 with type SOCK_STREAM (the low 4 bits of `type`).
+  for (int domain : {AF_INET, AF_INET6}) {
+    auto st = Check(seccomp_rule_add(ctx, notify, SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, domain),
+                                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_STREAM)),
+                    "seccomp_rule_add(socket)");
+    if (!st) return st;
+  }
+  for (Call call : {Call::kConnect, Call::kAccept, Call::kAccept4, Call::kBind, Call::kListen,
+                    Call::kGetsockname, Call::kGetpeername, Call::kGetsockopt, Call::kSetsockopt,
+                    Call::kShutdown}) {
+    auto st = Check(seccomp_rule_add(ctx, notify, NrOf(call), 0), "seccomp_rule_add");
+    if (!st) return st;
+  }
+  if (options.trap_epoll_add) {
+    auto st = Check(seccomp_rule_add(ctx, notify, SCMP_SYS(epoll_ctl), 1,
+                                     SCMP_A1(SCMP_CMP_EQ, EPOLL_CTL_ADD)),
+                    "seccomp_rule_add(epoll_ctl)");
+    if (!st) return st;
+  }
+  if (!options.allow_io_uring) {
+    auto st = Check(seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(io_uring_setup), 0),
+                    "seccomp_rule_add(io_uring_setup)");
+    if (!st) return st;
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<BpfProgram> BuildFilter(const FilterOptions& options) {
+  Ctx ctx(seccomp_init(SCMP_ACT_ALLOW));
+  if (!ctx) return Error(ENOMEM, "seccomp_init");
+  // The child sets NO_NEW_PRIVS itself, and only when it must (unprivileged).
+  if (auto st = Check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0), "seccomp_attr_set(NNP)"); !st) {
+    return tl::unexpected(st.error());
+  }
+  if (auto st = Check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ALLOW),
+                      "seccomp_attr_set(BADARCH)");
+      !st) {
+    return tl::unexpected(st.error());
+  }
+  if (auto st = AddRules(ctx.get(), options); !st) return tl::unexpected(st.error());
+
+  // libseccomp 2.5.4 cannot set SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (2.6 can), so export the
+  // program and install it with seccomp(2) ourselves.
+  UniqueFd mem(memfd_create("slipstream-bpf", MFD_CLOEXEC));
+  if (!mem) return Errno("memfd_create");
+  if (auto st = Check(seccomp_export_bpf(ctx.get(), mem.Get()), "seccomp_export_bpf"); !st) {
+    return tl::unexpected(st.error());
+  }
+  off_t size = lseek(mem.Get(), 0, SEEK_END);
+  if (size <= 0 || size % sizeof(sock_filter) != 0) return Error(EINVAL, "seccomp_export_bpf size");
+  BpfProgram program(static_cast<size_t>(size) / sizeof(sock_filter));
+  if (pread(mem.Get(), program.data(), static_cast<size_t>(size), 0) != size) return Errno("pread");
+  return program;
+}
+
+int InstallFilter(const BpfProgram& program, unsigned extra_flags) {
+  sock_fprog prog{static_cast<unsigned short>(program.size()),
+                  const_cast<sock_filter*>(program.data())};
+  long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                    SECCOMP_FILTER_FLAG_NEW_LISTENER | extra_flags, &prog);
+  return fd < 0 ? -errno : static_cast<int>(fd);
+}
+
+}  // namespace slipstream::tracer

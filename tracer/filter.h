@@ -1,0 +1,35 @@
+// The seccomp filter: which syscalls notify the supervisor, built once in the supervisor and
+// installed in the child between fork and exec.
+#ifndef SLIPSTREAM_TRACER_FILTER_H_
+#define SLIPSTREAM_TRACER_FILTER_H_
+
+#include <linux/filter.h>
+
+#include <vector>
+
+#include "base/result.h"
+
+namespace slipstream::tracer {
+
+struct FilterOptions {
+  // io_uring submissions bypass seccomp entirely, so by default io_uring_setup fails with ENOSYS and
+  // runtimes (libuv, tokio, liburing users) fall back to plain syscalls.
+  bool allow_io_uring = false;
+  // Trap epoll_ctl(EPOLL_CTL_ADD) so registrations made before a connect can follow the switch.
+  bool trap_epoll_add = false;
+};
+
+using BpfProgram = std::vector<sock_filter>;
+
+// Builds the classic-BPF program with libseccomp. Unknown architectures (i386, x32 programs) are
+// allowed through untrapped: Slipstream supervises the native ABI only.
+[[nodiscard]] Result<BpfProgram> BuildFilter(const FilterOptions& options);
+
+// Installs `program` for the calling thread with SECCOMP_FILTER_FLAG_NEW_LISTENER plus
+// `extra_flags` and returns the listener fd, or -errno. Async-signal-safe: it only makes syscalls,
+// so it may run in the child between fork and exec.
+int InstallFilter(const BpfProgram& program, unsigned extra_flags);
+
+}  // namespace slipstream::tracer
+
+#endif  // SLIPSTREAM_TRACER_FILTER_H_

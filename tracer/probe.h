@@ -1,0 +1,29 @@
+// Kernel features Slipstream uses, probed once at start (never guessed from the version string).
+#ifndef SLIPSTREAM_TRACER_PROBE_H_
+#define SLIPSTREAM_TRACER_PROBE_H_
+
+#include <string>
+
+namespace slipstream::tracer {
+
+struct KernelFeatures {
+  std::string release;          // uname -r, for messages
+  bool user_notif = false;      // SECCOMP_RET_USER_NOTIF 5.0 with FLAG_CONTINUE 5.5
+  bool addfd = false;           // SECCOMP_IOCTL_NOTIF_ADDFD, 5.9
+  bool addfd_send = false;      // SECCOMP_ADDFD_FLAG_SEND, 5.14
+  bool wait_killable = false;   // SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, 5.19
+  bool pidfd_getfd = false;     // 5.6
+  bool pidfd_thread = false;    // PIDFD_THREAD, 6.9
+
+  // Can the supervisor act on calls (emulate, switch) rather than only watch them?
+  bool CanEmulate() const { return user_notif && pidfd_getfd && addfd && addfd_send; }
+  std::string Describe() const;
+};
+
+// Forks a short-lived child that installs a do-nothing filter with a listener and tries each ioctl
+// and flag on it. Safe to call only while the process is single-threaded.
+KernelFeatures ProbeKernel();
+
+}  // namespace slipstream::tracer
+
+#endif  // SLIPSTREAM_TRACER_PROBE_H_
