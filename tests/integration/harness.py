@@ -1,0 +1,165 @@
+"""Shared helpers for Slipstream's integration tests.
+
+Each test file is a unittest module run by CTest as its own process (tests/CMakeLists.txt). Tests
+start real processes: slipstream-trace from the build tree and the fixture programs built from
+tests/programs/. Exit status 77 tells CTest the whole file was skipped.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+BUILD = os.environ.get("SLIPSTREAM_BUILD", os.path.join(os.path.dirname(__file__), "../../build"))
+TRACE_BIN = os.path.join(BUILD, "supervisor", "slipstream-trace")
+PROGRAMS = os.path.join(BUILD, "tests", "programs")
+SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SKIP = 77
+
+TRACE_LINE = re.compile(
+    r"^(?P<time>\d\d:\d\d:\d\d\.\d{6}) \[(?P<tid>\d+)\] (?P<call>\w+)\((?P<args>.*)\) = "
+    r"(?P<result>\? \(kernel\)|\? \(interrupted\)|-?\d+|-1 \S+ \(.*?\))(?: (?P<note>.*))?$")
+
+
+def program(name):
+    """Path of a built fixture program (tests/programs)."""
+    path = os.path.join(PROGRAMS, name)
+    if not os.path.exists(path):
+        raise unittest.SkipTest(f"fixture {name} not built")
+    return path
+
+
+def supervised(cmd, *, trace_file=None, stats=False, extra=()):
+    """The command line that runs `cmd` under slipstream-trace."""
+    wrap = [TRACE_BIN, *extra]
+    if trace_file:
+        wrap += ["--trace", "-o", trace_file]
+    if stats:
+        wrap += ["--stats"]
+    return wrap + ["--"] + list(cmd)
+
+
+def run(cmd, *, timeout=60, check=False, **kw):
+    """Runs to completion, capturing stdout/stderr as text."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check, **kw)
+
+
+def start(cmd, **kw):
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(cmd, text=True, **kw)
+
+
+def read_trace(path):
+    """Parsed --trace lines: a list of dicts (time, tid, call, args, result, note)."""
+    records = []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            m = TRACE_LINE.match(line)
+            if m:
+                records.append(m.groupdict())
+    return records
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_file(path, timeout=10.0):
+    """Waits until `path` exists and is non-empty; returns its stripped content."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+            if text:
+                return text
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    raise TimeoutError(f"{path} did not appear within {timeout}s")
+
+
+def wait_for_port(port, host="127.0.0.1", timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.01)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def unix_inodes():
+    """Inodes of every AF_UNIX socket in this network namespace (/proc/net/unix)."""
+    inodes = set()
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 7:
+                inodes.add(int(fields[6]))
+    return inodes
+
+
+def fd_socket_inode(pid, fd):
+    """The socket inode behind /proc/PID/fd/FD, or None if it is not a socket."""
+    try:
+        link = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    m = re.match(r"socket:\[(\d+)\]", link)
+    return int(m.group(1)) if m else None
+
+
+def children_of(pid):
+    """Direct children of `pid` (from /proc/PID/task/*/children)."""
+    kids = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def kill_tree(proc, sig=signal.SIGKILL):
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def main():
+    if not os.path.exists(TRACE_BIN):
+        print(f"slipstream-trace not built at {TRACE_BIN}", file=sys.stderr)
+        sys.exit(1)
+    prog = unittest.main(exit=False, verbosity=2)
+    result = prog.result
+    if not result.wasSuccessful():
+        sys.exit(1)
+    if result.testsRun > 0 and len(result.skipped) == result.testsRun:
+        sys.exit(SKIP)
+    sys.exit(0)
