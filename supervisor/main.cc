@@ -118,8 +118,8 @@ int Main(int argc, char** argv) {
   // Orphaned descendants are reparented to us: we reap them, and they stay our descendants.
   prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 
-  LaunchSpec spec{o.command, &*program, killable ? SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV : 0u,
-                  &inherited};
+  unsigned flags = killable ? static_cast<unsigned>(SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) : 0u;
+  LaunchSpec spec{o.command, &*program, flags, &inherited};
   auto launched = Launch(spec);
   if (!launched) {
     const SysError& e = launched.error();
@@ -140,7 +140,7 @@ int Main(int argc, char** argv) {
   auto shepherd = StartShepherd(launched->listener.Get(), *outstanding);
   if (!shepherd) spdlog::warn("no shepherd ({}): not fail-open", shepherd.error().ToString());
 
-  SessionConfig config{features, killable, o.trace ? out : nullptr};
+  SessionConfig config{features, killable, o.trace ? out : nullptr, o.switching};
   Session session(std::move(config), std::move(launched->listener), launched->pid,
                   std::move(signal_fd), *outstanding);
   int status = session.Run();

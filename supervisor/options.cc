@@ -37,6 +37,9 @@ std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code) {
                "do not use SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19+)");
   app.add_flag("--allow-io-uring", o.allow_io_uring,
                "let io_uring_setup succeed (io_uring I/O bypasses seccomp and Slipstream)");
+  bool no_switch = false;
+  app.add_flag("--no-switch", no_switch,
+               "observe only: never switch connections to Unix sockets (no slipstreamd)");
   app.prefix_command();  // everything from PROGRAM on belongs to PROGRAM
   try {
     app.parse(argc, argv);
@@ -66,6 +69,7 @@ std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code) {
     return std::nullopt;
   }
   o.wait_killable = !no_wait_killable;
+  o.switching = !no_switch;
   return o;
 }
 

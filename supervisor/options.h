@@ -15,6 +15,7 @@ struct Options {
   bool verbose = false;
   bool wait_killable = true;    // --no-wait-killable turns it off
   bool allow_io_uring = false;
+  bool switching = true;        // --no-switch: observe only
   std::vector<std::string> command;
 };
 

@@ -38,12 +38,16 @@ Session::Session(SessionConfig config, UniqueFd listener, pid_t program, UniqueF
       trace_(config_.trace_out),
       sinks_{notifier_, outstanding, trace_, stats_},
       held_(io_, notifier_, config_.wait_killable),
-      calls_({config_.features, notifier_, installer_, held_, local_, stats_}),
+      switcher_(config_.switching && config_.features.CanEmulate()
+                    ? std::make_unique<Switcher>(io_, stats_)
+                    : nullptr),
+      calls_({config_.features, notifier_, installer_, held_, local_, stats_, switcher_.get()}),
       program_(program) {}
 
 Session::~Session() = default;
 
 int Session::Run() {
+  if (switcher_) switcher_->Start();
   ArmListener();
   ArmSignals();
   io_.run();

@@ -9,6 +9,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <memory>
 #include <optional>
 
 #include "fdinject/installer.h"
@@ -17,6 +18,7 @@
 #include "supervisor/outstanding.h"
 #include "supervisor/socket_calls.h"
 #include "supervisor/stats.h"
+#include "supervisor/switcher.h"
 #include "supervisor/trace_log.h"
 #include "tracer/notifier.h"
 #include "tracer/probe.h"
@@ -27,6 +29,7 @@ struct SessionConfig {
   tracer::KernelFeatures features;
   bool wait_killable = false;  // the filter was installed with WAIT_KILLABLE_RECV
   FILE* trace_out = nullptr;   // nullptr: no --trace
+  bool switching = true;       // false: observe and emulate only (--no-switch)
 };
 
 class Session {
@@ -63,6 +66,7 @@ class Session {
   CallSinks sinks_;
   HeldCalls held_;
   LocalAddresses local_;
+  std::unique_ptr<Switcher> switcher_;
   SocketCalls calls_;
 
   pid_t program_;

@@ -1,10 +1,13 @@
 #include "supervisor/socket_calls.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 
 #include <string>
+#include <vector>
 
 #include "supervisor/blocking_guard.h"
 
@@ -19,6 +22,9 @@ bool IsSupervisorResourceError(int err) {
 
 namespace {
 
+// Largest option value copied between the program and the retained TCP socket.
+constexpr size_t kMaxOptLen = 4096;
+
 std::string FdText(uint64_t fd) { return std::to_string(static_cast<int>(fd)); }
 
 int SocketOption(int fd, int level, int name) {
@@ -28,12 +34,57 @@ int SocketOption(int fd, int level, int name) {
   return value;
 }
 
+uint64_t Inode(int fd) {
+  auto id = GetFileId(fd);
+  return id ? id->ino : 0;
+}
+
+std::optional<SockAddr> Name(int fd, bool peer) {
+  SockAddr a;
+  socklen_t len = sizeof(sockaddr_storage);
+  int rc = peer ? getpeername(fd, a.mutable_get(), &len) : getsockname(fd, a.mutable_get(), &len);
+  if (rc < 0) return std::nullopt;
+  a.set_len(len);
+  return a;
+}
+
 // Best effort, for --trace only: the address a connect/bind call names.
 std::string AddrText(const TargetAccess* target, uint64_t ptr, uint64_t len) {
   if (target == nullptr) return "?";
   auto addr = tracer::CopySockAddrIn(*target, ptr, static_cast<int64_t>(len));
-  if (!addr) return addr.error().err == EFAULT ? "<bad address>" : "<addrlen " + std::to_string(static_cast<int>(len)) + ">";
+  if (!addr) {
+    return addr.error().err == EFAULT ? "<bad address>"
+                                      : "<addrlen " + std::to_string(static_cast<int>(len)) + ">";
+  }
   return addr->ToString();
+}
+
+bool Established(int sock) {
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  return getsockopt(sock, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+         info.tcpi_state == TCP_ESTABLISHED;
+}
+
+// SOL_SOCKET options that describe the TCP connection rather than the byte stream: on a switched
+// socket they are answered from the retained TCP socket. The rest (buffers, timeouts, SO_ERROR,
+// SO_KEEPALIVE...) act on the AF_UNIX end the program holds.
+bool IsIdentityOption(int name) {
+  switch (name) {
+    case SO_DOMAIN:
+    case SO_PROTOCOL:
+    case SO_PEERCRED:
+    case SO_PEERNAME:
+    case SO_COOKIE:
+    case SO_BINDTODEVICE:
+    case SO_MARK:
+    case SO_INCOMING_CPU:
+    case SO_PEERSEC:
+    case SO_PEERGROUPS:
+      return true;
+    default:
+      return false;
+  }
 }
 
 }  // namespace
@@ -68,18 +119,32 @@ std::optional<TargetAccess> SocketCalls::OpenTarget(PendingCall& c) {
   return std::move(*target);
 }
 
-std::optional<UniqueFd> SocketCalls::TakeInetSocket(PendingCall& c, const TargetAccess& target,
-                                                    int fd) {
+std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c,
+                                                         const TargetAccess& target, int fd) {
   auto copy = target.TakeFd(fd);
   if (!copy) return std::nullopt;  // EBADF and friends: the kernel says it exactly
-  int domain = SocketOption(copy->Get(), SOL_SOCKET, SO_DOMAIN);
-  if (domain != AF_INET && domain != AF_INET6) return std::nullopt;
-  if (SocketOption(copy->Get(), SOL_SOCKET, SO_TYPE) != SOCK_STREAM) return std::nullopt;
+  Sock sock{std::move(*copy)};
+  int domain = SocketOption(sock.fd.Get(), SOL_SOCKET, SO_DOMAIN);
+  if (domain == AF_UNIX && env_.switcher != nullptr) {
+    sock.switched = env_.switcher->Find(Inode(sock.fd.Get()));
+    if (sock.switched == nullptr) return std::nullopt;
+  } else if (domain != AF_INET && domain != AF_INET6) {
+    return std::nullopt;
+  } else if (SocketOption(sock.fd.Get(), SOL_SOCKET, SO_TYPE) != SOCK_STREAM) {
+    return std::nullopt;
+  }
   if (!env_.notifier.IdValid(c.id())) {
     c.Abandon();
     return std::nullopt;
   }
-  return std::move(*copy);
+  return sock;
+}
+
+std::optional<UniqueFd> SocketCalls::TakeInetSocket(PendingCall& c, const TargetAccess& target,
+                                                    int fd) {
+  auto sock = TakeSocket(c, target, fd);
+  if (!sock || sock->switched) return std::nullopt;
+  return std::move(sock->fd);
 }
 
 void SocketCalls::OnSocket(PendingCall& c) {
@@ -91,7 +156,8 @@ void SocketCalls::OnSocket(PendingCall& c) {
 
 void SocketCalls::OnBind(PendingCall& c) {
   auto target = OpenTarget(c);
-  c.trace().args = FdText(c.arg(0)) + ", " + AddrText(target ? &*target : nullptr, c.arg(1), c.arg(2));
+  c.trace().args =
+      FdText(c.arg(0)) + ", " + AddrText(target ? &*target : nullptr, c.arg(1), c.arg(2));
   // CONTINUE: bind's permission checks (ports below ip_unprivileged_port_start) are made against
   // the caller's credentials, which must be the target's, not the supervisor's.
 }
@@ -109,6 +175,9 @@ void SocketCalls::OnListen(PendingCall& c) {
     if (IsSupervisorResourceError(errno)) return;
     return c.Fail(errno);
   }
+  if (env_.switcher != nullptr && env_.local.SameNetns(c.tid())) {
+    if (auto tgid = ThreadGroupOf(c.tid())) env_.switcher->OnListener(*tgid, fd, sock->Get());
+  }
   c.Return(0);
 }
 
@@ -123,17 +192,31 @@ void SocketCalls::OnConnect(PendingCall c) {
   c.trace().args = FdText(c.arg(0)) + ", " + AddrText(&*target, c.arg(1), c.arg(2));
   if (!dest || !dest->IsInet()) return;  // the kernel gives EINVAL/EFAULT/EAFNOSUPPORT itself
   ++env_.stats.connects;
-  if (!env_.local.SameNetns(c.tid()) || !env_.local.IsLocal(*dest)) return;
+  if (!env_.local.SameNetns(c.tid()) || !env_.local.IsLocal(*dest)) {
+    ++env_.stats.left_on_tcp;
+    return;
+  }
   auto sock = TakeInetSocket(c, *target, fd);
   if (!sock) return;
-  if (TryConnect(c, sock->Get(), *dest)) return;
+  bool approved = false;
+  if (env_.switcher != nullptr && env_.switcher->active()) {
+    approved = env_.switcher->Approve(c.tid(), sock->Get(), *dest);
+    if (!approved) {
+      // Not ours to switch: the kernel runs the connect, with no cost on the data path.
+      ++env_.stats.left_on_tcp;
+      return;
+    }
+  }
+  if (TryConnect(c, sock->Get(), *dest, approved)) return;
   SockAddr copied = *dest;
   env_.held.Hold(std::move(c), std::move(*sock), HeldCalls::Wait::kWrite,
-                 [this, copied](PendingCall& call, int s) { return TryConnect(call, s, copied); });
+                 [this, copied, approved](PendingCall& call, int s) {
+                   return TryConnect(call, s, copied, approved);
+                 });
   ++env_.stats.held;
 }
 
-bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest) {
+bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved) {
   auto flags = GetFileFlags(sock);
   bool blocking = flags && !(*flags & O_NONBLOCK);
   int rc;
@@ -145,6 +228,13 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest) {
     err = errno;
   }
   if (rc < 0 && err == EINTR && blocking) return false;  // handshake still running: hold
+  bool connected = rc == 0 || (err == EINPROGRESS && Established(sock));
+  if (approved) {
+    // Switch only a connection that is established; one still in its handshake (a full SYN
+    // queue) stays TCP rather than making a non-blocking program wait.
+    if (!connected || !SwitchConnected(c, sock)) env_.switcher->Abort(c.tid(), sock);
+    if (c.answered()) return true;
+  }
   if (rc == 0) {
     c.Return(0);
   } else if (IsSupervisorResourceError(err)) {
@@ -153,6 +243,30 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest) {
     c.Fail(err);
   }
   return true;
+}
+
+bool SocketCalls::SwitchConnected(PendingCall& c, int sock) {
+  int fd = static_cast<int>(c.arg(0));
+  auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
+  auto file_flags = GetFileFlags(sock);
+  if (!fd_flags || !file_flags) return false;
+  auto end = env_.switcher->SwitchClient(c.tid(), sock, (*file_flags & O_NONBLOCK) != 0);
+  if (!end) return false;
+  uint64_t end_ino = Inode(end->Get());
+  // SETFD swaps the slot like dup2: epoll registrations made after this point see the AF_UNIX end,
+  // and the TCP socket lives on in our copy (no FIN is sent).
+  auto installed = env_.installer.Install({c.id(), end->Get(), fd, fd_flags->cloexec, false});
+  if (!installed) {
+    // The target left the call (signal, exit): the peer end sees EOF, as if the client closed.
+    if (installed.error().TargetGone()) c.Abandon();
+    return false;
+  }
+  UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
+  auto local = Name(sock, false), remote = Name(sock, true);
+  c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
+                   (remote ? remote->ToString() : "?") + ")";
+  env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true);
+  return true;  // the caller answers with the connect's own result
 }
 
 void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
@@ -168,7 +282,7 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   auto id = GetFileId(listener->Get());
   if (!id) return;
   if (auto it = parked_.find(*id); it != parked_.end() && !it->second.empty()) {
-    UniqueFd conn = std::move(it->second.front());
+    Parked conn = std::move(it->second.front());
     it->second.pop_front();
     if (it->second.empty()) parked_.erase(it);
     return Deliver(c, std::move(conn), *id, args);
@@ -199,42 +313,52 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
     err = errno;
   }
   if (conn < 0 && err == EINTR && blocking) return false;  // taken by someone else meanwhile
-  if (conn >= 0) {
-    Deliver(c, UniqueFd(conn), listener_id, args);
-  } else if (IsSupervisorResourceError(err)) {
-    c.Continue();
-  } else {
-    c.Fail(err);
+  if (conn < 0) {
+    if (IsSupervisorResourceError(err)) {
+      c.Continue();
+    } else {
+      c.Fail(err);
+    }
+    return true;
   }
+  Parked accepted{UniqueFd(conn), UniqueFd()};
+  if (env_.switcher != nullptr) {
+    if (auto end = env_.switcher->Claim(c.tid(), conn)) {
+      (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
+      accepted.unix_end = std::move(*end);
+    } else {
+      ++env_.stats.left_on_tcp;
+    }
+  }
+  Deliver(c, std::move(accepted), listener_id, args);
   return true;
 }
 
-void SocketCalls::Deliver(PendingCall& c, UniqueFd conn, const FileId& listener_id,
+void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id,
                           const AcceptArgs& args) {
-  SockAddr peer;
-  socklen_t len = sizeof(sockaddr_storage);
-  if (getpeername(conn.Get(), peer.mutable_get(), &len) < 0) {
-    return c.Fail(ECONNABORTED);  // as the kernel's accept does when getname fails
-  }
-  peer.set_len(len);
-  c.trace().note = "(peer " + peer.ToString() + ")";
+  auto peer = Name(conn.tcp.Get(), true);
+  if (!peer) return c.Fail(ECONNABORTED);  // as the kernel's accept does when getname fails
+  c.trace().note = "(peer " + peer->ToString() + ")";
   if (args.addr != 0) {
     auto target = tracer::TargetAccess::Open(c.tid(), env_.features.pidfd_thread);
     if (!target) return c.Abandon();
     // As in the kernel, a bad address fails the call after the connection was taken: it is lost.
-    auto st = tracer::CopySockAddrOut(*target, peer, args.addr, args.addrlen_ptr);
+    auto st = tracer::CopySockAddrOut(*target, *peer, args.addr, args.addrlen_ptr);
     if (!st) return c.Fail(st.error().err);
   }
-  auto fd = env_.installer.Install(
-      {c.id(), conn.Get(), -1, (args.flags & SOCK_CLOEXEC) != 0, /*send=*/true});
-  if (fd) {
-    ++env_.stats.accepts;
-    ++env_.stats.left_on_tcp;
-    return c.AnsweredWithFd(*fd);
+  int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
+  auto fd = env_.installer.Install({c.id(), give, -1, (args.flags & SOCK_CLOEXEC) != 0, true});
+  if (!fd) {
+    parked_[listener_id].push_back(std::move(conn));
+    if (fd.error().TargetGone()) return c.Abandon();
+    return c.Fail(fd.error().err);  // EMFILE: the target's fd table is full
   }
-  parked_[listener_id].push_back(std::move(conn));
-  if (fd.error().TargetGone()) return c.Abandon();
-  c.Fail(fd.error().err);  // EMFILE: the target's fd table is full
+  ++env_.stats.accepts;
+  if (conn.unix_end) {
+    c.trace().note += " switched to unix";
+    env_.switcher->Book(Inode(conn.unix_end.Get()), std::move(conn.tcp), /*client=*/false);
+  }
+  c.AnsweredWithFd(*fd);
 }
 
 void SocketCalls::OnGetName(PendingCall& c, bool peer) {
@@ -242,17 +366,16 @@ void SocketCalls::OnGetName(PendingCall& c, bool peer) {
   c.trace().args = FdText(c.arg(0));
   auto target = OpenTarget(c);
   if (!target) return;
-  auto sock = TakeInetSocket(c, *target, fd);
+  auto sock = TakeSocket(c, *target, fd);
   if (!sock) return;
-  SockAddr addr;
-  socklen_t len = sizeof(sockaddr_storage);
-  int rc = peer ? getpeername(sock->Get(), addr.mutable_get(), &len)
-                : getsockname(sock->Get(), addr.mutable_get(), &len);
-  if (rc < 0) return;  // ENOTCONN and friends: the kernel says it exactly
-  addr.set_len(len);
-  auto st = tracer::CopySockAddrOut(*target, addr, c.arg(1), c.arg(2));
+  auto addr = Name(sock->tcp(), peer);
+  if (!addr) {
+    if (!sock->switched) return;  // ENOTCONN and friends: the kernel says it exactly
+    return c.Fail(errno);
+  }
+  auto st = tracer::CopySockAddrOut(*target, *addr, c.arg(1), c.arg(2));
   if (!st) return c.Fail(st.error().err);
-  c.trace().note = "(" + addr.ToString() + ")";
+  c.trace().note = "(" + addr->ToString() + ")";
   c.Return(0);
 }
 
@@ -260,15 +383,65 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
   int level = static_cast<int>(c.arg(1));
   int name = static_cast<int>(c.arg(2));
   c.trace().args = FdText(c.arg(0)) + ", " + SockoptText(level, name);
+  auto target = OpenTarget(c);
+  if (!target) return;
   if (!get && static_cast<int>(c.arg(4)) == sizeof(int)) {
-    if (auto target = OpenTarget(c)) {
-      if (auto v = target->ReadInt(c.arg(3))) c.trace().args += ", [" + std::to_string(*v) + "]";
-    }
+    if (auto v = target->ReadInt(c.arg(3))) c.trace().args += ", [" + std::to_string(*v) + "]";
   }
+  if (env_.switcher == nullptr || (level == SOL_SOCKET && !IsIdentityOption(name))) return;
+  auto copy = target->TakeFd(static_cast<int>(c.arg(0)));
+  if (!copy || SocketOption(copy->Get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return;
+  const SwitchedSocket* sw = env_.switcher->Find(Inode(copy->Get()));
+  if (sw == nullptr) return;
+  if (!env_.notifier.IdValid(c.id())) return c.Abandon();
+  EmulateSockopt(c, sw->tcp.Get(), get);
+}
+
+// get/setsockopt on the retained TCP socket with the program's arguments, copying the option in
+// and out as the kernel does (EFAULT for unreadable or unwritable memory).
+void SocketCalls::EmulateSockopt(PendingCall& c, int tcp, bool get) {
+  auto target = OpenTarget(c);
+  if (!target) return;
+  int level = static_cast<int>(c.arg(1));
+  int name = static_cast<int>(c.arg(2));
+  uint64_t optval = c.arg(3);
+  if (!get) {
+    int len = static_cast<int>(c.arg(4));
+    if (len < 0) return c.Fail(EINVAL);
+    std::vector<uint8_t> value(std::min<size_t>(static_cast<size_t>(len), kMaxOptLen));
+    if (!value.empty() && !target->Read(optval, value)) return c.Fail(EFAULT);
+    if (setsockopt(tcp, level, name, value.data(), static_cast<socklen_t>(value.size())) < 0) {
+      return c.Fail(errno);
+    }
+    return c.Return(0);
+  }
+  auto len = target->ReadInt(c.arg(4));
+  if (!len) return c.Fail(EFAULT);
+  if (*len < 0) return c.Fail(EINVAL);
+  std::vector<uint8_t> value(std::min<size_t>(static_cast<size_t>(*len), kMaxOptLen));
+  // Some options take input in the buffer too (TCP_INFO does not, TCP_REPAIR_WINDOW does).
+  if (!value.empty()) (void)target->Read(optval, value);
+  socklen_t out_len = static_cast<socklen_t>(value.size());
+  if (getsockopt(tcp, level, name, value.data(), &out_len) < 0) return c.Fail(errno);
+  if (out_len > 0 && !target->Write(optval, {value.data(), out_len})) return c.Fail(EFAULT);
+  if (!target->WriteInt(c.arg(4), static_cast<int32_t>(out_len))) return c.Fail(EFAULT);
+  c.trace().note = "(from the retained TCP socket)";
+  c.Return(0);
 }
 
 void SocketCalls::OnShutdown(PendingCall& c) {
-  c.trace().args = FdText(c.arg(0)) + ", " + ShutdownHowText(static_cast<int>(c.arg(1)));
+  int how = static_cast<int>(c.arg(1));
+  c.trace().args = FdText(c.arg(0)) + ", " + ShutdownHowText(how);
+  if (env_.switcher == nullptr || (how != SHUT_RD && how != SHUT_RDWR)) return;
+  auto target = OpenTarget(c);
+  if (!target) return;
+  auto sock = TakeSocket(c, *target, static_cast<int>(c.arg(0)));
+  if (!sock || !sock->switched) return;
+  // TCP's SHUT_RD is local: the peer may keep sending. On AF_UNIX it would also make the peer's
+  // writes fail with EPIPE, so the read side is left open (docs/differences.md).
+  if (how == SHUT_RD) return c.Return(0);
+  if (shutdown(sock->fd.Get(), SHUT_WR) < 0) return c.Fail(errno);
+  c.Return(0);
 }
 
 }  // namespace slipstream::supervisor

@@ -16,6 +16,7 @@
 #include "supervisor/held_calls.h"
 #include "supervisor/local_addrs.h"
 #include "supervisor/pending_call.h"
+#include "supervisor/switcher.h"
 #include "tracer/probe.h"
 #include "tracer/target.h"
 
@@ -28,6 +29,7 @@ struct HandlerEnv {
   HeldCalls& held;
   LocalAddresses& local;
   Stats& stats;
+  Switcher* switcher;  // nullptr: observe only, never switch
 };
 
 class SocketCalls {
@@ -43,6 +45,10 @@ class SocketCalls {
       return a.dev != b.dev ? a.dev < b.dev : a.ino < b.ino;
     }
   };
+  struct Parked {
+    UniqueFd tcp;
+    UniqueFd unix_end;  // set when the connection was already paired
+  };
   struct AcceptArgs {
     int fd;
     uint64_t addr;
@@ -52,8 +58,16 @@ class SocketCalls {
 
   bool CanEmulate() const { return env_.features.CanEmulate(); }
   std::optional<tracer::TargetAccess> OpenTarget(PendingCall& c);
-  // Takes a copy of an AF_INET/AF_INET6 socket and checks the id is still valid; nullopt means
-  // "let the kernel run it" (or the target left, in which case `c` is abandoned).
+  // A copy of the target's fd when it is a TCP stream socket, or an AF_UNIX end we switched (then
+  // `switched` is set). nullopt means "let the kernel run it" (or the target left the call, in
+  // which case `c` is abandoned). The id is checked valid after the copy was taken.
+  struct Sock {
+    UniqueFd fd;
+    const SwitchedSocket* switched = nullptr;
+    // The socket whose addresses and TCP state the program must see.
+    int tcp() const { return switched ? switched->tcp.Get() : fd.Get(); }
+  };
+  std::optional<Sock> TakeSocket(PendingCall& c, const tracer::TargetAccess& target, int fd);
   std::optional<UniqueFd> TakeInetSocket(PendingCall& c, const tracer::TargetAccess& target, int fd);
 
   void OnSocket(PendingCall& c);
@@ -67,14 +81,18 @@ class SocketCalls {
 
   // accept: answers `c` unless the listener has nothing to accept yet (returns false).
   bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args);
-  void Deliver(PendingCall& c, UniqueFd conn, const FileId& listener_id, const AcceptArgs& args);
-  // connect: answers `c` unless the handshake is still running on a blocking socket.
-  bool TryConnect(PendingCall& c, int sock, const SockAddr& dest);
+  void Deliver(PendingCall& c, Parked conn, const FileId& listener_id, const AcceptArgs& args);
+  // connect: answers `c` unless the handshake is still running on a blocking socket. With
+  // `approved`, a connection that gets established is switched to AF_UNIX.
+  bool TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved);
+  // Replaces the program's fd with the client end of a new pair; false if it could not.
+  bool SwitchConnected(PendingCall& c, int sock);
+  void EmulateSockopt(PendingCall& c, int tcp, bool get);
 
   HandlerEnv env_;
   // Connections accepted for a call the target left before the answer (a signal, EMFILE): they go
   // to the next accept on the same listener, as they would have stayed in the kernel's queue.
-  std::map<FileId, std::deque<UniqueFd>, FileIdLess> parked_;
+  std::map<FileId, std::deque<Parked>, FileIdLess> parked_;
 };
 
 // Errors that describe the supervisor's own limits, not the target's call: never hand them to the

@@ -1,0 +1,51 @@
+// sock_diag (NETLINK_SOCK_DIAG) queries: the kernel's own view of sockets, in the caller's network
+// namespace. Unprivileged callers may use all of these (inodes and uids of other users' sockets
+// are visible, as in ss(8)).
+#ifndef SLIPSTREAM_BASE_SOCK_DIAG_H_
+#define SLIPSTREAM_BASE_SOCK_DIAG_H_
+
+#include <cstdint>
+#include <unordered_set>
+#include <vector>
+
+#include "base/result.h"
+#include "base/sockaddr.h"
+#include "base/unique_fd.h"
+
+namespace slipstream {
+
+struct TcpSocketInfo {
+  SockAddr local;
+  SockAddr remote;
+  uint64_t inode = 0;  // 0 for a connection still in a listener's accept queue
+  uint8_t state = 0;   // TCP_ESTABLISHED, TCP_LISTEN, ...
+  bool v6only = false;
+  uint32_t uid = 0;
+};
+
+class SockDiag {
+ public:
+  static Result<SockDiag> Open();
+
+  // Every TCP listener on `port`, IPv4 and IPv6 (ss -ltn sport = :port).
+  Result<std::vector<TcpSocketInfo>> TcpListeners(uint16_t port);
+  // The TCP socket whose local/remote tuple is exactly this (ENOENT if none). v4-mapped addresses
+  // are looked up in the IPv4 tables, where the kernel hashes such connections.
+  Result<TcpSocketInfo> LookupTcp(const SockAddr& local, const SockAddr& remote);
+  // Inodes of every AF_UNIX socket.
+  Result<std::unordered_set<uint64_t>> UnixInodes();
+
+ private:
+  explicit SockDiag(UniqueFd fd) : fd_(std::move(fd)) {}
+  Status Send(const void* req, size_t len);
+  // Reads replies until NLMSG_DONE (dumps) or one message (lookups), calling `on_msg` for each
+  // SOCK_DIAG_BY_FAMILY payload.
+  template <class F>
+  Status Receive(bool dump, F on_msg);
+  UniqueFd fd_;
+  uint32_t seq_ = 0;
+};
+
+}  // namespace slipstream
+
+#endif  // SLIPSTREAM_BASE_SOCK_DIAG_H_

@@ -1,0 +1,534 @@
+#include "matcher/daemon.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <linux/sockios.h>
+
+#include <boost/asio/post.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "base/syscalls.h"
+#include "matcher/paths.h"
+#include "matcher/policy.h"
+
+namespace slipstream::matcher {
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto kSweepPeriod = std::chrono::milliseconds(100);
+constexpr auto kApprovalLifetime = std::chrono::seconds(10);
+constexpr auto kLiveSweepPeriod = std::chrono::seconds(2);
+
+int IntOption(int fd, int level, int name) {
+  int v = -1;
+  socklen_t len = sizeof(v);
+  if (getsockopt(fd, level, name, &v, &len) < 0) return -1;
+  return v;
+}
+
+bool IsTcp(int fd) {
+  int domain = IntOption(fd, SOL_SOCKET, SO_DOMAIN);
+  return (domain == AF_INET || domain == AF_INET6) &&
+         IntOption(fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP;
+}
+
+bool IsUnixStream(int fd) {
+  return IntOption(fd, SOL_SOCKET, SO_DOMAIN) == AF_UNIX &&
+         IntOption(fd, SOL_SOCKET, SO_TYPE) == SOCK_STREAM;
+}
+
+uint64_t Inode(int fd) {
+  auto id = GetFileId(fd);
+  return id ? id->ino : 0;
+}
+
+uint64_t PathInode(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+std::optional<SockAddr> Name(int fd, bool peer) {
+  SockAddr a;
+  socklen_t len = sizeof(sockaddr_storage);
+  int rc = peer ? getpeername(fd, a.mutable_get(), &len) : getsockname(fd, a.mutable_get(), &len);
+  if (rc < 0) return std::nullopt;
+  a.set_len(len);
+  return Canonical(a);
+}
+
+// The network namespace a socket lives in: SIOCGSKNS (needs CAP_NET_ADMIN), else the namespace of
+// the supervisor that sent it (supervisors only send sockets of programs in their own namespace).
+uint64_t SocketNetns(int fd, uint64_t fallback) {
+  UniqueFd ns(ioctl(fd, SIOCGSKNS));
+  if (!ns) return fallback;
+  auto id = GetFileId(ns.Get());
+  return id ? id->ino : fallback;
+}
+
+}  // namespace
+
+struct Daemon::Session {
+  Session(asio::io_context& io, int fd) : desc(io, fd) {}
+  uint64_t id = 0;
+  asio::posix::stream_descriptor desc;
+  pid_t pid = 0;
+  uid_t uid = 0;
+  uint64_t netns = 0;
+  bool closed = false;
+  int fd() { return desc.native_handle(); }
+};
+
+struct Daemon::Pending {
+  UniqueFd server_end;
+  uint64_t owner = 0;  // the client's supervisor session
+  int32_t client_pid = 0;
+  uint64_t client_end_ino = 0;
+  uint64_t server_end_ino = 0;
+  Clock::time_point created;
+  std::optional<Clock::time_point> accepted_since;  // the server side left the accept queue
+};
+
+struct Daemon::Live {
+  int32_t client_pid = 0;
+  int32_t server_pid = 0;
+  SockAddr client;
+  SockAddr server;
+  uint64_t client_end_ino = 0;
+  uint64_t server_end_ino = 0;
+  std::chrono::system_clock::time_point since;
+};
+
+Result<std::unique_ptr<Daemon>> Daemon::Create(DaemonConfig config) {
+  UniqueFd lock(open(LockPath(config.dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock) return Errno("open(lock)");
+  if (flock(lock.Get(), LOCK_EX | LOCK_NB) < 0) return Errno("flock");
+  // We hold the lock, so any socket file left there belongs to a daemon that is gone.
+  std::string path = SocketPath(config.dir);
+  unlink(path.c_str());
+  UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return Errno("socket");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return Error(ENAMETOOLONG, "socket path");
+  path.copy(addr.sun_path, path.size());
+  if (bind(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) return Errno("bind");
+  chmod(path.c_str(), 0600);
+  if (listen(fd.Get(), SOMAXCONN) < 0) return Errno("listen");
+  auto diag = SockDiag::Open();
+  if (!diag) return tl::unexpected(diag.error());
+  uint64_t ino = PathInode(path);
+  return std::unique_ptr<Daemon>(
+      new Daemon(std::move(config), std::move(lock), std::move(fd), ino, std::move(*diag)));
+}
+
+Daemon::Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t sock_ino,
+               SockDiag diag)
+    : config_(std::move(config)),
+      lock_(std::move(lock)),
+      listener_(io_, listen_fd.Release()),
+      sock_ino_(sock_ino),
+      netns_(PathInode("/proc/self/ns/net")),
+      diag_(std::move(diag)),
+      sweep_timer_(io_),
+      idle_timer_(io_),
+      last_activity_(Clock::now()) {}
+
+Daemon::~Daemon() {
+  // Remove the socket only if it is still ours (a successor may have replaced it).
+  std::string path = SocketPath(config_.dir);
+  if (PathInode(path) == sock_ino_) unlink(path.c_str());
+}
+
+void Daemon::Run() {
+  ArmAccept();
+  ScheduleIdleCheck();
+  if (config_.ready_fd >= 0) {
+    (void)!write(config_.ready_fd, "1", 1);
+    close(config_.ready_fd);
+  }
+  spdlog::info("slipstreamd {} listening on {}", getpid(), SocketPath(config_.dir));
+  io_.run();
+}
+
+void Daemon::ArmAccept() {
+  listener_.async_wait(asio::posix::descriptor_base::wait_read,
+                       [this](const boost::system::error_code& ec) {
+                         if (!ec) OnAccept();
+                       });
+}
+
+void Daemon::OnAccept() {
+  for (;;) {
+    int fd = accept4(listener_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) break;
+    UniqueFd owned(fd);
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != geteuid()) {
+      spdlog::warn("refused a connection from uid {}: different users never pair", cred.uid);
+      continue;
+    }
+    auto s = std::make_unique<Session>(io_, owned.Release());
+    s->id = next_session_++;
+    s->pid = cred.pid;
+    s->uid = cred.uid;
+    s->netns = PathInode("/proc/" + std::to_string(cred.pid) + "/ns/net");
+    spdlog::debug("session {} from supervisor pid {}", s->id, s->pid);
+    Session* raw = s.get();
+    sessions_[s->id] = std::move(s);
+    ArmRead(raw);
+  }
+  last_activity_ = Clock::now();
+  ArmAccept();
+}
+
+void Daemon::ArmRead(Session* s) {
+  s->desc.async_wait(asio::posix::descriptor_base::wait_read,
+                     [this, s](const boost::system::error_code& ec) {
+                       if (ec || s->closed) return;
+                       if (ReadAll(s)) ArmRead(s);
+                     });
+}
+
+bool Daemon::ReadAll(Session* s) {
+  while (!s->closed) {
+    auto m = ReceiveMessage(s->fd(), /*nonblocking=*/true);
+    if (m) {
+      Handle(s, std::move(*m));
+      continue;
+    }
+    if (m.error().err == EAGAIN) return true;
+    if (m.error().err == EPROTO) {
+      ReplyError(s, Message{}, EPROTO, m.error().op);
+      continue;
+    }
+    Close(s);
+  }
+  return false;
+}
+
+void Daemon::Close(Session* s) {
+  if (s->closed) return;
+  s->closed = true;
+  spdlog::debug("session {} (pid {}) closed", s->id, s->pid);
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    it = it->second.session == s->id ? listeners_.erase(it) : std::next(it);
+  }
+  for (auto it = approved_.begin(); it != approved_.end();) {
+    it = it->second.session == s->id ? approved_.erase(it) : std::next(it);
+  }
+  std::erase_if(deferred_, [s](const Deferred& d) { return d.session == s->id; });
+  boost::system::error_code ignored;
+  s->desc.cancel(ignored);
+  // Free the session after any handler already queued for it has run.
+  uint64_t id = s->id;
+  asio::post(io_, [this, id] { sessions_.erase(id); });
+  last_activity_ = Clock::now();
+}
+
+void Daemon::Handle(Session* s, Message m) {
+  last_activity_ = Clock::now();
+  switch (m.type()) {
+    case MsgType::kRegisterListener: return OnRegisterListener(s, m);
+    case MsgType::kQuery: return OnQuery(s, m);
+    case MsgType::kConnected: return OnConnected(s, m);
+    case MsgType::kAbort: return OnAbort(s, m);
+    case MsgType::kClaim: return OnClaim(s, m);
+    case MsgType::kStatus: return OnStatus(s, m);
+    default: return ReplyError(s, m, EPROTO, "unexpected message type");
+  }
+}
+
+void Daemon::ReplyError(Session* s, const Message& m, int err, const char* text) {
+  ErrorBody body{};
+  body.err = err;
+  snprintf(body.text, sizeof(body.text), "%s", text);
+  spdlog::debug("session {}: error {} ({})", s->id, err, text);
+  (void)SendMessage(s->fd(), MsgType::kError, m.header.seq, m.header.pid, Bytes(body));
+}
+
+void Daemon::OnRegisterListener(Session* s, Message& m) {
+  if (m.fds.size() != 1 || !m.body.empty()) return ReplyError(s, m, EINVAL, "bad register");
+  int fd = m.fds[0].Get();
+  if (!IsTcp(fd) || IntOption(fd, SOL_SOCKET, SO_ACCEPTCONN) != 1) {
+    return ReplyError(s, m, EINVAL, "not a listening TCP socket");
+  }
+  if (SocketNetns(fd, s->netns) != netns_) return;  // pairs only in the daemon's namespace
+  auto addr = Name(fd, false);
+  if (!addr) return ReplyError(s, m, errno, "getsockname");
+  listeners_[Inode(fd)] = ListenerReg{s->id, *addr, m.header.pid};
+  spdlog::debug("listener {} registered by pid {}", addr->ToString(), m.header.pid);
+}
+
+void Daemon::OnQuery(Session* s, Message& m) {
+  const auto* q = m.As<QueryBody>();
+  if (q == nullptr || m.fds.size() != 1 || q->dest_len > sizeof(sockaddr_storage)) {
+    return ReplyError(s, m, EINVAL, "bad query");
+  }
+  int fd = m.fds[0].Get();
+  SockAddr dest(&q->dest, q->dest_len);
+  QueryReplyBody reply{0, static_cast<uint8_t>(QueryReason::kError)};
+  if (!IsTcp(fd) || !dest.IsInet()) {
+    return ReplyError(s, m, EINVAL, "query needs a TCP socket and an IP destination");
+  }
+  QueryReason reason = QueryReason::kOtherNamespace;
+  if (SocketNetns(fd, s->netns) == netns_) {
+    auto listeners = diag_.TcpListeners(dest.port());
+    if (!listeners) {
+      reason = QueryReason::kError;
+    } else {
+      reason = DecideConnect(*listeners, dest, [this](uint64_t ino) {
+        auto it = listeners_.find(ino);
+        return it != listeners_.end() && sessions_.count(it->second.session) != 0;
+      });
+    }
+  }
+  reply.reason = static_cast<uint8_t>(reason);
+  reply.do_switch = reason == QueryReason::kSupervised;
+  if (reply.do_switch) approved_[Inode(fd)] = Approved{s->id, Clock::now()};
+  (void)SendMessage(s->fd(), MsgType::kQueryReply, m.header.seq, m.header.pid, Bytes(reply));
+  ScheduleSweep();
+}
+
+void Daemon::OnConnected(Session* s, Message& m) {
+  const auto* body = m.As<InodeBody>();
+  if (body == nullptr || m.fds.size() != 2) return ReplyError(s, m, EINVAL, "bad connected");
+  int tcp = m.fds[0].Get();
+  auto approval = approved_.find(Inode(tcp));
+  if (approval == approved_.end() || approval->second.session != s->id) {
+    return ReplyError(s, m, EPERM, "connection was not approved for this supervisor");
+  }
+  approved_.erase(approval);
+  auto local = Name(tcp, false), remote = Name(tcp, true);
+  if (!local || !remote || !IsUnixStream(m.fds[1].Get())) {
+    return ReplyError(s, m, EINVAL, "connected needs a connected TCP socket and a unix stream end");
+  }
+  ConnKey key{netns_, *remote, *local};  // as the accepting side will see it
+  Pending p;
+  p.server_end = std::move(m.fds[1]);
+  p.owner = s->id;
+  p.client_pid = m.header.pid;
+  p.client_end_ino = body->inode;
+  p.server_end_ino = Inode(p.server_end.Get());
+  p.created = Clock::now();
+  auto [it, inserted] = pending_.insert_or_assign(key, std::move(p));
+  (void)inserted;
+  spdlog::debug("pending {}", key.ToString());
+  for (auto d = deferred_.begin(); d != deferred_.end(); ++d) {
+    if (d->key == key) {
+      Deferred found = *d;
+      deferred_.erase(d);
+      auto claimer = sessions_.find(found.session);
+      if (claimer != sessions_.end() && !claimer->second->closed) {
+        Grant(claimer->second.get(), found.seq, found.pid, it);
+      }
+      break;
+    }
+  }
+  ScheduleSweep();
+}
+
+void Daemon::OnAbort(Session* s, Message& m) {
+  const auto* body = m.As<InodeBody>();
+  if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad abort");
+  auto it = approved_.find(body->inode);
+  if (it != approved_.end() && it->second.session == s->id) approved_.erase(it);
+}
+
+void Daemon::OnClaim(Session* s, Message& m) {
+  if (m.fds.size() != 1 || !m.body.empty()) return ReplyError(s, m, EINVAL, "bad claim");
+  int tcp = m.fds[0].Get();
+  auto local = Name(tcp, false), remote = Name(tcp, true);
+  if (!IsTcp(tcp) || !local || !remote) return ReplyError(s, m, EINVAL, "claim needs a TCP connection");
+  ConnKey key{netns_, *local, *remote};
+  auto it = pending_.find(key);
+  if (it == pending_.end()) {
+    // The client's supervisor may have sent kConnected just now: read what is queued first.
+    DrainAll();
+    if (s->closed) return;
+    it = pending_.find(key);
+  }
+  if (it != pending_.end()) return Grant(s, m.header.seq, m.header.pid, it);
+  // Still nothing. If the peer socket belongs to an approved connect, its kConnected is on the
+  // way: answer when it arrives. Otherwise the client is not supervised: answer now.
+  auto peer = diag_.LookupTcp(*remote, *local);
+  if (peer && approved_.count(peer->inode)) {
+    deferred_.push_back(Deferred{s->id, m.header.seq, m.header.pid, key, Clock::now()});
+    ScheduleSweep();
+    return;
+  }
+  ClaimReplyBody reply{0};
+  (void)SendMessage(s->fd(), MsgType::kClaimReply, m.header.seq, m.header.pid, Bytes(reply));
+}
+
+void Daemon::Grant(Session* claimer, uint64_t seq, int32_t claimer_pid,
+                   std::map<ConnKey, Pending>::iterator it) {
+  Pending& p = it->second;
+  ClaimReplyBody reply{1};
+  int fd = p.server_end.Get();
+  auto sent = SendMessage(claimer->fd(), MsgType::kClaimReply, seq, 0, Bytes(reply), {&fd, 1});
+  if (!sent) return;  // the claimer went away; the pair stays pending (relay if never claimed)
+  // Only now may the client's supervisor drop its copy of the server end: the end is in the
+  // claimer's hands (see docs/design.md, "daemon death").
+  auto owner = sessions_.find(p.owner);
+  if (owner != sessions_.end() && !owner->second->closed) {
+    InodeBody body{p.server_end_ino};
+    (void)SendMessage(owner->second->fd(), MsgType::kRelease, 0, p.client_pid, Bytes(body));
+  }
+  Live live;
+  live.client_pid = p.client_pid;
+  live.server_pid = claimer_pid;
+  live.client = it->first.remote;
+  live.server = it->first.local;
+  live.client_end_ino = p.client_end_ino;
+  live.server_end_ino = p.server_end_ino;
+  live.since = std::chrono::system_clock::now();
+  live_[p.server_end_ino] = live;
+  ++pairs_total_;
+  spdlog::debug("paired {}", it->first.ToString());
+  pending_.erase(it);
+}
+
+void Daemon::DrainAll() {
+  if (draining_) return;
+  draining_ = true;
+  std::vector<Session*> all;
+  for (auto& [id, s] : sessions_) {
+    if (!s->closed) all.push_back(s.get());
+  }
+  for (Session* s : all) {
+    if (!s->closed) ReadAll(s);
+  }
+  draining_ = false;
+}
+
+void Daemon::OnStatus(Session* s, Message& m) {
+  std::string json = StatusJson(s->id);
+  if (json.size() > kMaxBody) json.resize(0);
+  (void)SendMessage(s->fd(), MsgType::kStatusReply, m.header.seq, m.header.pid,
+                    {reinterpret_cast<const uint8_t*>(json.data()), json.size()});
+}
+
+void Daemon::ScheduleSweep() {
+  if (sweep_scheduled_) return;
+  sweep_scheduled_ = true;
+  sweep_timer_.expires_after(kSweepPeriod);
+  sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
+    sweep_scheduled_ = false;
+    if (ec) return;
+    Sweep();
+    if (!pending_.empty() || !deferred_.empty() || !approved_.empty() || !live_.empty()) {
+      ScheduleSweep();
+    }
+  });
+}
+
+void Daemon::Sweep() {
+  auto now = Clock::now();
+  for (auto it = approved_.begin(); it != approved_.end();) {
+    it = now - it->second.when > kApprovalLifetime ? approved_.erase(it) : std::next(it);
+  }
+  for (auto d = deferred_.begin(); d != deferred_.end();) {
+    if (now - d->since < config_.deferred_claim_limit) {
+      ++d;
+      continue;
+    }
+    auto s = sessions_.find(d->session);
+    if (s != sessions_.end() && !s->second->closed) {
+      ClaimReplyBody reply{0};
+      (void)SendMessage(s->second->fd(), MsgType::kClaimReply, d->seq, 0, Bytes(reply));
+    }
+    d = deferred_.erase(d);
+  }
+  // Pending pairs: the server side accepted by someone who does not claim it (an unsupervised
+  // process sharing the listener), or gone altogether, must be relayed by the client's supervisor.
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    Pending& p = it->second;
+    auto server = diag_.LookupTcp(it->first.local, it->first.remote);
+    bool relay = false;
+    if (!server) {
+      relay = server.error().err == ENOENT;
+    } else if (server->inode != 0) {
+      if (!p.accepted_since) p.accepted_since = now;
+      relay = now - *p.accepted_since >= config_.claim_grace;
+    }
+    if (!relay) {
+      ++it;
+      continue;
+    }
+    auto owner = sessions_.find(p.owner);
+    if (owner != sessions_.end() && !owner->second->closed) {
+      InodeBody body{p.server_end_ino};
+      (void)SendMessage(owner->second->fd(), MsgType::kRelay, 0, p.client_pid, Bytes(body));
+    }
+    ++relays_total_;
+    spdlog::debug("relay {}", it->first.ToString());
+    it = pending_.erase(it);
+  }
+  if (!live_.empty() && now - last_live_sweep_ >= kLiveSweepPeriod) {
+    last_live_sweep_ = now;
+    if (auto inodes = diag_.UnixInodes()) {
+      for (auto it = live_.begin(); it != live_.end();) {
+        bool alive = inodes->count(it->second.client_end_ino) || inodes->count(it->second.server_end_ino);
+        it = alive ? std::next(it) : live_.erase(it);
+      }
+    }
+  }
+}
+
+bool Daemon::Idle() const { return sessions_.empty() && pending_.empty(); }
+
+void Daemon::ScheduleIdleCheck() {
+  idle_timer_.expires_after(std::chrono::seconds(1));
+  idle_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    if (!Idle()) last_activity_ = Clock::now();
+    if (Clock::now() - last_activity_ >= config_.idle_exit) {
+      spdlog::info("idle for {}s: exiting", config_.idle_exit.count());
+      io_.stop();
+      return;
+    }
+    ScheduleIdleCheck();
+  });
+}
+
+std::string Daemon::StatusJson(uint64_t asking_session) const {
+  nlohmann::json j;
+  j["pid"] = getpid();
+  j["socket"] = SocketPath(config_.dir);
+  j["supervisors"] = nlohmann::json::array();
+  for (const auto& [id, s] : sessions_) {
+    if (!s->closed && id != asking_session) j["supervisors"].push_back({{"pid", s->pid}, {"uid", s->uid}});
+  }
+  j["listeners"] = nlohmann::json::array();
+  for (const auto& [ino, l] : listeners_) {
+    j["listeners"].push_back({{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}});
+  }
+  j["connections"] = nlohmann::json::array();
+  for (const auto& [ino, c] : live_) {
+    j["connections"].push_back({{"client", c.client.ToString()},
+                                {"server", c.server.ToString()},
+                                {"client_pid", c.client_pid},
+                                {"server_pid", c.server_pid},
+                                {"client_unix_inode", c.client_end_ino},
+                                {"server_unix_inode", c.server_end_ino},
+                                {"since", std::chrono::duration_cast<std::chrono::seconds>(
+                                              c.since.time_since_epoch())
+                                              .count()}});
+  }
+  j["pending"] = pending_.size();
+  j["pairs_total"] = pairs_total_;
+  j["relays_total"] = relays_total_;
+  return j.dump();
+}
+
+}  // namespace slipstream::matcher

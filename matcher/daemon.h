@@ -1,0 +1,118 @@
+// slipstreamd: the per-user matcher. Supervisors register the listening sockets of their programs
+// and hand over connected sockets; the daemon pairs the two local ends of a connection by kernel
+// identity — (network namespace, mirrored 4-tuple) of live sockets — and passes the server's end of
+// the AF_UNIX socketpair to the supervisor that accepted the connection.
+//
+// Threading: one thread, one io_context.
+#ifndef SLIPSTREAM_MATCHER_DAEMON_H_
+#define SLIPSTREAM_MATCHER_DAEMON_H_
+
+#include <utility>  // before asio: awaitable.hpp needs std::exchange on g++ 12
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "base/sock_diag.h"
+#include "matcher/endpoint.h"
+#include "matcher/protocol.h"
+
+namespace slipstream::matcher {
+
+struct DaemonConfig {
+  std::string dir;                                    // runtime directory (socket, lock)
+  std::chrono::seconds idle_exit{30};                 // leave after this long without supervisors
+  std::chrono::milliseconds claim_grace{1000};        // accepted but unclaimed -> relay
+  std::chrono::milliseconds deferred_claim_limit{2000};
+  int ready_fd = -1;                                  // written to once listening
+};
+
+class Daemon {
+ public:
+  // Takes the lock (EWOULDBLOCK: another daemon runs), replaces a stale socket, binds, listens.
+  static Result<std::unique_ptr<Daemon>> Create(DaemonConfig config);
+  ~Daemon();
+  void Run();
+
+ private:
+  struct Session;
+  struct Pending;
+  struct Live;
+  Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t sock_ino, SockDiag diag);
+
+  void ArmAccept();
+  void OnAccept();
+  void ArmRead(Session* s);
+  // Reads and handles every message queued on `s`. Returns false if the session ended.
+  bool ReadAll(Session* s);
+  void Close(Session* s);
+  void Handle(Session* s, Message m);
+
+  void OnRegisterListener(Session* s, Message& m);
+  void OnQuery(Session* s, Message& m);
+  void OnConnected(Session* s, Message& m);
+  void OnAbort(Session* s, Message& m);
+  void OnClaim(Session* s, Message& m);
+  void OnStatus(Session* s, Message& m);
+  void ReplyError(Session* s, const Message& m, int err, const char* text);
+  // A claim matched pending entry `it`: hand the server end over, then tell its owner.
+  void Grant(Session* claimer, uint64_t seq, int32_t claimer_pid,
+             std::map<ConnKey, Pending>::iterator it);
+  // Reads every message already queued on any session (a kConnected may be behind a kClaim).
+  void DrainAll();
+
+  void ScheduleSweep();
+  void Sweep();
+  void ScheduleIdleCheck();
+  bool Idle() const;
+
+  std::string StatusJson(uint64_t asking_session) const;
+
+  DaemonConfig config_;
+  boost::asio::io_context io_;
+  UniqueFd lock_;
+  boost::asio::posix::stream_descriptor listener_;
+  uint64_t sock_ino_;
+  uint64_t netns_;
+  SockDiag diag_;
+  boost::asio::steady_timer sweep_timer_;
+  boost::asio::steady_timer idle_timer_;
+  bool sweep_scheduled_ = false;
+  bool draining_ = false;
+  std::chrono::steady_clock::time_point last_live_sweep_{};
+  std::chrono::steady_clock::time_point last_activity_;
+
+  uint64_t next_session_ = 1;
+  std::map<uint64_t, std::unique_ptr<Session>> sessions_;
+  struct ListenerReg {
+    uint64_t session;
+    SockAddr addr;
+    int32_t pid;
+  };
+  std::map<uint64_t, ListenerReg> listeners_;   // by listener inode
+  struct Approved {
+    uint64_t session;
+    std::chrono::steady_clock::time_point when;
+  };
+  std::map<uint64_t, Approved> approved_;       // by client TCP socket inode
+  std::map<ConnKey, Pending> pending_;          // by the server side's (local, remote)
+  struct Deferred {
+    uint64_t session;
+    uint64_t seq;
+    int32_t pid;
+    ConnKey key;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<Deferred> deferred_;
+  std::map<uint64_t, Live> live_;               // switched connections, by server end inode
+  uint64_t pairs_total_ = 0;
+  uint64_t relays_total_ = 0;
+};
+
+}  // namespace slipstream::matcher
+
+#endif  // SLIPSTREAM_MATCHER_DAEMON_H_

@@ -1,0 +1,207 @@
+#include "supervisor/matcher_client.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <climits>
+#include <cstdlib>
+
+#include "matcher/paths.h"
+
+namespace slipstream::supervisor {
+namespace asio = boost::asio;
+using matcher::Message;
+using matcher::MsgType;
+
+namespace {
+
+constexpr int kCallTimeoutMs = 3000;
+constexpr auto kReconnectPeriod = std::chrono::seconds(1);
+// After this many failed reconnects in a row, start a daemon ourselves.
+constexpr int kRespawnAfter = 10;
+
+Result<UniqueFd> ConnectTo(const std::string& path) {
+  UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!fd) return Errno("socket");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return Error(ENAMETOOLONG, "socket path");
+  path.copy(addr.sun_path, path.size());
+  if (connect(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    return Errno("connect(slipstreamd)");
+  }
+  return fd;
+}
+
+}  // namespace
+
+std::string FindDaemonBinary() {
+  if (const char* env = getenv("SLIPSTREAMD"); env && *env) return env;
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n > 0) {
+    std::string dir(self, static_cast<size_t>(n));
+    dir = dir.substr(0, dir.rfind('/'));
+    for (const std::string& candidate : {dir + "/slipstreamd", dir + "/../matcher/slipstreamd"}) {
+      if (access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+  }
+  return "slipstreamd";
+}
+
+MatcherClient::MatcherClient(asio::io_context& io, Callbacks callbacks)
+    : io_(io), callbacks_(std::move(callbacks)), reconnect_timer_(io) {}
+
+MatcherClient::~MatcherClient() = default;
+
+Status MatcherClient::SpawnDaemon() {
+  std::string binary = FindDaemonBinary();
+  pid_t pid = fork();
+  if (pid < 0) return Errno("fork");
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execlp(binary.c_str(), binary.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // slipstreamd detaches itself and exits 0 once its socket listens.
+  int status;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return Errno("waitpid(slipstreamd)");
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return Error(ECHILD, "slipstreamd start");
+  return {};
+}
+
+Status MatcherClient::Connect(bool spawn) {
+  if (dir_.empty()) {
+    auto dir = matcher::RuntimeDir();
+    if (!dir) return tl::unexpected(dir.error());
+    dir_ = *dir;
+  }
+  auto fd = ConnectTo(matcher::SocketPath(dir_));
+  if (!fd && spawn) {
+    if (auto st = SpawnDaemon(); !st) return st;
+    fd = ConnectTo(matcher::SocketPath(dir_));
+  }
+  if (!fd) return tl::unexpected(fd.error());
+  desc_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd->Release());
+  reconnect_failures_ = 0;
+  spdlog::debug("connected to slipstreamd in {}", dir_);
+  ArmRead();
+  if (callbacks_.on_connected) callbacks_.on_connected();
+  return {};
+}
+
+void MatcherClient::ArmRead() {
+  if (!desc_) return;
+  desc_->async_wait(asio::posix::descriptor_base::wait_read,
+                    [this, d = desc_.get()](const boost::system::error_code& ec) {
+                      if (ec || d != desc_.get()) return;
+                      OnReadable();
+                    });
+}
+
+void MatcherClient::OnReadable() {
+  for (;;) {
+    auto m = matcher::ReceiveMessage(desc_->native_handle(), /*nonblocking=*/true);
+    if (!m) {
+      if (m.error().err == EAGAIN) break;
+      if (m.error().err == EPROTO) continue;
+      return Lost(m.error());
+    }
+    Dispatch(std::move(*m));
+  }
+  ArmRead();
+}
+
+void MatcherClient::Dispatch(Message m) {
+  const auto* body = m.As<matcher::InodeBody>();
+  switch (m.type()) {
+    case MsgType::kRelease:
+      if (body && callbacks_.on_release) callbacks_.on_release(body->inode);
+      break;
+    case MsgType::kRelay:
+      if (body && callbacks_.on_relay) callbacks_.on_relay(body->inode);
+      break;
+    case MsgType::kError:
+      if (const auto* e = m.As<matcher::ErrorBody>()) {
+        spdlog::debug("slipstreamd: error {} ({})", e->err, e->text);
+      }
+      break;
+    default:
+      spdlog::debug("slipstreamd: unexpected {} (seq {})", matcher::MsgTypeName(m.type()),
+                    m.header.seq);
+  }
+}
+
+Status MatcherClient::Send(MsgType type, int32_t pid, std::span<const uint8_t> body,
+                           std::span<const int> fds) {
+  if (!desc_) return Error(ENOTCONN, "slipstreamd");
+  auto st = matcher::SendMessage(desc_->native_handle(), type, ++seq_, pid, body, fds);
+  if (!st) Lost(st.error());
+  return st;
+}
+
+Result<Message> MatcherClient::Call(MsgType type, int32_t pid, std::span<const uint8_t> body,
+                                    std::span<const int> fds) {
+  if (!desc_) return Error(ENOTCONN, "slipstreamd");
+  uint64_t seq = ++seq_;
+  int fd = desc_->native_handle();
+  if (auto st = matcher::SendMessage(fd, type, seq, pid, body, fds); !st) {
+    Lost(st.error());
+    return tl::unexpected(st.error());
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kCallTimeoutMs);
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      spdlog::warn("slipstreamd did not answer {} within {} ms", matcher::MsgTypeName(type),
+                   kCallTimeoutMs);
+      return Error(ETIMEDOUT, "slipstreamd call");
+    }
+    pollfd p{fd, POLLIN, 0};
+    int n = poll(&p, 1, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) continue;
+    auto m = matcher::ReceiveMessage(fd, /*nonblocking=*/true);
+    if (!m) {
+      if (m.error().err == EAGAIN || m.error().err == EPROTO) continue;
+      Lost(m.error());
+      return tl::unexpected(m.error());
+    }
+    if (m->header.seq == seq && m->type() != MsgType::kRelease && m->type() != MsgType::kRelay) {
+      return std::move(*m);
+    }
+    Dispatch(std::move(*m));
+  }
+}
+
+void MatcherClient::Lost(const SysError& why) {
+  if (!desc_) return;
+  spdlog::warn("lost slipstreamd ({}): new connections stay on TCP", why.ToString());
+  boost::system::error_code ignored;
+  desc_->close(ignored);
+  desc_.reset();
+  if (callbacks_.on_lost) callbacks_.on_lost();
+  ScheduleReconnect();
+}
+
+void MatcherClient::ScheduleReconnect() {
+  reconnect_timer_.expires_after(kReconnectPeriod);
+  reconnect_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || desc_) return;
+    bool spawn = ++reconnect_failures_ >= kRespawnAfter;
+    if (!Connect(spawn)) ScheduleReconnect();
+  });
+}
+
+}  // namespace slipstream::supervisor

@@ -1,0 +1,70 @@
+// MatcherClient: the supervisor's connection to the user's slipstreamd.
+//
+// Requests are synchronous with a bound (the daemon is local and answers in microseconds); a
+// request that times out, or a daemon that dies, only stops new pairings: the caller falls back to
+// plain TCP. Unsolicited messages (kRelease, kRelay) are dispatched to callbacks, also when they
+// arrive while a request waits for its reply.
+#ifndef SLIPSTREAM_SUPERVISOR_MATCHER_CLIENT_H_
+#define SLIPSTREAM_SUPERVISOR_MATCHER_CLIENT_H_
+
+#include <utility>  // before asio: awaitable.hpp needs std::exchange on g++ 12
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+#include "matcher/protocol.h"
+
+namespace slipstream::supervisor {
+
+class MatcherClient {
+ public:
+  struct Callbacks {
+    std::function<void(uint64_t server_end_ino)> on_release;
+    std::function<void(uint64_t server_end_ino)> on_relay;
+    std::function<void()> on_lost;       // the daemon went away
+    std::function<void()> on_connected;  // (re)connected: re-register listeners
+  };
+
+  MatcherClient(boost::asio::io_context& io, Callbacks callbacks);
+  ~MatcherClient();
+
+  // Connects to the daemon of this user, starting `slipstreamd` when none runs. Blocking; for
+  // start-up. Later reconnects happen in the background.
+  Status Connect(bool spawn);
+  bool connected() const { return desc_ != nullptr; }
+
+  Result<matcher::Message> Call(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
+                                std::span<const int> fds = {});
+  Status Send(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
+              std::span<const int> fds = {});
+
+ private:
+  Status SpawnDaemon();
+  void ArmRead();
+  void OnReadable();
+  void Dispatch(matcher::Message m);
+  void Lost(const SysError& why);
+  void ScheduleReconnect();
+
+  boost::asio::io_context& io_;
+  Callbacks callbacks_;
+  std::string dir_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> desc_;
+  boost::asio::steady_timer reconnect_timer_;
+  int reconnect_failures_ = 0;
+  uint64_t seq_ = 0;
+};
+
+// slipstreamd next to slipstream-trace (installed, or in the build tree), else from PATH.
+std::string FindDaemonBinary();
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_MATCHER_CLIENT_H_

@@ -1,0 +1,104 @@
+// Switcher: the supervisor's side of the switch to AF_UNIX (docs/design.md, "The switch").
+//
+// - Listeners of supervised programs are registered with slipstreamd (proof: the fd itself).
+// - A connect() to a local address is first approved by the daemon (every listener that can take
+//   it is supervised), then run on the supervisor's copy; once established, the program's fd is
+//   replaced by one end of a socketpair and the other end is handed to the daemon, while the
+//   supervisor keeps a copy until the daemon reports it claimed (kRelease) or unclaimed (kRelay).
+// - An accepted connection is offered to the daemon (kClaim); if it pairs, the program gets the
+//   AF_UNIX end instead of the TCP socket.
+// - The supervisor retains every switched connection's TCP socket to answer getpeername & co., and
+//   releases it once the program has closed its AF_UNIX end (sock_diag sweep).
+#ifndef SLIPSTREAM_SUPERVISOR_SWITCHER_H_
+#define SLIPSTREAM_SUPERVISOR_SWITCHER_H_
+
+#include <utility>  // before asio: awaitable.hpp needs std::exchange on g++ 12
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <map>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+
+#include "base/sock_diag.h"
+#include "base/sockaddr.h"
+#include "supervisor/matcher_client.h"
+#include "supervisor/stats.h"
+
+namespace slipstream::supervisor {
+
+// A connection the supervisor switched; keyed by the inode of the AF_UNIX end in the program.
+struct SwitchedSocket {
+  UniqueFd tcp;          // the retained TCP socket: addresses and TCP-level options come from here
+  bool client = false;   // switched in connect() (true) or accept() (false)
+};
+
+class Switcher {
+ public:
+  Switcher(boost::asio::io_context& io, Stats& stats);
+  ~Switcher();
+
+  // Connects to (or starts) slipstreamd. Without it nothing is switched.
+  void Start();
+  bool active() const { return client_.connected(); }
+
+  // A listening socket of a supervised program: register it, and remember where it lives so a
+  // restarted daemon can be told again. `tgid`/`target_fd` name it in the program.
+  void OnListener(pid_t tgid, int target_fd, int listener);
+
+  // Client side. Approve asks the daemon; Abort withdraws an approval whose connect failed.
+  bool Approve(pid_t pid, int sock, const SockAddr& dest);
+  void Abort(pid_t pid, int sock);
+  // The connect succeeded: creates the pair and hands the peer end to the daemon. Returns the end
+  // to install in the program (its O_NONBLOCK as requested).
+  Result<UniqueFd> SwitchClient(pid_t pid, int sock, bool nonblocking);
+
+  // Server side: the AF_UNIX end to install instead of `accepted`, if the daemon pairs it.
+  std::optional<UniqueFd> Claim(pid_t pid, int accepted);
+
+  // Records a switched connection once its end is installed in the program.
+  void Book(uint64_t end_ino, UniqueFd tcp, bool client);
+  // The switched connection behind an AF_UNIX end, or nullptr.
+  const SwitchedSocket* Find(uint64_t end_ino) const;
+  size_t booked() const { return book_.size(); }
+
+ private:
+  struct Awaiting {
+    UniqueFd server_end;  // our copy, until the daemon says who has it
+    UniqueFd tcp;         // for the relay
+  };
+  struct KnownListener {
+    pid_t tgid;
+    int fd;
+  };
+
+  void OnRelease(uint64_t server_end_ino);
+  void OnRelay(uint64_t server_end_ino);
+  void OnLost();
+  void OnReconnected();
+  void ResolveOrphans();
+  void ScheduleSweep();
+  void Sweep();
+
+  boost::asio::io_context& io_;
+  Stats& stats_;
+  MatcherClient client_;
+  std::optional<SockDiag> diag_;
+  std::unordered_map<uint64_t, SwitchedSocket> book_;     // by the program's AF_UNIX end inode
+  std::unordered_map<uint64_t, Awaiting> awaiting_;       // by server end inode
+  std::map<uint64_t, KnownListener> listeners_;           // by listener inode
+  boost::asio::steady_timer sweep_timer_;
+  boost::asio::steady_timer orphan_timer_;
+  bool sweep_scheduled_ = false;
+  // A pending switch: the approved socket's inode, between Approve and SwitchClient/Abort.
+  uint64_t relays_active_ = 0;
+};
+
+// Does any process other than us hold the socket with this inode? (A scan of /proc/*/fd; used
+// only when the daemon died with pairs in flight.)
+bool SocketHeldElsewhere(uint64_t inode);
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_SWITCHER_H_
