@@ -23,6 +23,25 @@ PROGRAMS = os.path.join(BUILD, "tests", "programs")
 SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SKIP = 77
 
+# Every test file gets a slipstreamd of its own (slipstream-trace starts one on demand in this
+# private directory), so tests never share pairing state with each other or with the user.
+if "SLIPSTREAM_RUNTIME_DIR" not in os.environ:
+    os.environ["SLIPSTREAM_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="slipstream-test-")
+RUNTIME_DIR = os.environ["SLIPSTREAM_RUNTIME_DIR"]
+
+
+def stop_daemon():
+    """Stops this test file's slipstreamd (if one was started) and removes its directory."""
+    try:
+        out = subprocess.run([os.path.join(BUILD, "matcher", "slipstreamd"), "--status", "--json"],
+                             capture_output=True, text=True, timeout=10).stdout
+        pid = int(__import__("json").loads(out).get("pid", 0))
+        if pid > 0:
+            os.kill(pid, signal.SIGTERM)
+    except Exception:  # no daemon, or it is already gone
+        pass
+    shutil.rmtree(RUNTIME_DIR, ignore_errors=True)
+
 TRACE_LINE = re.compile(
     r"^(?P<time>\d\d:\d\d:\d\d\.\d{6}) \[(?P<tid>\d+)\] (?P<call>\w+)\((?P<args>.*)\) = "
     r"(?P<result>\? \(kernel\)|\? \(interrupted\)|-?\d+|-1 \S+ \(.*?\))(?: (?P<note>.*))?$")
@@ -156,7 +175,10 @@ def main():
     if not os.path.exists(TRACE_BIN):
         print(f"slipstream-trace not built at {TRACE_BIN}", file=sys.stderr)
         sys.exit(1)
-    prog = unittest.main(exit=False, verbosity=2)
+    try:
+        prog = unittest.main(exit=False, verbosity=2)
+    finally:
+        stop_daemon()
     result = prog.result
     if not result.wasSuccessful():
         sys.exit(1)
