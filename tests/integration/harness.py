@@ -44,7 +44,8 @@ def stop_daemon():
 
 TRACE_LINE = re.compile(
     r"^(?P<time>\d\d:\d\d:\d\d\.\d{6}) \[(?P<tid>\d+)\] (?P<call>\w+)\((?P<args>.*)\) = "
-    r"(?P<result>\? \(kernel\)|\? \(interrupted\)|-?\d+|-1 \S+ \(.*?\))(?: (?P<note>.*))?$")
+    r"(?P<result>\? \(kernel\)|\? \(interrupted\)|-1 [A-Z]\w* \(.*?\)|-1 errno \d+ \(.*?\)|-?\d+)"
+    r"(?: (?P<note>.*))?$")
 
 
 def program(name):
