@@ -108,7 +108,7 @@ void SocketCalls::Handle(PendingCall call) {
     case Call::kGetsockopt: return OnSockopt(call, true);
     case Call::kSetsockopt: return OnSockopt(call, false);
     case Call::kShutdown: return OnShutdown(call);
-    case Call::kEpollCtl: return;  // answered CONTINUE by the PendingCall
+    case Call::kEpollCtl: return OnEpollCtl(call);
   }
 }
 
@@ -265,6 +265,7 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock) {
   auto local = Name(sock, false), remote = Name(sock, true);
   c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
                    (remote ? remote->ToString() : "?") + ")";
+  env_.switcher->MigrateEpoll(Inode(sock), sock, end->Get());
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true);
   return true;  // the caller answers with the connect's own result
 }
@@ -442,6 +443,30 @@ void SocketCalls::OnShutdown(PendingCall& c) {
   if (how == SHUT_RD) return c.Return(0);
   if (shutdown(sock->fd.Get(), SHUT_WR) < 0) return c.Fail(errno);
   c.Return(0);
+}
+
+}  // namespace slipstream::supervisor
+
+namespace slipstream::supervisor {
+
+void SocketCalls::OnEpollCtl(PendingCall& c) {
+  int epfd = static_cast<int>(c.arg(0));
+  int fd = static_cast<int>(c.arg(2));
+  c.trace().args = FdText(c.arg(0)) + ", EPOLL_CTL_ADD, " + FdText(c.arg(2));
+  if (env_.switcher == nullptr) return;
+  auto target = OpenTarget(c);
+  if (!target) return;
+  auto copy = target->TakeFd(fd);
+  if (!copy) return;
+  int domain = SocketOption(copy->Get(), SOL_SOCKET, SO_DOMAIN);
+  if (domain != AF_INET && domain != AF_INET6) return;
+  // Only a TCP socket that is neither connected nor listening can still be switched later.
+  if (SocketOption(copy->Get(), SOL_SOCKET, SO_ACCEPTCONN) != 0 || Name(copy->Get(), true)) return;
+  if (SocketOption(copy->Get(), SOL_SOCKET, SO_TYPE) != SOCK_STREAM) return;
+  if (auto tgid = ThreadGroupOf(c.tid())) {
+    env_.switcher->NoteEpollRegistration(Inode(copy->Get()), *tgid, epfd, fd);
+  }
+  // CONTINUE: the kernel registers the TCP socket; the switch moves the item later.
 }
 
 }  // namespace slipstream::supervisor

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "base/syscalls.h"
+#include "fdinject/epoll_migrate.h"
 #include "fdinject/installer.h"
 #include "matcher/protocol.h"
 #include "supervisor/relay.h"
@@ -149,6 +150,37 @@ std::optional<UniqueFd> Switcher::Claim(pid_t pid, int accepted) {
     return std::nullopt;
   }
   return std::move(reply->fds[0]);
+}
+
+void Switcher::NoteEpollRegistration(uint64_t sock_ino, pid_t tgid, int epfd, int fd) {
+  // Bounded: records of sockets that never connect are dropped oldest first (inodes grow).
+  constexpr size_t kMaxRecords = 4096;
+  if (epoll_registrations_.size() >= kMaxRecords) {
+    epoll_registrations_.erase(epoll_registrations_.begin());
+  }
+  epoll_registrations_[sock_ino].push_back({tgid, epfd, fd});
+}
+
+void Switcher::MigrateEpoll(uint64_t sock_ino, int tcp, int end) {
+  auto it = epoll_registrations_.find(sock_ino);
+  if (it == epoll_registrations_.end()) return;
+  for (const auto& r : it->second) {
+    auto pidfd = PidfdOpen(r.tgid);
+    if (!pidfd) continue;
+    auto epoll_copy = PidfdGetfd(pidfd->Get(), r.epfd);
+    if (!epoll_copy) continue;
+    auto item = fdinject::FindEpollItem(r.tgid, r.epfd, r.fd, sock_ino);
+    if (!item || !*item) continue;  // deleted or moved meanwhile: nothing to carry over
+    auto st = fdinject::MigrateEpollItem(epoll_copy->Get(), r.fd, tcp, end, **item);
+    if (!st) {
+      spdlog::warn("could not move epoll registration of fd {} in pid {}: {}", r.fd, r.tgid,
+                   st.error().ToString());
+    } else {
+      spdlog::debug("moved epoll registration of fd {} (epoll fd {}) in pid {}", r.fd, r.epfd,
+                    r.tgid);
+    }
+  }
+  epoll_registrations_.erase(it);
 }
 
 void Switcher::Book(uint64_t end_ino, UniqueFd tcp, bool client) {

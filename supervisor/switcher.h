@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <unordered_map>
+#include <vector>
 
 #include "base/sock_diag.h"
 #include "base/sockaddr.h"
@@ -57,6 +58,11 @@ class Switcher {
   // Server side: the AF_UNIX end to install instead of `accepted`, if the daemon pairs it.
   std::optional<UniqueFd> Claim(pid_t pid, int accepted);
 
+  // epoll registrations of not-yet-connected TCP sockets (register-then-connect): remembered at
+  // epoll_ctl(ADD) and moved to the AF_UNIX end when the socket is switched.
+  void NoteEpollRegistration(uint64_t sock_ino, pid_t tgid, int epfd, int fd);
+  void MigrateEpoll(uint64_t sock_ino, int tcp, int end);
+
   // Records a switched connection once its end is installed in the program.
   void Book(uint64_t end_ino, UniqueFd tcp, bool client);
   // The switched connection behind an AF_UNIX end, or nullptr.
@@ -88,6 +94,12 @@ class Switcher {
   std::unordered_map<uint64_t, SwitchedSocket> book_;     // by the program's AF_UNIX end inode
   std::unordered_map<uint64_t, Awaiting> awaiting_;       // by server end inode
   std::map<uint64_t, KnownListener> listeners_;           // by listener inode
+  struct EpollRegistration {
+    pid_t tgid;
+    int epfd;
+    int fd;
+  };
+  std::map<uint64_t, std::vector<EpollRegistration>> epoll_registrations_;  // by socket inode
   boost::asio::steady_timer sweep_timer_;
   boost::asio::steady_timer orphan_timer_;
   bool sweep_scheduled_ = false;

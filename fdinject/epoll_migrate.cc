@@ -1,0 +1,77 @@
+#include "fdinject/epoll_migrate.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "base/syscalls.h"
+
+namespace slipstream::fdinject {
+
+Result<std::optional<EpollItem>> FindEpollItem(pid_t pid, int target_epfd, int target_fd,
+                                               uint64_t ino) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", pid, target_epfd);
+  auto text = ReadSmallFile(path);
+  if (!text) return tl::unexpected(text.error());
+  // tfd:        5 events:       19 data:                5  pos:0 ino:7a3 sdev:8
+  std::istringstream lines(*text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    int tfd;
+    unsigned events;
+    unsigned long long data;
+    unsigned long long item_ino;
+    const char* ino_at = strstr(line.c_str(), "ino:");
+    if (ino_at == nullptr ||
+        sscanf(line.c_str(), "tfd: %d events: %x data: %llx", &tfd, &events, &data) != 3 ||
+        sscanf(ino_at, "ino:%llx", &item_ino) != 1) {
+      continue;
+    }
+    if (tfd == target_fd && item_ino == ino) return EpollItem{events, data};
+  }
+  return std::optional<EpollItem>();
+}
+
+Status MigrateEpollItem(int epoll_copy, int target_fd, int old_file, int new_file,
+                        const EpollItem& item) {
+  Status result;
+  // The fd number matters (it is half of the item's key), and it is surely taken in our own table:
+  // work in a thread whose fd table is a private copy.
+  std::thread worker([&] {
+    if (unshare(CLONE_FILES) < 0) {
+      result = Errno("unshare(CLONE_FILES)");
+      return;
+    }
+    if (dup2(old_file, target_fd) < 0) {
+      result = Errno("dup2(old)");
+      return;
+    }
+    if (epoll_ctl(epoll_copy, EPOLL_CTL_DEL, target_fd, nullptr) < 0) {
+      result = Errno("epoll_ctl(DEL)");
+      return;
+    }
+    if (dup2(new_file, target_fd) < 0) {
+      result = Errno("dup2(new)");
+      return;
+    }
+    epoll_event ev{};
+    // EPOLLERR and EPOLLHUP are always added by the kernel; EPOLLWAKEUP needs CAP_BLOCK_SUSPEND
+    // and is dropped silently without it, as for the program itself.
+    ev.events = item.events;
+    ev.data.u64 = item.data;
+    if (epoll_ctl(epoll_copy, EPOLL_CTL_ADD, target_fd, &ev) < 0) result = Errno("epoll_ctl(ADD)");
+  });
+  worker.join();
+  return result;
+}
+
+}  // namespace slipstream::fdinject

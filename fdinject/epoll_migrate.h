@@ -1,0 +1,39 @@
+// Moves a program's epoll registration from one file to another (Linux 4.13 for kcmp
+// KCMP_EPOLL_TFD, CONFIG_KCMP).
+//
+// Why: an epoll item is keyed by (file, fd number) and disappears only when the file's last
+// reference goes. After the program's fd N is replaced by an AF_UNIX end (SETFD), a registration
+// made earlier on N (register-then-connect, as Java NIO or libuv may do) still points at the TCP
+// socket: no events would ever arrive from the new end. The supervisor repairs it from outside:
+// in a thread with a private fd table it gives the old file the number N, deletes the item, gives
+// the new file the number N and adds it back with the same events and data.
+#ifndef SLIPSTREAM_FDINJECT_EPOLL_MIGRATE_H_
+#define SLIPSTREAM_FDINJECT_EPOLL_MIGRATE_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "base/result.h"
+
+namespace slipstream::fdinject {
+
+struct EpollItem {
+  uint32_t events = 0;
+  uint64_t data = 0;
+};
+
+// The item registered under (`target_epfd`, `target_fd`) in process `pid`, if its file is the one
+// with inode `ino` (from /proc/<pid>/fdinfo/<epfd>).
+Result<std::optional<EpollItem>> FindEpollItem(pid_t pid, int target_epfd, int target_fd,
+                                               uint64_t ino);
+
+// Re-registers `target_fd` in the program's epoll instance `epoll_copy` (our pidfd_getfd copy):
+// deletes the item of `old_file` and adds `new_file` with `item`'s events and data.
+Status MigrateEpollItem(int epoll_copy, int target_fd, int old_file, int new_file,
+                        const EpollItem& item);
+
+}  // namespace slipstream::fdinject
+
+#endif  // SLIPSTREAM_FDINJECT_EPOLL_MIGRATE_H_
