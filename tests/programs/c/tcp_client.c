@@ -320,6 +320,10 @@ int main(int argc, char** argv) {
     fx_die("bad host %s", config.host);
   }
   pthread_t* threads = malloc(sizeof(pthread_t) * (size_t)config.threads);
+  if (config.threads == 1) {
+    ThreadMain((void*)(intptr_t)0);  // on the main thread: trace lines carry the process id
+    config.threads = 0;
+  }
   for (int t = 0; t < config.threads; ++t) {
     int rc = pthread_create(&threads[t], NULL, ThreadMain, (void*)(intptr_t)t);
     if (rc != 0) {
