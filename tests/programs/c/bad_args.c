@@ -7,7 +7,8 @@
 // are never printed, so the two runs can be compared byte for byte. Each case runs under a 3-second
 // alarm whose handler has no SA_RESTART, so a call that would hang shows up as "-1 EINTR".
 //
-//   bad_args [GROUP...]   groups: connect, bind (with listen), accept, names, sockopt (with
+//   bad_args [--peer-port P] [GROUP...]   groups: connect, bind (with listen), accept, names,
+//   sockopt (with
 //                         shutdown and socket); all when none is given
 #include "fixture.h"  // first: it defines _GNU_SOURCE
 
@@ -22,6 +23,7 @@ static uint8_t* read_only;        // a PROT_READ page (holds a valid sockaddr_in
 static int closed_fd;             // a number that is not an open fd
 static uint8_t fill_byte = 0xAA;  // what output buffers hold before a call
 static int not_socket;            // /dev/null
+static int peer_port;             // --peer-port: a listener outside supervision (0: our own)
 
 static void OnAlarm(int sig) { (void)sig; }
 
@@ -396,17 +398,20 @@ static void AcceptGroup(int nb) {
   snprintf(name, sizeof(name), "%s_accept_not_listening", nb ? "nb" : "b");
   RUN(name, accept(s, NULL, NULL), 1);
   close(s);
-  // An established socket with nothing to read is not a listener: EINVAL at once.
+  // An established TCP socket with nothing to read is not a listener: EINVAL at once. With
+  // --peer-port the peer is a listener outside supervision, so the connection stays TCP even
+  // where Slipstream would move a connection between two supervised ends to AF_UNIX.
   {
     struct sockaddr_storage la;
     socklen_t ll;
     int l = Listener(0, 0, &la, &ll);
+    if (peer_port > 0) ll = fx_make_addr("127.0.0.1", peer_port, &la);
     int c = Client(&la, ll);
-    int server_side = accept(l, NULL, NULL);
+    int server_side = peer_port > 0 ? -1 : accept(l, NULL, NULL);
     if (nb) fx_set_nonblocking(c, 1);
     snprintf(name, sizeof(name), "%s_accept_connected_socket", nb ? "nb" : "b");
     RUN(name, accept(c, NULL, NULL), 1);
-    close(server_side);
+    if (server_side >= 0) close(server_side);
     close(c);
     close(l);
   }
@@ -584,11 +589,16 @@ static void SockoptGroup(void) {
 }
 
 static int Wanted(int argc, char** argv, const char* group) {
-  if (argc < 2) return 1;
+  int any = 0;
   for (int i = 1; i < argc; ++i) {
+    if (strcmp(argv[i], "--peer-port") == 0) {
+      ++i;
+      continue;
+    }
+    any = 1;
     if (strcmp(argv[i], group) == 0) return 1;
   }
-  return 0;
+  return !any;
 }
 
 int main(int argc, char** argv) {
@@ -600,6 +610,9 @@ int main(int argc, char** argv) {
   sa.sa_flags = 0;  // no SA_RESTART: a call that would hang returns EINTR
   sigaction(SIGALRM, &sa, NULL);
 
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (strcmp(argv[i], "--peer-port") == 0) peer_port = (int)fx_parse_count("port", argv[i + 1]);
+  }
   page_size = sysconf(_SC_PAGESIZE);
   uint8_t* pages =
       mmap(NULL, (size_t)page_size * 3, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
