@@ -11,6 +11,7 @@
 #include <linux/sockios.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -149,6 +150,14 @@ Daemon::~Daemon() {
 }
 
 void Daemon::Run() {
+  // A clean stop removes the socket; supervisors notice the closed session and fall back to TCP
+  // for new connections (pairs in flight are resolved by their client's supervisor).
+  asio::signal_set stop(io_, SIGINT, SIGTERM, SIGHUP);
+  stop.async_wait([this](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: exiting", sig);
+    io_.stop();
+  });
   ArmAccept();
   ScheduleIdleCheck();
   if (config_.ready_fd >= 0) {
