@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""A Go server under load keeps working while Go preempts with SIGURG.
+
+The Go runtime preempts a goroutine that runs for more than ~10 ms by sending SIGURG to its
+thread, with handlers installed SA_RESTART; a signal that lands while a thread waits for the
+supervisor's answer withdraws or delays the notification. goserver -spin runs busy goroutines so
+the runtime preempts all the time, and the test adds a storm of SIGURG to every thread of the
+server and the client (tgkill), as the runtime's own preemption does, while 8 Go workers make 160
+connections. Every byte is verified; the output equals a native run under the same storm.
+"""
+
+import ctypes
+import os
+import re
+import signal
+import threading
+
+import fixture_runs as fr
+import harness
+
+SYS_TGKILL = 234  # x86_64
+CONNECTIONS = 160
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def threads_of(pid):
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+class SigurgStorm:
+    """Sends SIGURG to every thread of some processes every millisecond until stopped."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.001):
+            for pid in self.pids:
+                for tid in threads_of(pid):
+                    if LIBC.syscall(SYS_TGKILL, pid, tid, signal.SIGURG) == 0:
+                        self.sent += 1
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(10)
+
+
+class GoPreemption(fr.FixtureTest):
+
+    def run_under_storm(self, supervise, extra=()):
+        port_file = self.path("port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        server_cmd = [harness.program("goserver"), "-port-file", port_file, "-mode", "sink",
+                      "-count", str(CONNECTIONS), "-spin", "2", "-sigurg"]
+        client_cmd = [harness.program("goclient"), "-port-file", port_file, "-mode", "sink",
+                      "-bytes", "30000", "-chunk", "3000", "-workers", "8",
+                      "-conns", str(CONNECTIONS // 8)]
+        server = self.start(self.wrap(server_cmd, supervise, extra=extra))
+        fr.read_port(port_file)
+        client = self.start(self.wrap(client_cmd, supervise, extra=extra))
+        pids = [server.pid, client.pid]
+        if supervise:
+            pids = [fr.program_pid(server.pid), fr.program_pid(client.pid)]
+        storm = SigurgStorm(pids)
+        try:
+            client_result = client.wait(90)
+            server_result = server.wait(30)
+        finally:
+            storm.stop()
+        self.assertGreater(storm.sent, 0)
+        return server_result, client_result
+
+    def check(self, extra):
+        native = self.run_under_storm(False)
+        self.assertEqual(native[1][0], 0, native)
+        supervised = self.run_under_storm(True, extra)
+        self.assertRunsAlike(native[0], supervised[0], "Go server")
+        self.assertRunsAlike(native[1], supervised[1], "Go client")
+        self.assertEqual(supervised[1][1], [f"client: mode=sink connections={CONNECTIONS} "
+                                            f"bytes={CONNECTIONS * 30000} errors=0"])
+        received = [re.search(r"SIGURG received (\d+)", line) for line in supervised[0][2]]
+        received = [int(m.group(1)) for m in received if m]
+        self.assertEqual(len(received), 1, supervised[0][2])
+        self.assertGreater(received[0], 0, "the server saw SIGURG while serving")
+
+    def test_wait_killable(self):
+        self.check([])
+
+    def test_no_wait_killable(self):
+        self.check(["--no-wait-killable"])
+
+
+if __name__ == "__main__":
+    fr.main()
