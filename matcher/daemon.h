@@ -26,7 +26,7 @@ namespace slipstream::matcher {
 struct DaemonConfig {
   std::string dir;                                    // runtime directory (socket, lock)
   std::chrono::seconds idle_exit{30};                 // leave after this long without supervisors
-  std::chrono::milliseconds claim_grace{1000};        // accepted but unclaimed -> relay
+  std::chrono::milliseconds claim_grace{250};         // accepted but unclaimed -> relay
   std::chrono::milliseconds deferred_claim_limit{2000};
   int ready_fd = -1;                                  // written to once listening
 };

@@ -1,6 +1,7 @@
 #include "supervisor/held_calls.h"
 
 #include <dirent.h>
+#include <sys/epoll.h>
 
 #include <cstdlib>
 #include <string>
@@ -63,52 +64,79 @@ bool SignalPendingFor(pid_t tid) {
 }
 
 struct HeldCalls::Entry {
-  Entry(asio::io_context& io, PendingCall c, int fd, Wait w, Retry r)
-      : call(std::move(c)), desc(io, fd), wait(w), retry(std::move(r)) {}
+  Entry(PendingCall c, UniqueFd f, Wait w, Retry r)
+      : call(std::move(c)), fd(std::move(f)), wait(w), retry(std::move(r)) {}
   PendingCall call;
-  asio::posix::stream_descriptor desc;
+  UniqueFd fd;
   Wait wait;
   Retry retry;
   std::list<std::unique_ptr<Entry>>::iterator self;
 };
 
 HeldCalls::HeldCalls(asio::io_context& io, tracer::Notifier& notifier, bool killable)
-    : io_(io), notifier_(notifier), killable_(killable), sweep_timer_(io) {}
+    : io_(io),
+      notifier_(notifier),
+      killable_(killable),
+      waits_fd_(epoll_create1(EPOLL_CLOEXEC)),
+      waits_(io, dup(waits_fd_.Get())),
+      sweep_timer_(io) {
+  ArmWaits();
+}
 
 HeldCalls::~HeldCalls() = default;
 
 void HeldCalls::Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry) {
-  auto entry = std::make_unique<Entry>(io_, std::move(call), fd.Release(), wait, std::move(retry));
+  auto entry = std::make_unique<Entry>(std::move(call), std::move(fd), wait, std::move(retry));
   Entry* raw = entry.get();
   held_.push_front(std::move(entry));
   raw->self = held_.begin();
-  Arm(raw);
+  epoll_event ev{};
+  ev.events = (wait == Wait::kRead ? EPOLLIN : EPOLLOUT) | EPOLLONESHOT;
+  ev.data.ptr = raw;
+  if (epoll_ctl(waits_fd_.Get(), EPOLL_CTL_ADD, raw->fd.Get(), &ev) < 0) {
+    // Cannot watch it: let the kernel run the call (CONTINUE) rather than hold it blind.
+    raw->call.Continue();
+    return Drop(raw);
+  }
   ScheduleSweep();
 }
 
 void HeldCalls::Arm(Entry* entry) {
-  auto wait = entry->wait == Wait::kRead ? asio::posix::descriptor_base::wait_read
-                                         : asio::posix::descriptor_base::wait_write;
-  entry->desc.async_wait(wait, [this, entry](const boost::system::error_code& ec) {
-    if (ec == asio::error::operation_aborted) return;  // dropped by the sweep
-    if (entry->retry(entry->call, entry->desc.native_handle())) {
+  epoll_event ev{};
+  ev.events = (entry->wait == Wait::kRead ? EPOLLIN : EPOLLOUT) | EPOLLONESHOT;
+  ev.data.ptr = entry;
+  epoll_ctl(waits_fd_.Get(), EPOLL_CTL_MOD, entry->fd.Get(), &ev);
+}
+
+void HeldCalls::ArmWaits() {
+  waits_.async_wait(asio::posix::descriptor_base::wait_read,
+                    [this](const boost::system::error_code& ec) {
+                      if (ec) return;
+                      OnWaitsReady();
+                      ArmWaits();
+                    });
+}
+
+void HeldCalls::OnWaitsReady() {
+  epoll_event events[64];
+  int n = epoll_wait(waits_fd_.Get(), events, 64, 0);
+  for (int i = 0; i < n; ++i) {
+    auto* entry = static_cast<Entry*>(events[i].data.ptr);
+    // One-shot: each entry reports at most once per arming, so it cannot have been dropped by an
+    // earlier event of this batch.
+    if (entry->retry(entry->call, entry->fd.Get())) {
       Drop(entry);
     } else {
       Arm(entry);
     }
-  });
+  }
 }
 
 void HeldCalls::Drop(Entry* entry) {
-  boost::system::error_code ignored;
-  entry->desc.cancel(ignored);
-  // Closing through asio deregisters the fd from its epoll set first: the file lives on in the
-  // target, and epoll forgets an item only when the file's last reference goes.
-  entry->desc.close(ignored);
-  auto owned = std::move(*entry->self);
+  // Deregister before closing: the file lives on in the program, and epoll forgets an item only
+  // when the file's last reference goes.
+  epoll_ctl(waits_fd_.Get(), EPOLL_CTL_DEL, entry->fd.Get(), nullptr);
   held_.erase(entry->self);
-  // A pending async_wait still refers to `entry`; free it after that handler ran (aborted).
-  asio::post(io_, [owned = std::shared_ptr<Entry>(std::move(owned))] {});
 }
 
 void HeldCalls::ScheduleSweep() {

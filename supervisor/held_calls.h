@@ -41,6 +41,8 @@ class HeldCalls {
  private:
   struct Entry;
   void Arm(Entry* entry);
+  void ArmWaits();
+  void OnWaitsReady();
   void Drop(Entry* entry);
   void ScheduleSweep();
   void Sweep();
@@ -48,6 +50,12 @@ class HeldCalls {
   boost::asio::io_context& io_;
   tracer::Notifier& notifier_;
   bool killable_;
+  // The program's fds are watched through an epoll instance of our own, never handed to Asio
+  // directly: Asio switches every descriptor it waits on to O_NONBLOCK, and a copy shares the
+  // program's open file description, so the program would see its blocking socket turn
+  // non-blocking.
+  UniqueFd waits_fd_;
+  boost::asio::posix::stream_descriptor waits_;
   boost::asio::steady_timer sweep_timer_;
   bool sweep_scheduled_ = false;
   std::list<std::unique_ptr<Entry>> held_;

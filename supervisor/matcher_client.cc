@@ -187,7 +187,8 @@ Result<Message> MatcherClient::Call(MsgType type, int32_t pid, std::span<const u
 
 void MatcherClient::Lost(const SysError& why) {
   if (!desc_) return;
-  spdlog::warn("lost slipstreamd ({}): new connections stay on TCP", why.ToString());
+  spdlog::warn("lost slipstreamd ({}): new connections stay on TCP until it is back",
+               why.err == 0 ? "it closed the connection" : why.ToString());
   boost::system::error_code ignored;
   desc_->close(ignored);
   desc_.reset();

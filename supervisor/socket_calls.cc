@@ -282,6 +282,12 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   if (!listener) return;
   auto id = GetFileId(listener->Get());
   if (!id) return;
+  if (env_.switcher != nullptr && !env_.switcher->KnowsListener(id->ino) &&
+      env_.local.SameNetns(c.tid())) {
+    if (auto tgid = ThreadGroupOf(c.tid())) {
+      env_.switcher->OnListener(*tgid, args.fd, listener->Get());
+    }
+  }
   if (auto it = parked_.find(*id); it != parked_.end() && !it->second.empty()) {
     Parked conn = std::move(it->second.front());
     it->second.pop_front();

@@ -47,6 +47,8 @@ class Switcher {
   // A listening socket of a supervised program: register it, and remember where it lives so a
   // restarted daemon can be told again. `tgid`/`target_fd` name it in the program.
   void OnListener(pid_t tgid, int target_fd, int listener);
+  // Listeners inherited from outside supervision are registered at their first accept().
+  bool KnowsListener(uint64_t ino) const { return listeners_.count(ino) != 0; }
 
   // Client side. Approve asks the daemon; Abort withdraws an approval whose connect failed.
   bool Approve(pid_t pid, int sock, const SockAddr& dest);
