@@ -59,6 +59,18 @@ class LineReader:
             if regex.search(line):
                 return line
 
+    def snapshot(self):
+        """Every line seen so far, without waiting (for failure messages)."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return self.lines
+            if line is None:
+                self._queue.put(None)
+                return self.lines
+            self.lines.append(line)
+
     def drain(self, timeout=10.0):
         """Waits for EOF and returns every line seen."""
         self._thread.join(timeout)
