@@ -1,0 +1,3 @@
+module slipstream/bench/httpbench
+
+go 1.19
