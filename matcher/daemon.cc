@@ -168,6 +168,10 @@ void Daemon::Run() {
   io_.run();
 }
 
+void Daemon::Stop() {
+  asio::post(io_, [this] { io_.stop(); });
+}
+
 void Daemon::ArmAccept() {
   listener_.async_wait(asio::posix::descriptor_base::wait_read,
                        [this](const boost::system::error_code& ec) {

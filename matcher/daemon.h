@@ -37,6 +37,8 @@ class Daemon {
   static Result<std::unique_ptr<Daemon>> Create(DaemonConfig config);
   ~Daemon();
   void Run();
+  // Thread-safe: makes Run() return (tests run the daemon in a thread).
+  void Stop();
 
  private:
   struct Session;

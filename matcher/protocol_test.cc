@@ -1,1 +1,122 @@
+#include "matcher/protocol.h"
+
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <dirent.h>
+
+namespace slipstream::matcher {
+namespace {
+
+int OpenFds() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (readdir(d) != nullptr) ++n;
+  closedir(d);
+  return n;
+}
+
+class ProtocolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    a_.Reset(sv[0]);
+    b_.Reset(sv[1]);
+  }
+  UniqueFd a_, b_;
+};
+
+TEST_F(ProtocolTest, RoundTripWithFds) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  UniqueFd r(p[0]), w(p[1]);
+  InodeBody body{1234};
+  int fds[2] = {r.Get(), w.Get()};
+  ASSERT_TRUE(SendMessage(a_.Get(), MsgType::kConnected, 7, 42, Bytes(body), fds));
+  auto m = ReceiveMessage(b_.Get());
+  ASSERT_TRUE(m) << m.error().ToString();
+  EXPECT_EQ(m->type(), MsgType::kConnected);
+  EXPECT_EQ(m->header.seq, 7u);
+  EXPECT_EQ(m->header.pid, 42);
+  ASSERT_NE(m->As<InodeBody>(), nullptr);
+  EXPECT_EQ(m->As<InodeBody>()->inode, 1234u);
+  ASSERT_EQ(m->fds.size(), 2u);
+  // The received fds are the same pipe: what is written to one end is read from the other.
+  ASSERT_EQ(write(m->fds[1].Get(), "z", 1), 1);
+  char c = 0;
+  ASSERT_EQ(read(r.Get(), &c, 1), 1);
+  EXPECT_EQ(c, 'z');
+  EXPECT_EQ(fcntl(m->fds[0].Get(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+}
+
+TEST_F(ProtocolTest, WrongBodySizeIsNotReadAsTheStruct) {
+  uint8_t three[3] = {1, 2, 3};
+  ASSERT_TRUE(SendMessage(a_.Get(), MsgType::kAbort, 1, 0, three));
+  auto m = ReceiveMessage(b_.Get());
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->As<InodeBody>(), nullptr);
+}
+
+TEST_F(ProtocolTest, GarbageIsRejectedAndItsFdsClosed) {
+  int before = OpenFds();
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  // Raw bytes that are not a header, with three fds attached (more than kMaxFds).
+  char junk[5] = "junk";
+  iovec iov{junk, sizeof(junk)};
+  alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(3 * sizeof(int));
+  int three[3] = {p[0], p[1], p[0]};
+  memcpy(CMSG_DATA(cmsg), three, sizeof(three));
+  ASSERT_GT(sendmsg(a_.Get(), &msg, 0), 0);
+  close(p[0]);
+  close(p[1]);
+  auto m = ReceiveMessage(b_.Get());
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().err, EPROTO);
+  EXPECT_EQ(OpenFds(), before);
+}
+
+TEST_F(ProtocolTest, BadMagicAndLengthMismatch) {
+  Header h;
+  h.magic = 0xdeadbeef;
+  ASSERT_EQ(send(a_.Get(), &h, sizeof(h), 0), static_cast<ssize_t>(sizeof(h)));
+  auto m = ReceiveMessage(b_.Get());
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().err, EPROTO);
+
+  Header lying;
+  lying.body_len = 100;  // but nothing follows
+  ASSERT_EQ(send(a_.Get(), &lying, sizeof(lying), 0), static_cast<ssize_t>(sizeof(lying)));
+  m = ReceiveMessage(b_.Get());
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().err, EPROTO);
+}
+
+TEST_F(ProtocolTest, OrderlyCloseIsEof) {
+  a_.Reset();
+  auto m = ReceiveMessage(b_.Get());
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().err, 0);
+}
+
+TEST_F(ProtocolTest, SendRefusesOversizedMessages) {
+  std::vector<uint8_t> big(kMaxBody + 1);
+  EXPECT_FALSE(SendMessage(a_.Get(), MsgType::kStatusReply, 1, 0, big));
+  int three[3] = {0, 1, 2};
+  EXPECT_FALSE(SendMessage(a_.Get(), MsgType::kConnected, 1, 0, {}, three));
+}
+
+}  // namespace
+}  // namespace slipstream::matcher
