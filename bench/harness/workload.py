@@ -1,0 +1,176 @@
+"""The workload interface, long-running servers, and the interleaved measurement loop."""
+
+import os
+import signal
+
+from .context import VARIANT_ORDER, VARIANTS
+from .procs import SampleError, quote, tcp_listening, unix_listening, wait_until
+
+# Two failures of the same (case, variant) exclude it for the rest of the run: a variant that
+# hangs would otherwise cost its timeout in every repetition.
+MAX_FAILURES = 2
+
+
+class Server:
+    """One server instance, plain or under slipstream-trace, ready when it listens."""
+
+    def __init__(self, wl, key, argv, supervised, tcp_port=None, unix_path=None, user=None,
+                 stop_signal=signal.SIGTERM, cwd=None, env=None, start_timeout=30, extra_ready=None):
+        self.wl, self.key, self.argv = wl, key, argv
+        self.supervised = supervised
+        self.tcp_port, self.unix_path = tcp_port, unix_path
+        self.user, self.stop_signal, self.cwd, self.env = user, stop_signal, cwd, env
+        self.start_timeout = start_timeout
+        self.extra_ready = extra_ready  # optional callable, e.g. pg_isready
+        self.proc = None
+        self.stats_path = None
+
+    def start(self):
+        ctx = self.wl.ctx
+        cmd, self.stats_path = ctx.command(self.argv, "server", self.supervised, self.user,
+                                           f"{self.wl.name}-{self.key}-server")
+        env = dict(ctx.runtime_env(self.user))
+        env.update(self.env or {})
+        role = "supervised server" if self.supervised else f"{self.key} server"
+        ctx.results.command(self.wl.name, self.key, "server", quote(cmd))
+        self.proc = ctx.procs.start(cmd, f"{self.wl.name}-{self.key}-server", env=env, cwd=self.cwd)
+        if self.tcp_port:
+            wait_until(lambda: tcp_listening(self.tcp_port), self.start_timeout, self.proc,
+                       f"{role} listening on TCP port {self.tcp_port}")
+        if self.unix_path:
+            wait_until(lambda: unix_listening(self.unix_path), self.start_timeout, self.proc,
+                       f"{role} listening on {self.unix_path}")
+        if self.extra_ready:
+            wait_until(self.extra_ready, self.start_timeout, self.proc, f"{role} ready")
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None:
+            return
+        ctx = self.wl.ctx
+        rc = ctx.procs.stop(self.proc, self.stop_signal)
+        if self.stats_path:
+            ctx.results.add_trace_stats(self.wl.name, None, self.key, None, "server", self.stats_path)
+        self.proc = None
+        return rc
+
+
+class Workload:
+    name = ""
+    description = ""
+    variants = ["tcp", "slipstream", "client-only", "server-only", "unix"]
+    baseline = "tcp"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.servers = {}  # "plain" / "supervised" / "unix" -> Server
+        self.p = ctx.profile
+
+    # Subclasses implement these.
+    def cases(self):
+        return [None]
+
+    def declare(self):
+        """Declares metrics (units, direction) with self.ctx.results.declare_metric."""
+
+    def setup(self):
+        pass
+
+    def measure(self, case, variant, rep):
+        """Returns [(case, metric, x, value), ...] for one sample."""
+        raise NotImplementedError
+
+    def teardown(self):
+        for s in list(self.servers.values()):
+            s.stop()
+
+    # Helpers.
+    def server_for(self, variant):
+        return self.servers.get(VARIANTS[variant][0])
+
+    def dead_servers(self):
+        return [k for k, s in self.servers.items() if s.proc is not None and not s.alive()]
+
+    def client(self, argv, case, variant, rep, timeout, user=None, env=None, check=True):
+        """Runs one client command for `variant` (supervised or not), pinned to the client CPU."""
+        ctx = self.ctx
+        supervised = VARIANTS[variant][1] if variant in VARIANTS else False  # "native": plain
+        tag = f"{self.name}-{variant}" + (f"-{case}" if case else "")
+        tag = "".join(c if c.isalnum() or c in "-_=." else "_" for c in tag)
+        cmd, stats = ctx.command(argv, "client", supervised, user, tag)
+        ctx.results.command(self.name, variant, "client", quote(cmd))
+        run_env = dict(ctx.runtime_env(user))
+        run_env.update(env or {})
+        try:
+            out, err, rc = ctx.procs.run(cmd, tag, timeout, env=run_env, check=check)
+        finally:
+            if stats:
+                ctx.results.add_trace_stats(self.name, case, variant, rep, "client", stats)
+        return out, err, rc
+
+
+def run_workload(ctx, wl, reps, variants, warmup):
+    res = ctx.results
+    chosen = [v for v in VARIANT_ORDER if v in variants and v in wl.variants]
+    res.declare_workload(wl.name, wl.description, wl.baseline, chosen)
+    wl.declare()
+    res.log(f"[{wl.name}] setting up ({', '.join(chosen)})")
+    try:
+        wl.setup()
+    except SampleError as e:
+        res.fail(wl.name, None, "setup", None, e)
+        res.exclude(wl.name, None, "all", f"set-up failed: {e.symptom}")
+        wl.teardown()
+        return
+    failures = {}
+    excluded = set()
+
+    def measure_one(case, variant, rep):
+        label = f"{case} " if case else ""
+        try:
+            points = wl.measure(case, variant, rep)
+        except SampleError as e:
+            if rep < 0:
+                res.log(f"[{wl.name}] warm-up {label}{variant} failed: {e.symptom}")
+                return
+            res.fail(wl.name, case, variant, rep, e)
+            failures[(case, variant)] = failures.get((case, variant), 0) + 1
+            if failures[(case, variant)] >= MAX_FAILURES:
+                excluded.add((case, variant))
+                res.exclude(wl.name, case, variant, f"failed {MAX_FAILURES} times; last: {e.symptom}")
+            for key in wl.dead_servers():
+                s = wl.servers[key]
+                users = [v for v in chosen if VARIANTS.get(v, ("",))[0] == key]
+                res.note(wl.name, f"the {key} server exited (status {s.proc.returncode}); "
+                                  f"excluding {', '.join(users)}. Server command: {quote(s.proc.argv)}")
+                for v in users:
+                    for c in wl.cases():
+                        excluded.add((c, v))
+                s.proc = None
+            return
+        if rep < 0:
+            return
+        for (c, metric, x, value) in points:
+            res.add(wl.name, c, metric, variant, rep, value, x)
+        if points:
+            c, metric, x, value = points[0]
+            unit = res.metrics.get((wl.name, metric), {}).get("unit", "")
+            res.log(f"[{wl.name}] rep {rep + 1}/{reps} {label}{variant}: {metric}"
+                    f"{'@' + str(x) if x is not None else ''} = {value:.4g} {unit}")
+
+    try:
+        if warmup:
+            first = wl.cases()[0]
+            for variant in chosen:
+                measure_one(first, variant, -1)
+        for rep in range(reps):
+            for case in wl.cases():
+                for variant in chosen:
+                    if (case, variant) in excluded:
+                        continue
+                    measure_one(case, variant, rep)
+    finally:
+        wl.teardown()

@@ -1,0 +1,14 @@
+"""One module per workload; ALL lists them in the order bench/run runs them."""
+
+from .connrate import ConnRate
+from .gohttp import GoHttp
+from .iperf import Iperf3
+from .memcached import Memcached
+from .netpipe import NetPipe
+from .pgbench import PgBench
+from .redis import Redis
+from .sweep import Sweep
+from .syscalls import Syscalls
+
+ALL = [Syscalls, Sweep, NetPipe, ConnRate, Memcached, Redis, PgBench, Iperf3, GoHttp]
+BY_NAME = {w.name: w for w in ALL}

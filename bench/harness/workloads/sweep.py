@@ -1,0 +1,58 @@
+"""Issue 3's benchmark: one C program (ss-sweep), ping-pong and streaming, 1 B ... 4 MiB."""
+
+from ..context import VARIANTS
+from ..workload import Server, Workload
+from .common import json_lines, tcp_addr
+
+
+class Sweep(Workload):
+    name = "sweep"
+    description = ("ss-sweep (bench/c/sweep.c): ping-pong (one-way latency, NetPIPE-style throughput) "
+                   "and streaming throughput over one connection, message sizes 1 B to 4 MiB.")
+
+    def declare(self):
+        r = self.ctx.results
+        r.declare_metric(self.name, "throughput", "Mbit/s", "higher")
+        r.declare_metric(self.name, "latency", "us", "lower", "one-way latency")
+
+    def cases(self):
+        return ["pingpong", "stream"]
+
+    def setup(self):
+        prog = self.ctx.bench_program("ss-sweep")
+        p1, p2 = self.ctx.free_port(), self.ctx.free_port()
+        self.unix_path = self.ctx.path("sweep.sock")
+        self.addr = {"plain": tcp_addr(p1), "supervised": tcp_addr(p2), "unix": f"unix:{self.unix_path}"}
+        self.servers = {
+            "plain": Server(self, "plain", [prog, "server", self.addr["plain"]], False, tcp_port=p1),
+            "supervised": Server(self, "supervised", [prog, "server", self.addr["supervised"]], True, tcp_port=p2),
+            "unix": Server(self, "unix", [prog, "server", self.addr["unix"]], False, unix_path=self.unix_path),
+        }
+        for s in self.servers.values():
+            s.start()
+        self._cache = {}
+
+    def measure(self, case, variant, rep):
+        # One client run measures both modes; the "stream" case reuses the run made for
+        # "pingpong" in the same repetition, so the two stay interleaved with the other variants.
+        key = (variant, rep)
+        if case == "stream" and key in self._cache:
+            return self._cache.pop(key)
+        p = self.p
+        addr = self.addr[VARIANTS[variant][0]]
+        argv = [self.ctx.bench_program("ss-sweep"), "client", addr, "--min", "1", "--max", str(p["sweep_max"]),
+                "--factor", str(p["sweep_factor"]), "--time", str(p["sweep_time"] if rep >= 0 else 0.01)]
+        sizes = 0
+        s = 1
+        while s <= p["sweep_max"]:
+            sizes += 1
+            s *= p["sweep_factor"]
+        timeout = 60 + sizes * 2 * p["sweep_time"] * 8
+        out, _, _ = self.client(argv, case, variant, rep, timeout)
+        points = json_lines(out, " ".join(argv))
+        self.ctx.results.curves[(self.name, "sweep", variant, rep)] = points
+        pp = [("pingpong", "throughput", pt["size"], pt["mbps"]) for pt in points if pt["mode"] == "pingpong"]
+        pp += [("pingpong", "latency", pt["size"], pt["latency_us"]) for pt in points if pt["mode"] == "pingpong"]
+        st = [("stream", "throughput", pt["size"], pt["mbps"]) for pt in points if pt["mode"] == "stream"]
+        self._cache[key] = st
+        return pp if case == "pingpong" else self._cache.pop(key)
