@@ -47,6 +47,9 @@ Session::Session(SessionConfig config, UniqueFd listener, pid_t program, UniqueF
 Session::~Session() = default;
 
 int Session::Run() {
+  if (config_.features.sync_wakeup && !tracer::SetSyncWakeup(listener_fd_.Get())) {
+    spdlog::debug("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP refused");
+  }
   if (switcher_) switcher_->Start();
   ArmListener();
   ArmSignals();

@@ -114,24 +114,35 @@ void SocketCalls::Handle(PendingCall call) {
 
 std::optional<TargetAccess> SocketCalls::OpenTarget(PendingCall& c) {
   if (!CanEmulate()) return std::nullopt;
-  auto target = TargetAccess::Open(c.tid(), env_.features.pidfd_thread);
-  if (!target) return std::nullopt;
-  return std::move(*target);
+  auto pidfd = pidfds_.Get(c.tid());
+  if (!pidfd) return std::nullopt;
+  return TargetAccess::Borrow(c.tid(), *pidfd);
+}
+
+Result<UniqueFd> SocketCalls::TakeFd(pid_t tid, int fd) {
+  for (int attempt = 0;; ++attempt) {
+    auto pidfd = pidfds_.Get(tid);
+    if (!pidfd) return tl::unexpected(pidfd.error());
+    auto copy = PidfdGetfd(*pidfd, fd);
+    // ESRCH: the cached pidfd names a thread that has exited; this tid is a new thread.
+    if (copy || copy.error().err != ESRCH || attempt > 0) return copy;
+    pidfds_.Invalidate(tid);
+  }
 }
 
 std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c,
                                                          const TargetAccess& target, int fd) {
-  auto copy = target.TakeFd(fd);
+  (void)target;
+  auto copy = TakeFd(c.tid(), fd);
   if (!copy) return std::nullopt;  // EBADF and friends: the kernel says it exactly
   Sock sock{std::move(*copy)};
-  int domain = SocketOption(sock.fd.Get(), SOL_SOCKET, SO_DOMAIN);
-  if (domain == AF_UNIX && env_.switcher != nullptr) {
-    sock.switched = env_.switcher->Find(Inode(sock.fd.Get()));
+  // IPPROTO_TCP is only ever the protocol of an AF_INET/AF_INET6 stream socket (MPTCP reports
+  // IPPROTO_MPTCP); AF_UNIX sockets report 0. One getsockopt classifies the fd.
+  int protocol = SocketOption(sock.fd.Get(), SOL_SOCKET, SO_PROTOCOL);
+  if (protocol != IPPROTO_TCP) {
+    if (protocol != 0 || env_.switcher == nullptr) return std::nullopt;
+    sock.switched = env_.switcher->Find(Inode(sock.fd.Get()));  // a non-socket has no switch
     if (sock.switched == nullptr) return std::nullopt;
-  } else if (domain != AF_INET && domain != AF_INET6) {
-    return std::nullopt;
-  } else if (SocketOption(sock.fd.Get(), SOL_SOCKET, SO_TYPE) != SOCK_STREAM) {
-    return std::nullopt;
   }
   if (!env_.notifier.IdValid(c.id())) {
     c.Abandon();
@@ -347,7 +358,7 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   if (!peer) return c.Fail(ECONNABORTED);  // as the kernel's accept does when getname fails
   c.trace().note = "(peer " + peer->ToString() + ")";
   if (args.addr != 0) {
-    auto target = tracer::TargetAccess::Open(c.tid(), env_.features.pidfd_thread);
+    auto target = OpenTarget(c);
     if (!target) return c.Abandon();
     // As in the kernel, a bad address fails the call after the connection was taken: it is lost.
     auto st = tracer::CopySockAddrOut(*target, *peer, args.addr, args.addrlen_ptr);
@@ -396,7 +407,7 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
     if (auto v = target->ReadInt(c.arg(3))) c.trace().args += ", [" + std::to_string(*v) + "]";
   }
   if (env_.switcher == nullptr || (level == SOL_SOCKET && !IsIdentityOption(name))) return;
-  auto copy = target->TakeFd(static_cast<int>(c.arg(0)));
+  auto copy = TakeFd(c.tid(), static_cast<int>(c.arg(0)));
   if (!copy || SocketOption(copy->Get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return;
   const SwitchedSocket* sw = env_.switcher->Find(Inode(copy->Get()));
   if (sw == nullptr) return;
@@ -462,7 +473,7 @@ void SocketCalls::OnEpollCtl(PendingCall& c) {
   if (env_.switcher == nullptr) return;
   auto target = OpenTarget(c);
   if (!target) return;
-  auto copy = target->TakeFd(fd);
+  auto copy = TakeFd(c.tid(), fd);
   if (!copy) return;
   int domain = SocketOption(copy->Get(), SOL_SOCKET, SO_DOMAIN);
   if (domain != AF_INET && domain != AF_INET6) return;

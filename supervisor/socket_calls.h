@@ -17,6 +17,7 @@
 #include "supervisor/local_addrs.h"
 #include "supervisor/pending_call.h"
 #include "supervisor/switcher.h"
+#include "tracer/pidfd_cache.h"
 #include "tracer/probe.h"
 #include "tracer/target.h"
 
@@ -34,7 +35,7 @@ struct HandlerEnv {
 
 class SocketCalls {
  public:
-  explicit SocketCalls(HandlerEnv env) : env_(env) {}
+  explicit SocketCalls(HandlerEnv env) : env_(env), pidfds_(env.features.pidfd_thread) {}
   void Handle(PendingCall call);
 
   size_t parked() const;
@@ -58,6 +59,8 @@ class SocketCalls {
 
   bool CanEmulate() const { return env_.features.CanEmulate(); }
   std::optional<tracer::TargetAccess> OpenTarget(PendingCall& c);
+  // pidfd_getfd through the pidfd cache, reopening once if the cached pidfd is stale (ESRCH).
+  Result<UniqueFd> TakeFd(pid_t tid, int fd);
   // A copy of the target's fd when it is a TCP stream socket, or an AF_UNIX end we switched (then
   // `switched` is set). nullopt means "let the kernel run it" (or the target left the call, in
   // which case `c` is abandoned). The id is checked valid after the copy was taken.
@@ -91,6 +94,7 @@ class SocketCalls {
   void EmulateSockopt(PendingCall& c, int tcp, bool get);
 
   HandlerEnv env_;
+  tracer::PidfdCache pidfds_;
   // Connections accepted for a call the target left before the answer (a signal, EMFILE): they go
   // to the next accept on the same listener, as they would have stayed in the kernel's queue.
   std::map<FileId, std::deque<Parked>, FileIdLess> parked_;

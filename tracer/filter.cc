@@ -32,7 +32,8 @@ Status AddRules(scmp_filter_ctx ctx, const FilterOptions& options) {
   const uint32_t notify = SCMP_ACT_NOTIFY;
   // Only TCP-capable sockets: AF_INET/AF_INET6 with type SOCK_STREAM (the low 4 bits of `type`).
   for (int domain : {AF_INET, AF_INET6}) {
-    auto st = Check(seccomp_rule_add(ctx, notify, SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, domain),
+    if (!options.trap_socket) break;
+    auto st = Check(seccomp_rule_add(ctx, notify, SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(domain)),
                                      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_STREAM)),
                     "seccomp_rule_add(socket)");
     if (!st) return st;

@@ -17,6 +17,10 @@ struct FilterOptions {
   bool allow_io_uring = false;
   // Trap epoll_ctl(EPOLL_CTL_ADD) so registrations made before a connect can follow the switch.
   bool trap_epoll_add = false;
+  // socket() is always answered CONTINUE (the kernel must create the socket in the program's
+  // namespace, cgroup and credentials): trapping it only serves --trace and --stats, and costs a
+  // notification round trip per connection.
+  bool trap_socket = true;
 };
 
 using BpfProgram = std::vector<sock_filter>;

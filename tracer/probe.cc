@@ -22,6 +22,7 @@ enum ProbeBit : unsigned char {
   kWaitKillable = 1 << 1,
   kAddFd = 1 << 2,
   kAddFdSend = 1 << 3,
+  kSyncWakeup = 1 << 4,
 };
 
 // Runs in the forked child: only syscalls. An unknown ioctl or flag gives EINVAL (or ENOTTY); a
@@ -45,10 +46,18 @@ unsigned char ProbeInChild() {
   if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) bits |= kAddFd;
   addfd.flags = SECCOMP_ADDFD_FLAG_SEND;
   if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) bits |= kAddFdSend;
+  if (SetSyncWakeup(listener)) bits |= kSyncWakeup;
   return bits;
 }
 
 }  // namespace
+
+bool SetSyncWakeup(int listener) {
+  // SECCOMP_IOCTL_NOTIF_SET_FLAGS takes the flags by value (not in <linux/seccomp.h> before 6.6).
+  constexpr unsigned long kSetFlags = _IOW('!', 4, uint64_t);
+  constexpr unsigned long kSyncWakeUp = 1;  // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+  return ioctl(listener, kSetFlags, kSyncWakeUp) == 0;
+}
 
 KernelFeatures ProbeKernel() {
   KernelFeatures f;
@@ -76,6 +85,7 @@ KernelFeatures ProbeKernel() {
   f.wait_killable = f.user_notif && (bits & kWaitKillable);
   f.addfd = f.user_notif && (bits & kAddFd);
   f.addfd_send = f.addfd && (bits & kAddFdSend);
+  f.sync_wakeup = f.user_notif && (bits & kSyncWakeup);
 
   if (auto self = PidfdOpen(getpid())) {
     f.pidfd_getfd = PidfdGetfd(self->Get(), self->Get()).has_value();
@@ -88,7 +98,8 @@ std::string KernelFeatures::Describe() const {
   auto yes = [](bool b) { return b ? "yes" : "no"; };
   return "kernel " + release + ": user_notif=" + yes(user_notif) + " addfd=" + yes(addfd) +
          " addfd_send=" + yes(addfd_send) + " wait_killable_recv=" + yes(wait_killable) +
-         " pidfd_getfd=" + yes(pidfd_getfd) + " pidfd_thread=" + yes(pidfd_thread);
+         " pidfd_getfd=" + yes(pidfd_getfd) + " pidfd_thread=" + yes(pidfd_thread) +
+         " sync_wakeup=" + yes(sync_wakeup);
 }
 
 }  // namespace slipstream::tracer

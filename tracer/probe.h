@@ -14,11 +14,17 @@ struct KernelFeatures {
   bool wait_killable = false;   // SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, 5.19
   bool pidfd_getfd = false;     // 5.6
   bool pidfd_thread = false;    // PIDFD_THREAD, 6.9
+  bool sync_wakeup = false;     // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.6
 
   // Can the supervisor act on calls (emulate, switch) rather than only watch them?
   bool CanEmulate() const { return user_notif && pidfd_getfd && addfd && addfd_send; }
   std::string Describe() const;
 };
+
+// Asks the kernel to wake the target on the replying CPU (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+// Linux 6.6): the target and the supervisor ping-pong, and a synchronous wake-up saves a
+// cross-CPU wake-up per trapped call (measured in docs/BENCHMARKS.md).
+bool SetSyncWakeup(int listener);
 
 // Forks a short-lived child that installs a do-nothing filter with a listener and tries each ioctl
 // and flag on it. Safe to call only while the process is single-threaded.

@@ -10,17 +10,17 @@
 
 namespace slipstream::tracer {
 
-Result<TargetAccess> TargetAccess::Open(pid_t tid, bool pidfd_thread) {
-  if (pidfd_thread) {
-    auto fd = PidfdOpen(tid, kPidfdThread);
-    if (!fd) return tl::unexpected(fd.error());
-    return TargetAccess(tid, std::move(*fd));
-  }
+Result<UniqueFd> TargetAccess::OpenPidfd(pid_t tid, bool pidfd_thread) {
+  if (pidfd_thread) return PidfdOpen(tid, kPidfdThread);
   // Without PIDFD_THREAD only a thread-group leader has a pidfd; the fd table is shared by the
   // group (CLONE_FILES), except for vfork children, which are their own group leaders.
   auto tgid = ThreadGroupOf(tid);
   if (!tgid) return tl::unexpected(tgid.error());
-  auto fd = PidfdOpen(*tgid);
+  return PidfdOpen(*tgid);
+}
+
+Result<TargetAccess> TargetAccess::Open(pid_t tid, bool pidfd_thread) {
+  auto fd = OpenPidfd(tid, pidfd_thread);
   if (!fd) return tl::unexpected(fd.error());
   return TargetAccess(tid, std::move(*fd));
 }
@@ -44,7 +44,7 @@ Status TargetAccess::WriteInt(uint64_t addr, int32_t value) const {
   return Write(addr, {reinterpret_cast<const uint8_t*>(&value), sizeof(value)});
 }
 
-Result<UniqueFd> TargetAccess::TakeFd(int fd) const { return PidfdGetfd(pidfd_.Get(), fd); }
+Result<UniqueFd> TargetAccess::TakeFd(int fd) const { return PidfdGetfd(pidfd_, fd); }
 
 Result<SockAddr> CopySockAddrIn(const TargetAccess& target, uint64_t addr, int64_t addrlen) {
   auto len = static_cast<int32_t>(addrlen);  // the kernel takes an int

@@ -21,9 +21,12 @@ class TargetAccess {
  public:
   // `pidfd_thread`: the kernel has PIDFD_THREAD (6.9); otherwise the thread group is looked up.
   static Result<TargetAccess> Open(pid_t tid, bool pidfd_thread);
+  // Uses a pidfd someone else owns (PidfdCache); it must outlive this object.
+  static TargetAccess Borrow(pid_t tid, int pidfd) { return TargetAccess(tid, pidfd); }
+  static Result<UniqueFd> OpenPidfd(pid_t tid, bool pidfd_thread);
 
   pid_t tid() const { return tid_; }
-  int pidfd() const { return pidfd_.Get(); }
+  int pidfd() const { return pidfd_; }
 
   Status Read(uint64_t addr, std::span<uint8_t> out) const;
   Status Write(uint64_t addr, std::span<const uint8_t> in) const;
@@ -34,9 +37,11 @@ class TargetAccess {
   Result<UniqueFd> TakeFd(int fd) const;
 
  private:
-  TargetAccess(pid_t tid, UniqueFd pidfd) : tid_(tid), pidfd_(std::move(pidfd)) {}
+  TargetAccess(pid_t tid, UniqueFd pidfd) : tid_(tid), pidfd_(pidfd.Get()), owned_(std::move(pidfd)) {}
+  TargetAccess(pid_t tid, int pidfd) : tid_(tid), pidfd_(pidfd) {}
   pid_t tid_;
-  UniqueFd pidfd_;
+  int pidfd_;
+  UniqueFd owned_;
 };
 
 // Copies a sockaddr argument of connect/bind as the kernel's move_addr_to_kernel() does:
