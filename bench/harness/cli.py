@@ -181,10 +181,13 @@ def main(argv=None):
         shutil.rmtree(tmp, ignore_errors=True)
         return 2
 
-    # SIGTERM/SIGHUP end the run like Ctrl-C: through the finally below, which stops everything.
+    # SIGINT, SIGTERM and SIGHUP end the run through the finally below, which stops everything.
+    # SIGINT is installed explicitly: a shell starts background jobs with it ignored.
     def on_signal(signum, _frame):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         raise Terminated(signal.Signals(signum).name)
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
 
     mach = machine.describe(REPO, ctx.trace_bin)
@@ -208,7 +211,7 @@ def main(argv=None):
             warmup = profile["warmup"] and not args.no_warmup
             run_workload(ctx, wl, reps, variants, warmup)
     except (KeyboardInterrupt, Terminated) as e:
-        results.log(f"interrupted ({e or 'SIGINT'}); cleaning up and writing partial results")
+        results.log(f"interrupted ({e}); cleaning up and writing partial results")
         status = 130
     finally:
         # Expected here: slipstreamd, which slipstream-trace started on demand for this run.

@@ -108,7 +108,7 @@ def markdown(doc, plot_files):
         else:
             out += _table(doc, wl, rows)
         for note in meta.get("notes", []):
-            out.append(f"- {note}")
+            out.append("- " + " ".join(note.split()))
         if meta.get("notes"):
             out.append("")
         for f in plot_files.get(wl, []):

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 
 from ..context import VARIANTS
 from ..procs import SampleError
@@ -63,7 +64,10 @@ class Redis(Workload):
         # redis-benchmark goes on after a failed connection (e.g. its CONFIG probe) and still
         # measures with the connections that work: keep the rates, but report the message.
         if "Could not connect" in err or "Error" in err:
-            self.ctx.results.note(self.name, f"{variant} {case}: redis-benchmark stderr: {err.strip()[:300]}")
+            # The port differs per server, so drop numbers-only detail to report each message once.
+            msg = " / ".join(line.strip() for line in err.strip().splitlines()[:3])
+            msg = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", msg)
+            self.ctx.results.note(self.name, f"{variant}: redis-benchmark wrote on stderr (run goes on): {msg[:300]}")
         return [(f"{r[0]} {case}", "rate", None, float(r[1])) for r in rows]
 
     def measure(self, case, variant, rep):
