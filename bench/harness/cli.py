@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Durations are per sample; every loop in the harness and the programs is bounded by them.
 PROFILES = {
     "quick": {
-        "reps": 3, "warmup": False,
+        "reps": 3, "warmup": True,
         "variants": ["tcp", "slipstream", "client-only", "unix", "native"],
         "syscall_time": 0.1,
         "sweep_max": 4 << 20, "sweep_factor": 4, "sweep_time": 0.03,
@@ -99,8 +99,12 @@ def parse_args(argv):
     ap.add_argument("--pin", choices=["split", "none"], default="split",
                     help="split: servers on CPU 0, clients on CPU 1 (default); none: no taskset")
     ap.add_argument("--no-trace-stats", action="store_true",
-                    help="do not pass --stats to slipstream-trace (switch counts are then unknown)")
-    ap.add_argument("--no-warmup", action="store_true", help="skip the unrecorded warm-up round of the full profile")
+                    help="never pass --stats to slipstream-trace (switch counts are then unknown)")
+    ap.add_argument("--client-stats", action="store_true",
+                    help="pass --stats to supervised clients in every sample, not only in the warm-up "
+                         "(costs a trapped socket() per connection)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the unrecorded warm-up sample per variant (it is also where client --stats come from)")
     ap.add_argument("--report-only", metavar="DIR", help="re-render summary.md and plots from DIR/results.json")
     ap.add_argument("--publish", action="store_true",
                     help="also copy the plots to docs/img/bench/ (for docs/BENCHMARKS.md)")

@@ -92,7 +92,9 @@ class Context:
         """Wraps `argv`: [taskset -c CPU] [setpriv --reuid USER ...] [slipstream-trace --] argv.
 
         Returns (argv, stats_path or None). slipstream-trace runs as the program's user, as a user
-        would run it; taskset's affinity is inherited by the supervisor and the program alike."""
+        would run it; taskset's affinity is inherited by the supervisor and the program alike.
+        With a stats_name, slipstream-trace gets --stats -o FILE. That is not free (with --stats it
+        also traps socket()), so measured client runs go without it: see Workload.client."""
         pre = []
         cpu = self.cpu_for(side)
         if cpu is not None:
@@ -102,7 +104,7 @@ class Context:
         stats_path = None
         if supervised:
             pre.append(self.trace_bin)
-            if self.stats:
+            if self.stats and stats_name:
                 self._stats_counter += 1
                 stats_path = self.path("stats", f"{self._stats_counter:05d}-{stats_name or 'proc'}.txt")
                 os.makedirs(os.path.dirname(stats_path), exist_ok=True)

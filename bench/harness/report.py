@@ -88,7 +88,9 @@ def markdown(doc, plot_files):
     sw = doc.get("switching") or []
     if sw:
         out += ["## Did connections switch?", "",
-                "From `slipstream-trace --stats` of every supervised process, summed over the run.", "",
+                "From `slipstream-trace --stats`, summed over the run: servers for their whole life, "
+                "clients in the unrecorded warm-up sample only (--stats makes slipstream-trace trap "
+                "socket() as well, so measured client runs go without it).", "",
                 "| workload | variant | side | processes | connections seen | switched | relayed | left on TCP "
                 "| trapped calls |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for e in sw:

@@ -100,7 +100,11 @@ class Workload:
         supervised = VARIANTS[variant][1] if variant in VARIANTS else False  # "native": plain
         tag = f"{self.name}-{variant}" + (f"-{case}" if case else "")
         tag = "".join(c if c.isalnum() or c in "-_=." else "_" for c in tag)
-        cmd, stats = ctx.command(argv, "client", supervised, user, tag)
+        # Clients report --stats only in the unrecorded warm-up sample (or with --client-stats):
+        # --stats makes slipstream-trace trap socket() too, which would inflate what we measure.
+        # Long-running servers always report it; they call socket() only for their listeners.
+        with_stats = rep < 0 or ctx.args.client_stats
+        cmd, stats = ctx.command(argv, "client", supervised, user, tag if with_stats else None)
         ctx.results.command(self.name, variant, "client", quote(cmd))
         run_env = dict(ctx.runtime_env(user))
         run_env.update(env or {})
@@ -133,10 +137,9 @@ def run_workload(ctx, wl, reps, variants, warmup):
         try:
             points = wl.measure(case, variant, rep)
         except SampleError as e:
+            res.fail(wl.name, case, variant, "warm-up" if rep < 0 else rep, e)
             if rep < 0:
-                res.log(f"[{wl.name}] warm-up {label}{variant} failed: {e.symptom}")
                 return
-            res.fail(wl.name, case, variant, rep, e)
             failures[(case, variant)] = failures.get((case, variant), 0) + 1
             if failures[(case, variant)] >= MAX_FAILURES:
                 excluded.add((case, variant))
