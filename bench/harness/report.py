@@ -69,6 +69,49 @@ def variants_of(doc, wl):
     return [v for v in VARIANT_ORDER if v in doc["workloads"][wl]["variants"]]
 
 
+HEADLINE_SIZES = [1, 1024, 65536, 1048576, 4194304]
+HEADLINE_VARIANTS = ["tcp", "slipstream", "client-only", "server-only", "unix"]
+
+
+def _geomean(values):
+    values = [v for v in values if v]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def headline(doc):
+    """One row per workload case on its primary metric (throughput at a few sizes for the curve
+    workloads), plus the geometric mean of the ratios below 64 KiB, the paper's NetPIPE range."""
+    present = {v for meta in doc["workloads"].values() for v in meta["variants"]}
+    variants = [v for v in HEADLINE_VARIANTS if v in present]
+    rel_cols = [(k, label) for k, label in REL_COLUMNS if k in present or k == "slipstream/unix"]
+    head = ["workload", "case", "unit"] + variants + [label for _, label in rel_cols]
+    out = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
+    for wl in doc["workloads"]:
+        if wl == "syscalls":
+            continue
+        metrics = [m["metric"] for m in doc["metrics"] if m["workload"] == wl]
+        if not metrics:
+            continue
+        rows = [r for r in _rows_for(doc, wl) if r["metric"] == metrics[0]]
+        for r in rows:
+            if r["x"] is not None and r["x"] not in HEADLINE_SIZES:
+                continue
+            case = (r["case"] or "") + (f" @ {fmt_size(r['x'])}" if r["x"] is not None else "")
+            cells = [wl, case, r["unit"]] + [fmt(r["stats"][v]["median"]) if v in r["stats"] else "–"
+                                             for v in variants]
+            cells += [(fmt(r["relative"][k]) + "×") if k in r["relative"] else "–" for k, _ in rel_cols]
+            out.append("| " + " | ".join(cells) + " |")
+        curve_cases = sorted({r["case"] for r in rows if r["x"] is not None}, key=str)
+        for case in curve_cases:
+            small = [r for r in rows if r["case"] == case and r["x"] is not None and r["x"] < 65536]
+            gm = {k: _geomean([r["relative"].get(k) for r in small]) for k, _ in rel_cols}
+            cells = [wl, f"{case}, geometric mean of all sizes < 64 KiB", "ratio"] + ["" for _ in variants]
+            cells += [(fmt(gm[k]) + "×") if gm[k] else "–" for k, _ in rel_cols]
+            out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
 def markdown(doc, plot_files):
     run, m = doc["run"], doc["machine"]
     out = [f"# Slipstream benchmark run {run['started']}", ""]
@@ -98,6 +141,8 @@ def markdown(doc, plot_files):
                        f"{e['switched']} | {e['relayed']} | {e['left_on_tcp']} | {e['trapped_calls']} |")
         out.append("")
 
+    out += ["## Headline", "", "Median of each variant on each workload's main metric; `×` columns are "
+            "relative performance (> 1 = faster than plain TCP).", ""] + headline(doc)
     out += ["## Results", ""]
     for wl, meta in doc["workloads"].items():
         out += [f"### {wl}", "", meta["description"], ""]
