@@ -55,9 +55,14 @@ class BadArguments(fr.FixtureTest):
     def test_bind_and_listen(self):
         self.compare("bind")
 
-    # Fails until fixed: accept() on a connected blocking TCP socket is held (and hangs) instead of
-    # failing EINVAL at once; and the peer address is stored before its length, while Linux
-    # 6.18's move_addr_to_user() stores the length first (read-only addrlen, unmapped address).
+    # Fails until fixed:
+    #  - accept() on a connected blocking TCP socket is held (and hangs: EINTR from the case's
+    #    alarm) instead of failing EINVAL at once;
+    #  - the peer address is stored before its length, while Linux 6.18's move_addr_to_user()
+    #    stores the length first (read-only addrlen, unmapped address with a longer length);
+    #  - accept() with no free fd fails EMFILE as it should, but the connection has been taken off
+    #    the listener's queue and parked in the supervisor: the listener no longer polls readable;
+    #  - a connection reset by its (supervised) peer before the accept reads EOF, not ECONNRESET.
     def test_accept(self):
         self.compare("accept")
 

@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 static long page_size;
 static uint8_t* unmapped;         // a page that is not mapped
@@ -321,6 +322,78 @@ static void AcceptCase(const char* name, int nb, int v6, int queue, void* addr, 
   close(l);
 }
 
+// A queued connection whose peer has reset it (SO_LINGER 0): Linux still hands it out, with the
+// peer's address, and the first read reports the reset.
+static void AcceptResetCase(int nb, int with_addr) {
+  struct sockaddr_storage la;
+  socklen_t ll;
+  int l = Listener(0, nb, &la, &ll);
+  int c = Client(&la, ll);
+  PickFill(fx_port_of(&la), LocalPort(c));
+  struct linger lin = {1, 0};
+  if (setsockopt(c, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin)) < 0) fx_die("SO_LINGER");
+  close(c);  // RST
+  memset(out_addr, fill_byte, sizeof(out_addr));
+  socklen_t len = sizeof(struct sockaddr_in);
+  Arm();
+  int fd = with_addr ? accept(l, (struct sockaddr*)out_addr, &len) : accept(l, NULL, NULL);
+  int err = errno;
+  alarm(0);
+  char extra[96] = "";
+  if (fd >= 0) {
+    char byte;
+    ssize_t n = read(fd, &byte, 1);
+    snprintf(extra, sizeof(extra), "%s%sread=%zd %s", with_addr ? "written=" : "",
+             with_addr ? (Changed(out_addr, sizeof(out_addr)) == 16 ? "16 " : "? ") : "", n,
+             n < 0 ? fx_errno_name(errno) : "");
+    close(fd);
+  }
+  char name[96];
+  snprintf(name, sizeof(name), "%s_accept_reset_connection%s", nb ? "nb" : "b",
+           with_addr ? "" : "_null_addr");
+  Print(name, fd, err, 1, extra);
+  close(l);
+}
+
+// accept() with no free fd: EMFILE, and the connection stays in the listener's queue (it still
+// polls readable), to be accepted once an fd is free.
+static void AcceptEmfileCase(int nb) {
+  struct sockaddr_storage la;
+  socklen_t ll;
+  int l = Listener(0, nb, &la, &ll);
+  int c = Client(&la, ll);
+  struct rlimit old;
+  getrlimit(RLIMIT_NOFILE, &old);
+  struct rlimit low = old;
+  low.rlim_cur = 64;
+  if (setrlimit(RLIMIT_NOFILE, &low) < 0) fx_die("setrlimit");
+  int spare[64];
+  int n = 0;
+  while (n < 64 && (spare[n] = dup(not_socket)) >= 0) ++n;
+  Arm();
+  int fd = accept(l, NULL, NULL);
+  int err = errno;
+  alarm(0);
+  int queued = Queued(l);
+  if (n > 0) close(spare[--n]);
+  Arm();
+  int again = accept(l, NULL, NULL);
+  int again_err = errno;
+  alarm(0);
+  char extra[96];
+  snprintf(extra, sizeof(extra), "queued_after=%d retry=%s", queued,
+           again >= 0 ? "fd" : fx_errno_name(again_err));
+  char name[96];
+  snprintf(name, sizeof(name), "%s_accept_emfile", nb ? "nb" : "b");
+  Print(name, fd, err, 1, extra);
+  if (fd >= 0) close(fd);
+  if (again >= 0) close(again);
+  while (n > 0) close(spare[--n]);
+  setrlimit(RLIMIT_NOFILE, &old);
+  close(c);
+  close(l);
+}
+
 static void AcceptGroup(int nb) {
   uint8_t* addr = out_addr;
   int len;
@@ -388,6 +461,10 @@ static void AcceptGroup(int nb) {
     AcceptCase("accept_empty_queue", nb, 0, 0, addr, &len, -1);
   }
 #undef FILL
+
+  AcceptResetCase(nb, 1);
+  AcceptResetCase(nb, 0);
+  AcceptEmfileCase(nb);
 
   char name[96];
   snprintf(name, sizeof(name), "%s_accept_closed_fd", nb ? "nb" : "b");
