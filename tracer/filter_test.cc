@@ -205,6 +205,23 @@ TEST_F(FilterTest, FailAndContinueAnswers) {
   EXPECT_EQ(child.Wait(), 0);
 }
 
+TEST_F(FilterTest, SocketIsNotTrappedWhenTrapSocketIsOff) {
+  FilterOptions options;
+  options.trap_socket = false;
+  FilteredChild child(options, 0, [] {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);  // straight to the kernel
+    if (fd < 0) return 1;
+    errno = 0;
+    return listen(fd, 1) == 7 ? 0 : 2;  // still trapped; the parent answers 7
+  });
+  KernelNotifier notifier(child.listener());
+  auto n = child.Next(notifier);
+  ASSERT_TRUE(n.has_value());
+  EXPECT_EQ(n->nr, SYS_listen) << "the first notification must not be socket()";
+  ASSERT_TRUE(notifier.Return(n->id, 7).has_value());
+  EXPECT_EQ(child.Wait(), 0);
+}
+
 TEST_F(FilterTest, EveryTrappedCallNotifies) {
   const int expected[] = {SYS_connect,    SYS_accept,      SYS_accept4,     SYS_bind,
                           SYS_listen,     SYS_getsockname, SYS_getpeername, SYS_getsockopt,

@@ -8,8 +8,12 @@ the same way. A signal sent to the whole process group (kill -TERM -PGID, as `ti
 control do) reaches slipstream-trace and the program alike, and must still arrive once.
 """
 
+import fcntl
 import os
+import pty
 import signal
+import subprocess
+import termios
 
 import fixture_runs as fr
 import harness
@@ -51,11 +55,43 @@ class SignalForwarding(fr.FixtureTest):
     # Fails until fixed: the program gets a group-wide SIGTERM directly and then once more from
     # slipstream-trace, which forwards every signal whose si_code is SI_USER (session.cc,
     # OnSignals) and cannot tell a kill(-pgid) from a kill(pid).
+    #
+    # The second copy is only visible when the program has handled the first before it arrives
+    # (two pending instances of a standard signal merge), about 60% of runs here; 8 runs miss the
+    # duplicate with a probability below 0.1%.
     def test_group_signal_arrives_once(self):
         native = self.catch(signal.SIGTERM, False, to_group=True)
         self.assertEqual(native[:2], (0, ["ready", "caught TERM x1"]))
-        supervised = self.catch(signal.SIGTERM, True, to_group=True)
-        self.assertRunsAlike(native, supervised, "SIGTERM to the process group")
+        for attempt in range(8):
+            supervised = self.catch(signal.SIGTERM, True, to_group=True)
+            self.assertRunsAlike(native, supervised,
+                                 f"SIGTERM to the process group (run {attempt + 1})")
+
+
+    def ctrl_c_at_a_terminal(self, supervise):
+        """Runs `lifecycle catch` as the foreground job of a new pty and types ^C."""
+        master, slave = pty.openpty()
+        self.addCleanup(os.close, master)
+
+        def become_foreground_job():  # runs in the child after setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        proc = subprocess.Popen(self.wrap([harness.program("lifecycle"), "catch"], supervise),
+                                stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True,
+                                preexec_fn=become_foreground_job)
+        os.close(slave)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        self.assertEqual(proc.stdout.readline(), "ready\n")
+        os.write(master, b"\x03")  # the terminal sends SIGINT (SI_KERNEL) to the whole job
+        out, err = proc.communicate(timeout=20)
+        return proc.returncode, ["ready"] + out.splitlines(), err
+
+    def test_ctrl_c_at_a_terminal_arrives_once(self):
+        native = self.ctrl_c_at_a_terminal(False)
+        self.assertEqual(native[:2], (0, ["ready", "caught INT x1"]))
+        supervised = self.ctrl_c_at_a_terminal(True)
+        self.assertRunsAlike(native, supervised, "^C at a terminal")
 
 
 if __name__ == "__main__":
