@@ -10,11 +10,16 @@
 #include <unistd.h>
 #include <linux/sockios.h>
 
+#include <cstring>
+#include <deque>
+#include <set>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "base/proc_scan.h"
 #include "base/syscalls.h"
 #include "matcher/paths.h"
 #include "matcher/policy.h"
@@ -78,7 +83,16 @@ uint64_t SocketNetns(int fd, uint64_t fallback) {
 }  // namespace
 
 struct Daemon::Session {
+  struct Outgoing {
+    MsgType type;
+    uint64_t seq;
+    int32_t pid;
+    std::vector<uint8_t> body;
+    std::vector<UniqueFd> fds;  // our own references, kept until sent
+  };
   Session(asio::io_context& io, int fd) : desc(io, fd) {}
+  std::deque<Outgoing> outgoing;
+  bool flushing = false;
   uint64_t id = 0;
   asio::posix::stream_descriptor desc;
   pid_t pid = 0;
@@ -89,11 +103,14 @@ struct Daemon::Session {
 };
 
 struct Daemon::Pending {
-  UniqueFd server_end;
-  uint64_t owner = 0;  // the client's supervisor session
+  UniqueFd server_end;       // ours until handed over
+  uint64_t owner = 0;        // the client's supervisor session
+  pid_t owner_pid = 0;       // ... and its pid (it keeps a copy of the end until we report)
   int32_t client_pid = 0;
   uint64_t client_end_ino = 0;
   uint64_t server_end_ino = 0;
+  uint64_t handed_to = 0;    // the session that got the end (push or claim), 0 while we hold it
+  int32_t server_pid = 0;
   Clock::time_point created;
   std::optional<Clock::time_point> accepted_since;  // the server side left the accept queue
 };
@@ -198,6 +215,9 @@ void Daemon::OnAccept() {
     spdlog::debug("session {} from supervisor pid {}", s->id, s->pid);
     Session* raw = s.get();
     sessions_[s->id] = std::move(s);
+    for (const auto& [ino, l] : listeners_) {
+      if (Alive(l.session) != nullptr) SendListener(raw, ino, true);
+    }
     ArmRead(raw);
   }
   last_activity_ = Clock::now();
@@ -234,12 +254,28 @@ void Daemon::Close(Session* s) {
   s->closed = true;
   spdlog::debug("session {} (pid {}) closed", s->id, s->pid);
   for (auto it = listeners_.begin(); it != listeners_.end();) {
-    it = it->second.session == s->id ? listeners_.erase(it) : std::next(it);
+    if (it->second.session != s->id) {
+      ++it;
+      continue;
+    }
+    uint64_t ino = it->first;
+    it = listeners_.erase(it);
+    Broadcast(ino, false);
   }
-  for (auto it = approved_.begin(); it != approved_.end();) {
-    it = it->second.session == s->id ? approved_.erase(it) : std::next(it);
+  for (auto it = intents_.begin(); it != intents_.end();) {
+    it = it->second.session == s->id ? intents_.erase(it) : std::next(it);
   }
   std::erase_if(deferred_, [s](const Deferred& d) { return d.session == s->id; });
+  // Ends this supervisor received and had not reported on: where are they now? Its socket buffer
+  // died with it, so an end is either in some program (claimed) or gone (relay).
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    auto next = std::next(it);
+    if (it->second.handed_to == s->id) {
+      pid_t exclude[] = {it->second.owner_pid};
+      Resolve(it, SocketHeldByOthers(it->second.server_end_ino, exclude));
+    }
+    it = next;
+  }
   boost::system::error_code ignored;
   s->desc.cancel(ignored);
   // Free the session after any handler already queued for it has run.
@@ -252,10 +288,12 @@ void Daemon::Handle(Session* s, Message m) {
   last_activity_ = Clock::now();
   switch (m.type()) {
     case MsgType::kRegisterListener: return OnRegisterListener(s, m);
-    case MsgType::kQuery: return OnQuery(s, m);
+    case MsgType::kIntent: return OnIntent(s, m);
     case MsgType::kConnected: return OnConnected(s, m);
     case MsgType::kAbort: return OnAbort(s, m);
     case MsgType::kClaim: return OnClaim(s, m);
+    case MsgType::kInstalled: return OnInstalled(s, m);
+    case MsgType::kDisown: return OnDisown(s, m);
     case MsgType::kStatus: return OnStatus(s, m);
     default: return ReplyError(s, m, EPROTO, "unexpected message type");
   }
@@ -266,7 +304,55 @@ void Daemon::ReplyError(Session* s, const Message& m, int err, const char* text)
   body.err = err;
   snprintf(body.text, sizeof(body.text), "%s", text);
   spdlog::debug("session {}: error {} ({})", s->id, err, text);
-  (void)SendMessage(s->fd(), MsgType::kError, m.header.seq, m.header.pid, Bytes(body));
+  (void)Send(s, MsgType::kError, m.header.seq, m.header.pid, Bytes(body));
+}
+
+Status Daemon::Send(Session* to, MsgType type, uint64_t seq, int32_t pid,
+                    std::span<const uint8_t> body, std::span<const int> fds) {
+  if (to->closed) return Error(EPIPE, "session closed");
+  if (to->outgoing.empty()) {
+    auto st = SendMessage(to->fd(), type, seq, pid, body, fds, /*wait=*/false);
+    if (st || st.error().err != EAGAIN) return st;
+  }
+  Session::Outgoing out{type, seq, pid, {body.begin(), body.end()}, {}};
+  for (int fd : fds) out.fds.emplace_back(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  to->outgoing.push_back(std::move(out));
+  Flush(to);
+  return {};  // queued: as good as sent for the caller (it may close its own fds)
+}
+
+void Daemon::Flush(Session* s) {
+  while (!s->outgoing.empty()) {
+    auto& out = s->outgoing.front();
+    std::vector<int> fds;
+    for (const auto& fd : out.fds) fds.push_back(fd.Get());
+    auto st = SendMessage(s->fd(), out.type, out.seq, out.pid, out.body, fds, /*wait=*/false);
+    if (!st && st.error().err == EAGAIN) break;
+    s->outgoing.pop_front();  // sent, or failed for good (the session's read side will see why)
+  }
+  if (s->outgoing.empty() || s->flushing || s->closed) return;
+  s->flushing = true;
+  s->desc.async_wait(asio::posix::descriptor_base::wait_write,
+                     [this, s](const boost::system::error_code& ec) {
+                       s->flushing = false;
+                       if (!ec && !s->closed) Flush(s);
+                     });
+}
+
+Daemon::Session* Daemon::Alive(uint64_t session) {
+  auto it = sessions_.find(session);
+  return it == sessions_.end() || it->second->closed ? nullptr : it->second.get();
+}
+
+void Daemon::SendListener(Session* to, uint64_t ino, bool added) {
+  ListenerBody body{ino, static_cast<uint8_t>(added)};
+  (void)Send(to, MsgType::kListener, 0, 0, Bytes(body));
+}
+
+void Daemon::Broadcast(uint64_t ino, bool added) {
+  for (auto& [id, s] : sessions_) {
+    if (!s->closed) SendListener(s.get(), ino, added);
+  }
 }
 
 void Daemon::OnRegisterListener(Session* s, Message& m) {
@@ -275,52 +361,44 @@ void Daemon::OnRegisterListener(Session* s, Message& m) {
   if (!IsTcp(fd) || IntOption(fd, SOL_SOCKET, SO_ACCEPTCONN) != 1) {
     return ReplyError(s, m, EINVAL, "not a listening TCP socket");
   }
-  if (SocketNetns(fd, s->netns) != netns_) return;  // pairs only in the daemon's namespace
   auto addr = Name(fd, false);
   if (!addr) return ReplyError(s, m, errno, "getsockname");
-  listeners_[Inode(fd)] = ListenerReg{s->id, *addr, m.header.pid};
-  spdlog::debug("listener {} registered by pid {}", addr->ToString(), m.header.pid);
+  // Pairing happens only in the daemon's own network namespace (sock_diag looks there).
+  if (SocketNetns(fd, s->netns) == netns_) {
+    uint64_t ino = Inode(fd);
+    listeners_[ino] = ListenerReg{s->id, *addr, m.header.pid};
+    // Every supervisor decides locally whether a connect may switch: tell them all, before the
+    // registering supervisor lets its program's listen() return.
+    Broadcast(ino, true);
+    spdlog::debug("listener {} registered by pid {}", addr->ToString(), m.header.pid);
+  }
+  (void)Send(s, MsgType::kRegistered, m.header.seq, m.header.pid, {});
 }
 
-void Daemon::OnQuery(Session* s, Message& m) {
-  const auto* q = m.As<QueryBody>();
-  if (q == nullptr || m.fds.size() != 1 || q->dest_len > sizeof(sockaddr_storage)) {
-    return ReplyError(s, m, EINVAL, "bad query");
+void Daemon::OnIntent(Session* s, Message& m) {
+  if (m.fds.size() != 1 || !m.body.empty() || !IsTcp(m.fds[0].Get())) {
+    return ReplyError(s, m, EINVAL, "intent needs a TCP socket");
   }
-  int fd = m.fds[0].Get();
-  SockAddr dest(&q->dest, q->dest_len);
-  QueryReplyBody reply{0, static_cast<uint8_t>(QueryReason::kError)};
-  if (!IsTcp(fd) || !dest.IsInet()) {
-    return ReplyError(s, m, EINVAL, "query needs a TCP socket and an IP destination");
-  }
-  QueryReason reason = QueryReason::kOtherNamespace;
-  if (SocketNetns(fd, s->netns) == netns_) {
-    auto listeners = diag_.TcpListeners(dest.port());
-    if (!listeners) {
-      reason = QueryReason::kError;
-    } else {
-      reason = DecideConnect(*listeners, dest, [this](uint64_t ino) {
-        auto it = listeners_.find(ino);
-        return it != listeners_.end() && sessions_.count(it->second.session) != 0;
-      });
-    }
-  }
-  reply.reason = static_cast<uint8_t>(reason);
-  reply.do_switch = reason == QueryReason::kSupervised;
-  if (reply.do_switch) approved_[Inode(fd)] = Approved{s->id, Clock::now()};
-  (void)SendMessage(s->fd(), MsgType::kQueryReply, m.header.seq, m.header.pid, Bytes(reply));
+  intents_[Inode(m.fds[0].Get())] = Intent{s->id, Clock::now()};
   ScheduleSweep();
+}
+
+void Daemon::OnAbort(Session* s, Message& m) {
+  const auto* body = m.As<InodeBody>();
+  if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad abort");
+  auto it = intents_.find(body->inode);
+  if (it != intents_.end() && it->second.session == s->id) intents_.erase(it);
 }
 
 void Daemon::OnConnected(Session* s, Message& m) {
   const auto* body = m.As<InodeBody>();
   if (body == nullptr || m.fds.size() != 2) return ReplyError(s, m, EINVAL, "bad connected");
   int tcp = m.fds[0].Get();
-  auto approval = approved_.find(Inode(tcp));
-  if (approval == approved_.end() || approval->second.session != s->id) {
-    return ReplyError(s, m, EPERM, "connection was not approved for this supervisor");
+  auto intent = intents_.find(Inode(tcp));
+  if (intent == intents_.end() || intent->second.session != s->id) {
+    return ReplyError(s, m, EPERM, "no intent to connect from this supervisor for this socket");
   }
-  approved_.erase(approval);
+  intents_.erase(intent);
   auto local = Name(tcp, false), remote = Name(tcp, true);
   if (!local || !remote || !IsUnixStream(m.fds[1].Get())) {
     return ReplyError(s, m, EINVAL, "connected needs a connected TCP socket and a unix stream end");
@@ -329,32 +407,97 @@ void Daemon::OnConnected(Session* s, Message& m) {
   Pending p;
   p.server_end = std::move(m.fds[1]);
   p.owner = s->id;
+  p.owner_pid = s->pid;
   p.client_pid = m.header.pid;
   p.client_end_ino = body->inode;
   p.server_end_ino = Inode(p.server_end.Get());
   p.created = Clock::now();
-  auto [it, inserted] = pending_.insert_or_assign(key, std::move(p));
-  (void)inserted;
+  auto it = pending_.insert_or_assign(key, std::move(p)).first;
+
+  // The client's supervisor decided from the kernel's listeners (sock_diag) and our list of
+  // supervised ones. Whose registered listeners can take the connection? If that was wrong (an
+  // unsupervised process accepts it), the sweeps below notice and the client's supervisor relays.
+  if (SocketNetns(tcp, s->netns) != netns_) return Resolve(it, /*claimed=*/false);
+  std::set<uint64_t> owners;
+  for (const auto& [ino, l] : listeners_) {
+    TcpSocketInfo info;
+    info.local = l.addr;
+    if (ListenerCanReceive(info, key.local) && Alive(l.session) != nullptr) owners.insert(l.session);
+  }
+  if (owners.empty()) return Resolve(it, /*claimed=*/false);
   spdlog::debug("pending {}", key.ToString());
+  // A claim that overtook this message is waiting: answer it.
   for (auto d = deferred_.begin(); d != deferred_.end(); ++d) {
     if (d->key == key) {
       Deferred found = *d;
       deferred_.erase(d);
-      auto claimer = sessions_.find(found.session);
-      if (claimer != sessions_.end() && !claimer->second->closed) {
-        Grant(claimer->second.get(), found.seq, found.pid, it);
+      if (Session* claimer = Alive(found.session)) {
+        it->second.server_pid = found.pid;
+        if (HandOver(claimer, found.seq, it)) return;
       }
       break;
     }
   }
+  // One supervisor holds every listener that can take the connection: give it the end now, so that
+  // its accept() needs no round trip to us.
+  if (owners.size() == 1) {
+    if (Session* owner = Alive(*owners.begin())) HandOver(owner, 0, it);
+  }
   ScheduleSweep();
 }
 
-void Daemon::OnAbort(Session* s, Message& m) {
-  const auto* body = m.As<InodeBody>();
-  if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad abort");
-  auto it = approved_.find(body->inode);
-  if (it != approved_.end() && it->second.session == s->id) approved_.erase(it);
+bool Daemon::HandOver(Session* to, uint64_t seq, std::map<ConnKey, Pending>::iterator it) {
+  Pending& p = it->second;
+  int fd = p.server_end.Get();
+  Status sent;
+  if (seq == 0) {
+    PushBody body{};
+    std::memcpy(&body.local, it->first.local.get(), it->first.local.len());
+    std::memcpy(&body.remote, it->first.remote.get(), it->first.remote.len());
+    body.local_len = it->first.local.len();
+    body.remote_len = it->first.remote.len();
+    body.server_end_ino = p.server_end_ino;
+    sent = Send(to, MsgType::kPush, 0, p.client_pid, Bytes(body), {&fd, 1});
+  } else {
+    ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kHere)};
+    sent = Send(to, MsgType::kClaimReply, seq, 0, Bytes(reply), {&fd, 1});
+  }
+  if (!sent) return false;  // the receiver went away: we still hold the end
+  p.handed_to = to->id;
+  p.server_end.Reset();
+  return true;
+}
+
+std::map<ConnKey, Daemon::Pending>::iterator Daemon::FindByEnd(uint64_t server_end_ino) {
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (it->second.server_end_ino == server_end_ino) return it;
+  }
+  return pending_.end();
+}
+
+void Daemon::Resolve(std::map<ConnKey, Pending>::iterator it, bool claimed) {
+  Pending& p = it->second;
+  if (Session* owner = Alive(p.owner)) {
+    InodeBody body{p.server_end_ino};
+    (void)Send(owner, claimed ? MsgType::kRelease : MsgType::kRelay, 0, p.client_pid, Bytes(body));
+  }
+  if (claimed) {
+    Live live;
+    live.client_pid = p.client_pid;
+    live.server_pid = p.server_pid;
+    live.client = it->first.remote;
+    live.server = it->first.local;
+    live.client_end_ino = p.client_end_ino;
+    live.server_end_ino = p.server_end_ino;
+    live.since = std::chrono::system_clock::now();
+    live_[p.server_end_ino] = live;
+    ++pairs_total_;
+    spdlog::debug("paired {}", it->first.ToString());
+  } else {
+    ++relays_total_;
+    spdlog::debug("relay {}", it->first.ToString());
+  }
+  pending_.erase(it);
 }
 
 void Daemon::OnClaim(Session* s, Message& m) {
@@ -370,45 +513,44 @@ void Daemon::OnClaim(Session* s, Message& m) {
     if (s->closed) return;
     it = pending_.find(key);
   }
-  if (it != pending_.end()) return Grant(s, m.header.seq, m.header.pid, it);
-  // Still nothing. If the peer socket belongs to an approved connect, its kConnected is on the
-  // way: answer when it arrives. Otherwise the client is not supervised: answer now.
+  auto answer = [&](ClaimResult r) {
+    ClaimReplyBody reply{static_cast<uint8_t>(r)};
+    (void)Send(s, MsgType::kClaimReply, m.header.seq, m.header.pid, Bytes(reply));
+  };
+  if (it != pending_.end()) {
+    if (it->second.handed_to == s->id) return answer(ClaimResult::kPushedToYou);
+    if (it->second.handed_to != 0) return answer(ClaimResult::kNo);
+    it->second.server_pid = m.header.pid;
+    if (!HandOver(s, m.header.seq, it)) answer(ClaimResult::kNo);
+    return;
+  }
+  // Still nothing. If the peer socket belongs to a client that announced its connect, its
+  // kConnected is on the way: answer when it arrives. Otherwise the client is not supervised:
+  // answer now, so an unsupervised client never waits.
   auto peer = diag_.LookupTcp(*remote, *local);
-  if (peer && approved_.count(peer->inode)) {
+  if (peer && intents_.count(peer->inode)) {
     deferred_.push_back(Deferred{s->id, m.header.seq, m.header.pid, key, Clock::now()});
     ScheduleSweep();
     return;
   }
-  ClaimReplyBody reply{0};
-  (void)SendMessage(s->fd(), MsgType::kClaimReply, m.header.seq, m.header.pid, Bytes(reply));
+  answer(ClaimResult::kNo);
 }
 
-void Daemon::Grant(Session* claimer, uint64_t seq, int32_t claimer_pid,
-                   std::map<ConnKey, Pending>::iterator it) {
-  Pending& p = it->second;
-  ClaimReplyBody reply{1};
-  int fd = p.server_end.Get();
-  auto sent = SendMessage(claimer->fd(), MsgType::kClaimReply, seq, 0, Bytes(reply), {&fd, 1});
-  if (!sent) return;  // the claimer went away; the pair stays pending (relay if never claimed)
-  // Only now may the client's supervisor drop its copy of the server end: the end is in the
-  // claimer's hands (see docs/design.md, "daemon death").
-  auto owner = sessions_.find(p.owner);
-  if (owner != sessions_.end() && !owner->second->closed) {
-    InodeBody body{p.server_end_ino};
-    (void)SendMessage(owner->second->fd(), MsgType::kRelease, 0, p.client_pid, Bytes(body));
-  }
-  Live live;
-  live.client_pid = p.client_pid;
-  live.server_pid = claimer_pid;
-  live.client = it->first.remote;
-  live.server = it->first.local;
-  live.client_end_ino = p.client_end_ino;
-  live.server_end_ino = p.server_end_ino;
-  live.since = std::chrono::system_clock::now();
-  live_[p.server_end_ino] = live;
-  ++pairs_total_;
-  spdlog::debug("paired {}", it->first.ToString());
-  pending_.erase(it);
+void Daemon::OnInstalled(Session* s, Message& m) {
+  const auto* body = m.As<InodeBody>();
+  if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad installed");
+  auto it = FindByEnd(body->inode);
+  if (it == pending_.end() || it->second.handed_to != s->id) return;
+  it->second.server_pid = m.header.pid;
+  Resolve(it, /*claimed=*/true);
+}
+
+void Daemon::OnDisown(Session* s, Message& m) {
+  const auto* body = m.As<InodeBody>();
+  if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad disown");
+  auto it = FindByEnd(body->inode);
+  if (it == pending_.end() || it->second.handed_to != s->id) return;
+  Resolve(it, /*claimed=*/false);
 }
 
 void Daemon::DrainAll() {
@@ -427,8 +569,8 @@ void Daemon::DrainAll() {
 void Daemon::OnStatus(Session* s, Message& m) {
   std::string json = StatusJson(s->id);
   if (json.size() > kMaxBody) json.resize(0);
-  (void)SendMessage(s->fd(), MsgType::kStatusReply, m.header.seq, m.header.pid,
-                    {reinterpret_cast<const uint8_t*>(json.data()), json.size()});
+  (void)Send(s, MsgType::kStatusReply, m.header.seq, m.header.pid,
+             {reinterpret_cast<const uint8_t*>(json.data()), json.size()});
 }
 
 void Daemon::ScheduleSweep() {
@@ -439,7 +581,7 @@ void Daemon::ScheduleSweep() {
     sweep_scheduled_ = false;
     if (ec) return;
     Sweep();
-    if (!pending_.empty() || !deferred_.empty() || !approved_.empty() || !live_.empty()) {
+    if (!pending_.empty() || !deferred_.empty() || !intents_.empty() || !live_.empty()) {
       ScheduleSweep();
     }
   });
@@ -447,8 +589,8 @@ void Daemon::ScheduleSweep() {
 
 void Daemon::Sweep() {
   auto now = Clock::now();
-  for (auto it = approved_.begin(); it != approved_.end();) {
-    it = now - it->second.when > kApprovalLifetime ? approved_.erase(it) : std::next(it);
+  for (auto it = intents_.begin(); it != intents_.end();) {
+    it = now - it->second.when > kApprovalLifetime ? intents_.erase(it) : std::next(it);
   }
   for (auto d = deferred_.begin(); d != deferred_.end();) {
     if (now - d->since < config_.deferred_claim_limit) {
@@ -457,35 +599,29 @@ void Daemon::Sweep() {
     }
     auto s = sessions_.find(d->session);
     if (s != sessions_.end() && !s->second->closed) {
-      ClaimReplyBody reply{0};
-      (void)SendMessage(s->second->fd(), MsgType::kClaimReply, d->seq, 0, Bytes(reply));
+      ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kNo)};
+      (void)Send(s->second.get(), MsgType::kClaimReply, d->seq, 0, Bytes(reply));
     }
     d = deferred_.erase(d);
   }
-  // Pending pairs: the server side accepted by someone who does not claim it (an unsupervised
-  // process sharing the listener), or gone altogether, must be relayed by the client's supervisor.
+  // Pending pairs we still hold: the server side accepted by someone who does not claim it (an
+  // unsupervised process sharing the listener), or gone altogether, must be relayed by the client's
+  // supervisor. (An end handed to a supervisor is that supervisor's to report on.)
   for (auto it = pending_.begin(); it != pending_.end();) {
+    auto next = std::next(it);
     Pending& p = it->second;
-    auto server = diag_.LookupTcp(it->first.local, it->first.remote);
-    bool relay = false;
-    if (!server) {
-      relay = server.error().err == ENOENT;
-    } else if (server->inode != 0) {
-      if (!p.accepted_since) p.accepted_since = now;
-      relay = now - *p.accepted_since >= config_.claim_grace;
+    if (p.handed_to == 0) {
+      auto server = diag_.LookupTcp(it->first.local, it->first.remote);
+      bool relay = false;
+      if (!server) {
+        relay = server.error().err == ENOENT;
+      } else if (server->inode != 0) {
+        if (!p.accepted_since) p.accepted_since = now;
+        relay = now - *p.accepted_since >= config_.claim_grace;
+      }
+      if (relay) Resolve(it, /*claimed=*/false);
     }
-    if (!relay) {
-      ++it;
-      continue;
-    }
-    auto owner = sessions_.find(p.owner);
-    if (owner != sessions_.end() && !owner->second->closed) {
-      InodeBody body{p.server_end_ino};
-      (void)SendMessage(owner->second->fd(), MsgType::kRelay, 0, p.client_pid, Bytes(body));
-    }
-    ++relays_total_;
-    spdlog::debug("relay {}", it->first.ToString());
-    it = pending_.erase(it);
+    it = next;
   }
   if (!live_.empty() && now - last_live_sweep_ >= kLiveSweepPeriod) {
     last_live_sweep_ = now;
@@ -527,7 +663,10 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
     j["listeners"].push_back({{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}});
   }
   j["connections"] = nlohmann::json::array();
+  j["connections_total"] = live_.size();
+  constexpr size_t kMaxListed = 1000;  // keeps the reply within one message
   for (const auto& [ino, c] : live_) {
+    if (j["connections"].size() >= kMaxListed) break;
     j["connections"].push_back({{"client", c.client.ToString()},
                                 {"server", c.server.ToString()},
                                 {"client_pid", c.client_pid},

@@ -55,15 +55,28 @@ class Daemon {
   void Handle(Session* s, Message m);
 
   void OnRegisterListener(Session* s, Message& m);
-  void OnQuery(Session* s, Message& m);
+  void OnIntent(Session* s, Message& m);
   void OnConnected(Session* s, Message& m);
   void OnAbort(Session* s, Message& m);
   void OnClaim(Session* s, Message& m);
+  void OnInstalled(Session* s, Message& m);
+  void OnDisown(Session* s, Message& m);
   void OnStatus(Session* s, Message& m);
   void ReplyError(Session* s, const Message& m, int err, const char* text);
-  // A claim matched pending entry `it`: hand the server end over, then tell its owner.
-  void Grant(Session* claimer, uint64_t seq, int32_t claimer_pid,
-             std::map<ConnKey, Pending>::iterator it);
+  // Never blocks: what the socket cannot take now is queued and flushed when it can. A daemon that
+  // waited on one supervisor could deadlock with it (each waiting for the other to read).
+  Status Send(Session* to, MsgType type, uint64_t seq, int32_t pid, std::span<const uint8_t> body,
+              std::span<const int> fds = {});
+  void Flush(Session* s);
+  void SendListener(Session* to, uint64_t ino, bool added);
+  void Broadcast(uint64_t ino, bool added);
+  // Hands the server end of `it` to `to`: as a kClaimReply to request `seq`, or, with seq 0, as an
+  // unsolicited kPush. From then on `to` decides: kInstalled or kDisown.
+  bool HandOver(Session* to, uint64_t seq, std::map<ConnKey, Pending>::iterator it);
+  // Tells the client's supervisor what became of its pair, and forgets the pair.
+  void Resolve(std::map<ConnKey, Pending>::iterator it, bool claimed);
+  std::map<ConnKey, Pending>::iterator FindByEnd(uint64_t server_end_ino);
+  Session* Alive(uint64_t session);
   // Reads every message already queued on any session (a kConnected may be behind a kClaim).
   void DrainAll();
 
@@ -96,11 +109,11 @@ class Daemon {
     int32_t pid;
   };
   std::map<uint64_t, ListenerReg> listeners_;   // by listener inode
-  struct Approved {
+  struct Intent {
     uint64_t session;
     std::chrono::steady_clock::time_point when;
   };
-  std::map<uint64_t, Approved> approved_;       // by client TCP socket inode
+  std::map<uint64_t, Intent> intents_;          // by client TCP socket inode
   std::map<ConnKey, Pending> pending_;          // by the server side's (local, remote)
   struct Deferred {
     uint64_t session;

@@ -44,7 +44,9 @@ int PrintStatus(const std::string& dir, bool json) {
     return 0;
   }
   if (!SendMessage(fd.Get(), MsgType::kStatus, 1, getpid(), {})) return 1;
+  // A new session is first told the supervised listeners (kListener): skip to our reply.
   auto reply = ReceiveMessage(fd.Get());
+  while (reply && reply->type() == MsgType::kListener) reply = ReceiveMessage(fd.Get());
   if (!reply || reply->type() != MsgType::kStatusReply) {
     fprintf(stderr, "slipstreamd: no status reply\n");
     return 1;
@@ -56,10 +58,11 @@ int PrintStatus(const std::string& dir, bool json) {
   }
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) return 1;
-  printf("slipstreamd pid %d, %zu supervisor(s), %zu listener(s), %zu switched connection(s), "
+  printf("slipstreamd pid %d, %zu supervisor(s), %zu listener(s), %llu switched connection(s), "
          "%d pending, %llu paired, %llu relayed since start\n",
          j["pid"].get<int>(), j["supervisors"].size(), j["listeners"].size(),
-         j["connections"].size(), j["pending"].get<int>(),
+         static_cast<unsigned long long>(j["connections_total"].get<uint64_t>()),
+         j["pending"].get<int>(),
          static_cast<unsigned long long>(j["pairs_total"].get<uint64_t>()),
          static_cast<unsigned long long>(j["relays_total"].get<uint64_t>()));
   if (!j["connections"].empty()) {

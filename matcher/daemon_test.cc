@@ -85,14 +85,44 @@ class DaemonTest : public ::testing::Test {
     return l;
   }
 
-  static QueryReplyBody Query(int session, int sock, const sockaddr_in& dest) {
-    QueryBody q{};
-    std::memcpy(&q.dest, &dest, sizeof(dest));
-    q.dest_len = sizeof(dest);
-    EXPECT_TRUE(SendMessage(session, MsgType::kQuery, 1, getpid(), Bytes(q), {&sock, 1}));
-    auto reply = Receive(session);
-    EXPECT_TRUE(reply && reply->type() == MsgType::kQueryReply);
-    return reply && reply->As<QueryReplyBody>() ? *reply->As<QueryReplyBody>() : QueryReplyBody{0, 99};
+  // Reads messages until one of `type` arrives (others, such as kListener broadcasts, are skipped).
+  static Result<Message> Expect(int fd, MsgType type, int ms = 2000) {
+    for (;;) {
+      auto m = Receive(fd, ms);
+      if (!m || m->type() == type) return m;
+    }
+  }
+
+  static void Register(int session, int listener) {
+    ASSERT_TRUE(SendMessage(session, MsgType::kRegisterListener, 11, getpid(), {}, {&listener, 1}));
+    auto reply = Expect(session, MsgType::kRegistered);
+    ASSERT_TRUE(reply) << reply.error().ToString();
+    EXPECT_EQ(reply->header.seq, 11u);
+  }
+
+  // Announces, connects and hands over a fresh pair, as a client's supervisor does.
+  struct Client {
+    UniqueFd tcp, client_end, server_end;
+  };
+  static Client Connect(int session, const sockaddr_in& addr) {
+    Client c;
+    c.tcp.Reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int fd = c.tcp.Get();
+    EXPECT_TRUE(SendMessage(session, MsgType::kIntent, 0, getpid(), {}, {&fd, 1}));
+    EXPECT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+    int sv[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    c.client_end.Reset(sv[0]);
+    c.server_end.Reset(sv[1]);
+    InodeBody body{Ino(c.client_end.Get())};
+    int fds[2] = {fd, c.server_end.Get()};
+    EXPECT_TRUE(SendMessage(session, MsgType::kConnected, 0, getpid(), Bytes(body), fds));
+    return c;
+  }
+
+  static void Installed(int session, uint64_t ino) {
+    InodeBody body{ino};
+    ASSERT_TRUE(SendMessage(session, MsgType::kInstalled, 0, getpid(), Bytes(body)));
   }
 
   std::string dir_;
@@ -100,74 +130,98 @@ class DaemonTest : public ::testing::Test {
   std::thread thread_;
 };
 
-TEST_F(DaemonTest, PairsByMirroredTupleAndReleasesTheClientsCopy) {
+TEST_F(DaemonTest, RegistrationIsBroadcastToEverySupervisor) {
+  UniqueFd early = Session();
+  UniqueFd server_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  Register(server_session.Get(), l.Get());
+  auto seen = Expect(early.Get(), MsgType::kListener);
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->As<ListenerBody>()->inode, Ino(l.Get()));
+  EXPECT_EQ(seen->As<ListenerBody>()->added, 1);
+  // A supervisor that connects later is told the current list at once.
+  UniqueFd late = Session();
+  seen = Expect(late.Get(), MsgType::kListener);
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->As<ListenerBody>()->inode, Ino(l.Get()));
+  // When the registering supervisor goes away, its listeners are no longer supervised.
+  server_session.Reset();
+  seen = Expect(early.Get(), MsgType::kListener);
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->As<ListenerBody>()->added, 0);
+}
+
+TEST_F(DaemonTest, PushesTheServerEndAndReleasesTheClientsCopyOnInstall) {
   UniqueFd server_session = Session(), client_session = Session();
   sockaddr_in addr;
   UniqueFd l = Listener(&addr);
-  int lfd = l.Get();
-  ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kRegisterListener, 1, getpid(), {}, {&lfd, 1}));
+  Register(server_session.Get(), l.Get());
+  Client c = Connect(client_session.Get(), addr);
 
-  UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  QueryReplyBody q = Query(client_session.Get(), c.Get(), addr);
-  EXPECT_EQ(q.do_switch, 1);
-  EXPECT_EQ(q.reason, static_cast<uint8_t>(QueryReason::kSupervised));
-  ASSERT_EQ(connect(c.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  UniqueFd client_end(sv[0]), server_end(sv[1]);
-  InodeBody body{Ino(client_end.Get())};
-  int fds[2] = {c.Get(), server_end.Get()};
-  ASSERT_TRUE(SendMessage(client_session.Get(), MsgType::kConnected, 2, getpid(), Bytes(body), fds));
+  auto push = Expect(server_session.Get(), MsgType::kPush);
+  ASSERT_TRUE(push) << push.error().ToString();
+  ASSERT_EQ(push->fds.size(), 1u);
+  EXPECT_EQ(Ino(push->fds[0].Get()), Ino(c.server_end.Get()));  // the very same socket
+  const auto* body = push->As<PushBody>();
+  ASSERT_NE(body, nullptr);
+  // The key is the mirror of the client's tuple: what the accepting side will see.
+  SockAddr local(&body->local, body->local_len), remote(&body->remote, body->remote_len);
+  sockaddr_in client_addr;
+  socklen_t len = sizeof(client_addr);
+  getsockname(c.tcp.Get(), reinterpret_cast<sockaddr*>(&client_addr), &len);
+  EXPECT_EQ(local, SockAddr(&addr, sizeof(addr)));
+  EXPECT_EQ(remote, SockAddr(&client_addr, sizeof(client_addr)));
 
-  UniqueFd accepted(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
-  int afd = accepted.Get();
-  ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kClaim, 9, getpid(), {}, {&afd, 1}));
-  auto reply = Receive(server_session.Get());
-  ASSERT_TRUE(reply);
-  ASSERT_EQ(reply->type(), MsgType::kClaimReply);
-  EXPECT_EQ(reply->header.seq, 9u);
-  ASSERT_EQ(reply->fds.size(), 1u);
-  EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(server_end.Get()));  // the very same socket
-
-  auto release = Receive(client_session.Get());
+  Installed(server_session.Get(), body->server_end_ino);
+  auto release = Expect(client_session.Get(), MsgType::kRelease);
   ASSERT_TRUE(release);
-  EXPECT_EQ(release->type(), MsgType::kRelease);
-  ASSERT_NE(release->As<InodeBody>(), nullptr);
-  EXPECT_EQ(release->As<InodeBody>()->inode, Ino(server_end.Get()));
+  EXPECT_EQ(release->As<InodeBody>()->inode, Ino(c.server_end.Get()));
 }
 
-TEST_F(DaemonTest, UnregisteredListenerIsNotSwitched) {
-  UniqueFd session = Session();
-  sockaddr_in addr;
-  UniqueFd l = Listener(&addr);
-  UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  QueryReplyBody q = Query(session.Get(), c.Get(), addr);
-  EXPECT_EQ(q.do_switch, 0);
-  EXPECT_EQ(q.reason, static_cast<uint8_t>(QueryReason::kUnsupervisedListener));
+TEST_F(DaemonTest, ListenersOfSeveralSupervisorsAreClaimed) {
+  // Two supervisors each hold a member of a SO_REUSEPORT group: either may accept, so nothing is
+  // pushed and the one that accepts claims.
+  UniqueFd a = Session(), b = Session(), client_session = Session();
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  UniqueFd l1(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)), l2(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int one = 1;
+  setsockopt(l1.Get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  setsockopt(l2.Get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  ASSERT_EQ(bind(l1.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  getsockname(l1.Get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  ASSERT_EQ(bind(l2.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(l1.Get(), 16), 0);
+  ASSERT_EQ(listen(l2.Get(), 16), 0);
+  Register(a.Get(), l1.Get());
+  Register(b.Get(), l2.Get());
+  Client c = Connect(client_session.Get(), addr);
+  pollfd p[2] = {{l1.Get(), POLLIN, 0}, {l2.Get(), POLLIN, 0}};
+  ASSERT_EQ(poll(p, 2, 2000), 1);
+  int which = (p[0].revents & POLLIN) ? 0 : 1;
+  int session = which == 0 ? a.Get() : b.Get();
+  UniqueFd accepted(accept4(which == 0 ? l1.Get() : l2.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+  int afd = accepted.Get();
+  ASSERT_TRUE(SendMessage(session, MsgType::kClaim, 21, getpid(), {}, {&afd, 1}));
+  auto reply = Expect(session, MsgType::kClaimReply);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->header.seq, 21u);
+  EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
+  ASSERT_EQ(reply->fds.size(), 1u);
+  EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(c.server_end.Get()));
 }
 
-TEST_F(DaemonTest, NoListenerIsNotSwitched) {
-  UniqueFd session = Session();
+TEST_F(DaemonTest, UnsupervisedListenerMeansRelay) {
+  UniqueFd client_session = Session();
   sockaddr_in addr;
-  { UniqueFd l = Listener(&addr); }  // closed: nothing listens there now
-  UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(Query(session.Get(), c.Get(), addr).reason, static_cast<uint8_t>(QueryReason::kNoListener));
-}
-
-TEST_F(DaemonTest, ListenersOfAClosedSessionNoLongerCount) {
-  sockaddr_in addr;
-  UniqueFd l = Listener(&addr);
-  {
-    UniqueFd server_session = Session();
-    int lfd = l.Get();
-    ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kRegisterListener, 1, getpid(), {}, {&lfd, 1}));
-    UniqueFd probe(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    EXPECT_EQ(Query(server_session.Get(), probe.Get(), addr).do_switch, 1);
-  }  // the supervisor went away: its program is no longer supervised
-  std::this_thread::sleep_for(50ms);
-  UniqueFd session = Session();
-  UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(Query(session.Get(), c.Get(), addr).do_switch, 0);
+  UniqueFd l = Listener(&addr);  // nobody registered it
+  Client c = Connect(client_session.Get(), addr);
+  auto relay = Expect(client_session.Get(), MsgType::kRelay);
+  ASSERT_TRUE(relay);
+  EXPECT_EQ(relay->As<InodeBody>()->inode, Ino(c.server_end.Get()));
 }
 
 TEST_F(DaemonTest, ClaimFromAnUnsupervisedClientIsAnsweredAtOnce) {
@@ -180,10 +234,9 @@ TEST_F(DaemonTest, ClaimFromAnUnsupervisedClientIsAnsweredAtOnce) {
   int afd = accepted.Get();
   auto start = std::chrono::steady_clock::now();
   ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kClaim, 3, getpid(), {}, {&afd, 1}));
-  auto reply = Receive(server_session.Get());
+  auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
   ASSERT_TRUE(reply);
-  ASSERT_EQ(reply->type(), MsgType::kClaimReply);
-  EXPECT_EQ(reply->As<ClaimReplyBody>()->found, 0);
+  EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kNo));
   EXPECT_TRUE(reply->fds.empty());
   EXPECT_LT(std::chrono::steady_clock::now() - start, 100ms);  // no wait for a client that never comes
 }
@@ -192,52 +245,92 @@ TEST_F(DaemonTest, ClaimOvertakingConnectedWaitsForIt) {
   UniqueFd server_session = Session(), client_session = Session();
   sockaddr_in addr;
   UniqueFd l = Listener(&addr);
-  int lfd = l.Get();
-  ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kRegisterListener, 1, getpid(), {}, {&lfd, 1}));
+  Register(server_session.Get(), l.Get());
   UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  ASSERT_EQ(Query(client_session.Get(), c.Get(), addr).do_switch, 1);
-  ASSERT_EQ(connect(c.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int cfd = c.Get();
+  ASSERT_TRUE(SendMessage(client_session.Get(), MsgType::kIntent, 0, getpid(), {}, {&cfd, 1}));
+  ASSERT_EQ(connect(cfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   UniqueFd accepted(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
   int afd = accepted.Get();
   ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kClaim, 5, getpid(), {}, {&afd, 1}));
-  EXPECT_FALSE(Receive(server_session.Get(), 100));  // deferred: the client is approved
+  EXPECT_FALSE(Expect(server_session.Get(), MsgType::kClaimReply, 100));  // deferred
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   UniqueFd client_end(sv[0]), server_end(sv[1]);
   InodeBody body{Ino(client_end.Get())};
-  int fds[2] = {c.Get(), server_end.Get()};
-  ASSERT_TRUE(SendMessage(client_session.Get(), MsgType::kConnected, 2, getpid(), Bytes(body), fds));
-  auto reply = Receive(server_session.Get());
+  int fds[2] = {cfd, server_end.Get()};
+  ASSERT_TRUE(SendMessage(client_session.Get(), MsgType::kConnected, 0, getpid(), Bytes(body), fds));
+  auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
   ASSERT_TRUE(reply);
   EXPECT_EQ(reply->header.seq, 5u);
+  EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
   ASSERT_EQ(reply->fds.size(), 1u);
   EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(server_end.Get()));
 }
 
-TEST_F(DaemonTest, AcceptedButNeverClaimedIsHandedBackForRelay) {
+TEST_F(DaemonTest, DisownedEndIsRelayed) {
   UniqueFd server_session = Session(), client_session = Session();
   sockaddr_in addr;
   UniqueFd l = Listener(&addr);
-  int lfd = l.Get();
-  ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kRegisterListener, 1, getpid(), {}, {&lfd, 1}));
-  UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  ASSERT_EQ(Query(client_session.Get(), c.Get(), addr).do_switch, 1);
-  ASSERT_EQ(connect(c.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  UniqueFd client_end(sv[0]), server_end(sv[1]);
-  InodeBody body{Ino(client_end.Get())};
-  int fds[2] = {c.Get(), server_end.Get()};
-  ASSERT_TRUE(SendMessage(client_session.Get(), MsgType::kConnected, 2, getpid(), Bytes(body), fds));
-  // Someone accepts without claiming (an unsupervised process sharing the listener).
-  UniqueFd accepted(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
-  auto relay = Receive(client_session.Get(), 2000);
+  Register(server_session.Get(), l.Get());
+  Client c = Connect(client_session.Get(), addr);
+  auto push = Expect(server_session.Get(), MsgType::kPush);
+  ASSERT_TRUE(push);
+  InodeBody body{push->As<PushBody>()->server_end_ino};
+  ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kDisown, 0, getpid(), Bytes(body)));
+  auto relay = Expect(client_session.Get(), MsgType::kRelay);
   ASSERT_TRUE(relay);
-  EXPECT_EQ(relay->type(), MsgType::kRelay);
-  EXPECT_EQ(relay->As<InodeBody>()->inode, Ino(server_end.Get()));
+  EXPECT_EQ(relay->As<InodeBody>()->inode, Ino(c.server_end.Get()));
 }
 
-TEST_F(DaemonTest, ConnectedWithoutApprovalIsRefused) {
+TEST_F(DaemonTest, AnEndHeldByADeadSupervisorIsResolvedFromProc) {
+  UniqueFd client_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  // Case 1: the supervisor that received the end dies before placing it anywhere -> relay.
+  {
+    UniqueFd server_session = Session();
+    Register(server_session.Get(), l.Get());
+    Client c = Connect(client_session.Get(), addr);
+    ASSERT_TRUE(Expect(server_session.Get(), MsgType::kPush));
+    server_session.Reset();
+    auto verdict = Expect(client_session.Get(), MsgType::kRelay);
+    ASSERT_TRUE(verdict);
+    EXPECT_EQ(verdict->As<InodeBody>()->inode, Ino(c.server_end.Get()));
+  }
+  // Case 2: it placed the end in a program (here: a child holding it) and died before saying so.
+  UniqueFd server_session = Session();
+  Register(server_session.Get(), l.Get());
+  Client c = Connect(client_session.Get(), addr);
+  auto push = Expect(server_session.Get(), MsgType::kPush);
+  ASSERT_TRUE(push);
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  int held = push->fds[0].Get();
+  pid_t holder = fork();
+  if (holder == 0) {
+    // Keep only the end (and the pipe): a copy of the session socket would keep it open.
+    for (int fd = 3; fd < 1024; ++fd) {
+      if (fd != held && fd != ready[1]) close(fd);
+    }
+    (void)!write(ready[1], "x", 1);
+    pause();  // holds push->fds[0], as the program would
+    _exit(0);
+  }
+  close(ready[1]);
+  char byte;
+  ASSERT_EQ(read(ready[0], &byte, 1), 1);
+  close(ready[0]);
+  push->fds.clear();
+  server_session.Reset();
+  auto verdict = Expect(client_session.Get(), MsgType::kRelease);
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  ASSERT_TRUE(verdict);
+  EXPECT_EQ(verdict->As<InodeBody>()->inode, Ino(c.server_end.Get()));
+}
+
+TEST_F(DaemonTest, ConnectedWithoutIntentIsRefused) {
   UniqueFd session = Session();
   sockaddr_in addr;
   UniqueFd l = Listener(&addr);
@@ -249,9 +342,8 @@ TEST_F(DaemonTest, ConnectedWithoutApprovalIsRefused) {
   InodeBody body{Ino(a.Get())};
   int fds[2] = {c.Get(), b.Get()};
   ASSERT_TRUE(SendMessage(session.Get(), MsgType::kConnected, 4, getpid(), Bytes(body), fds));
-  auto reply = Receive(session.Get());
+  auto reply = Expect(session.Get(), MsgType::kError);
   ASSERT_TRUE(reply);
-  EXPECT_EQ(reply->type(), MsgType::kError);
   EXPECT_EQ(reply->As<ErrorBody>()->err, EPERM);
 }
 
@@ -273,11 +365,12 @@ TEST_F(DaemonTest, HostileMessagesGetErrorsAndLeakNothing) {
   } cases[] = {
       {MsgType::kRegisterListener, {}, {pipe_fd}},           // not a socket
       {MsgType::kRegisterListener, {}, {}},                  // no fd
-      {MsgType::kQuery, {1, 2, 3}, {pipe_fd}},               // short body
+      {MsgType::kIntent, {}, {pipe_fd}},                     // not a TCP socket
       {MsgType::kClaim, {}, {pipe_fd}},                      // not a TCP connection
       {MsgType::kConnected, std::vector<uint8_t>(8), {pipe_fd, pipe_fd}},
       {static_cast<MsgType>(999), {}, {pipe_fd}},            // unknown type
-      {MsgType::kQueryReply, {}, {}},                        // a reply type, sent to the daemon
+      {MsgType::kClaimReply, {}, {}},                        // a reply type, sent to the daemon
+      {MsgType::kInstalled, {1, 2}, {}},                     // short body
   };
   for (const auto& c : cases) {
     ASSERT_TRUE(SendMessage(session.Get(), c.type, 77, 0, c.body, c.fds));

@@ -1,12 +1,14 @@
 #include "matcher/protocol.h"
 
+#include <poll.h>
+
 #include <cerrno>
 #include <cstring>
 
 namespace slipstream::matcher {
 
 Status SendMessage(int sock, MsgType type, uint64_t seq, int32_t pid, std::span<const uint8_t> body,
-                   std::span<const int> fds) {
+                   std::span<const int> fds, bool wait) {
   if (body.size() > kMaxBody || fds.size() > static_cast<size_t>(kMaxFds)) {
     return Error(EMSGSIZE, "matcher send");
   }
@@ -29,16 +31,26 @@ Status SendMessage(int sock, MsgType type, uint64_t seq, int32_t pid, std::span<
     cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
   }
+  // The socket may be non-blocking (an Asio descriptor): a full buffer means the peer is busy, not
+  // gone, so wait for room, boundedly.
+  constexpr int kSendTimeoutMs = 5000;
   while (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) {
-    if (errno != EINTR) return Errno("matcher sendmsg");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN || !wait) return Errno("matcher sendmsg");
+    pollfd p{sock, POLLOUT, 0};
+    int n = poll(&p, 1, kSendTimeoutMs);
+    if (n == 0) return Error(ETIMEDOUT, "matcher sendmsg");
+    if (n < 0 && errno != EINTR) return Errno("matcher poll");
   }
   return {};
 }
 
 Result<Message> ReceiveMessage(int sock, bool nonblocking) {
   Message m;
-  m.body.resize(kMaxBody);
-  iovec iov[2] = {{&m.header, sizeof(m.header)}, {m.body.data(), m.body.size()}};
+  // Bodies are small except status replies: receive into one scratch buffer per thread rather
+  // than clearing kMaxBody bytes for every message.
+  thread_local std::vector<uint8_t> scratch(kMaxBody);
+  iovec iov[2] = {{&m.header, sizeof(m.header)}, {scratch.data(), scratch.size()}};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * (kMaxFds + 1))] = {};
   msghdr msg{};
   msg.msg_iov = iov;
@@ -69,24 +81,28 @@ Result<Message> ReceiveMessage(int sock, bool nonblocking) {
       m.header.body_len != static_cast<size_t>(n) - sizeof(Header)) {
     return Error(EPROTO, "malformed matcher message");
   }
-  m.body.resize(m.header.body_len);
+  m.body.assign(scratch.begin(), scratch.begin() + m.header.body_len);
   return m;
 }
 
 const char* MsgTypeName(MsgType type) {
   switch (type) {
     case MsgType::kRegisterListener: return "register-listener";
-    case MsgType::kQuery: return "query";
+    case MsgType::kIntent: return "intent";
     case MsgType::kConnected: return "connected";
     case MsgType::kAbort: return "abort";
     case MsgType::kClaim: return "claim";
+    case MsgType::kInstalled: return "installed";
     case MsgType::kStatus: return "status";
-    case MsgType::kQueryReply: return "query-reply";
+    case MsgType::kDisown: return "disown";
+    case MsgType::kRegistered: return "registered";
     case MsgType::kClaimReply: return "claim-reply";
     case MsgType::kStatusReply: return "status-reply";
     case MsgType::kError: return "error";
     case MsgType::kRelease: return "release";
     case MsgType::kRelay: return "relay";
+    case MsgType::kListener: return "listener";
+    case MsgType::kPush: return "push";
   }
   return "unknown";
 }

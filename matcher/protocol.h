@@ -2,13 +2,22 @@
 // supervisor and slipstreamd, with socket fds attached as SCM_RIGHTS (proof of possession: the
 // daemon reads addresses and state from the kernel, never from the message).
 //
+// The daemon is kept off the critical path of a connection: every message a supervisor sends while
+// a program waits in connect() is one-way, and the server's end is pushed to the supervisor that
+// holds the listeners before the program even calls accept().
+//
 //   supervisor -> daemon                         daemon -> supervisor
-//   kRegisterListener [listener]                  (no reply)
-//   kQuery {dest} [client socket]                 kQueryReply {switch?}
-//   kConnected {client end ino} [tcp, server end] (no reply)
-//   kAbort {client socket ino}                    (no reply)
-//   kClaim [accepted tcp socket]                  kClaimReply {found} [server end]
+//   kRegisterListener [listener]                  kRegistered (after broadcasting kListener)
+//   kIntent [client socket]                       (no reply) a supervised client is connecting
+//   kAbort {client socket ino}                    (no reply) ...and gave up
+//   kConnected {client end ino} [tcp, server end] (no reply) -> kPush to the listeners' supervisor
+//                                                   or, if not every listener is supervised, kRelay
+//   kClaim [accepted tcp socket]                  kClaimReply {0: no, 1: here [end], 2: pushed to you}
+//   kInstalled {server end ino}                   (no reply) -> kRelease to the client's supervisor
+//   kDisown {server end ino}                      (no reply) -> kRelay to the client's supervisor
 //   kStatus                                       kStatusReply {json}
+//                                                 kListener {ino, added}: the supervised listeners
+//                                                 kPush {key} [server end]
 //                                                 kRelease {server end ino}: claimed, drop your copy
 //                                                 kRelay {server end ino}: never claimed, relay it
 //   anything malformed                            kError {errno, text}
@@ -34,17 +43,21 @@ inline constexpr int kMaxFds = 2;
 
 enum class MsgType : uint16_t {
   kRegisterListener = 1,
-  kQuery = 2,
+  kIntent = 2,
   kConnected = 3,
   kAbort = 4,
   kClaim = 5,
+  kInstalled = 6,
   kStatus = 7,
-  kQueryReply = 101,
+  kDisown = 8,
+  kRegistered = 100,
   kClaimReply = 102,
   kStatusReply = 103,
   kError = 104,
   kRelease = 201,
   kRelay = 202,
+  kListener = 203,
+  kPush = 204,
 };
 
 struct Header {
@@ -56,14 +69,6 @@ struct Header {
   uint32_t body_len = 0;
 };
 
-struct QueryBody {
-  sockaddr_storage dest;
-  uint32_t dest_len;
-};
-struct QueryReplyBody {
-  uint8_t do_switch;
-  uint8_t reason;  // QueryReason
-};
 enum class QueryReason : uint8_t {
   kSupervised = 0,       // every listener that can take the connection is supervised
   kNoListener = 1,
@@ -75,7 +80,20 @@ struct InodeBody {
   uint64_t inode;
 };
 struct ClaimReplyBody {
-  uint8_t found;
+  uint8_t found;  // ClaimResult
+};
+enum class ClaimResult : uint8_t { kNo = 0, kHere = 1, kPushedToYou = 2 };
+struct ListenerBody {
+  uint64_t inode;
+  uint8_t added;
+};
+// Both addresses as the accepting side sees them: local = the listener's address.
+struct PushBody {
+  sockaddr_storage local;
+  sockaddr_storage remote;
+  uint32_t local_len;
+  uint32_t remote_len;
+  uint64_t server_end_ino;
 };
 struct ErrorBody {
   int32_t err;
@@ -100,9 +118,11 @@ std::span<const uint8_t> Bytes(const T& value) {
   return {reinterpret_cast<const uint8_t*>(&value), sizeof(T)};
 }
 
-// One message per call (SOCK_SEQPACKET keeps boundaries). Never raises SIGPIPE.
+// One message per call (SOCK_SEQPACKET keeps boundaries). Never raises SIGPIPE. On a full socket
+// buffer it waits for room (bounded: ETIMEDOUT after 5 s) unless `wait` is false (then EAGAIN).
 [[nodiscard]] Status SendMessage(int sock, MsgType type, uint64_t seq, int32_t pid,
-                                 std::span<const uint8_t> body, std::span<const int> fds = {});
+                                 std::span<const uint8_t> body, std::span<const int> fds = {},
+                                 bool wait = true);
 // Receives and validates one message. Fds that arrive are always owned by the result or closed,
 // even when the message is rejected (EPROTO: bad magic/version/length, truncated, too many fds).
 // ECONNRESET/EOF: the peer closed (reported as SysError{0, "eof"} for an orderly close).

@@ -109,6 +109,18 @@ void MatcherClient::ArmRead() {
                     });
 }
 
+void MatcherClient::Poll() {
+  while (desc_) {
+    auto m = matcher::ReceiveMessage(desc_->native_handle(), /*nonblocking=*/true);
+    if (!m) {
+      if (m.error().err == EAGAIN) return;
+      if (m.error().err == EPROTO) continue;
+      return Lost(m.error());
+    }
+    Dispatch(std::move(*m));
+  }
+}
+
 void MatcherClient::OnReadable() {
   for (;;) {
     auto m = matcher::ReceiveMessage(desc_->native_handle(), /*nonblocking=*/true);
@@ -130,6 +142,14 @@ void MatcherClient::Dispatch(Message m) {
       break;
     case MsgType::kRelay:
       if (body && callbacks_.on_relay) callbacks_.on_relay(body->inode);
+      break;
+    case MsgType::kListener:
+      if (const auto* l = m.As<matcher::ListenerBody>(); l && callbacks_.on_listener) {
+        callbacks_.on_listener(l->inode, l->added != 0);
+      }
+      break;
+    case MsgType::kPush:
+      if (callbacks_.on_push) callbacks_.on_push(m);
       break;
     case MsgType::kError:
       if (const auto* e = m.As<matcher::ErrorBody>()) {
@@ -178,7 +198,7 @@ Result<Message> MatcherClient::Call(MsgType type, int32_t pid, std::span<const u
       Lost(m.error());
       return tl::unexpected(m.error());
     }
-    if (m->header.seq == seq && m->type() != MsgType::kRelease && m->type() != MsgType::kRelay) {
+    if (m->header.seq == seq) {
       return std::move(*m);
     }
     Dispatch(std::move(*m));

@@ -30,6 +30,8 @@ class MatcherClient {
     std::function<void(uint64_t server_end_ino)> on_relay;
     std::function<void()> on_lost;       // the daemon went away
     std::function<void()> on_connected;  // (re)connected: re-register listeners
+    std::function<void(uint64_t ino, bool added)> on_listener;  // the supervised listeners
+    std::function<void(matcher::Message& push)> on_push;       // a server end for our accept()
   };
 
   MatcherClient(boost::asio::io_context& io, Callbacks callbacks);
@@ -44,6 +46,8 @@ class MatcherClient {
                                 std::span<const int> fds = {});
   Status Send(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
               std::span<const int> fds = {});
+  // Handles every message already queued (without waiting): the freshest view of the listeners.
+  void Poll();
 
  private:
   Status SpawnDaemon();

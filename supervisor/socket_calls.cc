@@ -373,8 +373,10 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   }
   ++env_.stats.accepts;
   if (conn.unix_end) {
+    uint64_t end_ino = Inode(conn.unix_end.Get());
     c.trace().note += " switched to unix";
-    env_.switcher->Book(Inode(conn.unix_end.Get()), std::move(conn.tcp), /*client=*/false);
+    env_.switcher->Installed(c.tid(), end_ino);
+    env_.switcher->Book(end_ino, std::move(conn.tcp), /*client=*/false);
   }
   c.AnsweredWithFd(*fd);
 }

@@ -10,7 +10,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/proc_scan.h"
 #include "base/syscalls.h"
+#include "matcher/endpoint.h"
+#include "matcher/policy.h"
 #include "fdinject/epoll_migrate.h"
 #include "fdinject/installer.h"
 #include "matcher/protocol.h"
@@ -34,35 +37,6 @@ uint64_t Inode(int fd) {
 
 }  // namespace
 
-bool SocketHeldElsewhere(uint64_t inode) {
-  std::string want = "socket:[" + std::to_string(inode) + "]";
-  pid_t self = getpid();
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return true;  // cannot tell: do not relay (never duplicate a reader)
-  bool found = false;
-  while (dirent* p = readdir(proc)) {
-    pid_t pid = static_cast<pid_t>(std::atoi(p->d_name));
-    if (pid <= 0 || pid == self) continue;
-    std::string dir = std::string("/proc/") + p->d_name + "/fd";
-    DIR* fds = opendir(dir.c_str());
-    if (fds == nullptr) continue;
-    char link[64];
-    while (dirent* f = readdir(fds)) {
-      std::string path = dir + "/" + f->d_name;
-      ssize_t n = readlink(path.c_str(), link, sizeof(link) - 1);
-      if (n > 0 && want.compare(0, want.size(), link, static_cast<size_t>(n)) == 0 &&
-          static_cast<size_t>(n) == want.size()) {
-        found = true;
-        break;
-      }
-    }
-    closedir(fds);
-    if (found) break;
-  }
-  closedir(proc);
-  return found;
-}
-
 Switcher::Switcher(asio::io_context& io, Stats& stats)
     : io_(io),
       stats_(stats),
@@ -71,7 +45,17 @@ Switcher::Switcher(asio::io_context& io, Stats& stats)
                       [this](uint64_t ino) { OnRelay(ino); },
                       [this] { OnLost(); },
                       [this] { OnReconnected(); },
+                      [this](uint64_t ino, bool added) {
+                        listener_cache_.clear();
+                        if (added) {
+                          supervised_listeners_.insert(ino);
+                        } else {
+                          supervised_listeners_.erase(ino);
+                        }
+                      },
+                      [this](matcher::Message& push) { OnPush(push); },
                   }),
+      inbox_timer_(io),
       sweep_timer_(io),
       orphan_timer_(io) {
   if (auto diag = SockDiag::Open()) diag_.emplace(std::move(*diag));
@@ -89,7 +73,9 @@ void Switcher::Start() {
 void Switcher::OnListener(pid_t tgid, int target_fd, int listener) {
   uint64_t ino = Inode(listener);
   listeners_[ino] = KnownListener{tgid, target_fd};
-  if (active()) (void)client_.Send(MsgType::kRegisterListener, tgid, {}, {&listener, 1});
+  // A round trip, so that the daemon has told every supervisor before the program's listen()
+  // returns: a client started afterwards is switched for sure.
+  if (active()) (void)client_.Call(MsgType::kRegisterListener, tgid, {}, {&listener, 1});
 }
 
 void Switcher::OnReconnected() {
@@ -107,20 +93,28 @@ void Switcher::OnReconnected() {
       continue;
     }
     int raw = fd->Get();
-    (void)client_.Send(MsgType::kRegisterListener, it->second.tgid, {}, {&raw, 1});
+    (void)client_.Call(MsgType::kRegisterListener, it->second.tgid, {}, {&raw, 1});
     ++it;
   }
 }
 
 bool Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
-  if (!active()) return false;
-  matcher::QueryBody q{};
-  std::memcpy(&q.dest, dest.get(), dest.len());
-  q.dest_len = dest.len();
-  auto reply = client_.Call(MsgType::kQuery, pid, matcher::Bytes(q), {&sock, 1});
-  if (!reply || reply->type() != MsgType::kQueryReply) return false;
-  const auto* body = reply->As<matcher::QueryReplyBody>();
-  return body != nullptr && body->do_switch;
+  client_.Poll();  // the freshest list of supervised listeners
+  if (!active() || !diag_ || supervised_listeners_.empty()) return false;
+  auto now = std::chrono::steady_clock::now();
+  auto& cached = listener_cache_[dest.port()];
+  if (cached.when == std::chrono::steady_clock::time_point{} || now - cached.when > std::chrono::seconds(1)) {
+    auto listeners = diag_->TcpListeners(dest.port());
+    if (!listeners) return false;
+    cached = CachedListeners{std::move(*listeners), now};
+  }
+  auto reason = matcher::DecideConnect(cached.listeners, dest, [this](uint64_t ino) {
+    return supervised_listeners_.count(ino) != 0;
+  });
+  if (reason != matcher::QueryReason::kSupervised) return false;
+  // Announced before the handshake starts, so that a claim racing ahead of our kConnected waits
+  // for it instead of giving the server plain TCP.
+  return client_.Send(MsgType::kIntent, pid, {}, {&sock, 1}).has_value();
 }
 
 void Switcher::Abort(pid_t pid, int sock) {
@@ -143,13 +137,107 @@ Result<UniqueFd> Switcher::SwitchClient(pid_t pid, int sock, bool nonblocking) {
   return std::move(client_end);
 }
 
+namespace {
+
+std::string CanonicalText(const SockAddr& a) { return matcher::Canonical(a).ToString(); }
+
+std::optional<SockAddr> SocketName(int fd, bool peer) {
+  SockAddr a;
+  socklen_t len = sizeof(sockaddr_storage);
+  int rc = peer ? getpeername(fd, a.mutable_get(), &len) : getsockname(fd, a.mutable_get(), &len);
+  if (rc < 0) return std::nullopt;
+  a.set_len(len);
+  return a;
+}
+
+}  // namespace
+
+void Switcher::OnPush(matcher::Message& push) {
+  const auto* body = push.As<matcher::PushBody>();
+  if (body == nullptr || push.fds.size() != 1 || body->local_len > sizeof(sockaddr_storage) ||
+      body->remote_len > sizeof(sockaddr_storage)) {
+    return;
+  }
+  SockAddr local(&body->local, body->local_len), remote(&body->remote, body->remote_len);
+  inbox_[{CanonicalText(local), CanonicalText(remote)}] =
+      InboxEntry{std::move(push.fds[0]), body->server_end_ino, std::nullopt};
+  ScheduleInboxSweep();
+}
+
+std::optional<UniqueFd> Switcher::TakeFromInbox(const SockAddr& local, const SockAddr& remote) {
+  auto it = inbox_.find({CanonicalText(local), CanonicalText(remote)});
+  if (it == inbox_.end()) return std::nullopt;
+  UniqueFd end = std::move(it->second.server_end);
+  inbox_.erase(it);
+  return end;
+}
+
 std::optional<UniqueFd> Switcher::Claim(pid_t pid, int accepted) {
   if (!active()) return std::nullopt;
+  auto local = SocketName(accepted, false), remote = SocketName(accepted, true);
+  if (!local || !remote) return std::nullopt;
+  client_.Poll();
+  if (auto end = TakeFromInbox(*local, *remote)) return end;
   auto reply = client_.Call(MsgType::kClaim, pid, {}, {&accepted, 1});
-  if (!reply || reply->type() != MsgType::kClaimReply || reply->fds.size() != 1) {
-    return std::nullopt;
+  if (!reply || reply->type() != MsgType::kClaimReply) return std::nullopt;
+  const auto* body = reply->As<matcher::ClaimReplyBody>();
+  if (body == nullptr) return std::nullopt;
+  switch (static_cast<matcher::ClaimResult>(body->found)) {
+    case matcher::ClaimResult::kHere:
+      if (reply->fds.size() == 1) return std::move(reply->fds[0]);
+      return std::nullopt;
+    case matcher::ClaimResult::kPushedToYou:
+      // The push was queued before this reply, so Call() has handled it already.
+      return TakeFromInbox(*local, *remote);
+    case matcher::ClaimResult::kNo:
+      return std::nullopt;
   }
-  return std::move(reply->fds[0]);
+  return std::nullopt;
+}
+
+void Switcher::Installed(pid_t pid, uint64_t end_ino) {
+  matcher::InodeBody body{end_ino};
+  (void)client_.Send(MsgType::kInstalled, pid, matcher::Bytes(body));
+}
+
+void Switcher::ScheduleInboxSweep() {
+  if (inbox_sweep_scheduled_ || !diag_) return;
+  inbox_sweep_scheduled_ = true;
+  inbox_timer_.expires_after(std::chrono::milliseconds(100));
+  inbox_timer_.async_wait([this](const boost::system::error_code& ec) {
+    inbox_sweep_scheduled_ = false;
+    if (ec) return;
+    SweepInbox();
+    if (!inbox_.empty()) ScheduleInboxSweep();
+  });
+}
+
+void Switcher::SweepInbox() {
+  // An end pushed to us is ours to report on. Our own accept takes it from the inbox at once, so
+  // a connection that left the accept queue while its end is still here was taken by someone who
+  // is not supervised (a process sharing the listener): give it back for relaying. Likewise when
+  // the connection is gone altogether.
+  constexpr auto kGrace = std::chrono::milliseconds(250);
+  auto now = std::chrono::steady_clock::now();
+  for (auto it = inbox_.begin(); it != inbox_.end();) {
+    auto local = SockAddr::Parse(it->first.first), remote = SockAddr::Parse(it->first.second);
+    auto server = local && remote ? diag_->LookupTcp(*local, *remote)
+                                  : Result<TcpSocketInfo>(Error(ENOENT, "parse"));
+    bool disown = false;
+    if (!server) {
+      disown = server.error().err == ENOENT;
+    } else if (server->inode != 0) {
+      if (!it->second.accepted_since) it->second.accepted_since = now;
+      disown = now - *it->second.accepted_since >= kGrace;
+    }
+    if (!disown) {
+      ++it;
+      continue;
+    }
+    matcher::InodeBody body{it->second.ino};
+    it = inbox_.erase(it);  // drop our copy first: after kDisown the client may relay
+    (void)client_.Send(MsgType::kDisown, 0, matcher::Bytes(body));
+  }
 }
 
 void Switcher::NoteEpollRegistration(uint64_t sock_ino, pid_t tgid, int epfd, int fd) {
@@ -221,7 +309,7 @@ void Switcher::ResolveOrphans() {
   std::vector<uint64_t> orphans;
   for (const auto& [ino, a] : awaiting_) orphans.push_back(ino);
   for (uint64_t ino : orphans) {
-    if (SocketHeldElsewhere(ino)) {
+    if (SocketHeldByOthers(ino)) {
       OnRelease(ino);
     } else {
       OnRelay(ino);

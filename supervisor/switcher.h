@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "base/sock_diag.h"
@@ -50,15 +51,19 @@ class Switcher {
   // Listeners inherited from outside supervision are registered at their first accept().
   bool KnowsListener(uint64_t ino) const { return listeners_.count(ino) != 0; }
 
-  // Client side. Approve asks the daemon; Abort withdraws an approval whose connect failed.
+  // Client side. Approve decides from the kernel's listeners (sock_diag) and the daemon's list of
+  // supervised ones, and announces the connect (kIntent); Abort withdraws it when the connect
+  // failed or is not switched after all.
   bool Approve(pid_t pid, int sock, const SockAddr& dest);
   void Abort(pid_t pid, int sock);
   // The connect succeeded: creates the pair and hands the peer end to the daemon. Returns the end
   // to install in the program (its O_NONBLOCK as requested).
   Result<UniqueFd> SwitchClient(pid_t pid, int sock, bool nonblocking);
 
-  // Server side: the AF_UNIX end to install instead of `accepted`, if the daemon pairs it.
+  // Server side: the AF_UNIX end to install instead of `accepted`, if it is paired: pushed to us
+  // ahead of the accept (no round trip), or claimed from the daemon. Installed() reports it placed.
   std::optional<UniqueFd> Claim(pid_t pid, int accepted);
+  void Installed(pid_t pid, uint64_t end_ino);
 
   // epoll registrations of not-yet-connected TCP sockets (register-then-connect): remembered at
   // epoll_ctl(ADD) and moved to the AF_UNIX end when the socket is switched.
@@ -81,6 +86,10 @@ class Switcher {
     int fd;
   };
 
+  void OnPush(matcher::Message& push);
+  std::optional<UniqueFd> TakeFromInbox(const SockAddr& local, const SockAddr& remote);
+  void ScheduleInboxSweep();
+  void SweepInbox();
   void OnRelease(uint64_t server_end_ino);
   void OnRelay(uint64_t server_end_ino);
   void OnLost();
@@ -95,7 +104,24 @@ class Switcher {
   std::optional<SockDiag> diag_;
   std::unordered_map<uint64_t, SwitchedSocket> book_;     // by the program's AF_UNIX end inode
   std::unordered_map<uint64_t, Awaiting> awaiting_;       // by server end inode
-  std::map<uint64_t, KnownListener> listeners_;           // by listener inode
+  std::map<uint64_t, KnownListener> listeners_;           // by listener inode (ours)
+  std::unordered_set<uint64_t> supervised_listeners_;     // every supervisor's (from the daemon)
+  // sock_diag listener dumps by port, reused for a second and dropped whenever the daemon reports a
+  // change. A stale entry can only make us switch a connection that an unsupervised listener then
+  // takes, which the relay covers; it saves two netlink dumps per connect.
+  struct CachedListeners {
+    std::vector<TcpSocketInfo> listeners;
+    std::chrono::steady_clock::time_point when;
+  };
+  std::unordered_map<uint16_t, CachedListeners> listener_cache_;
+  struct InboxEntry {
+    UniqueFd server_end;
+    uint64_t ino;
+    std::optional<std::chrono::steady_clock::time_point> accepted_since;
+  };
+  std::map<std::pair<std::string, std::string>, InboxEntry> inbox_;  // by (local, remote)
+  boost::asio::steady_timer inbox_timer_;
+  bool inbox_sweep_scheduled_ = false;
   struct EpollRegistration {
     pid_t tgid;
     int epfd;
@@ -108,10 +134,6 @@ class Switcher {
   // A pending switch: the approved socket's inode, between Approve and SwitchClient/Abort.
   uint64_t relays_active_ = 0;
 };
-
-// Does any process other than us hold the socket with this inode? (A scan of /proc/*/fd; used
-// only when the daemon died with pairs in flight.)
-bool SocketHeldElsewhere(uint64_t inode);
 
 }  // namespace slipstream::supervisor
 

@@ -1,0 +1,20 @@
+// Who holds a socket? A scan of /proc/*/fd, for the rare moments when a process that held one end
+// of a hand-over died and nobody else can say where the end went.
+#ifndef SLIPSTREAM_BASE_PROC_SCAN_H_
+#define SLIPSTREAM_BASE_PROC_SCAN_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <span>
+
+namespace slipstream {
+
+// True if a process other than us and `exclude` has an fd for the socket with inode `inode`.
+// Only processes we may inspect are seen (same user, or all as root). When /proc cannot be read
+// the answer is true: the caller must then not act as if nobody held it.
+bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude = {});
+
+}  // namespace slipstream
+
+#endif  // SLIPSTREAM_BASE_PROC_SCAN_H_
