@@ -178,12 +178,16 @@ def wait_until(predicate, timeout=10.0, what="condition"):
     raise TimeoutError(f"{what} not reached within {timeout}s")
 
 
+# Processes of Slipstream itself that may be children of slipstream-trace (comm is cut at 15).
+SLIPSTREAM_COMMS = (SHEPHERD_COMM, "slipstreamd", "slipstream-trac")
+
+
 def program_pid(trace_pid, timeout=10.0):
-    """The program slipstream-trace runs: its child that is not the shepherd."""
+    """The program slipstream-trace runs: its child that is not part of Slipstream."""
     def find():
         for kid in harness.children_of(trace_pid):
             name = comm(kid)
-            if name and name != SHEPHERD_COMM and name != "slipstream-trace":
+            if name and name not in SLIPSTREAM_COMMS:
                 return kid
         return None
     return wait_until(find, timeout, f"program of slipstream-trace {trace_pid}")

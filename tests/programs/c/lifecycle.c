@@ -27,7 +27,7 @@ static int Usage(void) {
   return 2;
 }
 
-// A socket call the supervisor traps, so every run has been supervised for real.
+// A TCP socket() call (trapped when --trace or --stats asks for it), so every run makes one.
 static void TouchSocket(void) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fx_die("socket");
