@@ -234,6 +234,30 @@ def socket_inodes(pid):
     return inodes
 
 
+def epoll_watched_inodes(pid):
+    """Inodes of the files any epoll instance of `pid` watches (tfd lines of /proc/PID/fdinfo)."""
+    inodes = set()
+    for fd, link in fd_links(pid).items():
+        if link != "anon_inode:[eventpoll]":
+            continue
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                text = f.read()
+        except OSError:
+            continue
+        inodes.update(int(m, 16) for m in re.findall(r"^tfd:.*\bino:([0-9a-f]+)", text, re.M))
+    return inodes
+
+
+def wait_held(supervisor_pid, program_pid, timeout=10.0):
+    """Waits until the supervisor holds a call on the program's sockets: it has a copy of one of
+    them and waits for it to become ready (it is watched by one of the supervisor's epolls)."""
+    sockets = socket_inodes(program_pid)
+    wait_until(lambda: sockets & socket_inodes(supervisor_pid) &
+               epoll_watched_inodes(supervisor_pid), timeout,
+               f"slipstream-trace {supervisor_pid} holding a call of {program_pid}")
+
+
 def fd_links(pid):
     """What each fd of `pid` points to (readlink of /proc/PID/fd/N)."""
     links = {}

@@ -2,8 +2,8 @@
 """A signal arriving while a program is blocked in a trapped accept() behaves as natively.
 
 accept_signal blocks in one accept() on a blocking listener. The test waits until it is blocked
-(/proc/PID/syscall) and, when supervised, until the supervisor holds a copy of the listener (the
-call was received and is being held), then sends SIGUSR1:
+(/proc/PID/syscall) and, when supervised, until the supervisor holds a copy of the listener and
+waits on it in an epoll (the call was received and is being held), then sends SIGUSR1:
   - handler with SA_RESTART: the handler runs once, accept resumes and takes the test's connection;
   - handler without SA_RESTART: the handler runs once and accept fails with EINTR.
 The listener must still be blocking afterwards. Each case runs natively, under slipstream-trace
@@ -34,10 +34,8 @@ class SignalDuringAccept(fr.FixtureTest):
         pid = proc.pid if how == NATIVE else fr.program_pid(proc.pid)
         fr.wait_blocked_in(pid, {fr.SYS_ACCEPT})
         if how != NATIVE:
-            listener = fr.socket_inodes(pid)
-            self.assertEqual(len(listener), 1, "accept_signal has exactly one socket")
-            fr.wait_until(lambda: listener <= fr.socket_inodes(proc.pid), 10,
-                          "the supervisor holding the listener (accept received and held)")
+            self.assertEqual(len(fr.socket_inodes(pid)), 1, "accept_signal has one socket")
+            fr.wait_held(proc.pid, pid)
         os.kill(pid, signal.SIGUSR1)
         proc.out.wait_for(r"^handler: SIGUSR1$")
         if restart:
@@ -72,10 +70,10 @@ class SignalDuringAccept(fr.FixtureTest):
         self.check(NATIVE, True)
         self.check(NATIVE, False)
 
-    # The four supervised cases fail until fixed: the held accept is waited for through
-    # boost::asio on the pidfd_getfd copy of the listener, and asio's async_wait sets O_NONBLOCK
-    # (ioctl FIONBIO) on that copy, i.e. on the program's own open file. The program then finds
-    # its listener non-blocking, and a restarted accept fails with EAGAIN when nothing is queued.
+    # Regression: held accepts used to be waited for through boost::asio on the pidfd_getfd copy
+    # of the listener; asio's async_wait sets O_NONBLOCK (FIONBIO) on it, i.e. on the program's
+    # own open file, and a restarted accept then failed with EAGAIN ("listener: non-blocking").
+    # Fixed in 3dbac79 (a private epoll).
     def test_sa_restart_wait_killable(self):
         self.check(KILLABLE, True)
 
