@@ -1,6 +1,5 @@
 """The workload interface, long-running servers, and the interleaved measurement loop."""
 
-import os
 import signal
 
 from .context import VARIANT_ORDER, VARIANTS
