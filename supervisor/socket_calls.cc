@@ -4,7 +4,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <string>
 #include <vector>
@@ -85,6 +87,19 @@ bool IsIdentityOption(int name) {
     default:
       return false;
   }
+}
+
+// Is the fd table of `tid` full (RLIMIT_NOFILE reached)? stat() of /proc/PID/fd reports the
+// number of open fds since Linux 6.2; on older kernels (size 0) this says no, and a full table is
+// found out at ADDFD time instead (the connection is then parked for the next accept).
+bool FdTableFull(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/fd", tid);
+  struct stat st;
+  if (stat(path, &st) != 0 || st.st_size <= 0) return false;
+  rlimit limit{};
+  if (prlimit(tid, RLIMIT_NOFILE, nullptr, &limit) != 0) return false;
+  return static_cast<rlim_t>(st.st_size) >= limit.rlim_cur;
 }
 
 }  // namespace
@@ -201,14 +216,22 @@ void SocketCalls::OnConnect(PendingCall c) {
   }
   auto dest = tracer::CopySockAddrIn(*target, c.arg(1), static_cast<int64_t>(c.arg(2)));
   c.trace().args = FdText(c.arg(0)) + ", " + AddrText(&*target, c.arg(1), c.arg(2));
-  if (!dest || !dest->IsInet()) return;  // the kernel gives EINVAL/EFAULT/EAFNOSUPPORT itself
+  if (!dest) return;  // the kernel gives EINVAL/EFAULT itself
+  if (env_.switcher != nullptr && !dest->IsInet()) {
+    // AF_UNSPEC (disconnect) or a bad family on a switched socket must get TCP's answer.
+    if (auto s = TakeSocket(c, *target, fd); s && s->switched) ConnectSwitched(c, *dest, *s);
+    return;
+  }
+  if (!dest->IsInet()) return;  // EAFNOSUPPORT and friends from the kernel
+  auto taken = TakeSocket(c, *target, fd);
+  if (taken && taken->switched) return ConnectSwitched(c, *dest, *taken);
   ++env_.stats.connects;
   if (!env_.local.SameNetns(c.tid()) || !env_.local.IsLocal(*dest)) {
     ++env_.stats.left_on_tcp;
     return;
   }
-  auto sock = TakeInetSocket(c, *target, fd);
-  if (!sock) return;
+  if (!taken) return;
+  std::optional<UniqueFd> sock = std::move(taken->fd);
   bool approved = false;
   if (env_.switcher != nullptr && env_.switcher->active()) {
     approved = env_.switcher->Approve(c.tid(), sock->Get(), *dest);
@@ -243,7 +266,7 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   if (approved) {
     // Switch only a connection that is established; one still in its handshake (a full SYN
     // queue) stays TCP rather than making a non-blocking program wait.
-    if (!connected || !SwitchConnected(c, sock)) env_.switcher->Abort(c.tid(), sock);
+    if (!connected || !SwitchConnected(c, sock, rc != 0)) env_.switcher->Abort(c.tid(), sock);
     if (c.answered()) return true;
   }
   if (rc == 0) {
@@ -256,7 +279,7 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   return true;
 }
 
-bool SocketCalls::SwitchConnected(PendingCall& c, int sock) {
+bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
   int fd = static_cast<int>(c.arg(0));
   auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
   auto file_flags = GetFileFlags(sock);
@@ -277,8 +300,35 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock) {
   c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
                    (remote ? remote->ToString() : "?") + ")";
   env_.switcher->MigrateEpoll(Inode(sock), sock, end->Get());
-  env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true);
+  env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
   return true;  // the caller answers with the connect's own result
+}
+
+void SocketCalls::ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock) {
+  SwitchedSocket& sw = *sock.switched;
+  // __inet_stream_connect() on an established socket.
+  if (dest.len() < sizeof(sa_family_t)) return c.Fail(EINVAL);
+  if (dest.family() == AF_UNSPEC) {
+    // A disconnect: give the program its TCP socket back, then disconnect that (the peer sees the
+    // AF_UNIX end close), so the socket can be connected again, as with TCP.
+    int fd = static_cast<int>(c.arg(0));
+    auto flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
+    if (!flags) return;
+    auto st = env_.installer.Install({c.id(), sw.tcp.Get(), fd, flags->cloexec, false});
+    if (!st) {
+      if (st.error().TargetGone()) c.Abandon();
+      return;
+    }
+    UniqueFd tcp = env_.switcher->Unbook(Inode(sock.fd.Get()));
+    if (connect(tcp.Get(), dest.get(), dest.len()) < 0) return c.Fail(errno);
+    c.trace().note = "(switched socket returned to TCP and disconnected)";
+    return c.Return(0);
+  }
+  if (sw.connect_unreported) {
+    sw.connect_unreported = false;
+    return c.Return(0);
+  }
+  c.Fail(EISCONN);
 }
 
 void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
@@ -316,9 +366,16 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
 
 bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener_id,
                             const AcceptArgs& args) {
+  // The kernel reserves the new fd before it takes a connection from the queue: with a full fd
+  // table accept fails with EMFILE and the connection stays queued (the listener stays readable,
+  // so the program's retry loop sees it again).
+  if (FdTableFull(c.tid())) {
+    c.Fail(EMFILE);
+    return true;
+  }
   auto flags = GetFileFlags(listener);
   bool blocking = flags && !(*flags & O_NONBLOCK);
-  if (blocking) {
+  if (blocking && SocketOption(listener, SOL_SOCKET, SO_ACCEPTCONN) == 1) {
     pollfd p{listener, POLLIN, 0};
     if (poll(&p, 1, 0) == 0) return false;  // nothing queued: hold until the listener is readable
   }
@@ -361,7 +418,8 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
     auto target = OpenTarget(c);
     if (!target) return c.Abandon();
     // As in the kernel, a bad address fails the call after the connection was taken: it is lost.
-    auto st = tracer::CopySockAddrOut(*target, *peer, args.addr, args.addrlen_ptr);
+    auto st = tracer::CopySockAddrOut(*target, *peer, args.addr, args.addrlen_ptr,
+                                           env_.features.addrlen_first);
     if (!st) return c.Fail(st.error().err);
   }
   int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
@@ -393,7 +451,7 @@ void SocketCalls::OnGetName(PendingCall& c, bool peer) {
     if (!sock->switched) return;  // ENOTCONN and friends: the kernel says it exactly
     return c.Fail(errno);
   }
-  auto st = tracer::CopySockAddrOut(*target, *addr, c.arg(1), c.arg(2));
+  auto st = tracer::CopySockAddrOut(*target, *addr, c.arg(1), c.arg(2), env_.features.addrlen_first);
   if (!st) return c.Fail(st.error().err);
   c.trace().note = "(" + addr->ToString() + ")";
   c.Return(0);

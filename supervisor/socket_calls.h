@@ -66,7 +66,7 @@ class SocketCalls {
   // which case `c` is abandoned). The id is checked valid after the copy was taken.
   struct Sock {
     UniqueFd fd;
-    const SwitchedSocket* switched = nullptr;
+    SwitchedSocket* switched = nullptr;
     // The socket whose addresses and TCP state the program must see.
     int tcp() const { return switched ? switched->tcp.Get() : fd.Get(); }
   };
@@ -90,7 +90,9 @@ class SocketCalls {
   // `approved`, a connection that gets established is switched to AF_UNIX.
   bool TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved);
   // Replaces the program's fd with the client end of a new pair; false if it could not.
-  bool SwitchConnected(PendingCall& c, int sock);
+  bool SwitchConnected(PendingCall& c, int sock, bool in_progress);
+  // connect() on a socket that is already switched: answered as TCP would answer it.
+  void ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock);
   void EmulateSockopt(PendingCall& c, int tcp, bool get);
 
   HandlerEnv env_;

@@ -271,15 +271,23 @@ void Switcher::MigrateEpoll(uint64_t sock_ino, int tcp, int end) {
   epoll_registrations_.erase(it);
 }
 
-void Switcher::Book(uint64_t end_ino, UniqueFd tcp, bool client) {
-  book_[end_ino] = SwitchedSocket{std::move(tcp), client};
+void Switcher::Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported) {
+  book_[end_ino] = SwitchedSocket{std::move(tcp), client, connect_unreported};
   ++stats_.switched;
   ScheduleSweep();
 }
 
-const SwitchedSocket* Switcher::Find(uint64_t end_ino) const {
+SwitchedSocket* Switcher::Find(uint64_t end_ino) {
   auto it = book_.find(end_ino);
   return it == book_.end() ? nullptr : &it->second;
+}
+
+UniqueFd Switcher::Unbook(uint64_t end_ino) {
+  auto it = book_.find(end_ino);
+  if (it == book_.end()) return UniqueFd();
+  UniqueFd tcp = std::move(it->second.tcp);
+  book_.erase(it);
+  return tcp;
 }
 
 void Switcher::OnRelease(uint64_t server_end_ino) { awaiting_.erase(server_end_ino); }

@@ -34,6 +34,9 @@ namespace slipstream::supervisor {
 struct SwitchedSocket {
   UniqueFd tcp;          // the retained TCP socket: addresses and TCP-level options come from here
   bool client = false;   // switched in connect() (true) or accept() (false)
+  // The program's connect() was answered EINPROGRESS: like TCP, its next connect() reports the
+  // completed connection (0), later ones EISCONN.
+  bool connect_unreported = false;
 };
 
 class Switcher {
@@ -71,9 +74,11 @@ class Switcher {
   void MigrateEpoll(uint64_t sock_ino, int tcp, int end);
 
   // Records a switched connection once its end is installed in the program.
-  void Book(uint64_t end_ino, UniqueFd tcp, bool client);
+  void Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported = false);
   // The switched connection behind an AF_UNIX end, or nullptr.
-  const SwitchedSocket* Find(uint64_t end_ino) const;
+  SwitchedSocket* Find(uint64_t end_ino);
+  // Forgets a switched connection (the program got its TCP socket back); returns that socket.
+  UniqueFd Unbook(uint64_t end_ino);
   size_t booked() const { return book_.size(); }
 
  private:

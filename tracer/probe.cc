@@ -4,6 +4,10 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <cstring>
 #include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -52,6 +56,24 @@ unsigned char ProbeInChild() {
 
 }  // namespace
 
+// getsockname() with a read-only length: which did the kernel try to write first?
+bool ProbeAddrlenFirst() {
+  long page = sysconf(_SC_PAGESIZE);
+  void* mem = mmap(nullptr, static_cast<size_t>(page), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return false;
+  *static_cast<socklen_t*>(mem) = sizeof(sockaddr_in);
+  mprotect(mem, static_cast<size_t>(page), PROT_READ);
+  unsigned char addr[sizeof(sockaddr_in)];
+  memset(addr, 0xAA, sizeof(addr));
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int rc = getsockname(s, reinterpret_cast<sockaddr*>(addr), static_cast<socklen_t*>(mem));
+  close(s);
+  munmap(mem, static_cast<size_t>(page));
+  // Failing on the length before touching the address: the length is written first.
+  return rc < 0 && addr[0] == 0xAA && addr[1] == 0xAA;
+}
+
 bool SetSyncWakeup(int listener) {
   // SECCOMP_IOCTL_NOTIF_SET_FLAGS takes the flags by value (not in <linux/seccomp.h> before 6.6).
   constexpr unsigned long kSetFlags = _IOW('!', 4, uint64_t);
@@ -91,6 +113,7 @@ KernelFeatures ProbeKernel() {
     f.pidfd_getfd = PidfdGetfd(self->Get(), self->Get()).has_value();
   }
   f.pidfd_thread = PidfdOpen(getpid(), kPidfdThread).has_value();
+  f.addrlen_first = ProbeAddrlenFirst();
   return f;
 }
 
@@ -99,7 +122,7 @@ std::string KernelFeatures::Describe() const {
   return "kernel " + release + ": user_notif=" + yes(user_notif) + " addfd=" + yes(addfd) +
          " addfd_send=" + yes(addfd_send) + " wait_killable_recv=" + yes(wait_killable) +
          " pidfd_getfd=" + yes(pidfd_getfd) + " pidfd_thread=" + yes(pidfd_thread) +
-         " sync_wakeup=" + yes(sync_wakeup);
+         " sync_wakeup=" + yes(sync_wakeup) + " addrlen_first=" + yes(addrlen_first);
 }
 
 }  // namespace slipstream::tracer

@@ -15,6 +15,9 @@ struct KernelFeatures {
   bool pidfd_getfd = false;     // 5.6
   bool pidfd_thread = false;    // PIDFD_THREAD, 6.9
   bool sync_wakeup = false;     // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.6
+  // move_addr_to_user() stores the address length before the address (newer kernels), so an
+  // unwritable address buffer fails after the length was updated. Emulation must match.
+  bool addrlen_first = false;
 
   // Can the supervisor act on calls (emulate, switch) rather than only watch them?
   bool CanEmulate() const { return user_notif && pidfd_getfd && addfd && addfd_send; }

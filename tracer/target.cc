@@ -60,18 +60,22 @@ Result<SockAddr> CopySockAddrIn(const TargetAccess& target, uint64_t addr, int64
 }
 
 Status CopySockAddrOut(const TargetAccess& target, const SockAddr& addr, uint64_t addr_ptr,
-                       uint64_t addrlen_ptr) {
+                       uint64_t addrlen_ptr, bool length_first) {
   auto len = target.ReadInt(addrlen_ptr);
   if (!len) return Error(EFAULT, "read addrlen");
   int32_t actual = static_cast<int32_t>(addr.len());
   int32_t n = std::min(*len, actual);
+  // "fromlen shall refer to the value before truncation" (POSIX.1g): the actual length is stored.
+  if (length_first && n >= 0 && !target.WriteInt(addrlen_ptr, actual)) {
+    return Error(EFAULT, "write addrlen");
+  }
   if (n < 0) return Error(EINVAL, "addrlen");
   if (n > 0) {
     auto st = target.Write(addr_ptr, {reinterpret_cast<const uint8_t*>(addr.get()),
                                       static_cast<size_t>(n)});
     if (!st) return Error(EFAULT, "write sockaddr");
   }
-  if (!target.WriteInt(addrlen_ptr, actual)) return Error(EFAULT, "write addrlen");
+  if (!length_first && !target.WriteInt(addrlen_ptr, actual)) return Error(EFAULT, "write addrlen");
   return {};
 }
 

@@ -49,10 +49,11 @@ class TargetAccess {
 Result<SockAddr> CopySockAddrIn(const TargetAccess& target, uint64_t addr, int64_t addrlen);
 
 // Writes `addr` to a (sockaddr*, socklen_t*) result pair as the kernel's move_addr_to_user() does:
-// reads the caller's length (EFAULT), EINVAL if negative, copies min(len, actual) bytes (EFAULT),
-// then stores the actual length (EFAULT).
+// reads the caller's length (EFAULT), copies min(len, actual) bytes (EFAULT; EINVAL if the length
+// is negative) and stores the actual length (EFAULT). `length_first`: the kernel stores the length
+// before copying the address (KernelFeatures::addrlen_first), older kernels after.
 Status CopySockAddrOut(const TargetAccess& target, const SockAddr& addr, uint64_t addr_ptr,
-                       uint64_t addrlen_ptr);
+                       uint64_t addrlen_ptr, bool length_first);
 
 }  // namespace slipstream::tracer
 

@@ -203,6 +203,12 @@ TEST_F(TargetTest, CopySockAddrInFaults) {
   EXPECT_TRUE(CopySockAddrIn(*target_, Child::Addr(child_->straddle()), 8).has_value());
 }
 
+// Which order this kernel's move_addr_to_user() writes in (probed like the supervisor does).
+static bool AddrlenFirst() {
+  static const bool first = ProbeKernel().addrlen_first;
+  return first;
+}
+
 // ---- CopySockAddrOut: move_addr_to_user() semantics
 // -------------------------------------------------
 
@@ -212,7 +218,7 @@ TEST_F(TargetTest, CopySockAddrOutTruncatesToTheCallersLength) {
   std::memset(buf, 0xEE, 64);
   *len = 16;
   ASSERT_TRUE(
-      CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len)).has_value());
+      CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len), AddrlenFirst()).has_value());
   EXPECT_EQ(*len, 28) << "the full length is reported";
   EXPECT_EQ(std::memcmp(buf, sock_.addr.get(), 16), 0);
   EXPECT_EQ(buf[16], 0xEE) << "nothing beyond the caller's length";
@@ -220,7 +226,7 @@ TEST_F(TargetTest, CopySockAddrOutTruncatesToTheCallersLength) {
   std::memset(buf, 0xEE, 64);
   *len = 100;
   ASSERT_TRUE(
-      CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len)).has_value());
+      CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len), AddrlenFirst()).has_value());
   EXPECT_EQ(*len, 28);
   EXPECT_EQ(std::memcmp(buf, sock_.addr.get(), 28), 0);
   EXPECT_EQ(buf[28], 0xEE);
@@ -228,7 +234,7 @@ TEST_F(TargetTest, CopySockAddrOutTruncatesToTheCallersLength) {
   std::memset(buf, 0xEE, 64);
   *len = 0;
   ASSERT_TRUE(
-      CopySockAddrOut(*target_, sock_.addr, Child::Addr(child_->unmapped()), Child::Addr(len))
+      CopySockAddrOut(*target_, sock_.addr, Child::Addr(child_->unmapped()), Child::Addr(len), AddrlenFirst())
           .has_value())
       << "a zero length writes no address, so the address pointer is not used";
   EXPECT_EQ(*len, 28);
@@ -238,15 +244,15 @@ TEST_F(TargetTest, CopySockAddrOutErrors) {
   uint8_t* buf = child_->rw();
   int32_t* len = reinterpret_cast<int32_t*>(child_->rw() + 512);
   *len = -1;
-  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len)).error().err,
+  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len), AddrlenFirst()).error().err,
             EINVAL);
-  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(child_->unmapped()))
+  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(child_->unmapped()), AddrlenFirst())
                 .error()
                 .err,
             EFAULT);
-  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), 0).error().err, EFAULT);
+  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), 0, AddrlenFirst()).error().err, EFAULT);
   *len = 16;
-  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(child_->unmapped()), Child::Addr(len))
+  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(child_->unmapped()), Child::Addr(len), AddrlenFirst())
                 .error()
                 .err,
             EFAULT);
@@ -294,7 +300,8 @@ TEST_F(TargetTest, CopySockAddrOutMatchesTheKernel) {
         int kernel = child_->KernelGetsockname(Child::Addr(a.ptr), Child::Addr(l.ptr));
         auto kernel_memory = snapshot();
         prepare();
-        auto st = CopySockAddrOut(*target_, sock_.addr, Child::Addr(a.ptr), Child::Addr(l.ptr));
+        auto st = CopySockAddrOut(*target_, sock_.addr, Child::Addr(a.ptr), Child::Addr(l.ptr),
+                                  AddrlenFirst());
         int ours = st ? 0 : -st.error().err;
         auto our_memory = snapshot();
         if (kernel != ours || kernel_memory != our_memory) {
