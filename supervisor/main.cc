@@ -73,6 +73,11 @@ FILE* OpenOutput(const Options& o) {
   return f;
 }
 
+bool HasControllingTerminal() {
+  UniqueFd tty(open("/dev/tty", O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  return tty.Valid();
+}
+
 UniqueFd BlockSignalsIntoFd() {
   sigset_t set;
   sigemptyset(&set);
@@ -121,7 +126,11 @@ int Main(int argc, char** argv) {
   prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 
   unsigned flags = killable ? static_cast<unsigned>(SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) : 0u;
-  LaunchSpec spec{o.command, &*program, flags, &inherited};
+  // With a controlling terminal the program stays in our process group, so that job control
+  // (Ctrl-Z, fg, background reads) works unchanged. Without one (scripts, services, CI) it gets a
+  // group of its own, so that a signal to our group is not delivered to it twice.
+  bool own_group = !HasControllingTerminal();
+  LaunchSpec spec{o.command, &*program, flags, &inherited, own_group};
   auto launched = Launch(spec);
   if (!launched) {
     const SysError& e = launched.error();
@@ -142,7 +151,7 @@ int Main(int argc, char** argv) {
   auto shepherd = StartShepherd(launched->listener.Get(), *outstanding);
   if (!shepherd) spdlog::warn("no shepherd ({}): not fail-open", shepherd.error().ToString());
 
-  SessionConfig config{features, killable, o.trace ? out : nullptr, o.switching};
+  SessionConfig config{features, killable, o.trace ? out : nullptr, o.switching, own_group};
   Session session(std::move(config), std::move(launched->listener), launched->pid,
                   std::move(signal_fd), *outstanding);
   int status = session.Run();
