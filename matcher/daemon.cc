@@ -387,7 +387,21 @@ void Daemon::OnAbort(Session* s, Message& m) {
   const auto* body = m.As<InodeBody>();
   if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad abort");
   auto it = intents_.find(body->inode);
-  if (it != intents_.end() && it->second.session == s->id) intents_.erase(it);
+  if (it == intents_.end() || it->second.session != s->id) return;
+  intents_.erase(it);
+  // A claim waiting for this connection's kConnected will not get it: answer it now.
+  for (auto d = deferred_.begin(); d != deferred_.end();) {
+    auto peer = diag_.LookupTcp(d->key.remote, d->key.local);
+    if (!peer || peer->inode != body->inode) {
+      ++d;
+      continue;
+    }
+    if (Session* claimer = Alive(d->session)) {
+      ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kNo)};
+      (void)Send(claimer, MsgType::kClaimReply, d->seq, 0, Bytes(reply));
+    }
+    d = deferred_.erase(d);
+  }
 }
 
 void Daemon::OnConnected(Session* s, Message& m) {

@@ -284,22 +284,25 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
   auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
   auto file_flags = GetFileFlags(sock);
   if (!fd_flags || !file_flags) return false;
-  auto end = env_.switcher->SwitchClient(c.tid(), sock, (*file_flags & O_NONBLOCK) != 0);
-  if (!end) return false;
-  uint64_t end_ino = Inode(end->Get());
+  auto pair = fdinject::MakeStreamPair((*file_flags & O_NONBLOCK) != 0, false);
+  if (!pair) return false;
+  auto& [end, server_end] = *pair;
+  uint64_t end_ino = Inode(end.Get());
   // SETFD swaps the slot like dup2: epoll registrations made after this point see the AF_UNIX end,
   // and the TCP socket lives on in our copy (no FIN is sent).
-  auto installed = env_.installer.Install({c.id(), end->Get(), fd, fd_flags->cloexec, false});
+  auto installed = env_.installer.Install({c.id(), end.Get(), fd, fd_flags->cloexec, false});
   if (!installed) {
-    // The target left the call (signal, exit): the peer end sees EOF, as if the client closed.
+    // The target left the call (signal, exit) before the switch: its fd is still the TCP socket,
+    // connected, and stays so; nothing was announced, so nobody pairs with it.
     if (installed.error().TargetGone()) c.Abandon();
     return false;
   }
+  env_.switcher->ClientSwitched(c.tid(), sock, std::move(server_end), end_ino);
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
   auto local = Name(sock, false), remote = Name(sock, true);
   c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
                    (remote ? remote->ToString() : "?") + ")";
-  env_.switcher->MigrateEpoll(Inode(sock), sock, end->Get());
+  env_.switcher->MigrateEpoll(Inode(sock), sock, end.Get());
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
   return true;  // the caller answers with the connect's own result
 }

@@ -122,19 +122,15 @@ void Switcher::Abort(pid_t pid, int sock) {
   (void)client_.Send(MsgType::kAbort, pid, matcher::Bytes(body));
 }
 
-Result<UniqueFd> Switcher::SwitchClient(pid_t pid, int sock, bool nonblocking) {
-  auto pair = fdinject::MakeStreamPair(nonblocking, false);
-  if (!pair) return tl::unexpected(pair.error());
-  auto& [client_end, server_end] = *pair;
+void Switcher::ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino) {
   uint64_t server_ino = Inode(server_end.Get());
-  matcher::InodeBody body{Inode(client_end.Get())};
+  matcher::InodeBody body{client_end_ino};
   int fds[2] = {sock, server_end.Get()};
-  if (auto st = client_.Send(MsgType::kConnected, pid, matcher::Bytes(body), fds); !st) {
-    return tl::unexpected(st.error());
-  }
+  // If the daemon is gone, the copy below is relayed once the loss is noticed (ResolveOrphans).
+  (void)client_.Send(MsgType::kConnected, pid, matcher::Bytes(body), fds);
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
   awaiting_[server_ino] = Awaiting{std::move(server_end), std::move(tcp)};
-  return std::move(client_end);
+  if (!active()) OnLost();
 }
 
 namespace {

@@ -59,9 +59,10 @@ class Switcher {
   // failed or is not switched after all.
   bool Approve(pid_t pid, int sock, const SockAddr& dest);
   void Abort(pid_t pid, int sock);
-  // The connect succeeded: creates the pair and hands the peer end to the daemon. Returns the end
-  // to install in the program (its O_NONBLOCK as requested).
-  Result<UniqueFd> SwitchClient(pid_t pid, int sock, bool nonblocking);
+  // The connect succeeded and the client end of a new pair is in the program: hands the server
+  // end to the daemon and keeps a copy until the daemon says who has it. Only after the install:
+  // an end whose peer never reached the program would make the server's first write fail.
+  void ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino);
 
   // Server side: the AF_UNIX end to install instead of `accepted`, if it is paired: pushed to us
   // ahead of the accept (no round trip), or claimed from the daemon. Installed() reports it placed.
@@ -136,7 +137,6 @@ class Switcher {
   boost::asio::steady_timer sweep_timer_;
   boost::asio::steady_timer orphan_timer_;
   bool sweep_scheduled_ = false;
-  // A pending switch: the approved socket's inode, between Approve and SwitchClient/Abort.
   uint64_t relays_active_ = 0;
 };
 
