@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""A Go server under load keeps working while Go preempts with SIGURG.
+"""Supervised programs keep working under a storm of signals hitting their trapped calls.
 
 The Go runtime preempts a goroutine that runs for more than ~10 ms by sending SIGURG to its
 thread, with handlers installed SA_RESTART; a signal that lands while a thread waits for the
-supervisor's answer withdraws or delays the notification. goserver -spin runs busy goroutines so
+supervisor's answer withdraws the notification (or, with WAIT_KILLABLE_RECV, is delayed until the
+answer), and the call is restarted as a new notification. goserver -spin runs busy goroutines so
 the runtime preempts all the time, and the test adds a storm of SIGURG to every thread of the
 server and the client (tgkill), as the runtime's own preemption does, while 8 Go workers make 160
-connections. Every byte is verified; the output equals a native run under the same storm.
+connections. A static C client with an SA_RESTART SIGURG handler and non-blocking connects gets
+the same storm. Every byte is verified; the output equals a native run under the same storm.
 """
 
 import ctypes
@@ -52,9 +54,9 @@ class SigurgStorm:
         self._thread.join(10)
 
 
-class GoPreemption(fr.FixtureTest):
+class SignalStorm(fr.FixtureTest):
 
-    def run_under_storm(self, supervise, extra=()):
+    def run_under_storm(self, supervise, extra=(), c_client=False):
         port_file = self.path("port")
         if os.path.exists(port_file):
             os.unlink(port_file)
@@ -63,6 +65,11 @@ class GoPreemption(fr.FixtureTest):
         client_cmd = [harness.program("goclient"), "-port-file", port_file, "-mode", "sink",
                       "-bytes", "30000", "-chunk", "3000", "-workers", "8",
                       "-conns", str(CONNECTIONS // 8)]
+        if c_client:
+            client_cmd = [harness.program("tcp_client"), "--port-file", port_file,
+                          "--mode", "sink", "--bytes", "30000", "--chunk", "3000",
+                          "--threads", "8", "--conns", str(CONNECTIONS // 8),
+                          "--nonblock-connect", "--sigurg-handler", "--timeout", "60"]
         server = self.start(self.wrap(server_cmd, supervise, extra=extra))
         fr.read_port(port_file)
         client = self.start(self.wrap(client_cmd, supervise, extra=extra))
@@ -78,12 +85,13 @@ class GoPreemption(fr.FixtureTest):
         self.assertGreater(storm.sent, 0)
         return server_result, client_result
 
-    def check(self, extra):
-        native = self.run_under_storm(False)
+    def check(self, extra, c_client=False):
+        native = self.run_under_storm(False, c_client=c_client)
         self.assertEqual(native[1][0], 0, native)
-        supervised = self.run_under_storm(True, extra)
+        supervised = self.run_under_storm(True, extra, c_client=c_client)
+        # The client first: its errors name the failing calls.
+        self.assertRunsAlike(native[1], supervised[1], "client")
         self.assertRunsAlike(native[0], supervised[0], "Go server")
-        self.assertRunsAlike(native[1], supervised[1], "Go client")
         self.assertEqual(supervised[1][1], [f"client: mode=sink connections={CONNECTIONS} "
                                             f"bytes={CONNECTIONS * 30000} errors=0"])
         received = [re.search(r"SIGURG received (\d+)", line) for line in supervised[0][2]]
@@ -91,11 +99,25 @@ class GoPreemption(fr.FixtureTest):
         self.assertEqual(len(received), 1, supervised[0][2])
         self.assertGreater(received[0], 0, "the server saw SIGURG while serving")
 
-    def test_wait_killable(self):
+    def test_go_wait_killable(self):
         self.check([])
 
-    def test_no_wait_killable(self):
+    # Fails until fixed: without WAIT_KILLABLE_RECV a signal can withdraw a connect notification
+    # after the supervisor has acted on it (connected or switched the socket); the restarted
+    # connect then meets an already connected socket (the trace shows "= ? (interrupted)
+    # switched to unix" followed by "= -1 EISCONN"), and some connections end up reset: the
+    # client reads ECONNRESET and the server's reply fails with EPIPE.
+    def test_go_no_wait_killable(self):
         self.check(["--no-wait-killable"])
+
+    def test_c_client_wait_killable(self):
+        self.check([], c_client=True)
+
+    # Fails until fixed, same cause: natively a non-blocking connect() returns EINPROGRESS (it never
+    # sleeps, so a signal cannot interrupt it); supervised without WAIT_KILLABLE_RECV, the restart
+    # of an interrupted notification returns EISCONN or EALREADY to the program.
+    def test_c_client_no_wait_killable(self):
+        self.check(["--no-wait-killable"], c_client=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 //   tcp_client --host H (--port P | --port-file F) [--mode echo|sink|source] [--bytes N]
 //              [--chunk C] [--half-close] [--seed S] [--threads K] [--conns M] [--parallel P]
 //              [--nonblock-connect] [--progress] [--pause-ms MS] [--timeout S]
+//              [--sigurg-handler]
 //
 // Each of K threads makes M rounds; a round opens P connections at once (all connects first, then
 // the transfers), so K*M*P connections in all. Connection c of a thread sends the pattern with seed
@@ -16,6 +17,8 @@
 // destination's family. Prints
 //   client: mode=sink connections=T bytes=X errors=0
 // and exits 0, or 1 when anything mismatched (details on stderr), 4 on --timeout.
+// --sigurg-handler installs a counting SIGURG handler with SA_RESTART (as Go's runtime does), so a
+// storm of SIGURG interrupts the client's blocking calls; the count goes to stderr.
 #include "fixture.h"  // first: it defines _GNU_SOURCE
 
 #include <pthread.h>
@@ -40,18 +43,26 @@ static struct {
   int progress;
   int pause_ms;
   int timeout_s;
-} config = {"127.0.0.1", 0, NULL, kSink, 100000, 16384, 0, 0, 1, 1, 1, 0, 0, 0, 60};
+  int sigurg_handler;
+} config = {"127.0.0.1", 0, NULL, kSink, 100000, 16384, 0, 0, 1, 1, 1, 0, 0, 0, 60, 0};
 
 static struct sockaddr_storage dest;
 static socklen_t dest_len;
 static atomic_llong connections_ok, bytes_total, errors;
 static atomic_int progress_lines;
+static atomic_llong sigurg_count;
+
+static void OnSigurg(int sig) {
+  (void)sig;
+  atomic_fetch_add(&sigurg_count, 1);
+}
 
 static void Usage(void) {
   fprintf(stderr,
           "usage: tcp_client --host H (--port P | --port-file F) [--mode echo|sink|source]\n"
           "  [--bytes N] [--chunk C] [--half-close] [--seed S] [--threads K] [--conns M]\n"
-          "  [--parallel P] [--nonblock-connect] [--progress] [--pause-ms MS] [--timeout S]\n");
+          "  [--parallel P] [--nonblock-connect] [--progress] [--pause-ms MS] [--timeout S]\n"
+          "  [--sigurg-handler]\n");
   exit(2);
 }
 
@@ -68,6 +79,10 @@ static void ParseArgs(int argc, char** argv) {
     }
     if (strcmp(opt, "--progress") == 0) {
       config.progress = 1;
+      continue;
+    }
+    if (strcmp(opt, "--sigurg-handler") == 0) {
+      config.sigurg_handler = 1;
       continue;
     }
     if (i + 1 >= argc) Usage();
@@ -312,6 +327,13 @@ int main(int argc, char** argv) {
   ParseArgs(argc, argv);
   signal(SIGALRM, OnTimeout);
   alarm((unsigned)config.timeout_s);
+  if (config.sigurg_handler) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = OnSigurg;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGURG, &sa, NULL);
+  }
   int port = config.port_file ? fx_read_port_file(config.port_file, 10.0) : config.port;
   if (port <= 0) Usage();
   dest_len = fx_make_addr(config.host, port, &dest);
@@ -333,6 +355,9 @@ int main(int argc, char** argv) {
   }
   for (int t = 0; t < config.threads; ++t) pthread_join(threads[t], NULL);
   long long errs = atomic_load(&errors);
+  if (config.sigurg_handler) {
+    fprintf(stderr, "tcp_client: SIGURG received %lld\n", (long long)atomic_load(&sigurg_count));
+  }
   printf("client: mode=%s connections=%lld bytes=%lld errors=%lld\n", ModeName(config.mode),
          (long long)atomic_load(&connections_ok), (long long)atomic_load(&bytes_total), errs);
   return errs == 0 ? 0 : 1;
