@@ -35,21 +35,25 @@ void PendingCall::Finish(const Status& sent, TraceRecord::Outcome outcome) {
   if (sinks_->trace.enabled()) sinks_->trace.Write(record_);
 }
 
+// Every call ends in exactly one of continued, emulated or interrupted.
 void PendingCall::Continue() {
-  ++sinks_->stats.continued;
-  Finish(sinks_->notifier.Continue(n_.id), TraceRecord::Outcome::kKernel);
+  Status sent = sinks_->notifier.Continue(n_.id);
+  if (sent) ++sinks_->stats.continued;
+  Finish(sent, TraceRecord::Outcome::kKernel);
 }
 
 void PendingCall::Return(int64_t value) {
-  ++sinks_->stats.emulated;
   record_.value = value;
-  Finish(sinks_->notifier.Return(n_.id, value), TraceRecord::Outcome::kValue);
+  Status sent = sinks_->notifier.Return(n_.id, value);
+  if (sent) ++sinks_->stats.emulated;
+  Finish(sent, TraceRecord::Outcome::kValue);
 }
 
 void PendingCall::Fail(int err) {
-  ++sinks_->stats.emulated;
   record_.err = err;
-  Finish(sinks_->notifier.Fail(n_.id, err), TraceRecord::Outcome::kError);
+  Status sent = sinks_->notifier.Fail(n_.id, err);
+  if (sent) ++sinks_->stats.emulated;
+  Finish(sent, TraceRecord::Outcome::kError);
 }
 
 void PendingCall::AnsweredWithFd(int fd) {
