@@ -114,9 +114,8 @@ TEST_F(PendingCallTest, EnoentCountsAsInterrupted) {
   EXPECT_THAT(trace, ::testing::Not(::testing::HasSubstr("= 5")));
 }
 
-// Fails until fixed: PendingCall::Continue/Return/Fail count the call as continued or emulated
-// before the answer is sent, and Finish() counts it again as interrupted when the answer gets
-// ENOENT (pending_call.cc), so the --stats breakdown adds up to more than the total.
+// Regression (fixed in 08528f2): an interrupted answer was counted both as continued/emulated and
+// as interrupted, so the --stats breakdown added up to more than the total.
 TEST_F(PendingCallTest, OutcomesPartitionTheTotal) {
   // --stats prints "total N (kernel K, emulated E, interrupted I)": each call is counted in one of
   // the three, so an interrupted CONTINUE or emulation must not also count as kernel or emulated.

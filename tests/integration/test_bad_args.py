@@ -47,27 +47,25 @@ class BadArguments(fr.FixtureTest):
             self.assertEqual(native[1], supervised[1], f"\n{diff}\nstderr: {supervised[2]}")
             self.assertEqual(supervised[0], 0, supervised[2])
 
-    # Fails until fixed: on a connection moved to AF_UNIX, a second connect() gives EINVAL instead
-    # of EISCONN and connect(AF_UNSPEC) gives EINVAL instead of disconnecting.
+    # Regression (fixed in d22a89d): on a connection moved to AF_UNIX, a second connect() gave
+    # EINVAL instead of EISCONN and connect(AF_UNSPEC) gave EINVAL instead of disconnecting.
     def test_connect(self):
         self.compare("connect")
 
     def test_bind_and_listen(self):
         self.compare("bind")
 
-    # Fails until fixed:
-    #  - accept() on a connected blocking TCP socket is held (and hangs: EINTR from the case's
-    #    alarm) instead of failing EINVAL at once;
-    #  - the peer address is stored before its length, while Linux 6.18's move_addr_to_user()
-    #    stores the length first (read-only addrlen, unmapped address with a longer length);
-    #  - accept() with no free fd fails EMFILE as it should, but the connection has been taken off
-    #    the listener's queue and parked in the supervisor: the listener no longer polls readable;
-    #  - a connection reset by its (supervised) peer before the accept reads EOF, not ECONNRESET.
+    # Fails until fixed: a connection reset by its (supervised) peer before the accept reads EOF
+    # instead of ECONNRESET: SO_LINGER {1, 0} and close() on a switched (AF_UNIX) end send no reset.
+    # Regressions covered here, fixed in d22a89d: accept() on a connected blocking TCP socket was
+    # held (and hung) instead of failing EINVAL; the peer address was stored before its length
+    # (Linux 6.18 stores the length first); with no free fd the connection was taken off the
+    # listener's queue (it no longer polled readable).
     def test_accept(self):
         self.compare("accept")
 
-    # Fails until fixed: getsockname/getpeername store the address before the length (the kernel
-    # stores the length first), visible with a read-only addrlen or an unmapped address.
+    # Regression (fixed in d22a89d): getsockname/getpeername stored the address before the length,
+    # while the kernel stores the length first (read-only addrlen, unmapped address).
     def test_getsockname_getpeername(self):
         self.compare("names")
 

@@ -52,12 +52,11 @@ class SignalForwarding(fr.FixtureTest):
                                  f" {err}")
                 self.assertEqual(out, ["ready"])
 
-    # Fails until fixed: the program gets a group-wide SIGTERM directly and then once more from
-    # slipstream-trace, which forwards every signal whose si_code is SI_USER (session.cc,
-    # OnSignals) and cannot tell a kill(-pgid) from a kill(pid).
+    # Regression (fixed in 70e44ea): the program got a group-wide SIGTERM directly and then once
+    # more from slipstream-trace, which forwarded every SI_USER signal.
     #
     # The second copy is only visible when the program has handled the first before it arrives
-    # (two pending instances of a standard signal merge), about 60% of runs here; 8 runs miss the
+    # (two pending instances of a standard signal merge), about 60% of runs; 8 runs miss a
     # duplicate with a probability below 0.1%.
     def test_group_signal_arrives_once(self):
         native = self.catch(signal.SIGTERM, False, to_group=True)
