@@ -106,20 +106,21 @@ class SignalStorm(fr.FixtureTest):
     def test_go_wait_killable(self):
         self.check([])
 
-    # Fails until fixed: without WAIT_KILLABLE_RECV a signal can withdraw a connect notification
-    # after the supervisor has acted on it (connected or switched the socket); the restarted
-    # connect then meets an already connected socket (the trace shows "= ? (interrupted)
-    # switched to unix" followed by "= -1 EISCONN"), and some connections end up reset: the
-    # client reads ECONNRESET and the server's reply fails with EPIPE.
+    # Regression (fixed in 2e55e86): without WAIT_KILLABLE_RECV a signal between the switch and
+    # the answer left some connections reset (ECONNRESET in the client, EPIPE in the server).
     def test_go_no_wait_killable(self):
         self.check(["--no-wait-killable"])
 
     def test_c_client_wait_killable(self):
         self.check([], c_client=True)
 
-    # Fails until fixed, same cause: natively a non-blocking connect() returns EINPROGRESS (it never
-    # sleeps, so a signal cannot interrupt it); supervised without WAIT_KILLABLE_RECV, the restart
-    # of an interrupted notification returns EISCONN or EALREADY to the program.
+    # Fails until fixed: natively a non-blocking connect() returns EINPROGRESS (it never sleeps, so a
+    # signal cannot interrupt it). Supervised without WAIT_KILLABLE_RECV, a signal can withdraw the
+    # notification after the supervisor has switched the socket; the restarted connect then gets
+    # EISCONN (socket_calls.cc, ConnectSwitched) instead of the first call's answer, and the client
+    # drops a connection the server still answers. Seen with it: slipstream-trace itself killed by
+    # SIGPIPE (exit status -13 instead of the program's) when it forwards that answer into the end
+    # the client closed.
     def test_c_client_no_wait_killable(self):
         self.check(["--no-wait-killable"], c_client=True)
 
