@@ -10,7 +10,7 @@ namespace slipstream {
 
 SockAddr::SockAddr(const void* addr, socklen_t len) {
   len_ = std::min<socklen_t>(len, sizeof(storage_));
-  std::memcpy(&storage_, addr, len_);
+  if (len_ > 0) std::memcpy(&storage_, addr, len_);  // an empty span may come with a null pointer
 }
 
 std::optional<SockAddr> SockAddr::Parse(const std::string& text) {
