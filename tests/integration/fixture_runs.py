@@ -277,6 +277,12 @@ def read_port(path, timeout=10.0):
     return int(harness.wait_for_file(path, timeout))
 
 
+# What a trace line may show for a connect: the supervisor's own answer, or "? (kernel)" when it
+# let the kernel run the call (a connect Slipstream does not switch).
+CONNECT_BLOCKING = ("0", "? (kernel)")
+CONNECT_NONBLOCKING = CONNECT_BLOCKING + ("-1 EINPROGRESS (Operation now in progress)",)
+
+
 def calls(records, name):
     """The parsed trace records of one call (e.g. "connect")."""
     return [r for r in records if r["call"] == name]
