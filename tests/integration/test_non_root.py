@@ -11,6 +11,7 @@ and write the programs' memory without privileges.
 import os
 import pwd
 import shutil
+import signal
 import stat
 import unittest
 
@@ -46,10 +47,27 @@ class NonRoot(fr.FixtureTest):
             dst = os.path.join(self.bin, name)
             shutil.copy(src, dst)
             os.chmod(dst, 0o755)
+        # Runs after the processes are killed: whatever still runs from the copied binaries (the
+        # slipstreamd that slipstream-trace started in this test's runtime directory) goes too.
+        self.addCleanup(self.kill_copied_binaries)
         self.work = os.path.join(self.tmp, "work")
         os.mkdir(self.work, 0o700)
         os.chown(self.work, self.user.pw_uid, self.user.pw_gid)
         self.runtime = os.path.join(self.work, "runtime")
+
+    def kill_copied_binaries(self):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                exe = os.readlink(f"/proc/{entry}/exe")
+            except OSError:
+                continue
+            if exe.startswith(self.bin + os.sep):
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def as_user(self, cmd):
         return ["runuser", "-u", USER, "--", "env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}",
