@@ -121,6 +121,9 @@ int Main(int argc, char** argv) {
 
   InheritedSignals inherited = InheritedSignals::Capture();
   BlockingGuard::InstallHandler();
+  // A relay writing into an end the program has closed must get EPIPE, not kill us. (The program
+  // gets back the disposition it was started with.)
+  signal(SIGPIPE, SIG_IGN);
   UniqueFd signal_fd = BlockSignalsIntoFd();
   // Orphaned descendants are reparented to us: we reap them, and they stay our descendants.
   prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);

@@ -42,18 +42,20 @@ void PendingCall::Continue() {
   Finish(sent, TraceRecord::Outcome::kKernel);
 }
 
-void PendingCall::Return(int64_t value) {
+bool PendingCall::Return(int64_t value) {
   record_.value = value;
   Status sent = sinks_->notifier.Return(n_.id, value);
   if (sent) ++sinks_->stats.emulated;
   Finish(sent, TraceRecord::Outcome::kValue);
+  return sent.has_value();
 }
 
-void PendingCall::Fail(int err) {
+bool PendingCall::Fail(int err) {
   record_.err = err;
   Status sent = sinks_->notifier.Fail(n_.id, err);
   if (sent) ++sinks_->stats.emulated;
   Finish(sent, TraceRecord::Outcome::kError);
+  return sent.has_value();
 }
 
 void PendingCall::AnsweredWithFd(int fd) {

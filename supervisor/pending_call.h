@@ -39,9 +39,11 @@ class PendingCall {
   TraceRecord& trace() { return record_; }
 
   // Each answers the call once; ENOENT (the target left the call) is recorded, not an error.
+  // Return and Fail say whether the answer reached the target: a call whose answer was lost is
+  // restarted (SA_RESTART) or failed with EINTR, and some callers must remember that.
   void Continue();
-  void Return(int64_t value);
-  void Fail(int err);
+  bool Return(int64_t value);
+  bool Fail(int err);
   // The call was answered by ADDFD with SECCOMP_ADDFD_FLAG_SEND, returning `fd`.
   void AnsweredWithFd(int fd);
   // The target left the call: nothing can be answered any more.

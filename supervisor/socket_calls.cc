@@ -199,7 +199,7 @@ void SocketCalls::OnListen(PendingCall& c) {
   // listen() has no credential checks and acts on the shared socket: run it on the copy.
   if (listen(sock->Get(), backlog) < 0) {
     if (IsSupervisorResourceError(errno)) return;
-    return c.Fail(errno);
+    return (void)c.Fail(errno);
   }
   if (env_.switcher != nullptr && env_.local.SameNetns(c.tid())) {
     if (auto tgid = ThreadGroupOf(c.tid())) env_.switcher->OnListener(*tgid, fd, sock->Get());
@@ -231,6 +231,10 @@ void SocketCalls::OnConnect(PendingCall c) {
     return;
   }
   if (!taken) return;
+  if (unreported_connects_.erase(Inode(taken->fd.Get())) != 0) {
+    // The restart of a connect() we completed but could not answer.
+    if (Established(taken->fd.Get())) return (void)c.Return(0);
+  }
   std::optional<UniqueFd> sock = std::move(taken->fd);
   bool approved = false;
   if (env_.switcher != nullptr && env_.switcher->active()) {
@@ -263,18 +267,27 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   }
   if (rc < 0 && err == EINTR && blocking) return false;  // handshake still running: hold
   bool connected = rc == 0 || (err == EINPROGRESS && Established(sock));
+  bool switched = false;
   if (approved) {
     // Switch only a connection that is established; one still in its handshake (a full SYN
     // queue) stays TCP rather than making a non-blocking program wait.
-    if (!connected || !SwitchConnected(c, sock, rc != 0)) env_.switcher->Abort(c.tid(), sock);
+    switched = connected && SwitchConnected(c, sock, rc != 0);
+    if (!switched) env_.switcher->Abort(c.tid(), sock);
     if (c.answered()) return true;
   }
-  if (rc == 0) {
-    c.Return(0);
-  } else if (IsSupervisorResourceError(err)) {
+  if (IsSupervisorResourceError(err) && rc != 0) {
     c.Continue();
-  } else {
-    c.Fail(err);
+    return true;
+  }
+  bool delivered = rc == 0 ? c.Return(0) : c.Fail(err);
+  if (!delivered && (rc == 0 || err == EINPROGRESS)) {
+    // The program left the call after the connection was made (a signal without WAIT_KILLABLE).
+    // Its restarted connect() must report that connection, not EISCONN.
+    if (switched) {
+      if (SwitchedSocket* sw = env_.switcher->Find(switched_end_ino_)) sw->connect_unreported = true;
+    } else {
+      unreported_connects_.insert(Inode(sock));
+    }
   }
   return true;
 }
@@ -304,13 +317,14 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
                    (remote ? remote->ToString() : "?") + ")";
   env_.switcher->MigrateEpoll(Inode(sock), sock, end.Get());
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
+  switched_end_ino_ = end_ino;
   return true;  // the caller answers with the connect's own result
 }
 
 void SocketCalls::ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock) {
   SwitchedSocket& sw = *sock.switched;
   // __inet_stream_connect() on an established socket.
-  if (dest.len() < sizeof(sa_family_t)) return c.Fail(EINVAL);
+  if (dest.len() < sizeof(sa_family_t)) return (void)c.Fail(EINVAL);
   if (dest.family() == AF_UNSPEC) {
     // A disconnect: give the program its TCP socket back, then disconnect that (the peer sees the
     // AF_UNIX end close), so the socket can be connected again, as with TCP.
@@ -323,13 +337,13 @@ void SocketCalls::ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& so
       return;
     }
     UniqueFd tcp = env_.switcher->Unbook(Inode(sock.fd.Get()));
-    if (connect(tcp.Get(), dest.get(), dest.len()) < 0) return c.Fail(errno);
+    if (connect(tcp.Get(), dest.get(), dest.len()) < 0) return (void)c.Fail(errno);
     c.trace().note = "(switched socket returned to TCP and disconnected)";
-    return c.Return(0);
+    return (void)c.Return(0);
   }
   if (sw.connect_unreported) {
     sw.connect_unreported = false;
-    return c.Return(0);
+    return (void)c.Return(0);
   }
   c.Fail(EISCONN);
 }
@@ -414,23 +428,32 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
 
 void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id,
                           const AcceptArgs& args) {
-  auto peer = Name(conn.tcp.Get(), true);
-  if (!peer) return c.Fail(ECONNABORTED);  // as the kernel's accept does when getname fails
-  c.trace().note = "(peer " + peer->ToString() + ")";
+  // accept() asks for the peer with getname(peer=2), which answers even for a connection that was
+  // reset while queued; getpeername() would fail then. SO_PEERNAME is the same getname(peer=2).
+  // SO_PEERNAME wants a buffer no larger than the address: size it from our own address's family.
+  SockAddr peer;
+  auto self = Name(conn.tcp.Get(), false);
+  socklen_t peer_len = self && self->family() == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  if (getsockopt(conn.tcp.Get(), SOL_SOCKET, SO_PEERNAME, peer.mutable_get(), &peer_len) < 0) {
+    if (args.addr != 0) return (void)c.Fail(ECONNABORTED);  // as the kernel when getname fails
+    peer_len = 0;
+  }
+  peer.set_len(peer_len);
+  c.trace().note = "(peer " + peer.ToString() + ")";
   if (args.addr != 0) {
     auto target = OpenTarget(c);
     if (!target) return c.Abandon();
     // As in the kernel, a bad address fails the call after the connection was taken: it is lost.
-    auto st = tracer::CopySockAddrOut(*target, *peer, args.addr, args.addrlen_ptr,
+    auto st = tracer::CopySockAddrOut(*target, peer, args.addr, args.addrlen_ptr,
                                            env_.features.addrlen_first);
-    if (!st) return c.Fail(st.error().err);
+    if (!st) return (void)c.Fail(st.error().err);
   }
   int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
   auto fd = env_.installer.Install({c.id(), give, -1, (args.flags & SOCK_CLOEXEC) != 0, true});
   if (!fd) {
     parked_[listener_id].push_back(std::move(conn));
     if (fd.error().TargetGone()) return c.Abandon();
-    return c.Fail(fd.error().err);  // EMFILE: the target's fd table is full
+    return (void)c.Fail(fd.error().err);  // EMFILE: the target's fd table is full
   }
   ++env_.stats.accepts;
   if (conn.unix_end) {
@@ -452,10 +475,10 @@ void SocketCalls::OnGetName(PendingCall& c, bool peer) {
   auto addr = Name(sock->tcp(), peer);
   if (!addr) {
     if (!sock->switched) return;  // ENOTCONN and friends: the kernel says it exactly
-    return c.Fail(errno);
+    return (void)c.Fail(errno);
   }
   auto st = tracer::CopySockAddrOut(*target, *addr, c.arg(1), c.arg(2), env_.features.addrlen_first);
-  if (!st) return c.Fail(st.error().err);
+  if (!st) return (void)c.Fail(st.error().err);
   c.trace().note = "(" + addr->ToString() + ")";
   c.Return(0);
 }
@@ -488,24 +511,24 @@ void SocketCalls::EmulateSockopt(PendingCall& c, int tcp, bool get) {
   uint64_t optval = c.arg(3);
   if (!get) {
     int len = static_cast<int>(c.arg(4));
-    if (len < 0) return c.Fail(EINVAL);
+    if (len < 0) return (void)c.Fail(EINVAL);
     std::vector<uint8_t> value(std::min<size_t>(static_cast<size_t>(len), kMaxOptLen));
-    if (!value.empty() && !target->Read(optval, value)) return c.Fail(EFAULT);
+    if (!value.empty() && !target->Read(optval, value)) return (void)c.Fail(EFAULT);
     if (setsockopt(tcp, level, name, value.data(), static_cast<socklen_t>(value.size())) < 0) {
-      return c.Fail(errno);
+      return (void)c.Fail(errno);
     }
-    return c.Return(0);
+    return (void)c.Return(0);
   }
   auto len = target->ReadInt(c.arg(4));
-  if (!len) return c.Fail(EFAULT);
-  if (*len < 0) return c.Fail(EINVAL);
+  if (!len) return (void)c.Fail(EFAULT);
+  if (*len < 0) return (void)c.Fail(EINVAL);
   std::vector<uint8_t> value(std::min<size_t>(static_cast<size_t>(*len), kMaxOptLen));
   // Some options take input in the buffer too (TCP_INFO does not, TCP_REPAIR_WINDOW does).
   if (!value.empty()) (void)target->Read(optval, value);
   socklen_t out_len = static_cast<socklen_t>(value.size());
-  if (getsockopt(tcp, level, name, value.data(), &out_len) < 0) return c.Fail(errno);
-  if (out_len > 0 && !target->Write(optval, {value.data(), out_len})) return c.Fail(EFAULT);
-  if (!target->WriteInt(c.arg(4), static_cast<int32_t>(out_len))) return c.Fail(EFAULT);
+  if (getsockopt(tcp, level, name, value.data(), &out_len) < 0) return (void)c.Fail(errno);
+  if (out_len > 0 && !target->Write(optval, {value.data(), out_len})) return (void)c.Fail(EFAULT);
+  if (!target->WriteInt(c.arg(4), static_cast<int32_t>(out_len))) return (void)c.Fail(EFAULT);
   c.trace().note = "(from the retained TCP socket)";
   c.Return(0);
 }
@@ -520,8 +543,8 @@ void SocketCalls::OnShutdown(PendingCall& c) {
   if (!sock || !sock->switched) return;
   // TCP's SHUT_RD is local: the peer may keep sending. On AF_UNIX it would also make the peer's
   // writes fail with EPIPE, so the read side is left open (docs/differences.md).
-  if (how == SHUT_RD) return c.Return(0);
-  if (shutdown(sock->fd.Get(), SHUT_WR) < 0) return c.Fail(errno);
+  if (how == SHUT_RD) return (void)c.Return(0);
+  if (shutdown(sock->fd.Get(), SHUT_WR) < 0) return (void)c.Fail(errno);
   c.Return(0);
 }
 

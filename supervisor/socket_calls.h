@@ -9,6 +9,7 @@
 
 #include <deque>
 #include <map>
+#include <set>
 #include <optional>
 
 #include "base/syscalls.h"
@@ -100,6 +101,10 @@ class SocketCalls {
   // Connections accepted for a call the target left before the answer (a signal, EMFILE): they go
   // to the next accept on the same listener, as they would have stayed in the kernel's queue.
   std::map<FileId, std::deque<Parked>, FileIdLess> parked_;
+  // TCP sockets whose emulated connect() completed but whose answer was lost (a signal): as in
+  // the kernel, the restarted connect() reports the completed connection once.
+  std::set<uint64_t> unreported_connects_;
+  uint64_t switched_end_ino_ = 0;  // set by SwitchConnected for its caller
 };
 
 // Errors that describe the supervisor's own limits, not the target's call: never hand them to the
