@@ -3,8 +3,8 @@
 
 namespace slipstream {
 
-// "ECONNREFUSED" for ECONNREFUSED; "E<number>" for values without a name. Async-signal-safe for known
-// values (returns a static string).
+// "ECONNREFUSED" for ECONNREFUSED; "E<number>" for values without a name. Async-signal-safe for
+// known values (returns a static string).
 const char* ErrnoName(int err);
 
 }  // namespace slipstream

@@ -19,7 +19,8 @@ bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude) {
     dirent* p = readdir(proc);
     if (p == nullptr) break;
     pid_t pid = static_cast<pid_t>(std::atoi(p->d_name));
-    if (pid <= 0 || pid == self || std::find(exclude.begin(), exclude.end(), pid) != exclude.end()) {
+    if (pid <= 0 || pid == self ||
+        std::find(exclude.begin(), exclude.end(), pid) != exclude.end()) {
       continue;
     }
     std::string dir = std::string("/proc/") + p->d_name + "/fd";

@@ -88,7 +88,8 @@ std::string SockAddr::ToString() const {
       return "[" + std::string(host) + "]:" + std::to_string(port());
     case AF_UNIX: {
       const auto* sun = reinterpret_cast<const sockaddr_un*>(&storage_);
-      size_t path_len = len_ > offsetof(sockaddr_un, sun_path) ? len_ - offsetof(sockaddr_un, sun_path) : 0;
+      size_t path_len =
+          len_ > offsetof(sockaddr_un, sun_path) ? len_ - offsetof(sockaddr_un, sun_path) : 0;
       if (path_len == 0) return "unix:(unnamed)";
       if (sun->sun_path[0] == '\0') return "unix:@" + std::string(sun->sun_path + 1, path_len - 1);
       return "unix:" + std::string(sun->sun_path, strnlen(sun->sun_path, path_len));
@@ -105,13 +106,20 @@ bool operator==(const SockAddr& a, const SockAddr& b) {
 
 const char* FamilyName(int family) {
   switch (family) {
-    case AF_UNSPEC: return "AF_UNSPEC";
-    case AF_UNIX: return "AF_UNIX";
-    case AF_INET: return "AF_INET";
-    case AF_INET6: return "AF_INET6";
-    case AF_NETLINK: return "AF_NETLINK";
-    case AF_PACKET: return "AF_PACKET";
-    default: return "AF_?";
+    case AF_UNSPEC:
+      return "AF_UNSPEC";
+    case AF_UNIX:
+      return "AF_UNIX";
+    case AF_INET:
+      return "AF_INET";
+    case AF_INET6:
+      return "AF_INET6";
+    case AF_NETLINK:
+      return "AF_NETLINK";
+    case AF_PACKET:
+      return "AF_PACKET";
+    default:
+      return "AF_?";
   }
 }
 

@@ -1,4 +1,5 @@
-// SockAddr: a copied socket address (IPv4, IPv6, v4-mapped IPv6, or anything else kept as raw bytes).
+// SockAddr: a copied socket address (IPv4, IPv6, v4-mapped IPv6, or anything else kept as raw
+// bytes).
 #ifndef SLIPSTREAM_BASE_SOCKADDR_H_
 #define SLIPSTREAM_BASE_SOCKADDR_H_
 
@@ -22,7 +23,9 @@ class SockAddr {
   }
   static std::optional<SockAddr> Parse(const std::string& text);  // "1.2.3.4:80", "[::1]:80"
 
-  sa_family_t family() const { return len_ >= sizeof(sa_family_t) ? storage_.ss_family : AF_UNSPEC; }
+  sa_family_t family() const {
+    return len_ >= sizeof(sa_family_t) ? storage_.ss_family : AF_UNSPEC;
+  }
   socklen_t len() const { return len_; }
   const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage_); }
   sockaddr* mutable_get() { return reinterpret_cast<sockaddr*>(&storage_); }

@@ -1,6 +1,7 @@
 // UniqueFd: the one owning file-descriptor type of Slipstream.
 //
-// Move-only; closes on destruction. Pass by value to hand over ownership. Never store an owning raw int.
+// Move-only; closes on destruction. Pass by value to hand over ownership. Never store an owning raw
+// int.
 #ifndef SLIPSTREAM_BASE_UNIQUE_FD_H_
 #define SLIPSTREAM_BASE_UNIQUE_FD_H_
 

@@ -81,7 +81,8 @@ static int Server(const char* port_file) {
 
 static int Client(int port, int rounds, int mib) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   if (connect(s, (struct sockaddr*)&a, sizeof(a)) < 0) {
     perror("connect");

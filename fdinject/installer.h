@@ -13,11 +13,11 @@
 namespace slipstream::fdinject {
 
 struct Placement {
-  uint64_t id = 0;        // the notification the target is blocked in
-  int src_fd = -1;        // our fd; the target gets a new reference to the same open file
-  int target_fd = -1;     // >= 0: replace this fd atomically like dup2 (ADDFD_FLAG_SETFD)
-  bool cloexec = false;   // FD_CLOEXEC is per fd, not per file: the only flag ADDFD accepts
-  bool send = false;      // also answer the call with the fd number (ADDFD_FLAG_SEND, Linux 5.14)
+  uint64_t id = 0;       // the notification the target is blocked in
+  int src_fd = -1;       // our fd; the target gets a new reference to the same open file
+  int target_fd = -1;    // >= 0: replace this fd atomically like dup2 (ADDFD_FLAG_SETFD)
+  bool cloexec = false;  // FD_CLOEXEC is per fd, not per file: the only flag ADDFD accepts
+  bool send = false;     // also answer the call with the fd number (ADDFD_FLAG_SEND, Linux 5.14)
 };
 
 class FdInstaller {

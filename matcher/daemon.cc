@@ -1,6 +1,7 @@
 #include "matcher/daemon.h"
 
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -8,16 +9,15 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include <linux/sockios.h>
 
 #include <cstring>
 #include <deque>
 #include <set>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "base/proc_scan.h"
 #include "base/syscalls.h"
@@ -103,13 +103,13 @@ struct Daemon::Session {
 };
 
 struct Daemon::Pending {
-  UniqueFd server_end;       // ours until handed over
-  uint64_t owner = 0;        // the client's supervisor session
-  pid_t owner_pid = 0;       // ... and its pid (it keeps a copy of the end until we report)
+  UniqueFd server_end;  // ours until handed over
+  uint64_t owner = 0;   // the client's supervisor session
+  pid_t owner_pid = 0;  // ... and its pid (it keeps a copy of the end until we report)
   int32_t client_pid = 0;
   uint64_t client_end_ino = 0;
   uint64_t server_end_ino = 0;
-  uint64_t handed_to = 0;    // the session that got the end (push or claim), 0 while we hold it
+  uint64_t handed_to = 0;  // the session that got the end (push or claim), 0 while we hold it
   int32_t server_pid = 0;
   Clock::time_point created;
   std::optional<Clock::time_point> accepted_since;  // the server side left the accept queue
@@ -287,15 +287,24 @@ void Daemon::Close(Session* s) {
 void Daemon::Handle(Session* s, Message m) {
   last_activity_ = Clock::now();
   switch (m.type()) {
-    case MsgType::kRegisterListener: return OnRegisterListener(s, m);
-    case MsgType::kIntent: return OnIntent(s, m);
-    case MsgType::kConnected: return OnConnected(s, m);
-    case MsgType::kAbort: return OnAbort(s, m);
-    case MsgType::kClaim: return OnClaim(s, m);
-    case MsgType::kInstalled: return OnInstalled(s, m);
-    case MsgType::kDisown: return OnDisown(s, m);
-    case MsgType::kStatus: return OnStatus(s, m);
-    default: return ReplyError(s, m, EPROTO, "unexpected message type");
+    case MsgType::kRegisterListener:
+      return OnRegisterListener(s, m);
+    case MsgType::kIntent:
+      return OnIntent(s, m);
+    case MsgType::kConnected:
+      return OnConnected(s, m);
+    case MsgType::kAbort:
+      return OnAbort(s, m);
+    case MsgType::kClaim:
+      return OnClaim(s, m);
+    case MsgType::kInstalled:
+      return OnInstalled(s, m);
+    case MsgType::kDisown:
+      return OnDisown(s, m);
+    case MsgType::kStatus:
+      return OnStatus(s, m);
+    default:
+      return ReplyError(s, m, EPROTO, "unexpected message type");
   }
 }
 
@@ -436,7 +445,8 @@ void Daemon::OnConnected(Session* s, Message& m) {
   for (const auto& [ino, l] : listeners_) {
     TcpSocketInfo info;
     info.local = l.addr;
-    if (ListenerCanReceive(info, key.local) && Alive(l.session) != nullptr) owners.insert(l.session);
+    if (ListenerCanReceive(info, key.local) && Alive(l.session) != nullptr)
+      owners.insert(l.session);
   }
   if (owners.empty()) return Resolve(it, /*claimed=*/false);
   spdlog::debug("pending {}", key.ToString());
@@ -518,7 +528,8 @@ void Daemon::OnClaim(Session* s, Message& m) {
   if (m.fds.size() != 1 || !m.body.empty()) return ReplyError(s, m, EINVAL, "bad claim");
   int tcp = m.fds[0].Get();
   auto local = Name(tcp, false), remote = Name(tcp, true);
-  if (!IsTcp(tcp) || !local || !remote) return ReplyError(s, m, EINVAL, "claim needs a TCP connection");
+  if (!IsTcp(tcp) || !local || !remote)
+    return ReplyError(s, m, EINVAL, "claim needs a TCP connection");
   ConnKey key{netns_, *local, *remote};
   auto it = pending_.find(key);
   if (it == pending_.end()) {
@@ -641,7 +652,8 @@ void Daemon::Sweep() {
     last_live_sweep_ = now;
     if (auto inodes = diag_.UnixInodes()) {
       for (auto it = live_.begin(); it != live_.end();) {
-        bool alive = inodes->count(it->second.client_end_ino) || inodes->count(it->second.server_end_ino);
+        bool alive =
+            inodes->count(it->second.client_end_ino) || inodes->count(it->second.server_end_ino);
         it = alive ? std::next(it) : live_.erase(it);
       }
     }
@@ -670,7 +682,8 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
   j["socket"] = SocketPath(config_.dir);
   j["supervisors"] = nlohmann::json::array();
   for (const auto& [id, s] : sessions_) {
-    if (!s->closed && id != asking_session) j["supervisors"].push_back({{"pid", s->pid}, {"uid", s->uid}});
+    if (!s->closed && id != asking_session)
+      j["supervisors"].push_back({{"pid", s->pid}, {"uid", s->uid}});
   }
   j["listeners"] = nlohmann::json::array();
   for (const auto& [ino, l] : listeners_) {
@@ -681,15 +694,15 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
   constexpr size_t kMaxListed = 1000;  // keeps the reply within one message
   for (const auto& [ino, c] : live_) {
     if (j["connections"].size() >= kMaxListed) break;
-    j["connections"].push_back({{"client", c.client.ToString()},
-                                {"server", c.server.ToString()},
-                                {"client_pid", c.client_pid},
-                                {"server_pid", c.server_pid},
-                                {"client_unix_inode", c.client_end_ino},
-                                {"server_unix_inode", c.server_end_ino},
-                                {"since", std::chrono::duration_cast<std::chrono::seconds>(
-                                              c.since.time_since_epoch())
-                                              .count()}});
+    j["connections"].push_back(
+        {{"client", c.client.ToString()},
+         {"server", c.server.ToString()},
+         {"client_pid", c.client_pid},
+         {"server_pid", c.server_pid},
+         {"client_unix_inode", c.client_end_ino},
+         {"server_unix_inode", c.server_end_ino},
+         {"since",
+          std::chrono::duration_cast<std::chrono::seconds>(c.since.time_since_epoch()).count()}});
   }
   j["pending"] = pending_.size();
   j["pairs_total"] = pairs_total_;

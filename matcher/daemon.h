@@ -24,11 +24,11 @@
 namespace slipstream::matcher {
 
 struct DaemonConfig {
-  std::string dir;                                    // runtime directory (socket, lock)
-  std::chrono::seconds idle_exit{30};                 // leave after this long without supervisors
-  std::chrono::milliseconds claim_grace{250};         // accepted but unclaimed -> relay
+  std::string dir;                             // runtime directory (socket, lock)
+  std::chrono::seconds idle_exit{30};          // leave after this long without supervisors
+  std::chrono::milliseconds claim_grace{250};  // accepted but unclaimed -> relay
   std::chrono::milliseconds deferred_claim_limit{2000};
-  int ready_fd = -1;                                  // written to once listening
+  int ready_fd = -1;  // written to once listening
 };
 
 class Daemon {
@@ -108,13 +108,13 @@ class Daemon {
     SockAddr addr;
     int32_t pid;
   };
-  std::map<uint64_t, ListenerReg> listeners_;   // by listener inode
+  std::map<uint64_t, ListenerReg> listeners_;  // by listener inode
   struct Intent {
     uint64_t session;
     std::chrono::steady_clock::time_point when;
   };
-  std::map<uint64_t, Intent> intents_;          // by client TCP socket inode
-  std::map<ConnKey, Pending> pending_;          // by the server side's (local, remote)
+  std::map<uint64_t, Intent> intents_;  // by client TCP socket inode
+  std::map<ConnKey, Pending> pending_;  // by the server side's (local, remote)
   struct Deferred {
     uint64_t session;
     uint64_t seq;
@@ -123,7 +123,7 @@ class Daemon {
     std::chrono::steady_clock::time_point since;
   };
   std::vector<Deferred> deferred_;
-  std::map<uint64_t, Live> live_;               // switched connections, by server end inode
+  std::map<uint64_t, Live> live_;  // switched connections, by server end inode
   uint64_t pairs_total_ = 0;
   uint64_t relays_total_ = 0;
 };

@@ -5,11 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 
@@ -58,13 +58,13 @@ int PrintStatus(const std::string& dir, bool json) {
   }
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) return 1;
-  printf("slipstreamd pid %d, %zu supervisor(s), %zu listener(s), %llu switched connection(s), "
-         "%d pending, %llu paired, %llu relayed since start\n",
-         j["pid"].get<int>(), j["supervisors"].size(), j["listeners"].size(),
-         static_cast<unsigned long long>(j["connections_total"].get<uint64_t>()),
-         j["pending"].get<int>(),
-         static_cast<unsigned long long>(j["pairs_total"].get<uint64_t>()),
-         static_cast<unsigned long long>(j["relays_total"].get<uint64_t>()));
+  printf(
+      "slipstreamd pid %d, %zu supervisor(s), %zu listener(s), %llu switched connection(s), "
+      "%d pending, %llu paired, %llu relayed since start\n",
+      j["pid"].get<int>(), j["supervisors"].size(), j["listeners"].size(),
+      static_cast<unsigned long long>(j["connections_total"].get<uint64_t>()),
+      j["pending"].get<int>(), static_cast<unsigned long long>(j["pairs_total"].get<uint64_t>()),
+      static_cast<unsigned long long>(j["relays_total"].get<uint64_t>()));
   if (!j["connections"].empty()) {
     printf("%-8s %-28s %-8s %-28s %s\n", "CLIENT", "CLIENT ADDRESS", "SERVER", "SERVER ADDRESS",
            "UNIX INODES");

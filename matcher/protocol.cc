@@ -87,22 +87,38 @@ Result<Message> ReceiveMessage(int sock, bool nonblocking) {
 
 const char* MsgTypeName(MsgType type) {
   switch (type) {
-    case MsgType::kRegisterListener: return "register-listener";
-    case MsgType::kIntent: return "intent";
-    case MsgType::kConnected: return "connected";
-    case MsgType::kAbort: return "abort";
-    case MsgType::kClaim: return "claim";
-    case MsgType::kInstalled: return "installed";
-    case MsgType::kStatus: return "status";
-    case MsgType::kDisown: return "disown";
-    case MsgType::kRegistered: return "registered";
-    case MsgType::kClaimReply: return "claim-reply";
-    case MsgType::kStatusReply: return "status-reply";
-    case MsgType::kError: return "error";
-    case MsgType::kRelease: return "release";
-    case MsgType::kRelay: return "relay";
-    case MsgType::kListener: return "listener";
-    case MsgType::kPush: return "push";
+    case MsgType::kRegisterListener:
+      return "register-listener";
+    case MsgType::kIntent:
+      return "intent";
+    case MsgType::kConnected:
+      return "connected";
+    case MsgType::kAbort:
+      return "abort";
+    case MsgType::kClaim:
+      return "claim";
+    case MsgType::kInstalled:
+      return "installed";
+    case MsgType::kStatus:
+      return "status";
+    case MsgType::kDisown:
+      return "disown";
+    case MsgType::kRegistered:
+      return "registered";
+    case MsgType::kClaimReply:
+      return "claim-reply";
+    case MsgType::kStatusReply:
+      return "status-reply";
+    case MsgType::kError:
+      return "error";
+    case MsgType::kRelease:
+      return "release";
+    case MsgType::kRelay:
+      return "relay";
+    case MsgType::kListener:
+      return "listener";
+    case MsgType::kPush:
+      return "push";
   }
   return "unknown";
 }

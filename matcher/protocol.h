@@ -12,14 +12,15 @@
 //   kAbort {client socket ino}                    (no reply) ...and gave up
 //   kConnected {client end ino} [tcp, server end] (no reply) -> kPush to the listeners' supervisor
 //                                                   or, if not every listener is supervised, kRelay
-//   kClaim [accepted tcp socket]                  kClaimReply {0: no, 1: here [end], 2: pushed to you}
-//   kInstalled {server end ino}                   (no reply) -> kRelease to the client's supervisor
-//   kDisown {server end ino}                      (no reply) -> kRelay to the client's supervisor
-//   kStatus                                       kStatusReply {json}
+//   kClaim [accepted tcp socket]                  kClaimReply {0: no, 1: here [end], 2: pushed to
+//   you} kInstalled {server end ino}                   (no reply) -> kRelease to the client's
+//   supervisor kDisown {server end ino}                      (no reply) -> kRelay to the client's
+//   supervisor kStatus                                       kStatusReply {json}
 //                                                 kListener {ino, added}: the supervised listeners
 //                                                 kPush {key} [server end]
-//                                                 kRelease {server end ino}: claimed, drop your copy
-//                                                 kRelay {server end ino}: never claimed, relay it
+//                                                 kRelease {server end ino}: claimed, drop your
+//                                                 copy kRelay {server end ino}: never claimed,
+//                                                 relay it
 //   anything malformed                            kError {errno, text}
 #ifndef SLIPSTREAM_MATCHER_PROTOCOL_H_
 #define SLIPSTREAM_MATCHER_PROTOCOL_H_
@@ -64,13 +65,13 @@ struct Header {
   uint32_t magic = kMagic;
   uint16_t version = kVersion;
   uint16_t type = 0;
-  uint64_t seq = 0;     // request sequence number; replies carry the request's
-  int32_t pid = 0;      // the supervised process the request is for (for status listings)
+  uint64_t seq = 0;  // request sequence number; replies carry the request's
+  int32_t pid = 0;   // the supervised process the request is for (for status listings)
   uint32_t body_len = 0;
 };
 
 enum class QueryReason : uint8_t {
-  kSupervised = 0,       // every listener that can take the connection is supervised
+  kSupervised = 0,  // every listener that can take the connection is supervised
   kNoListener = 1,
   kUnsupervisedListener = 2,
   kOtherNamespace = 3,

@@ -13,8 +13,8 @@
 #include <utility>  // before asio: awaitable.hpp needs std::exchange on g++ 12
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <functional>
 #include <list>

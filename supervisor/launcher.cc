@@ -52,7 +52,8 @@ Result<UniqueFd> ReceiveFd(int sock) {
     if (errno != EINTR) return Errno("recvmsg(listener)");
   }
   cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  if (n != 1 || cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS) return Error(EPROTO, "recvmsg(listener)");
+  if (n != 1 || cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS)
+    return Error(EPROTO, "recvmsg(listener)");
   int fd;
   std::memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
   return UniqueFd(fd);
@@ -137,7 +138,8 @@ Result<Launched> Launch(const LaunchSpec& spec) {
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    static const char* const kStage[] = {"seccomp(SET_MODE_FILTER)", "hand over listener", "execvp"};
+    static const char* const kStage[] = {"seccomp(SET_MODE_FILTER)", "hand over listener",
+                                         "execvp"};
     return Error(failure.err, kStage[failure.stage < 0 || failure.stage > 2 ? 2 : failure.stage]);
   }
   if (spec.program != nullptr && !launched.listener) return Error(EPROTO, "hand over listener");

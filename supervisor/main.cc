@@ -102,9 +102,10 @@ int Main(int argc, char** argv) {
     ExecUnsupervised(o);
   }
   if (!features.CanEmulate()) {
-    spdlog::warn("kernel {} lacks ADDFD/ADDFD_FLAG_SEND or pidfd_getfd (Linux 5.14+): "
-                 "observing socket calls only",
-                 features.release);
+    spdlog::warn(
+        "kernel {} lacks ADDFD/ADDFD_FLAG_SEND or pidfd_getfd (Linux 5.14+): "
+        "observing socket calls only",
+        features.release);
   }
   tracer::FilterOptions filter_options;
   filter_options.allow_io_uring = o.allow_io_uring;

@@ -31,7 +31,7 @@ class MatcherClient {
     std::function<void()> on_lost;       // the daemon went away
     std::function<void()> on_connected;  // (re)connected: re-register listeners
     std::function<void(uint64_t ino, bool added)> on_listener;  // the supervised listeners
-    std::function<void(matcher::Message& push)> on_push;       // a server end for our accept()
+    std::function<void(matcher::Message& push)> on_push;        // a server end for our accept()
   };
 
   MatcherClient(boost::asio::io_context& io, Callbacks callbacks);

@@ -22,9 +22,9 @@ constexpr const char* kFooter =
 
 std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code) {
   Options o;
-  CLI::App app(std::string(kDescription) +
-                   "\n\nUsage: slipstream-trace [OPTIONS] [--] PROGRAM [ARGS...]",
-               "slipstream-trace");
+  CLI::App app(
+      std::string(kDescription) + "\n\nUsage: slipstream-trace [OPTIONS] [--] PROGRAM [ARGS...]",
+      "slipstream-trace");
   app.footer(kFooter);
   app.set_version_flag("--version", std::string("slipstream-trace ") + SLIPSTREAM_VERSION);
   app.add_flag("--trace", o.trace, "print one line per trapped socket call");

@@ -13,9 +13,9 @@ struct Options {
   std::string output;  // -o FILE; empty: stderr
   bool stats = false;
   bool verbose = false;
-  bool wait_killable = true;    // --no-wait-killable turns it off
+  bool wait_killable = true;  // --no-wait-killable turns it off
   bool allow_io_uring = false;
-  bool switching = true;        // --no-switch: observe only
+  bool switching = true;  // --no-switch: observe only
   std::vector<std::string> command;
 };
 

@@ -7,7 +7,8 @@
 namespace slipstream::supervisor {
 
 Result<OutstandingTable> OutstandingTable::Create() {
-  void* mem = mmap(nullptr, sizeof(Page), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* mem =
+      mmap(nullptr, sizeof(Page), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return Errno("mmap(outstanding)");
   return OutstandingTable(static_cast<Page*>(mem));  // zero-filled by the kernel
 }

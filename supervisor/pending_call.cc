@@ -64,6 +64,8 @@ void PendingCall::AnsweredWithFd(int fd) {
   Finish({}, TraceRecord::Outcome::kValue);
 }
 
-void PendingCall::Abandon() { Finish(Error(ENOENT, "abandoned"), TraceRecord::Outcome::kAbandoned); }
+void PendingCall::Abandon() {
+  Finish(Error(ENOENT, "abandoned"), TraceRecord::Outcome::kAbandoned);
+}
 
 }  // namespace slipstream::supervisor

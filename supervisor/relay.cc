@@ -35,12 +35,12 @@ class RelaySession : public std::enable_shared_from_this<RelaySession> {
     from.async_read_some(asio::buffer(buf), [this, self, &from, &to, &buf, dir](
                                                 const boost::system::error_code& ec, size_t n) {
       if (ec) return End(from, to, dir, ec);
-      asio::async_write(to, asio::buffer(buf.data(), n),
-                        [this, self, &from, &to, &buf, dir](const boost::system::error_code& wec,
-                                                            size_t) {
-                          if (wec) return Abort(dir, wec);
-                          Pump(from, to, buf, dir);
-                        });
+      asio::async_write(
+          to, asio::buffer(buf.data(), n),
+          [this, self, &from, &to, &buf, dir](const boost::system::error_code& wec, size_t) {
+            if (wec) return Abort(dir, wec);
+            Pump(from, to, buf, dir);
+          });
     });
   }
 

@@ -112,18 +112,30 @@ size_t SocketCalls::parked() const {
 
 void SocketCalls::Handle(PendingCall call) {
   switch (call.trace().call) {
-    case Call::kSocket: return OnSocket(call);
-    case Call::kConnect: return OnConnect(std::move(call));
-    case Call::kAccept: return OnAccept(std::move(call), false);
-    case Call::kAccept4: return OnAccept(std::move(call), true);
-    case Call::kBind: return OnBind(call);
-    case Call::kListen: return OnListen(call);
-    case Call::kGetsockname: return OnGetName(call, false);
-    case Call::kGetpeername: return OnGetName(call, true);
-    case Call::kGetsockopt: return OnSockopt(call, true);
-    case Call::kSetsockopt: return OnSockopt(call, false);
-    case Call::kShutdown: return OnShutdown(call);
-    case Call::kEpollCtl: return OnEpollCtl(call);
+    case Call::kSocket:
+      return OnSocket(call);
+    case Call::kConnect:
+      return OnConnect(std::move(call));
+    case Call::kAccept:
+      return OnAccept(std::move(call), false);
+    case Call::kAccept4:
+      return OnAccept(std::move(call), true);
+    case Call::kBind:
+      return OnBind(call);
+    case Call::kListen:
+      return OnListen(call);
+    case Call::kGetsockname:
+      return OnGetName(call, false);
+    case Call::kGetpeername:
+      return OnGetName(call, true);
+    case Call::kGetsockopt:
+      return OnSockopt(call, true);
+    case Call::kSetsockopt:
+      return OnSockopt(call, false);
+    case Call::kShutdown:
+      return OnShutdown(call);
+    case Call::kEpollCtl:
+      return OnEpollCtl(call);
   }
 }
 
@@ -145,8 +157,8 @@ Result<UniqueFd> SocketCalls::TakeFd(pid_t tid, int fd) {
   }
 }
 
-std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c,
-                                                         const TargetAccess& target, int fd) {
+std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, const TargetAccess& target,
+                                                         int fd) {
   (void)target;
   auto copy = TakeFd(c.tid(), fd);
   if (!copy) return std::nullopt;  // EBADF and friends: the kernel says it exactly
@@ -284,7 +296,8 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     // The program left the call after the connection was made (a signal without WAIT_KILLABLE).
     // Its restarted connect() must report that connection, not EISCONN.
     if (switched) {
-      if (SwitchedSocket* sw = env_.switcher->Find(switched_end_ino_)) sw->connect_unreported = true;
+      if (SwitchedSocket* sw = env_.switcher->Find(switched_end_ino_))
+        sw->connect_unreported = true;
     } else {
       unreported_connects_.insert(Inode(sock));
     }
@@ -433,7 +446,8 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   // SO_PEERNAME wants a buffer no larger than the address: size it from our own address's family.
   SockAddr peer;
   auto self = Name(conn.tcp.Get(), false);
-  socklen_t peer_len = self && self->family() == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  socklen_t peer_len =
+      self && self->family() == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
   if (getsockopt(conn.tcp.Get(), SOL_SOCKET, SO_PEERNAME, peer.mutable_get(), &peer_len) < 0) {
     if (args.addr != 0) return (void)c.Fail(ECONNABORTED);  // as the kernel when getname fails
     peer_len = 0;
@@ -445,7 +459,7 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
     if (!target) return c.Abandon();
     // As in the kernel, a bad address fails the call after the connection was taken: it is lost.
     auto st = tracer::CopySockAddrOut(*target, peer, args.addr, args.addrlen_ptr,
-                                           env_.features.addrlen_first);
+                                      env_.features.addrlen_first);
     if (!st) return (void)c.Fail(st.error().err);
   }
   int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
@@ -477,7 +491,8 @@ void SocketCalls::OnGetName(PendingCall& c, bool peer) {
     if (!sock->switched) return;  // ENOTCONN and friends: the kernel says it exactly
     return (void)c.Fail(errno);
   }
-  auto st = tracer::CopySockAddrOut(*target, *addr, c.arg(1), c.arg(2), env_.features.addrlen_first);
+  auto st =
+      tracer::CopySockAddrOut(*target, *addr, c.arg(1), c.arg(2), env_.features.addrlen_first);
   if (!st) return (void)c.Fail(st.error().err);
   c.trace().note = "(" + addr->ToString() + ")";
   c.Return(0);

@@ -9,8 +9,8 @@
 
 #include <deque>
 #include <map>
-#include <set>
 #include <optional>
+#include <set>
 
 #include "base/syscalls.h"
 #include "fdinject/installer.h"
@@ -72,7 +72,8 @@ class SocketCalls {
     int tcp() const { return switched ? switched->tcp.Get() : fd.Get(); }
   };
   std::optional<Sock> TakeSocket(PendingCall& c, const tracer::TargetAccess& target, int fd);
-  std::optional<UniqueFd> TakeInetSocket(PendingCall& c, const tracer::TargetAccess& target, int fd);
+  std::optional<UniqueFd> TakeInetSocket(PendingCall& c, const tracer::TargetAccess& target,
+                                         int fd);
 
   void OnSocket(PendingCall& c);
   void OnConnect(PendingCall c);

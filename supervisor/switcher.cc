@@ -12,10 +12,10 @@
 
 #include "base/proc_scan.h"
 #include "base/syscalls.h"
-#include "matcher/endpoint.h"
-#include "matcher/policy.h"
 #include "fdinject/epoll_migrate.h"
 #include "fdinject/installer.h"
+#include "matcher/endpoint.h"
+#include "matcher/policy.h"
 #include "matcher/protocol.h"
 #include "supervisor/relay.h"
 
@@ -84,7 +84,8 @@ void Switcher::OnReconnected() {
     auto pidfd = PidfdOpen(it->second.tgid);
     std::optional<UniqueFd> fd;
     if (pidfd) {
-      if (auto copy = PidfdGetfd(pidfd->Get(), it->second.fd); copy && Inode(copy->Get()) == it->first) {
+      if (auto copy = PidfdGetfd(pidfd->Get(), it->second.fd);
+          copy && Inode(copy->Get()) == it->first) {
         fd = std::move(*copy);
       }
     }
@@ -103,7 +104,8 @@ bool Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
   if (!active() || !diag_ || supervised_listeners_.empty()) return false;
   auto now = std::chrono::steady_clock::now();
   auto& cached = listener_cache_[dest.port()];
-  if (cached.when == std::chrono::steady_clock::time_point{} || now - cached.when > std::chrono::seconds(1)) {
+  if (cached.when == std::chrono::steady_clock::time_point{} ||
+      now - cached.when > std::chrono::seconds(1)) {
     auto listeners = diag_->TcpListeners(dest.port());
     if (!listeners) return false;
     cached = CachedListeners{std::move(*listeners), now};

@@ -32,8 +32,8 @@ namespace slipstream::supervisor {
 
 // A connection the supervisor switched; keyed by the inode of the AF_UNIX end in the program.
 struct SwitchedSocket {
-  UniqueFd tcp;          // the retained TCP socket: addresses and TCP-level options come from here
-  bool client = false;   // switched in connect() (true) or accept() (false)
+  UniqueFd tcp;         // the retained TCP socket: addresses and TCP-level options come from here
+  bool client = false;  // switched in connect() (true) or accept() (false)
   // The program's connect() was answered EINPROGRESS: like TCP, its next connect() reports the
   // completed connection (0), later ones EISCONN.
   bool connect_unreported = false;
@@ -108,10 +108,10 @@ class Switcher {
   Stats& stats_;
   MatcherClient client_;
   std::optional<SockDiag> diag_;
-  std::unordered_map<uint64_t, SwitchedSocket> book_;     // by the program's AF_UNIX end inode
-  std::unordered_map<uint64_t, Awaiting> awaiting_;       // by server end inode
-  std::map<uint64_t, KnownListener> listeners_;           // by listener inode (ours)
-  std::unordered_set<uint64_t> supervised_listeners_;     // every supervisor's (from the daemon)
+  std::unordered_map<uint64_t, SwitchedSocket> book_;  // by the program's AF_UNIX end inode
+  std::unordered_map<uint64_t, Awaiting> awaiting_;    // by server end inode
+  std::map<uint64_t, KnownListener> listeners_;        // by listener inode (ours)
+  std::unordered_set<uint64_t> supervised_listeners_;  // every supervisor's (from the daemon)
   // sock_diag listener dumps by port, reused for a second and dropped whenever the daemon reports a
   // change. A stale entry can only make us switch a connection that an unsupervised listener then
   // takes, which the relay covers; it saves two netlink dumps per connect.

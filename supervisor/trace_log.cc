@@ -65,9 +65,14 @@ void TraceLog::Write(const TraceRecord& record) {
 std::string SocketTypeText(int type) {
   std::string text;
   switch (type & 0xf) {
-    case SOCK_STREAM: text = "SOCK_STREAM"; break;
-    case SOCK_DGRAM: text = "SOCK_DGRAM"; break;
-    default: text = std::to_string(type & 0xf);
+    case SOCK_STREAM:
+      text = "SOCK_STREAM";
+      break;
+    case SOCK_DGRAM:
+      text = "SOCK_DGRAM";
+      break;
+    default:
+      text = std::to_string(type & 0xf);
   }
   if (type & SOCK_NONBLOCK) text += "|SOCK_NONBLOCK";
   if (type & SOCK_CLOEXEC) text += "|SOCK_CLOEXEC";
@@ -92,38 +97,92 @@ std::string SockoptText(int level, int name) {
     case SOL_SOCKET:
       level_name = "SOL_SOCKET";
       switch (name) {
-        case SO_REUSEADDR: opt_name = "SO_REUSEADDR"; break;
-        case SO_REUSEPORT: opt_name = "SO_REUSEPORT"; break;
-        case SO_KEEPALIVE: opt_name = "SO_KEEPALIVE"; break;
-        case SO_ERROR: opt_name = "SO_ERROR"; break;
-        case SO_TYPE: opt_name = "SO_TYPE"; break;
-        case SO_DOMAIN: opt_name = "SO_DOMAIN"; break;
-        case SO_PROTOCOL: opt_name = "SO_PROTOCOL"; break;
-        case SO_RCVBUF: opt_name = "SO_RCVBUF"; break;
-        case SO_SNDBUF: opt_name = "SO_SNDBUF"; break;
-        case SO_LINGER: opt_name = "SO_LINGER"; break;
-        case SO_ACCEPTCONN: opt_name = "SO_ACCEPTCONN"; break;
-        case SO_PEERCRED: opt_name = "SO_PEERCRED"; break;
-        case SO_RCVTIMEO_OLD: opt_name = "SO_RCVTIMEO"; break;
-        case SO_SNDTIMEO_OLD: opt_name = "SO_SNDTIMEO"; break;
-        case SO_BROADCAST: opt_name = "SO_BROADCAST"; break;
+        case SO_REUSEADDR:
+          opt_name = "SO_REUSEADDR";
+          break;
+        case SO_REUSEPORT:
+          opt_name = "SO_REUSEPORT";
+          break;
+        case SO_KEEPALIVE:
+          opt_name = "SO_KEEPALIVE";
+          break;
+        case SO_ERROR:
+          opt_name = "SO_ERROR";
+          break;
+        case SO_TYPE:
+          opt_name = "SO_TYPE";
+          break;
+        case SO_DOMAIN:
+          opt_name = "SO_DOMAIN";
+          break;
+        case SO_PROTOCOL:
+          opt_name = "SO_PROTOCOL";
+          break;
+        case SO_RCVBUF:
+          opt_name = "SO_RCVBUF";
+          break;
+        case SO_SNDBUF:
+          opt_name = "SO_SNDBUF";
+          break;
+        case SO_LINGER:
+          opt_name = "SO_LINGER";
+          break;
+        case SO_ACCEPTCONN:
+          opt_name = "SO_ACCEPTCONN";
+          break;
+        case SO_PEERCRED:
+          opt_name = "SO_PEERCRED";
+          break;
+        case SO_RCVTIMEO_OLD:
+          opt_name = "SO_RCVTIMEO";
+          break;
+        case SO_SNDTIMEO_OLD:
+          opt_name = "SO_SNDTIMEO";
+          break;
+        case SO_BROADCAST:
+          opt_name = "SO_BROADCAST";
+          break;
       }
       break;
     case IPPROTO_TCP:
       level_name = "IPPROTO_TCP";
       switch (name) {
-        case TCP_NODELAY: opt_name = "TCP_NODELAY"; break;
-        case TCP_CORK: opt_name = "TCP_CORK"; break;
-        case TCP_INFO: opt_name = "TCP_INFO"; break;
-        case TCP_KEEPIDLE: opt_name = "TCP_KEEPIDLE"; break;
-        case TCP_KEEPINTVL: opt_name = "TCP_KEEPINTVL"; break;
-        case TCP_KEEPCNT: opt_name = "TCP_KEEPCNT"; break;
-        case TCP_MAXSEG: opt_name = "TCP_MAXSEG"; break;
-        case TCP_USER_TIMEOUT: opt_name = "TCP_USER_TIMEOUT"; break;
-        case TCP_QUICKACK: opt_name = "TCP_QUICKACK"; break;
-        case TCP_DEFER_ACCEPT: opt_name = "TCP_DEFER_ACCEPT"; break;
-        case TCP_FASTOPEN: opt_name = "TCP_FASTOPEN"; break;
-        case TCP_CONGESTION: opt_name = "TCP_CONGESTION"; break;
+        case TCP_NODELAY:
+          opt_name = "TCP_NODELAY";
+          break;
+        case TCP_CORK:
+          opt_name = "TCP_CORK";
+          break;
+        case TCP_INFO:
+          opt_name = "TCP_INFO";
+          break;
+        case TCP_KEEPIDLE:
+          opt_name = "TCP_KEEPIDLE";
+          break;
+        case TCP_KEEPINTVL:
+          opt_name = "TCP_KEEPINTVL";
+          break;
+        case TCP_KEEPCNT:
+          opt_name = "TCP_KEEPCNT";
+          break;
+        case TCP_MAXSEG:
+          opt_name = "TCP_MAXSEG";
+          break;
+        case TCP_USER_TIMEOUT:
+          opt_name = "TCP_USER_TIMEOUT";
+          break;
+        case TCP_QUICKACK:
+          opt_name = "TCP_QUICKACK";
+          break;
+        case TCP_DEFER_ACCEPT:
+          opt_name = "TCP_DEFER_ACCEPT";
+          break;
+        case TCP_FASTOPEN:
+          opt_name = "TCP_FASTOPEN";
+          break;
+        case TCP_CONGESTION:
+          opt_name = "TCP_CONGESTION";
+          break;
       }
       break;
     case IPPROTO_IP:
@@ -145,10 +204,14 @@ std::string SockoptText(int level, int name) {
 
 std::string ShutdownHowText(int how) {
   switch (how) {
-    case SHUT_RD: return "SHUT_RD";
-    case SHUT_WR: return "SHUT_WR";
-    case SHUT_RDWR: return "SHUT_RDWR";
-    default: return std::to_string(how);
+    case SHUT_RD:
+      return "SHUT_RD";
+    case SHUT_WR:
+      return "SHUT_WR";
+    case SHUT_RDWR:
+      return "SHUT_RDWR";
+    default:
+      return std::to_string(how);
   }
 }
 

@@ -2,10 +2,10 @@
 
 #include <linux/seccomp.h>
 #include <seccomp.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -33,7 +33,8 @@ Status AddRules(scmp_filter_ctx ctx, const FilterOptions& options) {
   // Only TCP-capable sockets: AF_INET/AF_INET6 with type SOCK_STREAM (the low 4 bits of `type`).
   for (int domain : {AF_INET, AF_INET6}) {
     if (!options.trap_socket) break;
-    auto st = Check(seccomp_rule_add(ctx, notify, SCMP_SYS(socket), 2, SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(domain)),
+    auto st = Check(seccomp_rule_add(ctx, notify, SCMP_SYS(socket), 2,
+                                     SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(domain)),
                                      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_STREAM)),
                     "seccomp_rule_add(socket)");
     if (!st) return st;
@@ -45,9 +46,9 @@ Status AddRules(scmp_filter_ctx ctx, const FilterOptions& options) {
     if (!st) return st;
   }
   if (options.trap_epoll_add) {
-    auto st = Check(seccomp_rule_add(ctx, notify, SCMP_SYS(epoll_ctl), 1,
-                                     SCMP_A1(SCMP_CMP_EQ, EPOLL_CTL_ADD)),
-                    "seccomp_rule_add(epoll_ctl)");
+    auto st = Check(
+        seccomp_rule_add(ctx, notify, SCMP_SYS(epoll_ctl), 1, SCMP_A1(SCMP_CMP_EQ, EPOLL_CTL_ADD)),
+        "seccomp_rule_add(epoll_ctl)");
     if (!st) return st;
   }
   if (!options.allow_io_uring) {
@@ -64,7 +65,8 @@ Result<BpfProgram> BuildFilter(const FilterOptions& options) {
   Ctx ctx(seccomp_init(SCMP_ACT_ALLOW));
   if (!ctx) return Error(ENOMEM, "seccomp_init");
   // The child sets NO_NEW_PRIVS itself, and only when it must (unprivileged).
-  if (auto st = Check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0), "seccomp_attr_set(NNP)"); !st) {
+  if (auto st = Check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0), "seccomp_attr_set(NNP)");
+      !st) {
     return tl::unexpected(st.error());
   }
   if (auto st = Check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_ALLOW),

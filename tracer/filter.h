@@ -12,8 +12,8 @@
 namespace slipstream::tracer {
 
 struct FilterOptions {
-  // io_uring submissions bypass seccomp entirely, so by default io_uring_setup fails with ENOSYS and
-  // runtimes (libuv, tokio, liburing users) fall back to plain syscalls.
+  // io_uring submissions bypass seccomp entirely, so by default io_uring_setup fails with ENOSYS
+  // and runtimes (libuv, tokio, liburing users) fall back to plain syscalls.
   bool allow_io_uring = false;
   // Trap epoll_ctl(EPOLL_CTL_ADD) so registrations made before a connect can follow the switch.
   bool trap_epoll_add = false;

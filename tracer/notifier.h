@@ -1,5 +1,5 @@
-// Notifier: the narrow seam over the seccomp listener ioctls (fd installation lives in fdinject/). The kernel implementation wraps the
-// listener fd; unit tests substitute a gmock.
+// Notifier: the narrow seam over the seccomp listener ioctls (fd installation lives in fdinject/).
+// The kernel implementation wraps the listener fd; unit tests substitute a gmock.
 //
 // Error meaning: ENOENT (SysError::TargetGone) from a reply or IdValid means the target was
 // interrupted by a signal or has exited. It is an expected race, not a failure.
@@ -29,7 +29,7 @@ class Notifier {
   virtual ~Notifier() = default;
   // Blocks until a notification arrives; call it only after the listener polled readable.
   virtual Result<Notification> Receive() = 0;
-  virtual Status Continue(uint64_t id) = 0;              // FLAG_CONTINUE, Linux 5.5
+  virtual Status Continue(uint64_t id) = 0;               // FLAG_CONTINUE, Linux 5.5
   virtual Status Return(uint64_t id, int64_t value) = 0;  // the call returns `value`
   virtual Status Fail(uint64_t id, int err) = 0;          // the call fails with errno `err`
   virtual Status IdValid(uint64_t id) = 0;

@@ -7,14 +7,14 @@
 namespace slipstream::tracer {
 
 struct KernelFeatures {
-  std::string release;          // uname -r, for messages
-  bool user_notif = false;      // SECCOMP_RET_USER_NOTIF 5.0 with FLAG_CONTINUE 5.5
-  bool addfd = false;           // SECCOMP_IOCTL_NOTIF_ADDFD, 5.9
-  bool addfd_send = false;      // SECCOMP_ADDFD_FLAG_SEND, 5.14
-  bool wait_killable = false;   // SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, 5.19
-  bool pidfd_getfd = false;     // 5.6
-  bool pidfd_thread = false;    // PIDFD_THREAD, 6.9
-  bool sync_wakeup = false;     // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.6
+  std::string release;         // uname -r, for messages
+  bool user_notif = false;     // SECCOMP_RET_USER_NOTIF 5.0 with FLAG_CONTINUE 5.5
+  bool addfd = false;          // SECCOMP_IOCTL_NOTIF_ADDFD, 5.9
+  bool addfd_send = false;     // SECCOMP_ADDFD_FLAG_SEND, 5.14
+  bool wait_killable = false;  // SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, 5.19
+  bool pidfd_getfd = false;    // 5.6
+  bool pidfd_thread = false;   // PIDFD_THREAD, 6.9
+  bool sync_wakeup = false;    // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.6
   // move_addr_to_user() stores the address length before the address (newer kernels), so an
   // unwritable address buffer fails after the length was updated. Emulation must match.
   bool addrlen_first = false;

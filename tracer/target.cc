@@ -71,8 +71,8 @@ Status CopySockAddrOut(const TargetAccess& target, const SockAddr& addr, uint64_
   }
   if (n < 0) return Error(EINVAL, "addrlen");
   if (n > 0) {
-    auto st = target.Write(addr_ptr, {reinterpret_cast<const uint8_t*>(addr.get()),
-                                      static_cast<size_t>(n)});
+    auto st = target.Write(addr_ptr,
+                           {reinterpret_cast<const uint8_t*>(addr.get()), static_cast<size_t>(n)});
     if (!st) return Error(EFAULT, "write sockaddr");
   }
   if (!length_first && !target.WriteInt(addrlen_ptr, actual)) return Error(EFAULT, "write addrlen");

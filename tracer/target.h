@@ -37,7 +37,8 @@ class TargetAccess {
   Result<UniqueFd> TakeFd(int fd) const;
 
  private:
-  TargetAccess(pid_t tid, UniqueFd pidfd) : tid_(tid), pidfd_(pidfd.Get()), owned_(std::move(pidfd)) {}
+  TargetAccess(pid_t tid, UniqueFd pidfd)
+      : tid_(tid), pidfd_(pidfd.Get()), owned_(std::move(pidfd)) {}
   TargetAccess(pid_t tid, int pidfd) : tid_(tid), pidfd_(pidfd) {}
   pid_t tid_;
   int pidfd_;
