@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/proc_scan.h"
+#include "base/socket_info.h"
 #include "base/syscalls.h"
 #include "matcher/paths.h"
 #include "matcher/policy.h"
@@ -34,41 +35,10 @@ constexpr auto kSweepPeriod = std::chrono::milliseconds(100);
 constexpr auto kApprovalLifetime = std::chrono::seconds(10);
 constexpr auto kLiveSweepPeriod = std::chrono::seconds(2);
 
-int IntOption(int fd, int level, int name) {
-  int v = -1;
-  socklen_t len = sizeof(v);
-  if (getsockopt(fd, level, name, &v, &len) < 0) return -1;
-  return v;
-}
-
-bool IsTcp(int fd) {
-  int domain = IntOption(fd, SOL_SOCKET, SO_DOMAIN);
-  return (domain == AF_INET || domain == AF_INET6) &&
-         IntOption(fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP;
-}
-
-bool IsUnixStream(int fd) {
-  return IntOption(fd, SOL_SOCKET, SO_DOMAIN) == AF_UNIX &&
-         IntOption(fd, SOL_SOCKET, SO_TYPE) == SOCK_STREAM;
-}
-
-uint64_t Inode(int fd) {
-  auto id = GetFileId(fd);
-  return id ? id->ino : 0;
-}
-
-uint64_t PathInode(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
-}
-
 std::optional<SockAddr> Name(int fd, bool peer) {
-  SockAddr a;
-  socklen_t len = sizeof(sockaddr_storage);
-  int rc = peer ? getpeername(fd, a.mutable_get(), &len) : getsockname(fd, a.mutable_get(), &len);
-  if (rc < 0) return std::nullopt;
-  a.set_len(len);
-  return Canonical(a);
+  auto a = SocketName(fd, peer);
+  if (!a) return std::nullopt;
+  return Canonical(*a);
 }
 
 // The network namespace a socket lives in: SIOCGSKNS (needs CAP_NET_ADMIN), else the namespace of
@@ -367,14 +337,14 @@ void Daemon::Broadcast(uint64_t ino, bool added) {
 void Daemon::OnRegisterListener(Session* s, Message& m) {
   if (m.fds.size() != 1 || !m.body.empty()) return ReplyError(s, m, EINVAL, "bad register");
   int fd = m.fds[0].Get();
-  if (!IsTcp(fd) || IntOption(fd, SOL_SOCKET, SO_ACCEPTCONN) != 1) {
+  if (!IsTcpSocket(fd) || IntSockOpt(fd, SOL_SOCKET, SO_ACCEPTCONN) != 1) {
     return ReplyError(s, m, EINVAL, "not a listening TCP socket");
   }
   auto addr = Name(fd, false);
   if (!addr) return ReplyError(s, m, errno, "getsockname");
   // Pairing happens only in the daemon's own network namespace (sock_diag looks there).
   if (SocketNetns(fd, s->netns) == netns_) {
-    uint64_t ino = Inode(fd);
+    uint64_t ino = InodeOf(fd);
     listeners_[ino] = ListenerReg{s->id, *addr, m.header.pid};
     // Every supervisor decides locally whether a connect may switch: tell them all, before the
     // registering supervisor lets its program's listen() return.
@@ -385,10 +355,10 @@ void Daemon::OnRegisterListener(Session* s, Message& m) {
 }
 
 void Daemon::OnIntent(Session* s, Message& m) {
-  if (m.fds.size() != 1 || !m.body.empty() || !IsTcp(m.fds[0].Get())) {
+  if (m.fds.size() != 1 || !m.body.empty() || !IsTcpSocket(m.fds[0].Get())) {
     return ReplyError(s, m, EINVAL, "intent needs a TCP socket");
   }
-  intents_[Inode(m.fds[0].Get())] = Intent{s->id, Clock::now()};
+  intents_[InodeOf(m.fds[0].Get())] = Intent{s->id, Clock::now()};
   ScheduleSweep();
 }
 
@@ -417,13 +387,13 @@ void Daemon::OnConnected(Session* s, Message& m) {
   const auto* body = m.As<InodeBody>();
   if (body == nullptr || m.fds.size() != 2) return ReplyError(s, m, EINVAL, "bad connected");
   int tcp = m.fds[0].Get();
-  auto intent = intents_.find(Inode(tcp));
+  auto intent = intents_.find(InodeOf(tcp));
   if (intent == intents_.end() || intent->second.session != s->id) {
     return ReplyError(s, m, EPERM, "no intent to connect from this supervisor for this socket");
   }
   intents_.erase(intent);
   auto local = Name(tcp, false), remote = Name(tcp, true);
-  if (!local || !remote || !IsUnixStream(m.fds[1].Get())) {
+  if (!local || !remote || !IsUnixStreamSocket(m.fds[1].Get())) {
     return ReplyError(s, m, EINVAL, "connected needs a connected TCP socket and a unix stream end");
   }
   ConnKey key{netns_, *remote, *local};  // as the accepting side will see it
@@ -433,7 +403,7 @@ void Daemon::OnConnected(Session* s, Message& m) {
   p.owner_pid = s->pid;
   p.client_pid = m.header.pid;
   p.client_end_ino = body->inode;
-  p.server_end_ino = Inode(p.server_end.Get());
+  p.server_end_ino = InodeOf(p.server_end.Get());
   p.created = Clock::now();
   auto it = pending_.insert_or_assign(key, std::move(p)).first;
 
@@ -528,7 +498,7 @@ void Daemon::OnClaim(Session* s, Message& m) {
   if (m.fds.size() != 1 || !m.body.empty()) return ReplyError(s, m, EINVAL, "bad claim");
   int tcp = m.fds[0].Get();
   auto local = Name(tcp, false), remote = Name(tcp, true);
-  if (!IsTcp(tcp) || !local || !remote)
+  if (!IsTcpSocket(tcp) || !local || !remote)
     return ReplyError(s, m, EINVAL, "claim needs a TCP connection");
   ConnKey key{netns_, *local, *remote};
   auto it = pending_.find(key);

@@ -1,5 +1,7 @@
 #include "supervisor/local_addrs.h"
 
+#include "base/socket_info.h"
+
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <sys/stat.h>
@@ -10,11 +12,6 @@
 namespace slipstream::supervisor {
 namespace {
 
-uint64_t NetnsInode(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) < 0) return 0;
-  return st.st_ino;
-}
 
 // Same host address, ignoring port and v4-mapped spelling.
 bool SameHost(const SockAddr& a, const SockAddr& b) {
@@ -32,10 +29,10 @@ bool SameHost(const SockAddr& a, const SockAddr& b) {
 
 }  // namespace
 
-LocalAddresses::LocalAddresses() : netns_inode_(NetnsInode("/proc/self/ns/net")) {}
+LocalAddresses::LocalAddresses() : netns_inode_(PathInode("/proc/self/ns/net")) {}
 
 bool LocalAddresses::SameNetns(pid_t tid) const {
-  uint64_t ino = NetnsInode("/proc/" + std::to_string(tid) + "/ns/net");
+  uint64_t ino = PathInode("/proc/" + std::to_string(tid) + "/ns/net");
   return ino != 0 && ino == netns_inode_;
 }
 

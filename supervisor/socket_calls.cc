@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "base/socket_info.h"
 #include "supervisor/blocking_guard.h"
 
 namespace slipstream::supervisor {
@@ -28,27 +29,6 @@ namespace {
 constexpr size_t kMaxOptLen = 4096;
 
 std::string FdText(uint64_t fd) { return std::to_string(static_cast<int>(fd)); }
-
-int SocketOption(int fd, int level, int name) {
-  int value = -1;
-  socklen_t len = sizeof(value);
-  if (getsockopt(fd, level, name, &value, &len) < 0) return -1;
-  return value;
-}
-
-uint64_t Inode(int fd) {
-  auto id = GetFileId(fd);
-  return id ? id->ino : 0;
-}
-
-std::optional<SockAddr> Name(int fd, bool peer) {
-  SockAddr a;
-  socklen_t len = sizeof(sockaddr_storage);
-  int rc = peer ? getpeername(fd, a.mutable_get(), &len) : getsockname(fd, a.mutable_get(), &len);
-  if (rc < 0) return std::nullopt;
-  a.set_len(len);
-  return a;
-}
 
 // Best effort, for --trace only: the address a connect/bind call names.
 std::string AddrText(const TargetAccess* target, uint64_t ptr, uint64_t len) {
@@ -165,10 +145,10 @@ std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, const T
   Sock sock{std::move(*copy)};
   // IPPROTO_TCP is only ever the protocol of an AF_INET/AF_INET6 stream socket (MPTCP reports
   // IPPROTO_MPTCP); AF_UNIX sockets report 0. One getsockopt classifies the fd.
-  int protocol = SocketOption(sock.fd.Get(), SOL_SOCKET, SO_PROTOCOL);
+  int protocol = IntSockOpt(sock.fd.Get(), SOL_SOCKET, SO_PROTOCOL);
   if (protocol != IPPROTO_TCP) {
     if (protocol != 0 || env_.switcher == nullptr) return std::nullopt;
-    sock.switched = env_.switcher->Find(Inode(sock.fd.Get()));  // a non-socket has no switch
+    sock.switched = env_.switcher->Find(InodeOf(sock.fd.Get()));  // a non-socket has no switch
     if (sock.switched == nullptr) return std::nullopt;
   }
   if (!env_.notifier.IdValid(c.id())) {
@@ -243,7 +223,7 @@ void SocketCalls::OnConnect(PendingCall c) {
     return;
   }
   if (!taken) return;
-  if (unreported_connects_.erase(Inode(taken->fd.Get())) != 0) {
+  if (unreported_connects_.erase(InodeOf(taken->fd.Get())) != 0) {
     // The restart of a connect() we completed but could not answer.
     if (Established(taken->fd.Get())) return (void)c.Return(0);
   }
@@ -299,7 +279,7 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
       if (SwitchedSocket* sw = env_.switcher->Find(switched_end_ino_))
         sw->connect_unreported = true;
     } else {
-      unreported_connects_.insert(Inode(sock));
+      unreported_connects_.insert(InodeOf(sock));
     }
   }
   return true;
@@ -313,7 +293,7 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
   auto pair = fdinject::MakeStreamPair((*file_flags & O_NONBLOCK) != 0, false);
   if (!pair) return false;
   auto& [end, server_end] = *pair;
-  uint64_t end_ino = Inode(end.Get());
+  uint64_t end_ino = InodeOf(end.Get());
   // SETFD swaps the slot like dup2: epoll registrations made after this point see the AF_UNIX end,
   // and the TCP socket lives on in our copy (no FIN is sent).
   auto installed = env_.installer.Install({c.id(), end.Get(), fd, fd_flags->cloexec, false});
@@ -325,10 +305,10 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
   }
   env_.switcher->ClientSwitched(c.tid(), sock, std::move(server_end), end_ino);
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
-  auto local = Name(sock, false), remote = Name(sock, true);
+  auto local = SocketName(sock, false), remote = SocketName(sock, true);
   c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
                    (remote ? remote->ToString() : "?") + ")";
-  env_.switcher->MigrateEpoll(Inode(sock), sock, end.Get());
+  env_.switcher->MigrateEpoll(InodeOf(sock), sock, end.Get());
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
   switched_end_ino_ = end_ino;
   return true;  // the caller answers with the connect's own result
@@ -349,7 +329,7 @@ void SocketCalls::ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& so
       if (st.error().TargetGone()) c.Abandon();
       return;
     }
-    UniqueFd tcp = env_.switcher->Unbook(Inode(sock.fd.Get()));
+    UniqueFd tcp = env_.switcher->Unbook(InodeOf(sock.fd.Get()));
     if (connect(tcp.Get(), dest.get(), dest.len()) < 0) return (void)c.Fail(errno);
     c.trace().note = "(switched socket returned to TCP and disconnected)";
     return (void)c.Return(0);
@@ -405,7 +385,7 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
   }
   auto flags = GetFileFlags(listener);
   bool blocking = flags && !(*flags & O_NONBLOCK);
-  if (blocking && SocketOption(listener, SOL_SOCKET, SO_ACCEPTCONN) == 1) {
+  if (blocking && IntSockOpt(listener, SOL_SOCKET, SO_ACCEPTCONN) == 1) {
     pollfd p{listener, POLLIN, 0};
     if (poll(&p, 1, 0) == 0) return false;  // nothing queued: hold until the listener is readable
   }
@@ -445,7 +425,7 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   // reset while queued; getpeername() would fail then. SO_PEERNAME is the same getname(peer=2).
   // SO_PEERNAME wants a buffer no larger than the address: size it from our own address's family.
   SockAddr peer;
-  auto self = Name(conn.tcp.Get(), false);
+  auto self = SocketName(conn.tcp.Get(), false);
   socklen_t peer_len =
       self && self->family() == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
   if (getsockopt(conn.tcp.Get(), SOL_SOCKET, SO_PEERNAME, peer.mutable_get(), &peer_len) < 0) {
@@ -471,7 +451,7 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   }
   ++env_.stats.accepts;
   if (conn.unix_end) {
-    uint64_t end_ino = Inode(conn.unix_end.Get());
+    uint64_t end_ino = InodeOf(conn.unix_end.Get());
     c.trace().note += " switched to unix";
     env_.switcher->Installed(c.tid(), end_ino);
     env_.switcher->Book(end_ino, std::move(conn.tcp), /*client=*/false);
@@ -486,7 +466,7 @@ void SocketCalls::OnGetName(PendingCall& c, bool peer) {
   if (!target) return;
   auto sock = TakeSocket(c, *target, fd);
   if (!sock) return;
-  auto addr = Name(sock->tcp(), peer);
+  auto addr = SocketName(sock->tcp(), peer);
   if (!addr) {
     if (!sock->switched) return;  // ENOTCONN and friends: the kernel says it exactly
     return (void)c.Fail(errno);
@@ -509,8 +489,8 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
   }
   if (env_.switcher == nullptr || (level == SOL_SOCKET && !IsIdentityOption(name))) return;
   auto copy = TakeFd(c.tid(), static_cast<int>(c.arg(0)));
-  if (!copy || SocketOption(copy->Get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return;
-  const SwitchedSocket* sw = env_.switcher->Find(Inode(copy->Get()));
+  if (!copy || IntSockOpt(copy->Get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return;
+  const SwitchedSocket* sw = env_.switcher->Find(InodeOf(copy->Get()));
   if (sw == nullptr) return;
   if (!env_.notifier.IdValid(c.id())) return c.Abandon();
   EmulateSockopt(c, sw->tcp.Get(), get);
@@ -576,13 +556,13 @@ void SocketCalls::OnEpollCtl(PendingCall& c) {
   if (!target) return;
   auto copy = TakeFd(c.tid(), fd);
   if (!copy) return;
-  int domain = SocketOption(copy->Get(), SOL_SOCKET, SO_DOMAIN);
+  int domain = IntSockOpt(copy->Get(), SOL_SOCKET, SO_DOMAIN);
   if (domain != AF_INET && domain != AF_INET6) return;
   // Only a TCP socket that is neither connected nor listening can still be switched later.
-  if (SocketOption(copy->Get(), SOL_SOCKET, SO_ACCEPTCONN) != 0 || Name(copy->Get(), true)) return;
-  if (SocketOption(copy->Get(), SOL_SOCKET, SO_TYPE) != SOCK_STREAM) return;
+  if (IntSockOpt(copy->Get(), SOL_SOCKET, SO_ACCEPTCONN) != 0 || SocketName(copy->Get(), true)) return;
+  if (IntSockOpt(copy->Get(), SOL_SOCKET, SO_TYPE) != SOCK_STREAM) return;
   if (auto tgid = ThreadGroupOf(c.tid())) {
-    env_.switcher->NoteEpollRegistration(Inode(copy->Get()), *tgid, epfd, fd);
+    env_.switcher->NoteEpollRegistration(InodeOf(copy->Get()), *tgid, epfd, fd);
   }
   // CONTINUE: the kernel registers the TCP socket; the switch moves the item later.
 }

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "base/proc_scan.h"
+#include "base/socket_info.h"
 #include "base/syscalls.h"
 #include "fdinject/epoll_migrate.h"
 #include "fdinject/installer.h"
@@ -30,10 +31,6 @@ constexpr auto kSweepPeriod = std::chrono::seconds(1);
 // it already received before we decide from /proc who holds it.
 constexpr auto kOrphanGrace = std::chrono::milliseconds(200);
 
-uint64_t Inode(int fd) {
-  auto id = GetFileId(fd);
-  return id ? id->ino : 0;
-}
 
 }  // namespace
 
@@ -71,7 +68,7 @@ void Switcher::Start() {
 }
 
 void Switcher::OnListener(pid_t tgid, int target_fd, int listener) {
-  uint64_t ino = Inode(listener);
+  uint64_t ino = InodeOf(listener);
   listeners_[ino] = KnownListener{tgid, target_fd};
   // A round trip, so that the daemon has told every supervisor before the program's listen()
   // returns: a client started afterwards is switched for sure.
@@ -85,7 +82,7 @@ void Switcher::OnReconnected() {
     std::optional<UniqueFd> fd;
     if (pidfd) {
       if (auto copy = PidfdGetfd(pidfd->Get(), it->second.fd);
-          copy && Inode(copy->Get()) == it->first) {
+          copy && InodeOf(copy->Get()) == it->first) {
         fd = std::move(*copy);
       }
     }
@@ -120,12 +117,12 @@ bool Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
 }
 
 void Switcher::Abort(pid_t pid, int sock) {
-  matcher::InodeBody body{Inode(sock)};
+  matcher::InodeBody body{InodeOf(sock)};
   (void)client_.Send(MsgType::kAbort, pid, matcher::Bytes(body));
 }
 
 void Switcher::ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino) {
-  uint64_t server_ino = Inode(server_end.Get());
+  uint64_t server_ino = InodeOf(server_end.Get());
   matcher::InodeBody body{client_end_ino};
   int fds[2] = {sock, server_end.Get()};
   // If the daemon is gone, the copy below is relayed once the loss is noticed (ResolveOrphans).
@@ -139,14 +136,6 @@ namespace {
 
 std::string CanonicalText(const SockAddr& a) { return matcher::Canonical(a).ToString(); }
 
-std::optional<SockAddr> SocketName(int fd, bool peer) {
-  SockAddr a;
-  socklen_t len = sizeof(sockaddr_storage);
-  int rc = peer ? getpeername(fd, a.mutable_get(), &len) : getsockname(fd, a.mutable_get(), &len);
-  if (rc < 0) return std::nullopt;
-  a.set_len(len);
-  return a;
-}
 
 }  // namespace
 

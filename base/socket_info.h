@@ -1,0 +1,24 @@
+// Small questions about an fd that several components ask: its inode, its addresses, what kind of
+// socket it is. Each answers "unknown" (0, -1, nullopt, false) on failure.
+#ifndef SLIPSTREAM_BASE_SOCKET_INFO_H_
+#define SLIPSTREAM_BASE_SOCKET_INFO_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "base/sockaddr.h"
+
+namespace slipstream {
+
+uint64_t InodeOf(int fd);
+uint64_t PathInode(const std::string& path);
+int IntSockOpt(int fd, int level, int name);
+// getsockname() (peer = false) or getpeername() (peer = true).
+std::optional<SockAddr> SocketName(int fd, bool peer);
+bool IsTcpSocket(int fd);       // AF_INET/AF_INET6, IPPROTO_TCP
+bool IsUnixStreamSocket(int fd);
+
+}  // namespace slipstream
+
+#endif  // SLIPSTREAM_BASE_SOCKET_INFO_H_
