@@ -186,7 +186,8 @@ TEST_F(DaemonTest, ListenersOfSeveralSupervisorsAreClaimed) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  UniqueFd l1(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)), l2(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd l1(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)),
+      l2(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   int one = 1;
   setsockopt(l1.Get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   setsockopt(l2.Get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
@@ -238,7 +239,8 @@ TEST_F(DaemonTest, ClaimFromAnUnsupervisedClientIsAnsweredAtOnce) {
   ASSERT_TRUE(reply);
   EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kNo));
   EXPECT_TRUE(reply->fds.empty());
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 100ms);  // no wait for a client that never comes
+  EXPECT_LT(std::chrono::steady_clock::now() - start,
+            100ms);  // no wait for a client that never comes
 }
 
 TEST_F(DaemonTest, ClaimOvertakingConnectedWaitsForIt) {
@@ -259,7 +261,8 @@ TEST_F(DaemonTest, ClaimOvertakingConnectedWaitsForIt) {
   UniqueFd client_end(sv[0]), server_end(sv[1]);
   InodeBody body{Ino(client_end.Get())};
   int fds[2] = {cfd, server_end.Get()};
-  ASSERT_TRUE(SendMessage(client_session.Get(), MsgType::kConnected, 0, getpid(), Bytes(body), fds));
+  ASSERT_TRUE(
+      SendMessage(client_session.Get(), MsgType::kConnected, 0, getpid(), Bytes(body), fds));
   auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
   ASSERT_TRUE(reply);
   EXPECT_EQ(reply->header.seq, 5u);
@@ -363,14 +366,14 @@ TEST_F(DaemonTest, HostileMessagesGetErrorsAndLeakNothing) {
     std::vector<uint8_t> body;
     std::vector<int> fds;
   } cases[] = {
-      {MsgType::kRegisterListener, {}, {pipe_fd}},           // not a socket
-      {MsgType::kRegisterListener, {}, {}},                  // no fd
-      {MsgType::kIntent, {}, {pipe_fd}},                     // not a TCP socket
-      {MsgType::kClaim, {}, {pipe_fd}},                      // not a TCP connection
+      {MsgType::kRegisterListener, {}, {pipe_fd}},  // not a socket
+      {MsgType::kRegisterListener, {}, {}},         // no fd
+      {MsgType::kIntent, {}, {pipe_fd}},            // not a TCP socket
+      {MsgType::kClaim, {}, {pipe_fd}},             // not a TCP connection
       {MsgType::kConnected, std::vector<uint8_t>(8), {pipe_fd, pipe_fd}},
-      {static_cast<MsgType>(999), {}, {pipe_fd}},            // unknown type
-      {MsgType::kClaimReply, {}, {}},                        // a reply type, sent to the daemon
-      {MsgType::kInstalled, {1, 2}, {}},                     // short body
+      {static_cast<MsgType>(999), {}, {pipe_fd}},  // unknown type
+      {MsgType::kClaimReply, {}, {}},              // a reply type, sent to the daemon
+      {MsgType::kInstalled, {1, 2}, {}},           // short body
   };
   for (const auto& c : cases) {
     ASSERT_TRUE(SendMessage(session.Get(), c.type, 77, 0, c.body, c.fds));

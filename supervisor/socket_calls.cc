@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "base/socket_info.h"
-#include "supervisor/blocking_guard.h"
+#include "supervisor/socket_calls_util.h"
 
 namespace slipstream::supervisor {
 
@@ -22,67 +22,6 @@ using tracer::TargetAccess;
 bool IsSupervisorResourceError(int err) {
   return err == EMFILE || err == ENFILE || err == ENOMEM || err == ENOBUFS;
 }
-
-namespace {
-
-// Largest option value copied between the program and the retained TCP socket.
-constexpr size_t kMaxOptLen = 4096;
-
-std::string FdText(uint64_t fd) { return std::to_string(static_cast<int>(fd)); }
-
-// Best effort, for --trace only: the address a connect/bind call names.
-std::string AddrText(const TargetAccess* target, uint64_t ptr, uint64_t len) {
-  if (target == nullptr) return "?";
-  auto addr = tracer::CopySockAddrIn(*target, ptr, static_cast<int64_t>(len));
-  if (!addr) {
-    return addr.error().err == EFAULT ? "<bad address>"
-                                      : "<addrlen " + std::to_string(static_cast<int>(len)) + ">";
-  }
-  return addr->ToString();
-}
-
-bool Established(int sock) {
-  tcp_info info{};
-  socklen_t len = sizeof(info);
-  return getsockopt(sock, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
-         info.tcpi_state == TCP_ESTABLISHED;
-}
-
-// SOL_SOCKET options that describe the TCP connection rather than the byte stream: on a switched
-// socket they are answered from the retained TCP socket. The rest (buffers, timeouts, SO_ERROR,
-// SO_KEEPALIVE...) act on the AF_UNIX end the program holds.
-bool IsIdentityOption(int name) {
-  switch (name) {
-    case SO_DOMAIN:
-    case SO_PROTOCOL:
-    case SO_PEERCRED:
-    case SO_PEERNAME:
-    case SO_COOKIE:
-    case SO_BINDTODEVICE:
-    case SO_MARK:
-    case SO_INCOMING_CPU:
-    case SO_PEERSEC:
-    case SO_PEERGROUPS:
-      return true;
-    default:
-      return false;
-  }
-}
-
-// Is the fd table of `tid` full (RLIMIT_NOFILE reached)? stat() of /proc/PID/fd reports the
-// number of open fds since Linux 6.2; on older kernels (size 0) this says no, and a full table is
-// found out at ADDFD time instead (the connection is then parked for the next accept).
-bool FdTableFull(pid_t tid) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/fd", tid);
-  struct stat st;
-  if (stat(path, &st) != 0 || st.st_size <= 0) return false;
-  rlimit limit{};
-  if (prlimit(tid, RLIMIT_NOFILE, nullptr, &limit) != 0) return false;
-  return static_cast<rlim_t>(st.st_size) >= limit.rlim_cur;
-}
-
-}  // namespace
 
 size_t SocketCalls::parked() const {
   size_t n = 0;
@@ -199,266 +138,6 @@ void SocketCalls::OnListen(PendingCall& c) {
   c.Return(0);
 }
 
-void SocketCalls::OnConnect(PendingCall c) {
-  int fd = static_cast<int>(c.arg(0));
-  auto target = OpenTarget(c);
-  if (!target) {
-    c.trace().args = FdText(c.arg(0)) + ", ?";
-    return;
-  }
-  auto dest = tracer::CopySockAddrIn(*target, c.arg(1), static_cast<int64_t>(c.arg(2)));
-  c.trace().args = FdText(c.arg(0)) + ", " + AddrText(&*target, c.arg(1), c.arg(2));
-  if (!dest) return;  // the kernel gives EINVAL/EFAULT itself
-  if (env_.switcher != nullptr && !dest->IsInet()) {
-    // AF_UNSPEC (disconnect) or a bad family on a switched socket must get TCP's answer.
-    if (auto s = TakeSocket(c, *target, fd); s && s->switched) ConnectSwitched(c, *dest, *s);
-    return;
-  }
-  if (!dest->IsInet()) return;  // EAFNOSUPPORT and friends from the kernel
-  auto taken = TakeSocket(c, *target, fd);
-  if (taken && taken->switched) return ConnectSwitched(c, *dest, *taken);
-  ++env_.stats.connects;
-  if (!env_.local.SameNetns(c.tid()) || !env_.local.IsLocal(*dest)) {
-    ++env_.stats.left_on_tcp;
-    return;
-  }
-  if (!taken) return;
-  if (unreported_connects_.erase(InodeOf(taken->fd.Get())) != 0) {
-    // The restart of a connect() we completed but could not answer.
-    if (Established(taken->fd.Get())) return (void)c.Return(0);
-  }
-  std::optional<UniqueFd> sock = std::move(taken->fd);
-  bool approved = false;
-  if (env_.switcher != nullptr && env_.switcher->active()) {
-    approved = env_.switcher->Approve(c.tid(), sock->Get(), *dest);
-    if (!approved) {
-      // Not ours to switch: the kernel runs the connect, with no cost on the data path.
-      ++env_.stats.left_on_tcp;
-      return;
-    }
-  }
-  if (TryConnect(c, sock->Get(), *dest, approved)) return;
-  SockAddr copied = *dest;
-  env_.held.Hold(std::move(c), std::move(*sock), HeldCalls::Wait::kWrite,
-                 [this, copied, approved](PendingCall& call, int s) {
-                   return TryConnect(call, s, copied, approved);
-                 });
-  ++env_.stats.held;
-}
-
-bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved) {
-  auto flags = GetFileFlags(sock);
-  bool blocking = flags && !(*flags & O_NONBLOCK);
-  int rc;
-  int err;
-  {
-    std::optional<BlockingGuard> guard;
-    if (blocking) guard.emplace();
-    rc = connect(sock, dest.get(), dest.len());
-    err = errno;
-  }
-  if (rc < 0 && err == EINTR && blocking) return false;  // handshake still running: hold
-  bool connected = rc == 0 || (err == EINPROGRESS && Established(sock));
-  bool switched = false;
-  if (approved) {
-    // Switch only a connection that is established; one still in its handshake (a full SYN
-    // queue) stays TCP rather than making a non-blocking program wait.
-    switched = connected && SwitchConnected(c, sock, rc != 0);
-    if (!switched) env_.switcher->Abort(c.tid(), sock);
-    if (c.answered()) return true;
-  }
-  if (IsSupervisorResourceError(err) && rc != 0) {
-    c.Continue();
-    return true;
-  }
-  bool delivered = rc == 0 ? c.Return(0) : c.Fail(err);
-  if (!delivered && (rc == 0 || err == EINPROGRESS)) {
-    // The program left the call after the connection was made (a signal without WAIT_KILLABLE).
-    // Its restarted connect() must report that connection, not EISCONN.
-    if (switched) {
-      if (SwitchedSocket* sw = env_.switcher->Find(switched_end_ino_))
-        sw->connect_unreported = true;
-    } else {
-      unreported_connects_.insert(InodeOf(sock));
-    }
-  }
-  return true;
-}
-
-bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
-  int fd = static_cast<int>(c.arg(0));
-  auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
-  auto file_flags = GetFileFlags(sock);
-  if (!fd_flags || !file_flags) return false;
-  auto pair = fdinject::MakeStreamPair((*file_flags & O_NONBLOCK) != 0, false);
-  if (!pair) return false;
-  auto& [end, server_end] = *pair;
-  uint64_t end_ino = InodeOf(end.Get());
-  // SETFD swaps the slot like dup2: epoll registrations made after this point see the AF_UNIX end,
-  // and the TCP socket lives on in our copy (no FIN is sent).
-  auto installed = env_.installer.Install({c.id(), end.Get(), fd, fd_flags->cloexec, false});
-  if (!installed) {
-    // The target left the call (signal, exit) before the switch: its fd is still the TCP socket,
-    // connected, and stays so; nothing was announced, so nobody pairs with it.
-    if (installed.error().TargetGone()) c.Abandon();
-    return false;
-  }
-  env_.switcher->ClientSwitched(c.tid(), sock, std::move(server_end), end_ino);
-  UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
-  auto local = SocketName(sock, false), remote = SocketName(sock, true);
-  c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
-                   (remote ? remote->ToString() : "?") + ")";
-  env_.switcher->MigrateEpoll(InodeOf(sock), sock, end.Get());
-  env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
-  switched_end_ino_ = end_ino;
-  return true;  // the caller answers with the connect's own result
-}
-
-void SocketCalls::ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock) {
-  SwitchedSocket& sw = *sock.switched;
-  // __inet_stream_connect() on an established socket.
-  if (dest.len() < sizeof(sa_family_t)) return (void)c.Fail(EINVAL);
-  if (dest.family() == AF_UNSPEC) {
-    // A disconnect: give the program its TCP socket back, then disconnect that (the peer sees the
-    // AF_UNIX end close), so the socket can be connected again, as with TCP.
-    int fd = static_cast<int>(c.arg(0));
-    auto flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
-    if (!flags) return;
-    auto st = env_.installer.Install({c.id(), sw.tcp.Get(), fd, flags->cloexec, false});
-    if (!st) {
-      if (st.error().TargetGone()) c.Abandon();
-      return;
-    }
-    UniqueFd tcp = env_.switcher->Unbook(InodeOf(sock.fd.Get()));
-    if (connect(tcp.Get(), dest.get(), dest.len()) < 0) return (void)c.Fail(errno);
-    c.trace().note = "(switched socket returned to TCP and disconnected)";
-    return (void)c.Return(0);
-  }
-  if (sw.connect_unreported) {
-    sw.connect_unreported = false;
-    return (void)c.Return(0);
-  }
-  c.Fail(EISCONN);
-}
-
-void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
-  AcceptArgs args{static_cast<int>(c.arg(0)), c.arg(1), c.arg(2),
-                  is_accept4 ? static_cast<int>(c.arg(3)) : 0};
-  c.trace().args = FdText(c.arg(0));
-  if (is_accept4) c.trace().args += ", " + AcceptFlagsText(args.flags);
-  if (args.flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) return;  // the kernel's EINVAL
-  auto target = OpenTarget(c);
-  if (!target) return;
-  auto listener = TakeInetSocket(c, *target, args.fd);
-  if (!listener) return;
-  auto id = GetFileId(listener->Get());
-  if (!id) return;
-  if (env_.switcher != nullptr && !env_.switcher->KnowsListener(id->ino) &&
-      env_.local.SameNetns(c.tid())) {
-    if (auto tgid = ThreadGroupOf(c.tid())) {
-      env_.switcher->OnListener(*tgid, args.fd, listener->Get());
-    }
-  }
-  if (auto it = parked_.find(*id); it != parked_.end() && !it->second.empty()) {
-    Parked conn = std::move(it->second.front());
-    it->second.pop_front();
-    if (it->second.empty()) parked_.erase(it);
-    return Deliver(c, std::move(conn), *id, args);
-  }
-  if (TryAccept(c, listener->Get(), *id, args)) return;
-  FileId listener_id = *id;
-  env_.held.Hold(std::move(c), std::move(*listener), HeldCalls::Wait::kRead,
-                 [this, listener_id, args](PendingCall& call, int l) {
-                   return TryAccept(call, l, listener_id, args);
-                 });
-  ++env_.stats.held;
-}
-
-bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener_id,
-                            const AcceptArgs& args) {
-  // The kernel reserves the new fd before it takes a connection from the queue: with a full fd
-  // table accept fails with EMFILE and the connection stays queued (the listener stays readable,
-  // so the program's retry loop sees it again).
-  if (FdTableFull(c.tid())) {
-    c.Fail(EMFILE);
-    return true;
-  }
-  auto flags = GetFileFlags(listener);
-  bool blocking = flags && !(*flags & O_NONBLOCK);
-  if (blocking && IntSockOpt(listener, SOL_SOCKET, SO_ACCEPTCONN) == 1) {
-    pollfd p{listener, POLLIN, 0};
-    if (poll(&p, 1, 0) == 0) return false;  // nothing queued: hold until the listener is readable
-  }
-  int conn;
-  int err;
-  {
-    std::optional<BlockingGuard> guard;
-    if (blocking) guard.emplace();
-    conn = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | (args.flags & SOCK_NONBLOCK));
-    err = errno;
-  }
-  if (conn < 0 && err == EINTR && blocking) return false;  // taken by someone else meanwhile
-  if (conn < 0) {
-    if (IsSupervisorResourceError(err)) {
-      c.Continue();
-    } else {
-      c.Fail(err);
-    }
-    return true;
-  }
-  Parked accepted{UniqueFd(conn), UniqueFd()};
-  if (env_.switcher != nullptr) {
-    if (auto end = env_.switcher->Claim(c.tid(), conn)) {
-      (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
-      accepted.unix_end = std::move(*end);
-    } else {
-      ++env_.stats.left_on_tcp;
-    }
-  }
-  Deliver(c, std::move(accepted), listener_id, args);
-  return true;
-}
-
-void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id,
-                          const AcceptArgs& args) {
-  // accept() asks for the peer with getname(peer=2), which answers even for a connection that was
-  // reset while queued; getpeername() would fail then. SO_PEERNAME is the same getname(peer=2).
-  // SO_PEERNAME wants a buffer no larger than the address: size it from our own address's family.
-  SockAddr peer;
-  auto self = SocketName(conn.tcp.Get(), false);
-  socklen_t peer_len =
-      self && self->family() == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-  if (getsockopt(conn.tcp.Get(), SOL_SOCKET, SO_PEERNAME, peer.mutable_get(), &peer_len) < 0) {
-    if (args.addr != 0) return (void)c.Fail(ECONNABORTED);  // as the kernel when getname fails
-    peer_len = 0;
-  }
-  peer.set_len(peer_len);
-  c.trace().note = "(peer " + peer.ToString() + ")";
-  if (args.addr != 0) {
-    auto target = OpenTarget(c);
-    if (!target) return c.Abandon();
-    // As in the kernel, a bad address fails the call after the connection was taken: it is lost.
-    auto st = tracer::CopySockAddrOut(*target, peer, args.addr, args.addrlen_ptr,
-                                      env_.features.addrlen_first);
-    if (!st) return (void)c.Fail(st.error().err);
-  }
-  int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
-  auto fd = env_.installer.Install({c.id(), give, -1, (args.flags & SOCK_CLOEXEC) != 0, true});
-  if (!fd) {
-    parked_[listener_id].push_back(std::move(conn));
-    if (fd.error().TargetGone()) return c.Abandon();
-    return (void)c.Fail(fd.error().err);  // EMFILE: the target's fd table is full
-  }
-  ++env_.stats.accepts;
-  if (conn.unix_end) {
-    uint64_t end_ino = InodeOf(conn.unix_end.Get());
-    c.trace().note += " switched to unix";
-    env_.switcher->Installed(c.tid(), end_ino);
-    env_.switcher->Book(end_ino, std::move(conn.tcp), /*client=*/false);
-  }
-  c.AnsweredWithFd(*fd);
-}
-
 void SocketCalls::OnGetName(PendingCall& c, bool peer) {
   int fd = static_cast<int>(c.arg(0));
   c.trace().args = FdText(c.arg(0));
@@ -543,10 +222,6 @@ void SocketCalls::OnShutdown(PendingCall& c) {
   c.Return(0);
 }
 
-}  // namespace slipstream::supervisor
-
-namespace slipstream::supervisor {
-
 void SocketCalls::OnEpollCtl(PendingCall& c) {
   int epfd = static_cast<int>(c.arg(0));
   int fd = static_cast<int>(c.arg(2));
@@ -559,7 +234,8 @@ void SocketCalls::OnEpollCtl(PendingCall& c) {
   int domain = IntSockOpt(copy->Get(), SOL_SOCKET, SO_DOMAIN);
   if (domain != AF_INET && domain != AF_INET6) return;
   // Only a TCP socket that is neither connected nor listening can still be switched later.
-  if (IntSockOpt(copy->Get(), SOL_SOCKET, SO_ACCEPTCONN) != 0 || SocketName(copy->Get(), true)) return;
+  if (IntSockOpt(copy->Get(), SOL_SOCKET, SO_ACCEPTCONN) != 0 || SocketName(copy->Get(), true))
+    return;
   if (IntSockOpt(copy->Get(), SOL_SOCKET, SO_TYPE) != SOCK_STREAM) return;
   if (auto tgid = ThreadGroupOf(c.tid())) {
     env_.switcher->NoteEpollRegistration(InodeOf(copy->Get()), *tgid, epfd, fd);

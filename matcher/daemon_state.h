@@ -1,0 +1,70 @@
+// Internal to slipstreamd (matcher/daemon*.cc): the daemon's per-session and per-pair records.
+#ifndef SLIPSTREAM_MATCHER_DAEMON_STATE_H_
+#define SLIPSTREAM_MATCHER_DAEMON_STATE_H_
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "matcher/daemon.h"
+
+namespace slipstream::matcher {
+
+using Clock = std::chrono::steady_clock;
+
+struct Daemon::Session {
+  struct Outgoing {
+    MsgType type;
+    uint64_t seq;
+    int32_t pid;
+    std::vector<uint8_t> body;
+    std::vector<UniqueFd> fds;  // our own references, kept until sent
+  };
+  Session(boost::asio::io_context& io, int fd) : desc(io, fd) {}
+  std::deque<Outgoing> outgoing;
+  bool flushing = false;
+  uint64_t id = 0;
+  boost::asio::posix::stream_descriptor desc;
+  pid_t pid = 0;
+  uid_t uid = 0;
+  uint64_t netns = 0;
+  bool closed = false;
+  int fd() { return desc.native_handle(); }
+};
+
+struct Daemon::Pending {
+  UniqueFd server_end;  // ours until handed over
+  uint64_t owner = 0;   // the client's supervisor session
+  pid_t owner_pid = 0;  // ... and its pid (it keeps a copy of the end until we report)
+  int32_t client_pid = 0;
+  uint64_t client_end_ino = 0;
+  uint64_t server_end_ino = 0;
+  uint64_t handed_to = 0;  // the session that got the end (push or claim), 0 while we hold it
+  int32_t server_pid = 0;
+  Clock::time_point created;
+  std::optional<Clock::time_point> accepted_since;  // the server side left the accept queue
+};
+
+struct Daemon::Live {
+  int32_t client_pid = 0;
+  int32_t server_pid = 0;
+  SockAddr client;
+  SockAddr server;
+  uint64_t client_end_ino = 0;
+  uint64_t server_end_ino = 0;
+  std::chrono::system_clock::time_point since;
+};
+
+// A socket's address, v4-mapped spelled as IPv4.
+std::optional<SockAddr> Name(int fd, bool peer);
+// The network namespace a socket lives in: SIOCGSKNS (needs CAP_NET_ADMIN), else `fallback`, the
+// namespace of the supervisor that sent it (supervisors only send sockets of programs in their own
+// namespace).
+uint64_t SocketNetns(int fd, uint64_t fallback);
+
+}  // namespace slipstream::matcher
+
+#endif  // SLIPSTREAM_MATCHER_DAEMON_STATE_H_

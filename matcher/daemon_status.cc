@@ -1,0 +1,73 @@
+// Status: what slipstreamd --status prints.
+#include "matcher/daemon.h"
+#include "matcher/daemon_state.h"
+
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <deque>
+#include <set>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <nlohmann/json.hpp>
+
+#include "base/proc_scan.h"
+#include "base/socket_info.h"
+#include "base/syscalls.h"
+#include "matcher/paths.h"
+#include "matcher/policy.h"
+
+namespace slipstream::matcher {
+
+void Daemon::OnStatus(Session* s, Message& m) {
+  std::string json = StatusJson(s->id);
+  if (json.size() > kMaxBody) json.resize(0);
+  (void)Send(s, MsgType::kStatusReply, m.header.seq, m.header.pid,
+             {reinterpret_cast<const uint8_t*>(json.data()), json.size()});
+}
+
+std::string Daemon::StatusJson(uint64_t asking_session) const {
+  nlohmann::json j;
+  j["pid"] = getpid();
+  j["socket"] = SocketPath(config_.dir);
+  j["supervisors"] = nlohmann::json::array();
+  for (const auto& [id, s] : sessions_) {
+    if (!s->closed && id != asking_session)
+      j["supervisors"].push_back({{"pid", s->pid}, {"uid", s->uid}});
+  }
+  j["listeners"] = nlohmann::json::array();
+  for (const auto& [ino, l] : listeners_) {
+    j["listeners"].push_back({{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}});
+  }
+  j["connections"] = nlohmann::json::array();
+  j["connections_total"] = live_.size();
+  constexpr size_t kMaxListed = 1000;  // keeps the reply within one message
+  for (const auto& [ino, c] : live_) {
+    if (j["connections"].size() >= kMaxListed) break;
+    j["connections"].push_back(
+        {{"client", c.client.ToString()},
+         {"server", c.server.ToString()},
+         {"client_pid", c.client_pid},
+         {"server_pid", c.server_pid},
+         {"client_unix_inode", c.client_end_ino},
+         {"server_unix_inode", c.server_end_ino},
+         {"since",
+          std::chrono::duration_cast<std::chrono::seconds>(c.since.time_since_epoch()).count()}});
+  }
+  j["pending"] = pending_.size();
+  j["pairs_total"] = pairs_total_;
+  j["relays_total"] = relays_total_;
+  return j.dump();
+}
+
+}  // namespace slipstream::matcher

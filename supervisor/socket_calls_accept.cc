@@ -1,0 +1,137 @@
+// accept() and accept4(): run on the listener copy; the connection is paired when it can be.
+#include "supervisor/socket_calls.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <string>
+
+#include "base/socket_info.h"
+#include "supervisor/blocking_guard.h"
+#include "supervisor/socket_calls_util.h"
+
+namespace slipstream::supervisor {
+
+using tracer::TargetAccess;
+
+void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
+  AcceptArgs args{static_cast<int>(c.arg(0)), c.arg(1), c.arg(2),
+                  is_accept4 ? static_cast<int>(c.arg(3)) : 0};
+  c.trace().args = FdText(c.arg(0));
+  if (is_accept4) c.trace().args += ", " + AcceptFlagsText(args.flags);
+  if (args.flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) return;  // the kernel's EINVAL
+  auto target = OpenTarget(c);
+  if (!target) return;
+  auto listener = TakeInetSocket(c, *target, args.fd);
+  if (!listener) return;
+  auto id = GetFileId(listener->Get());
+  if (!id) return;
+  if (env_.switcher != nullptr && !env_.switcher->KnowsListener(id->ino) &&
+      env_.local.SameNetns(c.tid())) {
+    if (auto tgid = ThreadGroupOf(c.tid())) {
+      env_.switcher->OnListener(*tgid, args.fd, listener->Get());
+    }
+  }
+  if (auto it = parked_.find(*id); it != parked_.end() && !it->second.empty()) {
+    Parked conn = std::move(it->second.front());
+    it->second.pop_front();
+    if (it->second.empty()) parked_.erase(it);
+    return Deliver(c, std::move(conn), *id, args);
+  }
+  if (TryAccept(c, listener->Get(), *id, args)) return;
+  FileId listener_id = *id;
+  env_.held.Hold(std::move(c), std::move(*listener), HeldCalls::Wait::kRead,
+                 [this, listener_id, args](PendingCall& call, int l) {
+                   return TryAccept(call, l, listener_id, args);
+                 });
+  ++env_.stats.held;
+}
+
+bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener_id,
+                            const AcceptArgs& args) {
+  // The kernel reserves the new fd before it takes a connection from the queue: with a full fd
+  // table accept fails with EMFILE and the connection stays queued (the listener stays readable,
+  // so the program's retry loop sees it again).
+  if (FdTableFull(c.tid())) {
+    c.Fail(EMFILE);
+    return true;
+  }
+  auto flags = GetFileFlags(listener);
+  bool blocking = flags && !(*flags & O_NONBLOCK);
+  if (blocking && IntSockOpt(listener, SOL_SOCKET, SO_ACCEPTCONN) == 1) {
+    pollfd p{listener, POLLIN, 0};
+    if (poll(&p, 1, 0) == 0) return false;  // nothing queued: hold until the listener is readable
+  }
+  int conn;
+  int err;
+  {
+    std::optional<BlockingGuard> guard;
+    if (blocking) guard.emplace();
+    conn = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | (args.flags & SOCK_NONBLOCK));
+    err = errno;
+  }
+  if (conn < 0 && err == EINTR && blocking) return false;  // taken by someone else meanwhile
+  if (conn < 0) {
+    if (IsSupervisorResourceError(err)) {
+      c.Continue();
+    } else {
+      c.Fail(err);
+    }
+    return true;
+  }
+  Parked accepted{UniqueFd(conn), UniqueFd()};
+  if (env_.switcher != nullptr) {
+    if (auto end = env_.switcher->Claim(c.tid(), conn)) {
+      (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
+      accepted.unix_end = std::move(*end);
+    } else {
+      ++env_.stats.left_on_tcp;
+    }
+  }
+  Deliver(c, std::move(accepted), listener_id, args);
+  return true;
+}
+
+void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id,
+                          const AcceptArgs& args) {
+  // accept() asks for the peer with getname(peer=2), which answers even for a connection that was
+  // reset while queued; getpeername() would fail then. SO_PEERNAME is the same getname(peer=2).
+  // SO_PEERNAME wants a buffer no larger than the address: size it from our own address's family.
+  SockAddr peer;
+  auto self = SocketName(conn.tcp.Get(), false);
+  socklen_t peer_len =
+      self && self->family() == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  if (getsockopt(conn.tcp.Get(), SOL_SOCKET, SO_PEERNAME, peer.mutable_get(), &peer_len) < 0) {
+    if (args.addr != 0) return (void)c.Fail(ECONNABORTED);  // as the kernel when getname fails
+    peer_len = 0;
+  }
+  peer.set_len(peer_len);
+  c.trace().note = "(peer " + peer.ToString() + ")";
+  if (args.addr != 0) {
+    auto target = OpenTarget(c);
+    if (!target) return c.Abandon();
+    // As in the kernel, a bad address fails the call after the connection was taken: it is lost.
+    auto st = tracer::CopySockAddrOut(*target, peer, args.addr, args.addrlen_ptr,
+                                      env_.features.addrlen_first);
+    if (!st) return (void)c.Fail(st.error().err);
+  }
+  int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
+  auto fd = env_.installer.Install({c.id(), give, -1, (args.flags & SOCK_CLOEXEC) != 0, true});
+  if (!fd) {
+    parked_[listener_id].push_back(std::move(conn));
+    if (fd.error().TargetGone()) return c.Abandon();
+    return (void)c.Fail(fd.error().err);  // EMFILE: the target's fd table is full
+  }
+  ++env_.stats.accepts;
+  if (conn.unix_end) {
+    uint64_t end_ino = InodeOf(conn.unix_end.Get());
+    c.trace().note += " switched to unix";
+    env_.switcher->Installed(c.tid(), end_ino);
+    env_.switcher->Book(end_ino, std::move(conn.tcp), /*client=*/false);
+  }
+  c.AnsweredWithFd(*fd);
+}
+
+}  // namespace slipstream::supervisor

@@ -1,0 +1,161 @@
+// connect(): emulated for local destinations, switched when every listener is supervised.
+#include "supervisor/socket_calls.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <string>
+
+#include "base/socket_info.h"
+#include "supervisor/blocking_guard.h"
+#include "supervisor/socket_calls_util.h"
+
+namespace slipstream::supervisor {
+
+using tracer::TargetAccess;
+
+void SocketCalls::OnConnect(PendingCall c) {
+  int fd = static_cast<int>(c.arg(0));
+  auto target = OpenTarget(c);
+  if (!target) {
+    c.trace().args = FdText(c.arg(0)) + ", ?";
+    return;
+  }
+  auto dest = tracer::CopySockAddrIn(*target, c.arg(1), static_cast<int64_t>(c.arg(2)));
+  c.trace().args = FdText(c.arg(0)) + ", " + AddrText(&*target, c.arg(1), c.arg(2));
+  if (!dest) return;  // the kernel gives EINVAL/EFAULT itself
+  if (env_.switcher != nullptr && !dest->IsInet()) {
+    // AF_UNSPEC (disconnect) or a bad family on a switched socket must get TCP's answer.
+    if (auto s = TakeSocket(c, *target, fd); s && s->switched) ConnectSwitched(c, *dest, *s);
+    return;
+  }
+  if (!dest->IsInet()) return;  // EAFNOSUPPORT and friends from the kernel
+  auto taken = TakeSocket(c, *target, fd);
+  if (taken && taken->switched) return ConnectSwitched(c, *dest, *taken);
+  ++env_.stats.connects;
+  if (!env_.local.SameNetns(c.tid()) || !env_.local.IsLocal(*dest)) {
+    ++env_.stats.left_on_tcp;
+    return;
+  }
+  if (!taken) return;
+  if (unreported_connects_.erase(InodeOf(taken->fd.Get())) != 0) {
+    // The restart of a connect() we completed but could not answer.
+    if (Established(taken->fd.Get())) return (void)c.Return(0);
+  }
+  std::optional<UniqueFd> sock = std::move(taken->fd);
+  bool approved = false;
+  if (env_.switcher != nullptr && env_.switcher->active()) {
+    approved = env_.switcher->Approve(c.tid(), sock->Get(), *dest);
+    if (!approved) {
+      // Not ours to switch: the kernel runs the connect, with no cost on the data path.
+      ++env_.stats.left_on_tcp;
+      return;
+    }
+  }
+  if (TryConnect(c, sock->Get(), *dest, approved)) return;
+  SockAddr copied = *dest;
+  env_.held.Hold(std::move(c), std::move(*sock), HeldCalls::Wait::kWrite,
+                 [this, copied, approved](PendingCall& call, int s) {
+                   return TryConnect(call, s, copied, approved);
+                 });
+  ++env_.stats.held;
+}
+
+bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved) {
+  auto flags = GetFileFlags(sock);
+  bool blocking = flags && !(*flags & O_NONBLOCK);
+  int rc;
+  int err;
+  {
+    std::optional<BlockingGuard> guard;
+    if (blocking) guard.emplace();
+    rc = connect(sock, dest.get(), dest.len());
+    err = errno;
+  }
+  if (rc < 0 && err == EINTR && blocking) return false;  // handshake still running: hold
+  bool connected = rc == 0 || (err == EINPROGRESS && Established(sock));
+  bool switched = false;
+  if (approved) {
+    // Switch only a connection that is established; one still in its handshake (a full SYN
+    // queue) stays TCP rather than making a non-blocking program wait.
+    switched = connected && SwitchConnected(c, sock, rc != 0);
+    if (!switched) env_.switcher->Abort(c.tid(), sock);
+    if (c.answered()) return true;
+  }
+  if (IsSupervisorResourceError(err) && rc != 0) {
+    c.Continue();
+    return true;
+  }
+  bool delivered = rc == 0 ? c.Return(0) : c.Fail(err);
+  if (!delivered && (rc == 0 || err == EINPROGRESS)) {
+    // The program left the call after the connection was made (a signal without WAIT_KILLABLE).
+    // Its restarted connect() must report that connection, not EISCONN.
+    if (switched) {
+      if (SwitchedSocket* sw = env_.switcher->Find(switched_end_ino_))
+        sw->connect_unreported = true;
+    } else {
+      unreported_connects_.insert(InodeOf(sock));
+    }
+  }
+  return true;
+}
+
+bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
+  int fd = static_cast<int>(c.arg(0));
+  auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
+  auto file_flags = GetFileFlags(sock);
+  if (!fd_flags || !file_flags) return false;
+  auto pair = fdinject::MakeStreamPair((*file_flags & O_NONBLOCK) != 0, false);
+  if (!pair) return false;
+  auto& [end, server_end] = *pair;
+  uint64_t end_ino = InodeOf(end.Get());
+  // SETFD swaps the slot like dup2: epoll registrations made after this point see the AF_UNIX end,
+  // and the TCP socket lives on in our copy (no FIN is sent).
+  auto installed = env_.installer.Install({c.id(), end.Get(), fd, fd_flags->cloexec, false});
+  if (!installed) {
+    // The target left the call (signal, exit) before the switch: its fd is still the TCP socket,
+    // connected, and stays so; nothing was announced, so nobody pairs with it.
+    if (installed.error().TargetGone()) c.Abandon();
+    return false;
+  }
+  env_.switcher->ClientSwitched(c.tid(), sock, std::move(server_end), end_ino);
+  UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
+  auto local = SocketName(sock, false), remote = SocketName(sock, true);
+  c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
+                   (remote ? remote->ToString() : "?") + ")";
+  env_.switcher->MigrateEpoll(InodeOf(sock), sock, end.Get());
+  env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
+  switched_end_ino_ = end_ino;
+  return true;  // the caller answers with the connect's own result
+}
+
+void SocketCalls::ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock) {
+  SwitchedSocket& sw = *sock.switched;
+  // __inet_stream_connect() on an established socket.
+  if (dest.len() < sizeof(sa_family_t)) return (void)c.Fail(EINVAL);
+  if (dest.family() == AF_UNSPEC) {
+    // A disconnect: give the program its TCP socket back, then disconnect that (the peer sees the
+    // AF_UNIX end close), so the socket can be connected again, as with TCP.
+    int fd = static_cast<int>(c.arg(0));
+    auto flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
+    if (!flags) return;
+    auto st = env_.installer.Install({c.id(), sw.tcp.Get(), fd, flags->cloexec, false});
+    if (!st) {
+      if (st.error().TargetGone()) c.Abandon();
+      return;
+    }
+    UniqueFd tcp = env_.switcher->Unbook(InodeOf(sock.fd.Get()));
+    if (connect(tcp.Get(), dest.get(), dest.len()) < 0) return (void)c.Fail(errno);
+    c.trace().note = "(switched socket returned to TCP and disconnected)";
+    return (void)c.Return(0);
+  }
+  if (sw.connect_unreported) {
+    sw.connect_unreported = false;
+    return (void)c.Return(0);
+  }
+  c.Fail(EISCONN);
+}
+
+}  // namespace slipstream::supervisor

@@ -1,0 +1,60 @@
+#include "supervisor/socket_calls_util.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+
+namespace slipstream::supervisor {
+
+std::string FdText(uint64_t fd) { return std::to_string(static_cast<int>(fd)); }
+
+std::string AddrText(const tracer::TargetAccess* target, uint64_t ptr, uint64_t len) {
+  if (target == nullptr) return "?";
+  auto addr = tracer::CopySockAddrIn(*target, ptr, static_cast<int64_t>(len));
+  if (!addr) {
+    return addr.error().err == EFAULT ? "<bad address>"
+                                      : "<addrlen " + std::to_string(static_cast<int>(len)) + ">";
+  }
+  return addr->ToString();
+}
+
+bool Established(int sock) {
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  return getsockopt(sock, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+         info.tcpi_state == TCP_ESTABLISHED;
+}
+
+bool IsIdentityOption(int name) {
+  switch (name) {
+    case SO_DOMAIN:
+    case SO_PROTOCOL:
+    case SO_PEERCRED:
+    case SO_PEERNAME:
+    case SO_COOKIE:
+    case SO_BINDTODEVICE:
+    case SO_MARK:
+    case SO_INCOMING_CPU:
+    case SO_PEERSEC:
+    case SO_PEERGROUPS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool FdTableFull(pid_t tid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/fd", tid);
+  struct stat st;
+  if (stat(path, &st) != 0 || st.st_size <= 0) return false;
+  rlimit limit{};
+  if (prlimit(tid, RLIMIT_NOFILE, nullptr, &limit) != 0) return false;
+  return static_cast<rlim_t>(st.st_size) >= limit.rlim_cur;
+}
+
+}  // namespace slipstream::supervisor

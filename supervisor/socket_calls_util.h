@@ -1,0 +1,32 @@
+// Helpers shared by the socket call handlers (supervisor/socket_calls*.cc). Internal.
+#ifndef SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_UTIL_H_
+#define SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_UTIL_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "tracer/target.h"
+
+namespace slipstream::supervisor {
+
+// Largest option value copied between the program and the retained TCP socket.
+inline constexpr size_t kMaxOptLen = 4096;
+
+std::string FdText(uint64_t fd);
+// Best effort, for --trace only: the address a connect/bind call names.
+std::string AddrText(const tracer::TargetAccess* target, uint64_t ptr, uint64_t len);
+bool Established(int sock);
+// SOL_SOCKET options that describe the TCP connection rather than the byte stream: on a switched
+// socket they are answered from the retained TCP socket. The rest (buffers, timeouts, SO_ERROR,
+// SO_KEEPALIVE...) act on the AF_UNIX end the program holds.
+bool IsIdentityOption(int name);
+// Is the fd table of `tid` full (RLIMIT_NOFILE reached)? stat() of /proc/PID/fd reports the
+// number of open fds since Linux 6.2; on older kernels (size 0) this says no, and a full table is
+// found out at ADDFD time instead (the connection is then parked for the next accept).
+bool FdTableFull(pid_t tid);
+
+}  // namespace slipstream::supervisor
+
+#endif  // SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_UTIL_H_
