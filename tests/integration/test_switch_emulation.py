@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""A program asking about its switched socket gets the answers it would get over TCP.
+
+tests/programs/c/switch_probe.c runs as a server and a client and prints what each can learn
+about its connection: the addresses of connect and accept, getsockname/getpeername,
+SO_DOMAIN/SO_PROTOCOL/SO_TYPE/SO_ERROR (also after a non-blocking connect)/SO_PEERCRED,
+TCP_NODELAY and TCP_CORK set and read back, TCP_INFO (state ESTABLISHED), TCP_MAXSEG,
+TCP_CONGESTION, TCP_USER_TIMEOUT, SO_KEEPALIVE/TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT,
+IP_TOS/IP_TTL or IPV6_TCLASS/IPV6_UNICAST_HOPS. The pair runs natively, then each side under its
+own slipstream-trace with the connection proven switched (both fds AF_UNIX, connected to each
+other); the outputs must be equal once port numbers are normalised (the n-th distinct port seen
+becomes P<n>, so equal ports stay equal). IPv4, IPv6 and v4-mapped; blocking and non-blocking
+connect. Then the same after the client's shutdown(SHUT_WR) (TCP_INFO states, getpeername).
+"""
+
+import re
+
+import fixture_runs as fr
+import harness
+import switch_support as ss
+
+PORT = re.compile(r"(?<=[\]\d]):(\d+)\b")
+
+
+def normalise(lines):
+    """Replaces port numbers by P1, P2, ... in order of first appearance."""
+    names = {}
+
+    def rename(m):
+        return ":" + names.setdefault(m.group(1), f"P{len(names) + 1}")
+    return [PORT.sub(rename, line) for line in lines]
+
+
+class Emulation(ss.EvidenceMixin, fr.FixtureTest):
+
+    def run_probe(self, supervise, *, family="ipv4", host="127.0.0.1", nonblock=False):
+        """Runs the probe pair; returns the normalised server lines followed by the client's."""
+        port_file = self.path(f"port.{supervise}")
+        server_cmd = [harness.program("switch_probe"), "server", "--family", family,
+                      "--port-file", port_file, "--hold"]
+        client_cmd = [harness.program("switch_probe"), "client", "--host", host,
+                      "--port-file", port_file, "--hold"] + (["--nonblock"] if nonblock else [])
+        if supervise:
+            server = ss.Gated(self, harness.supervised(server_cmd))
+            fr.read_port(port_file)
+            client = ss.Gated(self, harness.supervised(ss.after_gate(client_cmd)))
+            client.start_program()
+        else:
+            server = ss.Gated(self, server_cmd)
+            fr.read_port(port_file)
+            client = ss.Gated(self, client_cmd)
+        c, s = client.ready(), server.ready()
+        if supervise:
+            self.assert_switched(c, s)
+        else:
+            self.assert_on_tcp(c)
+            self.assert_on_tcp(s)
+        client.go()
+        server.go()
+        client_result = client.finish()
+        server.go()  # the server closes once the client has looked at its socket
+        server_result = server.finish()
+        self.assertEqual(client_result[0], 0, client_result[2])
+        self.assertEqual(server_result[0], 0, server_result[2])
+        return normalise(ss.program_lines(server_result[1]) + ss.program_lines(client_result[1]))
+
+    def compare(self, sections_wanted, **kw):
+        native = self.run_probe(False, **kw)
+        switched = self.run_probe(True, **kw)
+        pick = lambda lines: [line for line in lines if line.split(":")[0].split()[1] in
+                              sections_wanted]
+        self.assertGreater(len(pick(native)), 10 if "tcp" in sections_wanted else 3)
+        self.maxDiff = None
+        self.assertEqual(pick(native), pick(switched))
+
+    BEFORE_SHUTDOWN = ("accept", "connect", "names", "socket", "tcp", "keepalive", "ip",
+                       "exchange")
+
+    def test_ipv4_blocking_connect(self):
+        self.compare(self.BEFORE_SHUTDOWN)
+
+    def test_ipv4_nonblocking_connect(self):
+        """EINPROGRESS, then POLLOUT, then SO_ERROR 0, as over TCP."""
+        self.compare(self.BEFORE_SHUTDOWN, nonblock=True)
+
+    def test_ipv6(self):
+        self.compare(self.BEFORE_SHUTDOWN, family="ipv6", host="::1", nonblock=True)
+
+    def test_v4mapped_server(self):
+        self.compare(self.BEFORE_SHUTDOWN, family="v4mapped")
+
+    def test_v4mapped_from_ipv6_socket(self):
+        self.compare(self.BEFORE_SHUTDOWN, family="v4mapped", host="::ffff:127.0.0.1",
+                     nonblock=True)
+
+    # Fails until fixed or documented: after the client's shutdown(SHUT_WR), TCP reports
+    # TCP_INFO state FIN_WAIT2 (5) on the client and CLOSE_WAIT (8) on the server, which has read
+    # EOF; switched, both report ESTABLISHED (1). shutdown() on a switched socket runs on the
+    # AF_UNIX end only (the supervisor answers CONTINUE, docs/design.md's call table), so the
+    # retained TCP sockets that TCP_INFO is read from never see the FIN. Programs that poll
+    # tcpi_state for CLOSE_WAIT to find half-closed peers (connection pools do) are misled.
+    # Mirroring the shutdown on the retained TCP socket would give both answers; otherwise
+    # docs/differences.md should list it.
+    def test_after_half_close(self):
+        self.compare(("shutdown",))
+
+
+if __name__ == "__main__":
+    fr.main()
