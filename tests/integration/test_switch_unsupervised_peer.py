@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""A supervised program whose peer is not supervised stays on plain TCP, and everything works.
+
+Supervised client with an unsupervised server, and unsupervised client with a supervised server
+(static C, Go, Python asyncio): while connected, both fds are TCP sockets established to each
+other (/proc/net/tcp, never /proc/net/unix), the daemon lists no switched connection, and the
+supervised side's --stats counts the connection as left on TCP with nothing switched or relayed.
+Echo (both directions), half-close sink, server-first source and round trips are byte-exact.
+"""
+
+import fixture_runs as fr
+import harness
+import switch_support as ss
+
+MODES = (("echo", 1 << 20), ("sink", 1 << 16), ("source", 1 << 20), ("rr", 0))
+
+
+class UnsupervisedPeer(ss.EvidenceMixin, fr.FixtureTest):
+
+    def run_pair(self, *, client_lang, server_lang, supervise_client, mode, size):
+        port_file, stats = self.path(f"port.{mode}"), self.path(f"stats.{mode}")
+        extra = ["-o", stats]
+        server_cmd = ss.PEERS[server_lang]("server", "--port-file", port_file, "--mode", mode,
+                                           "--bytes", str(size), "--seed", "7", "--hold", "--log")
+        client_cmd = ss.PEERS[client_lang]("client", "--port-file", port_file, "--mode", mode,
+                                           "--bytes", str(size), "--seed", "7", "--rounds", "1000",
+                                           "--hold", "--log")
+        if supervise_client:
+            server = ss.Gated(self, server_cmd)
+            fr.read_port(port_file)
+            client = ss.Gated(self, harness.supervised(ss.after_gate(client_cmd), stats=True,
+                                                       extra=extra))
+            client.start_program()
+        else:
+            server = ss.Gated(self, harness.supervised(server_cmd, stats=True, extra=extra))
+            fr.read_port(port_file)
+            client = ss.Gated(self, client_cmd)
+        c, s = client.ready(), server.ready()
+        c_ino, s_ino = self.assert_on_tcp(c), self.assert_on_tcp(s)
+        ends = {(e[0], e[1]): e[3] for e in ss.tcp_sockets()}
+        self.assertEqual(ends.get((ss.canonical(s["local"]), ss.canonical(s["peer"]))), s_ino)
+        self.assertEqual(ends.get((ss.canonical(c["local"]), ss.canonical(c["peer"]))), c_ino)
+        client.go()
+        server.go()
+        client_code, client_out, client_err = client.finish()
+        server_code, server_out, server_err = server.finish()
+        self.assertEqual(client_code, 0, client_err)
+        self.assertEqual(server_code, 0, server_err)
+        sent = ss.conn_lines(client_out)[0]
+        got = ss.conn_lines(server_out)[0]
+        if mode in ("echo", "sink", "rr"):
+            self.assertEqual((got["bytes_in"], got["crc_in"]), (sent["bytes_out"], sent["crc_out"]))
+        if mode in ("echo", "source"):
+            self.assertEqual(int(sent["bytes_in"]), size)
+        self.assertRegex(ss.summary(client_out, "client"), r"connections=1 .*errors=0$")
+        counts = ss.read_stats(stats)
+        self.assertEqual((counts["switched"], counts["relayed"], counts["tcp"]), (0, 0, 1), counts)
+
+    def check_all_modes(self, **kw):
+        for mode, size in MODES:
+            with self.subTest(mode=mode):
+                self.run_pair(mode=mode, size=size, **kw)
+
+    def test_supervised_c_client_native_c_server(self):
+        self.check_all_modes(client_lang="c", server_lang="c", supervise_client=True)
+
+    def test_native_c_client_supervised_c_server(self):
+        self.check_all_modes(client_lang="c", server_lang="c", supervise_client=False)
+
+    def test_supervised_go_client_native_c_server(self):
+        self.run_pair(client_lang="go", server_lang="c", supervise_client=True, mode="echo",
+                      size=1 << 20)
+
+    def test_native_asyncio_client_supervised_go_server(self):
+        self.run_pair(client_lang="asyncio", server_lang="go", supervise_client=False,
+                      mode="sink", size=1 << 20)
+
+
+if __name__ == "__main__":
+    fr.main()
