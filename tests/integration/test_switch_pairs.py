@@ -189,8 +189,9 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
         self.run_separately("asyncio", family="v4mapped")
 
     # Fails until fixed: the daemon lists the id of the thread that called connect() or
-    # accept() as the connection's pid. supervisor/socket_calls.cc (at 945c630: SwitchConnected,
-    # line 306, and Deliver, line 456) passes c.tid() to Switcher::ClientSwitched and
+    # accept() as the connection's pid. SocketCalls::SwitchConnected
+    # (supervisor/socket_calls_connect.cc:123 at 3677921) and SocketCalls::Deliver
+    # (supervisor/socket_calls_accept.cc:131) pass c.tid() to Switcher::ClientSwitched and
     # Switcher::Installed, which send it as the message's pid; slipstreamd stores it as
     # client_pid/server_pid (matcher/daemon.cc, OnConnected and OnInstalled).
     # ThreadGroupOf(c.tid()) is the pid. Go programs connect from whichever thread runs the
