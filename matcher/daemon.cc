@@ -1,5 +1,6 @@
 #include "matcher/daemon.h"
 #include "matcher/daemon_state.h"
+#include "matcher/unclaimed.h"
 
 #include <fcntl.h>
 #include <linux/sockios.h>
@@ -311,15 +312,10 @@ void Daemon::Sweep() {
     auto next = std::next(it);
     Pending& p = it->second;
     if (p.handed_to == 0) {
-      auto server = diag_.LookupTcp(it->first.local, it->first.remote);
-      bool relay = false;
-      if (!server) {
-        relay = server.error().err == ENOENT;
-      } else if (server->inode != 0) {
-        if (!p.accepted_since) p.accepted_since = now;
-        relay = now - *p.accepted_since >= config_.claim_grace;
+      if (ShouldRelay(diag_, it->first.local, it->first.remote, &p.accepted_since, now,
+                      config_.claim_grace)) {
+        Resolve(it, /*claimed=*/false);
       }
-      if (relay) Resolve(it, /*claimed=*/false);
     }
     it = next;
   }

@@ -1,5 +1,7 @@
 #include "supervisor/launcher.h"
 
+#include "base/fd_passing.h"
+
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -21,42 +23,16 @@ struct ChildFailure {
 Status SendFd(int sock, int fd) {
   char byte = 0;
   iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-  while (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) {
-    if (errno != EINTR) return Errno("sendmsg(listener)");
-  }
-  return {};
+  return SendWithFds(sock, {&iov, 1}, {&fd, 1});
 }
 
 Result<UniqueFd> ReceiveFd(int sock) {
   char byte;
   iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ssize_t n;
-  while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0) {
-    if (errno != EINTR) return Errno("recvmsg(listener)");
-  }
-  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  if (n != 1 || cmsg == nullptr || cmsg->cmsg_type != SCM_RIGHTS)
-    return Error(EPROTO, "recvmsg(listener)");
-  int fd;
-  std::memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
-  return UniqueFd(fd);
+  auto r = ReceiveWithFds(sock, {&iov, 1});
+  if (!r) return tl::unexpected(r.error());
+  if (r->bytes != 1 || r->fds.size() != 1) return Error(EPROTO, "recvmsg(listener)");
+  return std::move(r->fds[0]);
 }
 
 [[noreturn]] void Fail(int err_pipe, int stage, int err) {

@@ -18,6 +18,7 @@
 #include "matcher/endpoint.h"
 #include "matcher/policy.h"
 #include "matcher/protocol.h"
+#include "matcher/unclaimed.h"
 #include "supervisor/relay.h"
 
 namespace slipstream::supervisor {
@@ -30,7 +31,6 @@ constexpr auto kSweepPeriod = std::chrono::seconds(1);
 // After the daemon died with pairs in flight, how long a claimer has to finish installing the end
 // it already received before we decide from /proc who holds it.
 constexpr auto kOrphanGrace = std::chrono::milliseconds(200);
-
 
 }  // namespace
 
@@ -136,7 +136,6 @@ namespace {
 
 std::string CanonicalText(const SockAddr& a) { return matcher::Canonical(a).ToString(); }
 
-
 }  // namespace
 
 void Switcher::OnPush(matcher::Message& push) {
@@ -208,15 +207,9 @@ void Switcher::SweepInbox() {
   auto now = std::chrono::steady_clock::now();
   for (auto it = inbox_.begin(); it != inbox_.end();) {
     auto local = SockAddr::Parse(it->first.first), remote = SockAddr::Parse(it->first.second);
-    auto server = local && remote ? diag_->LookupTcp(*local, *remote)
-                                  : Result<TcpSocketInfo>(Error(ENOENT, "parse"));
-    bool disown = false;
-    if (!server) {
-      disown = server.error().err == ENOENT;
-    } else if (server->inode != 0) {
-      if (!it->second.accepted_since) it->second.accepted_since = now;
-      disown = now - *it->second.accepted_since >= kGrace;
-    }
+    bool disown =
+        !local || !remote ||
+        matcher::ShouldRelay(*diag_, *local, *remote, &it->second.accepted_since, now, kGrace);
     if (!disown) {
       ++it;
       continue;
