@@ -42,7 +42,6 @@ Result<UniqueFd> ReceiveFd(int sock) {
 }
 
 [[noreturn]] void RunChild(const LaunchSpec& spec, char* const* argv, int hand_over, int err_pipe) {
-  if (spec.own_process_group) setpgid(0, 0);
   spec.signals->RestoreInChild();
   if (spec.program != nullptr) {
     // Unprivileged seccomp needs NO_NEW_PRIVS. Root does not, and leaving it off keeps set-uid
@@ -94,8 +93,6 @@ Result<Launched> Launch(const LaunchSpec& spec) {
   pid_t pid = fork();
   if (pid < 0) return Errno("fork");
   if (pid == 0) RunChild(spec, argv.data(), theirs.Get(), err_write.Get());
-  // Also here, so that the group exists before anyone signals it (either call may come first).
-  if (spec.own_process_group) setpgid(pid, pid);
   theirs.Reset();
   err_write.Reset();
 

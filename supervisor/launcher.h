@@ -33,10 +33,6 @@ struct LaunchSpec {
   const tracer::BpfProgram* program = nullptr;  // nullptr: run unsupervised
   unsigned filter_flags = 0;
   const InheritedSignals* signals = nullptr;
-  // Start the program in a process group of its own (used without a controlling terminal, see
-  // docs/design.md "Signals"): a signal sent to slipstream-trace's group then reaches the
-  // program once, through slipstream-trace, instead of twice.
-  bool own_process_group = false;
 };
 
 struct Launched {

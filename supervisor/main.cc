@@ -73,11 +73,6 @@ FILE* OpenOutput(const Options& o) {
   return f;
 }
 
-bool HasControllingTerminal() {
-  UniqueFd tty(open("/dev/tty", O_RDONLY | O_CLOEXEC | O_NOCTTY));
-  return tty.Valid();
-}
-
 UniqueFd BlockSignalsIntoFd() {
   sigset_t set;
   sigemptyset(&set);
@@ -130,11 +125,10 @@ int Main(int argc, char** argv) {
   prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 
   unsigned flags = killable ? static_cast<unsigned>(SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) : 0u;
-  // With a controlling terminal the program stays in our process group, so that job control
-  // (Ctrl-Z, fg, background reads) works unchanged. Without one (scripts, services, CI) it gets a
-  // group of its own, so that a signal to our group is not delivered to it twice.
-  bool own_group = !HasControllingTerminal();
-  LaunchSpec spec{o.command, &*program, flags, &inherited, own_group};
+  // The program stays in our process group: job control (Ctrl-Z, fg, background reads) works
+  // unchanged, and a group kill (kill -9 -PGID) still ends it. The price: a signal sent to the
+  // whole group reaches the program directly and once more through us (docs/design.md).
+  LaunchSpec spec{o.command, &*program, flags, &inherited};
   auto launched = Launch(spec);
   if (!launched) {
     const SysError& e = launched.error();
@@ -155,7 +149,7 @@ int Main(int argc, char** argv) {
   auto shepherd = StartShepherd(launched->listener.Get(), *outstanding);
   if (!shepherd) spdlog::warn("no shepherd ({}): not fail-open", shepherd.error().ToString());
 
-  SessionConfig config{features, killable, o.trace ? out : nullptr, o.switching, own_group};
+  SessionConfig config{features, killable, o.trace ? out : nullptr, o.switching};
   Session session(std::move(config), std::move(launched->listener), launched->pid,
                   std::move(signal_fd), *outstanding);
   int status = session.Run();

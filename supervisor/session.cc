@@ -107,12 +107,11 @@ void Session::OnSignals() {
     int sig = static_cast<int>(info.ssi_signo);
     if (sig == SIGCHLD) continue;  // reaped below
     // A signal from the terminal (SI_KERNEL) reached the program's process group directly;
-    // forward only what someone sent to slipstream-trace itself (kill, sigqueue). When the
-    // program leads its own group, the whole group gets it, as a kill of the job would do.
+    // forward only what someone sent (kill, sigqueue). A kill of the whole process group cannot be
+    // told apart from a kill of our pid, so the program gets such a signal twice.
     if (info.ssi_code <= 0 && !program_status_) {
-      spdlog::debug("forwarding signal {} to {} {}", sig,
-                    config_.program_group ? "process group" : "pid", program_);
-      kill(config_.program_group ? -program_ : program_, sig);
+      spdlog::debug("forwarding signal {} to pid {}", sig, program_);
+      kill(program_, sig);
     }
   }
   ReapChildren();

@@ -30,7 +30,6 @@ struct SessionConfig {
   bool wait_killable = false;  // the filter was installed with WAIT_KILLABLE_RECV
   FILE* trace_out = nullptr;   // nullptr: no --trace
   bool switching = true;       // false: observe and emulate only (--no-switch)
-  bool program_group = false;  // the program leads its own process group: forward to the group
 };
 
 class Session {

