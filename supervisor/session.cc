@@ -41,6 +41,7 @@ Session::Session(SessionConfig config, UniqueFd listener, pid_t program, UniqueF
       switcher_(config_.switching && config_.features.CanEmulate()
                     ? std::make_unique<Switcher>(io_, stats_)
                     : nullptr),
+      purge_timer_(io_),
       calls_({config_.features, notifier_, installer_, held_, local_, stats_, switcher_.get()}),
       program_(program) {}
 
@@ -53,6 +54,7 @@ int Session::Run() {
   if (switcher_) switcher_->Start();
   ArmListener();
   ArmSignals();
+  SchedulePurge();
   io_.run();
   return program_status_.value_or(0);
 }
@@ -82,6 +84,20 @@ void Session::OnListenerReady() {
     Dispatch(*n);
   }
   ArmListener();
+}
+
+void Session::SchedulePurge() {
+  purge_timer_.expires_after(std::chrono::seconds(5));
+  purge_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    if (calls_.parked() > 0) {
+      if (!diag_) {
+        if (auto d = SockDiag::Open()) diag_.emplace(std::move(*d));
+      }
+      if (diag_) calls_.PurgeParked(*diag_);
+    }
+    SchedulePurge();
+  });
 }
 
 void Session::Dispatch(const tracer::Notification& n) {

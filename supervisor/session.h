@@ -9,6 +9,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <memory>
 #include <optional>
 
@@ -53,6 +54,7 @@ class Session {
   void OnSignals();
   void ReapChildren();
   void MaybeFinish();
+  void SchedulePurge();
 
   SessionConfig config_;
   boost::asio::io_context io_;
@@ -67,6 +69,8 @@ class Session {
   HeldCalls held_;
   LocalAddresses local_;
   std::unique_ptr<Switcher> switcher_;
+  boost::asio::steady_timer purge_timer_;
+  std::optional<SockDiag> diag_;
   SocketCalls calls_;
 
   pid_t program_;

@@ -29,6 +29,22 @@ size_t SocketCalls::parked() const {
   return n;
 }
 
+void SocketCalls::PurgeParked(SockDiag& diag) {
+  for (auto it = parked_.begin(); it != parked_.end();) {
+    auto local =
+        it->second.empty() ? std::nullopt : SocketName(it->second.front().tcp.Get(), false);
+    bool alive = false;
+    if (local) {
+      if (auto listeners = diag.TcpListeners(local->port())) {
+        for (const auto& l : *listeners) alive |= l.inode == it->first.ino;
+      } else {
+        alive = true;  // cannot tell: keep them
+      }
+    }
+    it = alive ? std::next(it) : parked_.erase(it);
+  }
+}
+
 void SocketCalls::Handle(PendingCall call) {
   switch (call.trace().call) {
     case Call::kSocket:

@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 
+#include "base/sock_diag.h"
 #include "base/syscalls.h"
 #include "fdinject/installer.h"
 #include "supervisor/held_calls.h"
@@ -40,6 +41,9 @@ class SocketCalls {
   void Handle(PendingCall call);
 
   size_t parked() const;
+  // Closes parked connections whose listener is gone (the kernel would have reset them when the
+  // listener closed). Called periodically while anything is parked.
+  void PurgeParked(SockDiag& diag);
 
  private:
   struct FileIdLess {

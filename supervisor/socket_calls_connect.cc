@@ -96,6 +96,7 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
       if (SwitchedSocket* sw = env_.switcher->Find(switched_end_ino_))
         sw->connect_unreported = true;
     } else {
+      if (unreported_connects_.size() >= 4096) unreported_connects_.clear();  // stale: bound it
       unreported_connects_.insert(InodeOf(sock));
     }
   }
