@@ -155,7 +155,7 @@ def summary(lines, role):
     return found[-1] if found else None
 
 
-GATE_LINE = re.compile(r"^(ready|midway|waiting|refused|done) ")
+GATE_LINE = re.compile(r"^(ready|midway|waiting|refused|paused|done) ")
 
 
 def program_lines(lines):

@@ -84,7 +84,7 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
                 peer("server", "--family", family, "--port", str(port), *common),
                 trace_file=server_out, stats=True))
             fr.wait_until(lambda: any(l["address"].endswith(f":{port}")
-                                      for l in ss.daemon_status()["listeners"]),
+                                      for l in ss.daemon_status().get("listeners", [])),
                           20, "the server's listener registered")
             client.go()  # retry
         else:

@@ -8,7 +8,7 @@
 //                      [--parallel P] [--nonblock-connect] [--mode echo|sink|source|rr]
 //                      [--bytes N] [--chunk C] [--rounds R] [--seed S] [--duration SECONDS]
 //                      [--wait-connect] [--wait-retry] [--hold] [--hold-mid] [--hold-exit] [--log]
-//                      [--thread] [--timeout SECONDS]
+//                      [--thread] [--pause-at N] [--timeout SECONDS]
 //
 // The same protocol is spoken by tests/programs/go/switchpeer and tests/programs/py/switch_peer.py,
 // so any client pairs with any server. Connection c of a client uses the stream of seed S + c:
@@ -30,6 +30,7 @@
 //   --hold          "ready client|server pid=P fd=F local=ADDR peer=ADDR" per connection, then one
 //                   gate before the transfers (a server holds each connection)
 //   --hold-mid      "midway pid=P conn=C" halfway through each transfer (client)
+//   --pause-at N    "paused pid=P conn=N" once N connections are finished (client)
 //   --hold-exit     "done pid=P" before exiting
 // --thread makes the client's connections from a second thread (the main thread only waits).
 // --log prints one line per finished connection: "conn local=ADDR peer=ADDR seed=S bytes_out=N
@@ -71,6 +72,7 @@ static struct {
   int hold;
   int hold_mid;
   int hold_exit;
+  long long pause_at;
   int log;
   int timeout_s;
 } config = {.family = "ipv4",
@@ -281,6 +283,8 @@ static void ParseArgs(int argc, char** argv) {
       config.retry_s = (double)fx_parse_count(opt, val);
     } else if (strcmp(opt, "--parallel") == 0) {
       config.parallel = (int)fx_parse_count(opt, val);
+    } else if (strcmp(opt, "--pause-at") == 0) {
+      config.pause_at = fx_parse_count(opt, val);
     } else if (strcmp(opt, "--duration") == 0) {
       config.duration_s = (double)fx_parse_count(opt, val);
     } else if (strcmp(opt, "--timeout") == 0) {
@@ -511,6 +515,11 @@ static void RunClient(void) {
   long long next = 0;
   while (config.count == 0 || next < config.count) {
     if (stop_at > 0 && fx_now() >= stop_at) break;
+    if (config.pause_at > 0 && next == config.pause_at) {
+      Say("paused pid=%d conn=%lld\n", (int)getpid(), next);
+      Gate();
+      if (stop_at > 0) stop_at = fx_now() + config.duration_s;  // --duration counts from here
+    }
     if (config.wait_connect) {
       Say("waiting pid=%d conn=%lld\n", (int)getpid(), next);
       Gate();
@@ -533,9 +542,11 @@ static void RunClient(void) {
       if (fd < 0) continue;
       long long id = first + k;
       uint64_t seed = (uint64_t)(config.seed + id);
-      char local[80], peer[80];
-      SockText(fd, 0, local, sizeof(local));
-      SockText(fd, 1, peer, sizeof(peer));
+      char local[80] = "-", peer[80] = "-";
+      if (config.log) {  // names cost two trapped calls: only when they are printed
+        SockText(fd, 0, local, sizeof(local));
+        SockText(fd, 1, peer, sizeof(peer));
+      }
       struct Tally t = {0, 0, 0, 0};
       int rc;
       if (config.mode == kEcho || config.mode == kSink) {
@@ -677,8 +688,8 @@ static int ServeConnection(int fd, struct Tally* t) {
 }
 
 static void HandleConnection(struct Accepted* a) {
+  // One getsockname and one getpeername per connection: they are checked and printed.
   char local[80], peer[80], accepted_peer[80];
-  SockText(a->fd, 0, local, sizeof(local));
   SockText(a->fd, 1, peer, sizeof(peer));
   AddrText(&a->peer, accepted_peer, sizeof(accepted_peer));
   if (strcmp(peer, accepted_peer) != 0) {
@@ -689,7 +700,10 @@ static void HandleConnection(struct Accepted* a) {
   socklen_t name_len = sizeof(name);
   if (getsockname(a->fd, (struct sockaddr*)&name, &name_len) < 0 ||
       fx_port_of(&name) != listen_port) {
+    snprintf(local, sizeof(local), "error");
     Report("server", "getsockname does not name the listening port", 0);
+  } else {
+    AddrText(&name, local, sizeof(local));
   }
   if (config.hold) {
     Say("ready server pid=%d fd=%d local=%s peer=%s\n", (int)getpid(), a->fd, local, peer);
