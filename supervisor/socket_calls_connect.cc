@@ -40,9 +40,14 @@ void SocketCalls::OnConnect(PendingCall c) {
     return;
   }
   if (!taken) return;
-  if (unreported_connects_.erase(InodeOf(taken->fd.Get())) != 0) {
-    // The restart of a connect() we completed but could not answer.
-    if (Established(taken->fd.Get())) return (void)c.Return(0);
+  uint64_t ino = InodeOf(taken->fd.Get());
+  if (unreported_connects_.erase(ino) != 0) {
+    // The restart of a connect() we completed but could not answer. If this answer is lost too
+    // (another signal), the next restart must still get it.
+    if (Established(taken->fd.Get())) {
+      if (!c.Return(0)) unreported_connects_.insert(ino);
+      return;
+    }
   }
   std::optional<UniqueFd> sock = std::move(taken->fd);
   bool approved = false;
@@ -82,16 +87,19 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     // queue) stays TCP rather than making a non-blocking program wait.
     switched = connected && SwitchConnected(c, sock, rc != 0);
     if (!switched) env_.switcher->Abort(c.tid(), sock);
-    if (c.answered()) return true;
   }
-  if (IsSupervisorResourceError(err) && rc != 0) {
-    c.Continue();
-    return true;
+  bool delivered = false;
+  if (!c.answered()) {
+    if (IsSupervisorResourceError(err) && rc != 0) {
+      c.Continue();
+      return true;
+    }
+    delivered = rc == 0 ? c.Return(0) : c.Fail(err);
   }
-  bool delivered = rc == 0 ? c.Return(0) : c.Fail(err);
   if (!delivered && (rc == 0 || err == EINPROGRESS)) {
-    // The program left the call after the connection was made (a signal without WAIT_KILLABLE).
-    // Its restarted connect() must report that connection, not EISCONN.
+    // The program left the call after the connection was made (a signal without WAIT_KILLABLE,
+    // before or after the switch). Its restarted connect() must report that connection, not
+    // EISCONN.
     if (switched) {
       if (SwitchedSocket* sw = env_.switcher->Find(switched_end_ino_))
         sw->connect_unreported = true;
@@ -153,8 +161,8 @@ void SocketCalls::ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& so
     return (void)c.Return(0);
   }
   if (sw.connect_unreported) {
-    sw.connect_unreported = false;
-    return (void)c.Return(0);
+    sw.connect_unreported = !c.Return(0);  // a lost answer is owed to the next restart
+    return;
   }
   c.Fail(EISCONN);
 }
