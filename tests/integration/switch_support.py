@@ -102,14 +102,16 @@ class Gated:
     def wait_line(self, pattern, timeout=20.0):
         return self.out.wait_for(pattern, timeout)
 
-    def start_program(self, env=None, timeout=20.0):
+    def start_program(self, status=None, supervisor=None, timeout=20.0):
         """For a slipstream-trace run of after_gate(cmd): lets the program start once the daemon
         lists this supervisor. A supervisor learns the supervised listeners from the daemon when
         its session starts, after the program was launched; a program that connects at once
         may otherwise be decided before that list arrived (see test_switch_pairs.py,
-        test_c_client_started_at_once_repeated)."""
-        fr.wait_until(lambda: self.pid in supervisor_pids(env), timeout,
-                      f"slipstreamd listing slipstream-trace {self.pid}")
+        test_c_client_started_at_once_repeated). `supervisor` is the slipstream-trace pid when
+        it is not this process (e.g. under runuser); `status` reads the daemon's status."""
+        pid = supervisor or self.pid
+        fr.wait_until(lambda: pid in supervisor_pids(status), timeout,
+                      f"slipstreamd listing slipstream-trace {pid}")
         self.go()
 
     def go(self, lines=1):
@@ -241,30 +243,31 @@ def unix_peers():
     return peers
 
 
-def daemon_status(env=None, timeout=10):
-    """`slipstreamd --status --json`, parsed ({"running": False} when there is no daemon)."""
-    out = subprocess.run([DAEMON_BIN, "--status", "--json"], capture_output=True, text=True,
-                         timeout=timeout, env=env)
+def daemon_status(prefix=(), daemon=DAEMON_BIN, timeout=10):
+    """`slipstreamd --status --json`, parsed ({"running": False} when there is no daemon).
+    `prefix` runs it otherwise (e.g. as another user)."""
+    out = subprocess.run([*prefix, daemon, "--status", "--json"], capture_output=True,
+                         text=True, timeout=timeout)
     return json.loads(out.stdout)
 
 
-def supervisor_pids(env=None):
-    return [s["pid"] for s in daemon_status(env).get("supervisors", [])]
+def supervisor_pids(status=None):
+    return [s["pid"] for s in (status or daemon_status)().get("supervisors", [])]
 
 
-def status_connection(client_unix_inode, env=None, timeout=10.0):
+def status_connection(client_unix_inode, status=None, timeout=10.0):
     """Waits until the daemon lists the connection whose client end is this inode; returns it."""
     def find():
-        for c in daemon_status(env).get("connections", []):
+        for c in (status or daemon_status)().get("connections", []):
             if c["client_unix_inode"] == client_unix_inode:
                 return c
         return None
     return fr.wait_until(find, timeout, f"slipstreamd listing client end {client_unix_inode}")
 
 
-def kill_daemon(test, env=None):
+def kill_daemon(test, status=None):
     """kill -9 of the daemon that `slipstreamd --status --json` names; returns its pid."""
-    pid = daemon_status(env)["pid"]
+    pid = (status or daemon_status)()["pid"]
     os.kill(pid, signal.SIGKILL)
     fr.wait_until(lambda: not alive(pid), 10, f"slipstreamd {pid} gone")
     return pid
@@ -311,7 +314,7 @@ def trace_pid_of(program_pid):
 class EvidenceMixin:
     """Assertions on the kernel's view of a connection, for FixtureTest subclasses."""
 
-    def assert_switched(self, client, server, *, env=None, check_status=True):
+    def assert_switched(self, client, server, *, status=None, check_status=True):
         """`client` and `server` are ready-line dicts of the two ends of one connection: both fds
         must be AF_UNIX sockets connected to each other, not TCP; the daemon must list the pair
         with the TCP addresses the programs see; the TCP connection must live on in the
@@ -339,7 +342,7 @@ class EvidenceMixin:
         self.assertNotIn(retained[0][3], fr.socket_inodes(client["pid"]))
         record = None
         if check_status:
-            record = status_connection(c_ino, env)
+            record = status_connection(c_ino, status)
             self.assertEqual(record["server_unix_inode"], s_ino, record)
             self.assertEqual(record["client"], canonical(client["local"]), record)
             self.assertEqual(record["server"], canonical(server["local"]), record)
@@ -349,7 +352,7 @@ class EvidenceMixin:
             self.assertTrue(same_process(record["server_pid"], server["pid"]), record)
         return record
 
-    def assert_on_tcp(self, end, *, env=None):
+    def assert_on_tcp(self, end, *, status=None):
         """`end` (a ready-line dict) is a plain TCP socket, established to the address it names,
         and the daemon lists no switched connection for it."""
         ino = harness.fd_socket_inode(end["pid"], end["fd"])
@@ -361,8 +364,7 @@ class EvidenceMixin:
         self.assertEqual(local, canonical(end["local"]))
         self.assertEqual(remote, canonical(end["peer"]))
         self.assertEqual(state, TCP_ESTABLISHED)
-        status = daemon_status(env)
-        for c in status.get("connections", []):
+        for c in (status or daemon_status)().get("connections", []):
             self.assertNotIn(ino, (c["client_unix_inode"], c["server_unix_inode"]))
         return ino
 

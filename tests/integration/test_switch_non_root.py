@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Switching works for an unprivileged user (nobody, via runuser), with kernel evidence.
+
+slipstream-trace, slipstreamd and the C fixture are copied into a fresh 0755 directory (the build
+tree may not be readable by nobody). A supervised server and a supervised client run as nobody
+with SLIPSTREAM_RUNTIME_DIR in a fresh directory nobody owns: the first slipstream-trace starts
+nobody's own slipstreamd (uid nobody, 0700 directory, 0600 socket), the connection is switched
+(both fds AF_UNIX and connected to each other, the daemon lists the pair), and 1 MiB is echoed
+byte for byte.
+"""
+
+import os
+import pwd
+import shutil
+import signal
+import stat
+import unittest
+
+import fixture_runs as fr
+import harness
+import switch_support as ss
+
+USER = "nobody"
+
+
+def uid_of(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return None
+
+
+def supervisor_below(pid):
+    """The slipstream-trace process among `pid` and its descendants (runuser forks)."""
+    for candidate in [pid] + ss.descendants(pid):
+        if fr.comm(candidate) == "slipstream-trac":
+            return candidate
+    return None
+
+
+class SwitchNonRoot(ss.EvidenceMixin, fr.FixtureTest):
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root to switch to an unprivileged user")
+        if shutil.which("runuser") is None:
+            raise unittest.SkipTest("runuser not installed")
+        try:
+            self.user = pwd.getpwnam(USER)
+        except KeyError:
+            raise unittest.SkipTest(f"no user {USER}")
+        os.chmod(self.tmp, 0o755)
+        self.bin = os.path.join(self.tmp, "bin")
+        os.mkdir(self.bin, 0o755)
+        os.chmod(self.bin, 0o755)
+        for name, src in {"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
+                          "switch_peer": harness.program("switch_peer")}.items():
+            shutil.copy(src, os.path.join(self.bin, name))
+            os.chmod(os.path.join(self.bin, name), 0o755)
+        self.addCleanup(self.kill_copied_binaries)  # nobody's slipstreamd among them
+        self.work = os.path.join(self.tmp, "work")
+        os.mkdir(self.work, 0o700)
+        os.chown(self.work, self.user.pw_uid, self.user.pw_gid)
+        self.runtime = os.path.join(self.work, "runtime")
+
+    def kill_copied_binaries(self):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    exe = os.readlink(f"/proc/{entry}/exe")
+                except OSError:
+                    continue
+                if exe.startswith(self.bin + os.sep):
+                    try:
+                        os.kill(int(entry), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
+    def as_user(self, cmd):
+        return ["runuser", "-u", USER, "--", "env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}",
+                f"HOME={self.work}", *cmd]
+
+    def status(self):
+        return ss.daemon_status(prefix=self.as_user([]),
+                                daemon=os.path.join(self.bin, "slipstreamd"))
+
+    def test_switched_pair_as_nobody(self):
+        trace = os.path.join(self.bin, "slipstream-trace")
+        peer = os.path.join(self.bin, "switch_peer")
+        port_file = os.path.join(self.work, "port")
+        common = ["--mode", "echo", "--bytes", str(1 << 20), "--hold"]
+        server = ss.Gated(self, self.as_user(
+            [trace, "--", peer, "server", "--port-file", port_file, *common]))
+        fr.read_port(port_file)
+        client = ss.Gated(self, self.as_user(
+            [trace, "--", *ss.after_gate([peer, "client", "--port-file", port_file, *common])]))
+        client_supervisor = fr.wait_until(lambda: supervisor_below(client.pid), 10,
+                                          "the client's slipstream-trace")
+        client.start_program(status=self.status, supervisor=client_supervisor)
+        c, s = client.ready(), server.ready()
+
+        # Everything runs as nobody, with nobody's own daemon and private directory.
+        status = self.status()
+        for pid in (c["pid"], s["pid"], client_supervisor, status["pid"]):
+            self.assertEqual(uid_of(pid), self.user.pw_uid, f"pid {pid}")
+        st = os.stat(self.runtime)
+        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (self.user.pw_uid, 0o700))
+        st = os.stat(status["socket"])
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode) & 0o077), (self.user.pw_uid, 0))
+        self.assertEqual({u["uid"] for u in status["supervisors"]}, {self.user.pw_uid})
+
+        self.assert_switched(c, s, status=self.status)
+        client.go()
+        server.go()
+        client_result, server_result = client.finish(), server.finish()
+        n = 1 << 20
+        self.assertEqual((client_result[0], ss.program_lines(client_result[1])),
+                         (0, [f"client: mode=echo connections=1 bytes_out={n} bytes_in={n} "
+                              "errors=0"]), client_result[2])
+        self.assertEqual((server_result[0], ss.program_lines(server_result[1])),
+                         (0, [f"server: mode=echo connections=1 bytes_in={n} bytes_out={n} "
+                              "errors=0"]), server_result[2])
+
+
+if __name__ == "__main__":
+    fr.main()
