@@ -123,7 +123,8 @@ Result<std::vector<TcpSocketInfo>> SockDiag::TcpListeners(uint16_t port) {
     r.req.sdiag_family = family;
     r.req.sdiag_protocol = IPPROTO_TCP;
     r.req.idiag_states = 1u << kTcpListen;
-    r.req.idiag_ext = 1 << (INET_DIAG_SKV6ONLY - 1);
+    // INET_DIAG_SKV6ONLY comes with every AF_INET6 socket; it cannot be asked for in idiag_ext
+    // (8 bits), and needs not be.
     if (auto st = Send(&r, sizeof(r)); !st) return tl::unexpected(st.error());
     auto st = Receive(true, [&](const nlmsghdr* h) {
       TcpSocketInfo info = ParseInet(h);
