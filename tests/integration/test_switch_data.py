@@ -2,10 +2,10 @@
 """Every byte crosses a switched connection exactly once and in order, in both directions.
 
 Supervised client/server pairs (static C, Go, Python blocking and asyncio, and mixed pairs) move
-1 B, 1 KiB, 64 KiB, 1 MiB and 64 MiB (C and Go; Python up to 1 MiB): echoed back chunk by chunk and compared (both directions),
-sunk with a half-close (shutdown(SHUT_WR), then the server's "<count> <crc32>" reply is read),
-sourced by a server that speaks first, and 10 000 request/response round trips; over IPv4, IPv6
-and v4-mapped addresses. Each connection is proven switched (the client's --stats and the
+1 B, 1 KiB, 64 KiB, 1 MiB and 64 MiB (C and Go; Python up to 1 MiB): echoed back chunk by chunk
+and compared (both directions), sunk with a half-close (shutdown(SHUT_WR), then the server's
+"<count> <crc32>" reply is read), sourced by a server that speaks first, and 10 000
+request/response round trips; over IPv4, IPv6 and v4-mapped addresses. Each connection is proven switched (the client's --stats and the
 server's) and the CRC-32 each side computed of what it sent must equal what the other side
 computed of what it received.
 """

@@ -165,6 +165,7 @@ int main(int argc, char** argv) {
   close(fd);
   return 0;
 usage:
-  fprintf(stderr, "usage: switch_end server|client --port-file F [--send N] [--then idle|read|write]\n");
+  fprintf(stderr,
+          "usage: switch_end server|client --port-file F [--send N] [--then idle|read|write]\n");
   return 2;
 }

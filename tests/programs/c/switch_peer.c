@@ -373,8 +373,8 @@ static int ClientEcho(int fd, long long id, const struct Stream* s, struct Tally
       Midway(id);
       mid_done = 1;
     }
-    size_t n = (size_t)(config.bytes - off) < config.chunk ? (size_t)(config.bytes - off)
-                                                            : config.chunk;
+    size_t n =
+        (size_t)(config.bytes - off) < config.chunk ? (size_t)(config.bytes - off) : config.chunk;
     StreamFill(s, (uint64_t)off, out, n);
     if (fx_write_all(fd, out, n) < 0) {
       rc = errno;
@@ -424,8 +424,8 @@ static int ClientSink(int fd, long long id, const struct Stream* s, struct Tally
       Midway(id);
       mid_done = 1;
     }
-    size_t n = (size_t)(config.bytes - off) < config.chunk ? (size_t)(config.bytes - off)
-                                                            : config.chunk;
+    size_t n =
+        (size_t)(config.bytes - off) < config.chunk ? (size_t)(config.bytes - off) : config.chunk;
     StreamFill(s, (uint64_t)off, out, n);
     if (fx_write_all(fd, out, n) < 0) {
       free(out);
@@ -635,8 +635,8 @@ static int ServeConnection(int fd, struct Tally* t) {
     StreamInit(s, (uint64_t)config.seed);
     int rc = 0;
     for (long long off = 0; off < config.bytes && rc == 0;) {
-      size_t n = config.bytes - off < (long long)sizeof(buf) ? (size_t)(config.bytes - off)
-                                                             : sizeof(buf);
+      size_t n =
+          config.bytes - off < (long long)sizeof(buf) ? (size_t)(config.bytes - off) : sizeof(buf);
       StreamFill(s, (uint64_t)off, buf, n);
       if (fx_write_all(fd, buf, n) < 0) {
         rc = -1;

@@ -84,7 +84,8 @@ static void GetInt(const char* section, int fd, int level, int name, const char*
 
 static void SetInt(const char* section, int fd, int level, int name, const char* text, int v) {
   int rc = setsockopt(fd, level, name, &v, sizeof(v));
-  Say(section, "set %s %d = %d%s%s", text, v, rc, rc < 0 ? " " : "", rc < 0 ? fx_errno_name(errno) : "");
+  Say(section, "set %s %d = %d%s%s", text, v, rc, rc < 0 ? " " : "",
+      rc < 0 ? fx_errno_name(errno) : "");
 }
 
 static void SetGet(const char* section, int fd, int level, int name, const char* text, int v) {

@@ -197,7 +197,9 @@ static void SendFd(int channel, int fd) {
     struct cmsghdr align;
   } control;
   memset(&control, 0, sizeof(control));
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.buf,
                        .msg_controllen = sizeof(control.buf)};
   struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
@@ -214,7 +216,9 @@ static int ReceiveFd(int channel) {
     char buf[CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
   } control;
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control.buf,
                        .msg_controllen = sizeof(control.buf)};
   if (recvmsg(channel, &msg, MSG_CMSG_CLOEXEC) != 1) fx_die("recvmsg");
   struct cmsghdr* c = CMSG_FIRSTHDR(&msg);

@@ -33,7 +33,7 @@ var (
 	port      = flag.Int("port", 0, "port")
 	portFile  = flag.String("port-file", "", "server: write the port here; client: read it")
 	retry     = flag.Int("retry", 0, "client: retry refused connects for this many seconds")
-	waitRetry = flag.Bool("wait-retry", false, "client: print a refused line and wait for a line before each retry")
+	waitRetry = flag.Bool("wait-retry", false, "client: print refused, wait for a line, retry")
 	count     = flag.Int("count", 1, "connections (server: 0 serves forever)")
 	mode      = flag.String("mode", "echo", "echo, sink, source or rr")
 	nbytes    = flag.Int64("bytes", 65536, "bytes per connection")
