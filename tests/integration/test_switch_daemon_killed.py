@@ -146,7 +146,7 @@ class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
 
     # Fails until fixed: a connect made while the daemon is gone is counted as seen but neither
     # switched, relayed nor left on TCP. In SocketCalls::OnConnect
-    # (supervisor/socket_calls_connect.cc, lines 48-57 at 3677921) an inactive switcher skips the
+    # (supervisor/socket_calls_connect.cc:53-63 at bc40c11) an inactive switcher skips the
     # `++env_.stats.left_on_tcp` of the not-approved branch, and the connect runs through
     # TryConnect unswitched and uncounted.
     def test_stats_count_a_connection_made_without_daemon(self):

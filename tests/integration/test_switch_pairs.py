@@ -193,7 +193,7 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
 
     # Fails until fixed: the daemon lists the id of the thread that called connect() or
     # accept() as the connection's pid. SocketCalls::SwitchConnected
-    # (supervisor/socket_calls_connect.cc:123 at 3677921) and SocketCalls::Deliver
+    # (supervisor/socket_calls_connect.cc:132 at bc40c11) and SocketCalls::Deliver
     # (supervisor/socket_calls_accept.cc:131) pass c.tid() to Switcher::ClientSwitched and
     # Switcher::Installed, which send it as the message's pid; slipstreamd stores it as
     # client_pid/server_pid (matcher/daemon.cc, OnConnected and OnInstalled).

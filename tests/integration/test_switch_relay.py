@@ -162,12 +162,12 @@ class Relay(fr.FixtureTest):
     # Fails until fixed (the client hangs until its 30 s timeout, then nothing is relayed): the
     # parent writes 1 MiB and closes at once. Its socket is then an orphan in FIN-WAIT-1 with the
     # data still queued (sock_diag: inode 0), which the child's supervisor takes for a connection
-    # still waiting in the accept queue: Switcher::SweepInbox (supervisor/switcher.cc) disowns an
-    # inbox entry only when LookupTcp finds no socket (ENOENT) or one with an inode, so the end
-    # is never disowned, the daemon never sends kRelay, and the client's supervisor keeps the TCP
-    # connection unread (the parent's bytes sit in its receive queue) while the program waits
-    # forever. matcher/daemon's sweep of ends it holds has the same test. An orphan (inode 0 in
-    # FIN-WAIT-1/2, CLOSING, LAST-ACK, TIME-WAIT, CLOSE) was accepted and closed: it must be
+    # still waiting in the accept queue: matcher::ShouldRelay (matcher/unclaimed.cc:10-11 at
+    # bc40c11), used by Switcher::SweepInbox and by the daemon's own sweep, relays only when
+    # sock_diag finds no socket (ENOENT) or one with an inode, so the end is never disowned, the
+    # daemon never sends kRelay, and the client's supervisor keeps the TCP connection unread (the
+    # parent's bytes sit in its receive queue) while the program waits forever. An orphan (inode
+    # 0 in FIN-WAIT-1/2, CLOSING, LAST-ACK, TIME-WAIT, CLOSE) was accepted and closed: it must be
     # relayed too.
     def test_parent_speaks_first_and_closes_at_once(self):
         self.run_shared("source", 1 << 20, parent_mode="source-close")
