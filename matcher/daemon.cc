@@ -227,6 +227,11 @@ void Daemon::Handle(Session* s, Message m) {
       return OnInstalled(s, m);
     case MsgType::kDisown:
       return OnDisown(s, m);
+    case MsgType::kAdopt:
+      return OnAdopt(s, m);
+    case MsgType::kHello:
+      // The listener list went out when the session was accepted, so it precedes this reply.
+      return (void)Send(s, MsgType::kHelloReply, m.header.seq, m.header.pid, {});
     case MsgType::kStatus:
       return OnStatus(s, m);
     default:

@@ -61,6 +61,7 @@ class Daemon {
   void OnClaim(Session* s, Message& m);
   void OnInstalled(Session* s, Message& m);
   void OnDisown(Session* s, Message& m);
+  void OnAdopt(Session* s, Message& m);
   void OnStatus(Session* s, Message& m);
   void ReplyError(Session* s, const Message& m, int err, const char* text);
   // Never blocks: what the socket cannot take now is queued and flushed when it can. A daemon that

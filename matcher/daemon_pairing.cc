@@ -48,11 +48,12 @@ void Daemon::Broadcast(uint64_t ino, bool added) {
 void Daemon::OnRegisterListener(Session* s, Message& m) {
   if (m.fds.size() != 1 || !m.body.empty()) return ReplyError(s, m, EINVAL, "bad register");
   int fd = m.fds[0].Get();
-  if (!IsTcpSocket(fd) || IntSockOpt(fd, SOL_SOCKET, SO_ACCEPTCONN) != 1) {
-    return ReplyError(s, m, EINVAL, "not a listening TCP socket");
-  }
+  // A listening socket, or one bound and about to listen (registered first so that no connection
+  // can reach it before every supervisor knows it is supervised).
   auto addr = Name(fd, false);
-  if (!addr) return ReplyError(s, m, errno, "getsockname");
+  if (!IsTcpSocket(fd) || !addr || addr->port() == 0 || Name(fd, true)) {
+    return ReplyError(s, m, EINVAL, "not a bound, unconnected TCP socket");
+  }
   // Pairing happens only in the daemon's own network namespace (sock_diag looks there).
   if (SocketNetns(fd, s->netns) == netns_) {
     uint64_t ino = InodeOf(fd);
@@ -110,6 +111,7 @@ void Daemon::OnConnected(Session* s, Message& m) {
   ConnKey key{netns_, *remote, *local};  // as the accepting side will see it
   Pending p;
   p.server_end = std::move(m.fds[1]);
+  p.client_tcp = std::move(m.fds[0]);
   p.owner = s->id;
   p.owner_pid = s->pid;
   p.client_pid = m.header.pid;
@@ -188,6 +190,8 @@ void Daemon::Resolve(std::map<ConnKey, Pending>::iterator it, bool claimed) {
   }
   if (claimed) {
     Live live;
+    live.client_tcp = std::move(p.client_tcp);
+    live.server_tcp = std::move(p.server_tcp);
     live.client_pid = p.client_pid;
     live.server_pid = p.server_pid;
     live.client = it->first.remote;
@@ -195,7 +199,7 @@ void Daemon::Resolve(std::map<ConnKey, Pending>::iterator it, bool claimed) {
     live.client_end_ino = p.client_end_ino;
     live.server_end_ino = p.server_end_ino;
     live.since = std::chrono::system_clock::now();
-    live_[p.server_end_ino] = live;
+    live_[p.server_end_ino] = std::move(live);
     ++pairs_total_;
     spdlog::debug("paired {}", it->first.ToString());
   } else {
@@ -244,11 +248,37 @@ void Daemon::OnClaim(Session* s, Message& m) {
 
 void Daemon::OnInstalled(Session* s, Message& m) {
   const auto* body = m.As<InodeBody>();
-  if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad installed");
+  if (body == nullptr || m.fds.size() > 1) return ReplyError(s, m, EINVAL, "bad installed");
   auto it = FindByEnd(body->inode);
   if (it == pending_.end() || it->second.handed_to != s->id) return;
   it->second.server_pid = m.header.pid;
+  // The accepted TCP socket, if it is the one of this pair, is kept for kAdopt.
+  if (m.fds.size() == 1 && IsTcpSocket(m.fds[0].Get())) {
+    auto local = Name(m.fds[0].Get(), false), remote = Name(m.fds[0].Get(), true);
+    if (local && remote && ConnKey{netns_, *local, *remote} == it->first) {
+      it->second.server_tcp = std::move(m.fds[0]);
+    }
+  }
   Resolve(it, /*claimed=*/true);
+}
+
+void Daemon::OnAdopt(Session* s, Message& m) {
+  const auto* body = m.As<InodeBody>();
+  if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad adopt");
+  AdoptReplyBody reply{0, 0};
+  int fd = -1;
+  for (const auto& [ino, live] : live_) {
+    if (live.client_end_ino == body->inode && live.client_tcp) {
+      reply = {1, 1};
+      fd = live.client_tcp.Get();
+    } else if (live.server_end_ino == body->inode && live.server_tcp) {
+      reply = {1, 0};
+      fd = live.server_tcp.Get();
+    }
+    if (fd >= 0) break;
+  }
+  std::span<const int> fds = fd >= 0 ? std::span<const int>(&fd, 1) : std::span<const int>();
+  (void)Send(s, MsgType::kAdoptReply, m.header.seq, m.header.pid, Bytes(reply), fds);
 }
 
 void Daemon::OnDisown(Session* s, Message& m) {

@@ -37,6 +37,8 @@ struct Daemon::Session {
 
 struct Daemon::Pending {
   UniqueFd server_end;  // ours until handed over
+  UniqueFd client_tcp;  // kept for kAdopt once the pair is live
+  UniqueFd server_tcp;  // from kInstalled
   uint64_t owner = 0;   // the client's supervisor session
   pid_t owner_pid = 0;  // ... and its pid (it keeps a copy of the end until we report)
   int32_t client_pid = 0;
@@ -49,6 +51,9 @@ struct Daemon::Pending {
 };
 
 struct Daemon::Live {
+  // Both TCP sockets, for a supervisor that adopts an end passed to its program (kAdopt).
+  UniqueFd client_tcp;
+  UniqueFd server_tcp;
   int32_t client_pid = 0;
   int32_t server_pid = 0;
   SockAddr client;

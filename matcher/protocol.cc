@@ -75,6 +75,14 @@ const char* MsgTypeName(MsgType type) {
       return "disown";
     case MsgType::kRegistered:
       return "registered";
+    case MsgType::kHello:
+      return "hello";
+    case MsgType::kHelloReply:
+      return "hello-reply";
+    case MsgType::kAdopt:
+      return "adopt";
+    case MsgType::kAdoptReply:
+      return "adopt-reply";
     case MsgType::kClaimReply:
       return "claim-reply";
     case MsgType::kStatusReply:

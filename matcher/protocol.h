@@ -7,6 +7,8 @@
 // holds the listeners before the program even calls accept().
 //
 //   supervisor -> daemon                         daemon -> supervisor
+//   kHello                                        the supervised listeners (kListener...), then
+//                                                 kHelloReply: the supervisor knows them all
 //   kRegisterListener [listener]                  kRegistered (after broadcasting kListener)
 //   kIntent [client socket]                       (no reply) a supervised client is connecting
 //   kAbort {client socket ino}                    (no reply) ...and gave up
@@ -51,7 +53,11 @@ enum class MsgType : uint16_t {
   kInstalled = 6,
   kStatus = 7,
   kDisown = 8,
+  kHello = 9,
+  kAdopt = 10,
   kRegistered = 100,
+  kHelloReply = 105,
+  kAdoptReply = 106,
   kClaimReply = 102,
   kStatusReply = 103,
   kError = 104,
@@ -84,6 +90,10 @@ struct ClaimReplyBody {
   uint8_t found;  // ClaimResult
 };
 enum class ClaimResult : uint8_t { kNo = 0, kHere = 1, kPushedToYou = 2 };
+struct AdoptReplyBody {
+  uint8_t found;
+  uint8_t client;  // the end is the client's (connect) side
+};
 struct ListenerBody {
   uint64_t inode;
   uint8_t added;

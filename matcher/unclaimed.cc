@@ -8,7 +8,11 @@ bool ShouldRelay(SockDiag& diag, const SockAddr& local, const SockAddr& remote,
                  std::chrono::steady_clock::duration grace) {
   auto server = diag.LookupTcp(local, remote);
   if (!server) return server.error().err == ENOENT;  // gone; other errors: ask again later
-  if (server->inode == 0) return false;              // still queued: the server may accept yet
+  // No inode: still in the accept queue (ESTABLISHED, or SYN_RECV), or accepted and already closed
+  // by whoever took it (an orphan in FIN_WAIT1, LAST_ACK...), which must relay at once: its last
+  // bytes wait in our TCP socket.
+  constexpr uint8_t kEstablished = 1, kSynRecv = 3;
+  if (server->inode == 0) return server->state != kEstablished && server->state != kSynRecv;
   if (!*accepted_since) *accepted_since = now;
   return now - **accepted_since >= grace;
 }

@@ -43,6 +43,7 @@ Result<UniqueFd> ReceiveFd(int sock) {
 
 [[noreturn]] void RunChild(const LaunchSpec& spec, char* const* argv, int hand_over, int err_pipe) {
   spec.signals->RestoreInChild();
+  if (spec.limits != nullptr) spec.limits->RestoreInChild();
   if (spec.program != nullptr) {
     // Unprivileged seccomp needs NO_NEW_PRIVS. Root does not, and leaving it off keeps set-uid
     // programs started by the target working as they would without Slipstream.
@@ -60,6 +61,17 @@ Result<UniqueFd> ReceiveFd(int sock) {
 }  // namespace
 
 int ExitCodeForExecError(int err) { return err == ENOENT ? 127 : 126; }
+
+InheritedLimits InheritedLimits::CaptureAndRaise() {
+  InheritedLimits l;
+  getrlimit(RLIMIT_NOFILE, &l.nofile);
+  rlimit raised = l.nofile;
+  raised.rlim_cur = raised.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &raised);
+  return l;
+}
+
+void InheritedLimits::RestoreInChild() const { setrlimit(RLIMIT_NOFILE, &nofile); }
 
 InheritedSignals InheritedSignals::Capture() {
   InheritedSignals s;

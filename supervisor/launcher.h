@@ -9,6 +9,7 @@
 #define SLIPSTREAM_SUPERVISOR_LAUNCHER_H_
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <string>
@@ -19,6 +20,14 @@
 #include "tracer/filter.h"
 
 namespace slipstream::supervisor {
+
+// The fd limit the supervisor started with; it raises its own (it keeps a TCP socket per switched
+// connection), and the child gets the original back before exec.
+struct InheritedLimits {
+  rlimit nofile;
+  static InheritedLimits CaptureAndRaise();
+  void RestoreInChild() const;  // async-signal-safe
+};
 
 // The signal state the supervisor started with, restored in the child before exec.
 struct InheritedSignals {
@@ -33,6 +42,7 @@ struct LaunchSpec {
   const tracer::BpfProgram* program = nullptr;  // nullptr: run unsupervised
   unsigned filter_flags = 0;
   const InheritedSignals* signals = nullptr;
+  const InheritedLimits* limits = nullptr;
 };
 
 struct Launched {

@@ -116,6 +116,7 @@ int Main(int argc, char** argv) {
   FILE* out = OpenOutput(o);
 
   InheritedSignals inherited = InheritedSignals::Capture();
+  InheritedLimits limits = InheritedLimits::CaptureAndRaise();
   BlockingGuard::InstallHandler();
   // A relay writing into an end the program has closed must get EPIPE, not kill us. (The program
   // gets back the disposition it was started with.)
@@ -128,7 +129,7 @@ int Main(int argc, char** argv) {
   // The program stays in our process group: job control (Ctrl-Z, fg, background reads) works
   // unchanged, and a group kill (kill -9 -PGID) still ends it. The price: a signal sent to the
   // whole group reaches the program directly and once more through us (docs/design.md).
-  LaunchSpec spec{o.command, &*program, flags, &inherited};
+  LaunchSpec spec{o.command, &*program, flags, &inherited, &limits};
   auto launched = Launch(spec);
   if (!launched) {
     const SysError& e = launched.error();

@@ -95,6 +95,10 @@ Status MatcherClient::Connect(bool spawn) {
   desc_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd->Release());
   reconnect_failures_ = 0;
   spdlog::debug("connected to slipstreamd in {}", dir_);
+  // Learn every supervised listener before the program makes its first connect: the daemon
+  // sends the list ahead of this reply, and Call() handles it on the way.
+  auto hello = Call(MsgType::kHello, getpid(), {});
+  if (!hello) return tl::unexpected(hello.error());
   ArmRead();
   if (callbacks_.on_connected) callbacks_.on_connected();
   return {};

@@ -92,6 +92,15 @@ Result<UniqueFd> SocketCalls::TakeFd(pid_t tid, int fd) {
   }
 }
 
+pid_t SocketCalls::ProcessOf(pid_t tid) {
+  if (auto it = process_of_.find(tid); it != process_of_.end()) return it->second;
+  auto tgid = ThreadGroupOf(tid);
+  if (!tgid) return tid;
+  if (process_of_.size() >= 4096) process_of_.clear();  // tids are reused: keep it small and fresh
+  process_of_[tid] = *tgid;
+  return *tgid;
+}
+
 std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, const TargetAccess& target,
                                                          int fd) {
   (void)target;
@@ -103,7 +112,8 @@ std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, const T
   int protocol = IntSockOpt(sock.fd.Get(), SOL_SOCKET, SO_PROTOCOL);
   if (protocol != IPPROTO_TCP) {
     if (protocol != 0 || env_.switcher == nullptr) return std::nullopt;
-    sock.switched = env_.switcher->Find(InodeOf(sock.fd.Get()));  // a non-socket has no switch
+    // A non-socket has no switch; an AF_UNIX end may come from another supervisor's program.
+    sock.switched = env_.switcher->FindOrAdopt(InodeOf(sock.fd.Get()));
     if (sock.switched == nullptr) return std::nullopt;
   }
   if (!env_.notifier.IdValid(c.id())) {
@@ -143,13 +153,20 @@ void SocketCalls::OnListen(PendingCall& c) {
   if (!target) return;
   auto sock = TakeInetSocket(c, *target, fd);
   if (!sock) return;
+  // Registered before the kernel starts queueing connections on it: a client connecting the
+  // moment it listens already finds it among the supervised listeners. (A socket that then fails
+  // to listen is simply never listed by sock_diag as a listener.)
+  auto bound = SocketName(sock->Get(), false);
+  if (env_.switcher != nullptr && env_.local.SameNetns(c.tid()) && bound && bound->port() != 0) {
+    env_.switcher->OnListener(ProcessOf(c.tid()), fd, sock->Get());
+  }
   // listen() has no credential checks and acts on the shared socket: run it on the copy.
   if (listen(sock->Get(), backlog) < 0) {
     if (IsSupervisorResourceError(errno)) return;
     return (void)c.Fail(errno);
   }
-  if (env_.switcher != nullptr && env_.local.SameNetns(c.tid())) {
-    if (auto tgid = ThreadGroupOf(c.tid())) env_.switcher->OnListener(*tgid, fd, sock->Get());
+  if (env_.switcher != nullptr && env_.local.SameNetns(c.tid()) && (!bound || bound->port() == 0)) {
+    env_.switcher->OnListener(ProcessOf(c.tid()), fd, sock->Get());  // listen() chose the port
   }
   c.Return(0);
 }
@@ -185,7 +202,7 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
   if (env_.switcher == nullptr || (level == SOL_SOCKET && !IsIdentityOption(name))) return;
   auto copy = TakeFd(c.tid(), static_cast<int>(c.arg(0)));
   if (!copy || IntSockOpt(copy->Get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return;
-  const SwitchedSocket* sw = env_.switcher->Find(InodeOf(copy->Get()));
+  const SwitchedSocket* sw = env_.switcher->FindOrAdopt(InodeOf(copy->Get()));
   if (sw == nullptr) return;
   if (!env_.notifier.IdValid(c.id())) return c.Abandon();
   EmulateSockopt(c, sw->tcp.Get(), get);
@@ -226,15 +243,18 @@ void SocketCalls::EmulateSockopt(PendingCall& c, int tcp, bool get) {
 void SocketCalls::OnShutdown(PendingCall& c) {
   int how = static_cast<int>(c.arg(1));
   c.trace().args = FdText(c.arg(0)) + ", " + ShutdownHowText(how);
-  if (env_.switcher == nullptr || (how != SHUT_RD && how != SHUT_RDWR)) return;
+  if (env_.switcher == nullptr || how < SHUT_RD || how > SHUT_RDWR) return;
   auto target = OpenTarget(c);
   if (!target) return;
   auto sock = TakeSocket(c, *target, static_cast<int>(c.arg(0)));
   if (!sock || !sock->switched) return;
   // TCP's SHUT_RD is local: the peer may keep sending. On AF_UNIX it would also make the peer's
-  // writes fail with EPIPE, so the read side is left open (docs/differences.md).
-  if (how == SHUT_RD) return (void)c.Return(0);
-  if (shutdown(sock->fd.Get(), SHUT_WR) < 0) return (void)c.Fail(errno);
+  // writes fail with EPIPE, so the AF_UNIX read side is left open (docs/differences.md).
+  if (how != SHUT_RD && shutdown(sock->fd.Get(), SHUT_WR) < 0) return (void)c.Fail(errno);
+  // The retained TCP connection follows, so that TCP_INFO tells FIN_WAIT2 here and CLOSE_WAIT
+  // at the peer, as the program would see natively. Not while a relay may still need it.
+  if (!sock->switched->confirmed) env_.switcher->Refresh();  // the verdict may be queued
+  if (sock->switched->confirmed) shutdown(sock->switched->tcp.Get(), how);
   c.Return(0);
 }
 

@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 #include "base/sock_diag.h"
 #include "base/syscalls.h"
@@ -66,6 +67,8 @@ class SocketCalls {
   std::optional<tracer::TargetAccess> OpenTarget(PendingCall& c);
   // pidfd_getfd through the pidfd cache, reopening once if the cached pidfd is stale (ESRCH).
   Result<UniqueFd> TakeFd(pid_t tid, int fd);
+  // The process (thread group) of a trapping thread, for what the daemon lists; cached.
+  pid_t ProcessOf(pid_t tid);
   // A copy of the target's fd when it is a TCP stream socket, or an AF_UNIX end we switched (then
   // `switched` is set). nullopt means "let the kernel run it" (or the target left the call, in
   // which case `c` is abandoned). The id is checked valid after the copy was taken.
@@ -110,6 +113,7 @@ class SocketCalls {
   // the kernel, the restarted connect() reports the completed connection once.
   std::set<uint64_t> unreported_connects_;
   uint64_t switched_end_ino_ = 0;  // set by SwitchConnected for its caller
+  std::unordered_map<pid_t, pid_t> process_of_;
 };
 
 // Errors that describe the supervisor's own limits, not the target's call: never hand them to the

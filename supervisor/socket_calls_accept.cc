@@ -83,7 +83,7 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
   }
   Parked accepted{UniqueFd(conn), UniqueFd()};
   if (env_.switcher != nullptr) {
-    if (auto end = env_.switcher->Claim(c.tid(), conn)) {
+    if (auto end = env_.switcher->Claim(ProcessOf(c.tid()), conn)) {
       (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
       accepted.unix_end = std::move(*end);
     } else {
@@ -128,7 +128,7 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   if (conn.unix_end) {
     uint64_t end_ino = InodeOf(conn.unix_end.Get());
     c.trace().note += " switched to unix";
-    env_.switcher->Installed(c.tid(), end_ino);
+    env_.switcher->Installed(ProcessOf(c.tid()), end_ino, conn.tcp.Get());
     env_.switcher->Book(end_ino, std::move(conn.tcp), /*client=*/false);
   }
   c.AnsweredWithFd(*fd);

@@ -52,12 +52,14 @@ void SocketCalls::OnConnect(PendingCall c) {
   std::optional<UniqueFd> sock = std::move(taken->fd);
   bool approved = false;
   if (env_.switcher != nullptr && env_.switcher->active()) {
-    approved = env_.switcher->Approve(c.tid(), sock->Get(), *dest);
+    approved = env_.switcher->Approve(ProcessOf(c.tid()), sock->Get(), *dest);
     if (!approved) {
       // Not ours to switch: the kernel runs the connect, with no cost on the data path.
       ++env_.stats.left_on_tcp;
       return;
     }
+  } else {
+    ++env_.stats.left_on_tcp;  // no daemon (or --no-switch): emulated, and stays TCP
   }
   if (TryConnect(c, sock->Get(), *dest, approved)) return;
   SockAddr copied = *dest;
@@ -86,7 +88,7 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     // Switch only a connection that is established; one still in its handshake (a full SYN
     // queue) stays TCP rather than making a non-blocking program wait.
     switched = connected && SwitchConnected(c, sock, rc != 0);
-    if (!switched) env_.switcher->Abort(c.tid(), sock);
+    if (!switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
   }
   bool delivered = false;
   if (!c.answered()) {
@@ -129,7 +131,7 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
     if (installed.error().TargetGone()) c.Abandon();
     return false;
   }
-  env_.switcher->ClientSwitched(c.tid(), sock, std::move(server_end), end_ino);
+  env_.switcher->ClientSwitched(ProcessOf(c.tid()), sock, std::move(server_end), end_ino);
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
   auto local = SocketName(sock, false), remote = SocketName(sock, true);
   c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +

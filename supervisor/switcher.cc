@@ -128,7 +128,7 @@ void Switcher::ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t
   // If the daemon is gone, the copy below is relayed once the loss is noticed (ResolveOrphans).
   (void)client_.Send(MsgType::kConnected, pid, matcher::Bytes(body), fds);
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
-  awaiting_[server_ino] = Awaiting{std::move(server_end), std::move(tcp)};
+  awaiting_[server_ino] = Awaiting{std::move(server_end), std::move(tcp), client_end_ino};
   if (!active()) OnLost();
 }
 
@@ -181,9 +181,9 @@ std::optional<UniqueFd> Switcher::Claim(pid_t pid, int accepted) {
   return std::nullopt;
 }
 
-void Switcher::Installed(pid_t pid, uint64_t end_ino) {
+void Switcher::Installed(pid_t pid, uint64_t end_ino, int tcp) {
   matcher::InodeBody body{end_ino};
-  (void)client_.Send(MsgType::kInstalled, pid, matcher::Bytes(body));
+  (void)client_.Send(MsgType::kInstalled, pid, matcher::Bytes(body), {&tcp, 1});
 }
 
 void Switcher::ScheduleInboxSweep() {
@@ -252,7 +252,7 @@ void Switcher::MigrateEpoll(uint64_t sock_ino, int tcp, int end) {
 }
 
 void Switcher::Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported) {
-  book_[end_ino] = SwitchedSocket{std::move(tcp), client, connect_unreported};
+  book_[end_ino] = SwitchedSocket{std::move(tcp), client, connect_unreported, !client};
   ++stats_.switched;
   ScheduleSweep();
 }
@@ -260,6 +260,24 @@ void Switcher::Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_un
 SwitchedSocket* Switcher::Find(uint64_t end_ino) {
   auto it = book_.find(end_ino);
   return it == book_.end() ? nullptr : &it->second;
+}
+
+SwitchedSocket* Switcher::FindOrAdopt(uint64_t end_ino) {
+  if (SwitchedSocket* sw = Find(end_ino)) return sw;
+  if (!active() || not_switched_.count(end_ino)) return nullptr;
+  matcher::InodeBody body{end_ino};
+  auto reply = client_.Call(MsgType::kAdopt, getpid(), matcher::Bytes(body));
+  const auto* r = reply && reply->type() == MsgType::kAdoptReply
+                      ? reply->As<matcher::AdoptReplyBody>()
+                      : nullptr;
+  if (r == nullptr || !r->found || reply->fds.size() != 1) {
+    if (not_switched_.size() >= 4096) not_switched_.clear();
+    not_switched_.insert(end_ino);
+    return nullptr;
+  }
+  book_[end_ino] = SwitchedSocket{std::move(reply->fds[0]), r->client != 0, false, true};
+  ScheduleSweep();
+  return &book_[end_ino];
 }
 
 UniqueFd Switcher::Unbook(uint64_t end_ino) {
@@ -270,7 +288,12 @@ UniqueFd Switcher::Unbook(uint64_t end_ino) {
   return tcp;
 }
 
-void Switcher::OnRelease(uint64_t server_end_ino) { awaiting_.erase(server_end_ino); }
+void Switcher::OnRelease(uint64_t server_end_ino) {
+  auto it = awaiting_.find(server_end_ino);
+  if (it == awaiting_.end()) return;
+  if (auto b = book_.find(it->second.client_end_ino); b != book_.end()) b->second.confirmed = true;
+  awaiting_.erase(it);
+}
 
 void Switcher::OnRelay(uint64_t server_end_ino) {
   auto it = awaiting_.find(server_end_ino);

@@ -37,6 +37,10 @@ struct SwitchedSocket {
   // The program's connect() was answered EINPROGRESS: like TCP, its next connect() reports the
   // completed connection (0), later ones EISCONN.
   bool connect_unreported = false;
+  // The peer end is known to be in a program (always true on the server side; on the client side
+  // once the daemon reported it claimed). Until then the TCP connection may still be needed for a
+  // relay, and nothing but the relay may shut it down.
+  bool confirmed = false;
 };
 
 class Switcher {
@@ -47,6 +51,8 @@ class Switcher {
   // Connects to (or starts) slipstreamd. Without it nothing is switched.
   void Start();
   bool active() const { return client_.connected(); }
+  // Handles what the daemon has already sent (verdicts, pushes) without waiting.
+  void Refresh() { client_.Poll(); }
 
   // A listening socket of a supervised program: register it, and remember where it lives so a
   // restarted daemon can be told again. `tgid`/`target_fd` name it in the program.
@@ -67,7 +73,7 @@ class Switcher {
   // Server side: the AF_UNIX end to install instead of `accepted`, if it is paired: pushed to us
   // ahead of the accept (no round trip), or claimed from the daemon. Installed() reports it placed.
   std::optional<UniqueFd> Claim(pid_t pid, int accepted);
-  void Installed(pid_t pid, uint64_t end_ino);
+  void Installed(pid_t pid, uint64_t end_ino, int tcp);
 
   // epoll registrations of not-yet-connected TCP sockets (register-then-connect): remembered at
   // epoll_ctl(ADD) and moved to the AF_UNIX end when the socket is switched.
@@ -78,6 +84,9 @@ class Switcher {
   void Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported = false);
   // The switched connection behind an AF_UNIX end, or nullptr.
   SwitchedSocket* Find(uint64_t end_ino);
+  // Find, or else ask the daemon: an end can reach our program from a program of another
+  // supervisor (SCM_RIGHTS). Answers for inodes the daemon does not know are remembered.
+  SwitchedSocket* FindOrAdopt(uint64_t end_ino);
   // Forgets a switched connection (the program got its TCP socket back); returns that socket.
   UniqueFd Unbook(uint64_t end_ino);
   size_t booked() const { return book_.size(); }
@@ -86,6 +95,7 @@ class Switcher {
   struct Awaiting {
     UniqueFd server_end;  // our copy, until the daemon says who has it
     UniqueFd tcp;         // for the relay
+    uint64_t client_end_ino = 0;
   };
   struct KnownListener {
     pid_t tgid;
@@ -109,6 +119,7 @@ class Switcher {
   MatcherClient client_;
   std::optional<SockDiag> diag_;
   std::unordered_map<uint64_t, SwitchedSocket> book_;  // by the program's AF_UNIX end inode
+  std::unordered_set<uint64_t> not_switched_;  // AF_UNIX inodes the daemon did not know
   std::unordered_map<uint64_t, Awaiting> awaiting_;    // by server end inode
   std::map<uint64_t, KnownListener> listeners_;        // by listener inode (ours)
   std::unordered_set<uint64_t> supervised_listeners_;  // every supervisor's (from the daemon)

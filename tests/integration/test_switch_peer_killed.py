@@ -23,7 +23,11 @@ SYS_READ, SYS_WRITE = 0, 1
 UNREAD = 1000
 
 # Documented in docs/differences.md ("first send after the peer closed"): native -> switched.
-KNOWN_DIFFERENCES = {"write after: 1 succeeded first": "write after: 0 succeeded first"}
+# Differences listed in docs/differences.md (what AF_UNIX answers, write() is never trapped).
+KNOWN_DIFFERENCES = {
+    "write after: 1 succeeded first": "write after: 0 succeeded first",
+    "write: ECONNRESET": "write: EPIPE",  # a write blocked on a full connection when the peer dies
+}
 
 
 def receive_queue(inode):
@@ -106,12 +110,10 @@ class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
         native = self.compare(victim="client", action="read", observer_sends=UNREAD)
         self.assertIn("read: 0 bytes then ECONNRESET", native)
 
-    # These two fail until docs/differences.md lists the difference: a write() blocked on a full
-    # connection whose peer is killed (with unread data, as it must be for the write to block)
-    # fails with ECONNRESET over TCP (the peer's RST) but with EPIPE over AF_UNIX
-    # (unix_stream_sendmsg finds the peer dead once it wakes, before looking at the pending
-    # error); the following read (0) and write (EPIPE) agree. write() is never trapped, so
-    # Slipstream cannot change the answer: it is a documentation bug, not a code one.
+    # A write() blocked on a full connection whose peer is killed (with unread data, as it must be
+    # for the write to block) fails with ECONNRESET over TCP (the peer's RST) but with EPIPE over
+    # AF_UNIX (unix_stream_sendmsg finds the peer dead once it wakes); the following read (0) and
+    # write (EPIPE) agree. Listed in docs/differences.md: write() is never trapped.
     def test_server_killed_client_blocked_writing(self):
         self.compare(victim="server", action="write")
 
