@@ -36,7 +36,8 @@ TEST(ListenerCanReceive, V4MappedIsTheSameAddress) {
 }
 
 TEST(DecideConnect, EveryCandidateMustBeSupervised) {
-  std::vector<TcpSocketInfo> ls = {Listener("127.0.0.1:80", false, 1), Listener("0.0.0.0:80", false, 2),
+  std::vector<TcpSocketInfo> ls = {Listener("127.0.0.1:80", false, 1),
+                                   Listener("0.0.0.0:80", false, 2),
                                    Listener("127.0.0.1:81", false, 3)};
   auto only1 = [](uint64_t ino) { return ino == 1; };
   auto one_and_two = [](uint64_t ino) { return ino == 1 || ino == 2; };
@@ -47,7 +48,8 @@ TEST(DecideConnect, EveryCandidateMustBeSupervised) {
 }
 
 TEST(DecideConnect, SoReusePortGroupMembersAreSeparateListeners) {
-  std::vector<TcpSocketInfo> ls = {Listener("127.0.0.1:80", false, 1), Listener("127.0.0.1:80", false, 2)};
+  std::vector<TcpSocketInfo> ls = {Listener("127.0.0.1:80", false, 1),
+                                   Listener("127.0.0.1:80", false, 2)};
   EXPECT_EQ(DecideConnect(ls, A("127.0.0.1:80"), [](uint64_t ino) { return ino == 1; }),
             QueryReason::kUnsupervisedListener);
   EXPECT_EQ(DecideConnect(ls, A("127.0.0.1:80"), [](uint64_t) { return true; }),

@@ -12,7 +12,6 @@
 namespace slipstream::supervisor {
 namespace {
 
-
 // Same host address, ignoring port and v4-mapped spelling.
 bool SameHost(const SockAddr& a, const SockAddr& b) {
   auto v4 = [](const SockAddr& s) -> std::optional<in_addr> {

@@ -250,11 +250,18 @@ void SocketCalls::OnShutdown(PendingCall& c) {
   if (!sock || !sock->switched) return;
   // TCP's SHUT_RD is local: the peer may keep sending. On AF_UNIX it would also make the peer's
   // writes fail with EPIPE, so the AF_UNIX read side is left open (docs/differences.md).
-  if (how != SHUT_RD && shutdown(sock->fd.Get(), SHUT_WR) < 0) return (void)c.Fail(errno);
   // The retained TCP connection follows, so that TCP_INFO tells FIN_WAIT2 here and CLOSE_WAIT
-  // at the peer, as the program would see natively. Not while a relay may still need it.
-  if (!sock->switched->confirmed) env_.switcher->Refresh();  // the verdict may be queued
-  if (sock->switched->confirmed) shutdown(sock->switched->tcp.Get(), how);
+  // at the peer, as the program would see natively; first, so that the peer's FIN has arrived
+  // by the time its program reads the EOF. Not while a relay may still need the connection.
+  SwitchedSocket& sw = *sock->switched;
+  if (!sw.confirmed) env_.switcher->Refresh();  // the verdict may be queued
+  if (sw.confirmed) {
+    shutdown(sw.tcp.Get(), how);
+  } else {
+    // Mirrored when the daemon reports the pair claimed (a relay does its own half-close).
+    sw.deferred_shutdown |= how == SHUT_RD ? 1u : how == SHUT_WR ? 2u : 3u;
+  }
+  if (how != SHUT_RD && shutdown(sock->fd.Get(), SHUT_WR) < 0) return (void)c.Fail(errno);
   c.Return(0);
 }
 

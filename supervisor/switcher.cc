@@ -291,7 +291,12 @@ UniqueFd Switcher::Unbook(uint64_t end_ino) {
 void Switcher::OnRelease(uint64_t server_end_ino) {
   auto it = awaiting_.find(server_end_ino);
   if (it == awaiting_.end()) return;
-  if (auto b = book_.find(it->second.client_end_ino); b != book_.end()) b->second.confirmed = true;
+  if (auto b = book_.find(it->second.client_end_ino); b != book_.end()) {
+    SwitchedSocket& sw = b->second;
+    sw.confirmed = true;
+    if (sw.deferred_shutdown & 1) shutdown(sw.tcp.Get(), SHUT_RD);
+    if (sw.deferred_shutdown & 2) shutdown(sw.tcp.Get(), SHUT_WR);
+  }
   awaiting_.erase(it);
 }
 

@@ -41,6 +41,9 @@ struct SwitchedSocket {
   // once the daemon reported it claimed). Until then the TCP connection may still be needed for a
   // relay, and nothing but the relay may shut it down.
   bool confirmed = false;
+  // Shutdowns the program made before `confirmed` (bit 1: SHUT_RD, bit 2: SHUT_WR), to mirror on
+  // `tcp` once it is.
+  unsigned deferred_shutdown = 0;
 };
 
 class Switcher {
@@ -119,7 +122,7 @@ class Switcher {
   MatcherClient client_;
   std::optional<SockDiag> diag_;
   std::unordered_map<uint64_t, SwitchedSocket> book_;  // by the program's AF_UNIX end inode
-  std::unordered_set<uint64_t> not_switched_;  // AF_UNIX inodes the daemon did not know
+  std::unordered_set<uint64_t> not_switched_;          // AF_UNIX inodes the daemon did not know
   std::unordered_map<uint64_t, Awaiting> awaiting_;    // by server end inode
   std::map<uint64_t, KnownListener> listeners_;        // by listener inode (ours)
   std::unordered_set<uint64_t> supervised_listeners_;  // every supervisor's (from the daemon)

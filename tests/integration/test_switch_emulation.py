@@ -21,6 +21,19 @@ import switch_support as ss
 
 PORT = re.compile(r"(?<=[\]\d]):(\d+)\b")
 
+# docs/differences.md: right after shutdown(SHUT_WR) the FIN of the retained TCP connection may
+# still wait for the peer's delayed ACK (no reply data carries it), so TCP_INFO can say FIN_WAIT1
+# (4) where the program natively sees FIN_WAIT2 (5). Nothing else may differ.
+ALSO_ACCEPTED = {
+    "client shutdown: get TCP_INFO state=5 len=104": {"client shutdown: get TCP_INFO state=4 len=104"},
+}
+
+
+def agrees(native, switched):
+    """Equal line by line, except for the documented transient states above."""
+    return len(native) == len(switched) and all(
+        s == n or s in ALSO_ACCEPTED.get(n, ()) for n, s in zip(native, switched))
+
 
 def normalise(lines):
     """Replaces port numbers by P1, P2, ... in order of first appearance."""
@@ -71,7 +84,8 @@ class Emulation(ss.EvidenceMixin, fr.FixtureTest):
                               sections_wanted]
         self.assertGreater(len(pick(native)), 10 if "tcp" in sections_wanted else 3)
         self.maxDiff = None
-        self.assertEqual(pick(native), pick(switched))
+        if not agrees(pick(native), pick(switched)):
+            self.assertEqual(pick(native), pick(switched))
 
     BEFORE_SHUTDOWN = ("accept", "connect", "names", "socket", "tcp", "keepalive", "ip",
                        "exchange")
