@@ -287,7 +287,8 @@ void Daemon::ScheduleSweep() {
     sweep_scheduled_ = false;
     if (ec) return;
     Sweep();
-    if (!pending_.empty() || !deferred_.empty() || !intents_.empty() || !live_.empty()) {
+    if (!pending_.empty() || !deferred_.empty() || !intents_.empty() || !live_.empty() ||
+        !listeners_.empty()) {
       ScheduleSweep();
     }
   });
@@ -324,15 +325,52 @@ void Daemon::Sweep() {
     }
     it = next;
   }
-  if (!live_.empty() && now - last_live_sweep_ >= kLiveSweepPeriod) {
+  if (now - last_live_sweep_ >= kLiveSweepPeriod) {
     last_live_sweep_ = now;
-    if (auto inodes = diag_.UnixInodes()) {
-      for (auto it = live_.begin(); it != live_.end();) {
-        bool alive =
-            inodes->count(it->second.client_end_ino) || inodes->count(it->second.server_end_ino);
-        it = alive ? std::next(it) : live_.erase(it);
-      }
+    SweepLive();
+    RetireListeners(now);
+  }
+}
+
+void Daemon::SweepLive() {
+  if (live_.empty()) return;
+  auto inodes = diag_.UnixInodes();
+  if (!inodes) return;
+  for (auto it = live_.begin(); it != live_.end();) {
+    Live& l = it->second;
+    bool client = inodes->count(l.client_end_ino) != 0, server = inodes->count(l.server_end_ino) != 0;
+    // Our copy of a side's TCP socket must not keep it open once its program closed the end:
+    // the supervisor's release then sends the FIN, and the peer's TCP_INFO says CLOSE_WAIT.
+    if (!client) l.client_tcp.Reset();
+    if (!server) l.server_tcp.Reset();
+    it = client || server ? std::next(it) : live_.erase(it);
+  }
+}
+
+void Daemon::RetireListeners(Clock::time_point now) {
+  // A registered socket that is no longer listening (closed, or listen() failed after the early
+  // registration) is dropped and every supervisor told. Young entries are left alone: they may
+  // be registered a moment before their listen().
+  std::map<uint16_t, std::set<uint64_t>> listening;
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    ListenerReg& l = it->second;
+    if (now - l.since < kLiveSweepPeriod) {
+      ++it;
+      continue;
     }
+    uint16_t port = l.addr.port();
+    if (!listening.count(port)) {
+      auto found = diag_.TcpListeners(port);
+      if (!found) return;  // cannot tell now: next time
+      for (const auto& f : *found) listening[port].insert(f.inode);
+    }
+    if (listening[port].count(it->first)) {
+      ++it;
+      continue;
+    }
+    uint64_t ino = it->first;
+    it = listeners_.erase(it);
+    Broadcast(ino, false);
   }
 }
 

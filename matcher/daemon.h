@@ -83,6 +83,8 @@ class Daemon {
 
   void ScheduleSweep();
   void Sweep();
+  void SweepLive();
+  void RetireListeners(std::chrono::steady_clock::time_point now);
   void ScheduleIdleCheck();
   bool Idle() const;
 
@@ -108,6 +110,7 @@ class Daemon {
     uint64_t session;
     SockAddr addr;
     int32_t pid;
+    std::chrono::steady_clock::time_point since;
   };
   std::map<uint64_t, ListenerReg> listeners_;  // by listener inode
   struct Intent {

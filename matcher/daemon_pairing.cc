@@ -57,7 +57,7 @@ void Daemon::OnRegisterListener(Session* s, Message& m) {
   // Pairing happens only in the daemon's own network namespace (sock_diag looks there).
   if (SocketNetns(fd, s->netns) == netns_) {
     uint64_t ino = InodeOf(fd);
-    listeners_[ino] = ListenerReg{s->id, *addr, m.header.pid};
+    listeners_[ino] = ListenerReg{s->id, *addr, m.header.pid, Clock::now()};
     // Every supervisor decides locally whether a connect may switch: tell them all, before the
     // registering supervisor lets its program's listen() return.
     Broadcast(ino, true);
@@ -97,16 +97,23 @@ void Daemon::OnAbort(Session* s, Message& m) {
 
 void Daemon::OnConnected(Session* s, Message& m) {
   const auto* body = m.As<InodeBody>();
-  if (body == nullptr || m.fds.size() != 2) return ReplyError(s, m, EINVAL, "bad connected");
-  int tcp = m.fds[0].Get();
-  auto intent = intents_.find(InodeOf(tcp));
-  if (intent == intents_.end() || intent->second.session != s->id) {
-    return ReplyError(s, m, EPERM, "no intent to connect from this supervisor for this socket");
+  if (body == nullptr || m.fds.size() != 2 || !IsUnixStreamSocket(m.fds[1].Get())) {
+    return ReplyError(s, m, EINVAL, "connected needs a TCP socket and an AF_UNIX stream end");
   }
-  intents_.erase(intent);
+  int tcp = m.fds[0].Get();
+  // The fd is the proof of possession; an intent only lets an early claim wait for this message.
+  if (auto intent = intents_.find(InodeOf(tcp));
+      intent != intents_.end() && intent->second.session == s->id) {
+    intents_.erase(intent);
+  }
   auto local = Name(tcp, false), remote = Name(tcp, true);
-  if (!local || !remote || !IsUnixStreamSocket(m.fds[1].Get())) {
-    return ReplyError(s, m, EINVAL, "connected needs a connected TCP socket and a unix stream end");
+  if (!IsTcpSocket(tcp) || !local || !remote) {
+    // Cannot be paired (reset meanwhile, not TCP): the client's program already holds its end, so
+    // its supervisor must relay, which will find out what became of the TCP connection.
+    InodeBody verdict{InodeOf(m.fds[1].Get())};
+    (void)Send(s, MsgType::kRelay, 0, m.header.pid, Bytes(verdict));
+    ++relays_total_;
+    return;
   }
   ConnKey key{netns_, *remote, *local};  // as the accepting side will see it
   Pending p;
@@ -267,7 +274,15 @@ void Daemon::OnAdopt(Session* s, Message& m) {
   if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad adopt");
   AdoptReplyBody reply{0, 0};
   int fd = -1;
+  for (const auto& [key, p] : pending_) {  // passed on before the verdict
+    if (p.client_end_ino == body->inode && p.client_tcp) {
+      reply = {1, 1};
+      fd = p.client_tcp.Get();
+      break;
+    }
+  }
   for (const auto& [ino, live] : live_) {
+    if (fd >= 0) break;
     if (live.client_end_ino == body->inode && live.client_tcp) {
       reply = {1, 1};
       fd = live.client_tcp.Get();

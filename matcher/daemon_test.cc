@@ -333,7 +333,9 @@ TEST_F(DaemonTest, AnEndHeldByADeadSupervisorIsResolvedFromProc) {
   EXPECT_EQ(verdict->As<InodeBody>()->inode, Ino(c.server_end.Get()));
 }
 
-TEST_F(DaemonTest, ConnectedWithoutIntentIsRefused) {
+// The TCP fd is the proof of possession; an intent only lets an early claim wait. A connection
+// no registered listener can take is handed back for relaying.
+TEST_F(DaemonTest, ConnectedWithoutIntentNobodyCanTakeIsRelayed) {
   UniqueFd session = Session();
   sockaddr_in addr;
   UniqueFd l = Listener(&addr);
@@ -345,9 +347,10 @@ TEST_F(DaemonTest, ConnectedWithoutIntentIsRefused) {
   InodeBody body{Ino(a.Get())};
   int fds[2] = {c.Get(), b.Get()};
   ASSERT_TRUE(SendMessage(session.Get(), MsgType::kConnected, 4, getpid(), Bytes(body), fds));
-  auto reply = Expect(session.Get(), MsgType::kError);
+  auto reply = Expect(session.Get(), MsgType::kRelay);
   ASSERT_TRUE(reply);
-  EXPECT_EQ(reply->As<ErrorBody>()->err, EPERM);
+  ASSERT_NE(reply->As<InodeBody>(), nullptr);
+  EXPECT_EQ(reply->As<InodeBody>()->inode, Ino(b.Get()));
 }
 
 TEST_F(DaemonTest, HostileMessagesGetErrorsAndLeakNothing) {

@@ -105,7 +105,10 @@ bool Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
       now - cached.when > std::chrono::seconds(1)) {
     auto listeners = diag_->TcpListeners(dest.port());
     if (!listeners) return false;
-    cached = CachedListeners{std::move(*listeners), now};
+    // No listener yet is not remembered: a supervised server registers its listener before its
+    // listen() runs, so a client retrying meanwhile must look again on its next connect.
+    bool none = listeners->empty();
+    cached = CachedListeners{std::move(*listeners), none ? std::chrono::steady_clock::time_point{} : now};
   }
   auto reason = matcher::DecideConnect(cached.listeners, dest, [this](uint64_t ino) {
     return supervised_listeners_.count(ino) != 0;
