@@ -1,6 +1,7 @@
 #include "supervisor/held_calls.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 
 #include <cstdlib>
@@ -78,7 +79,7 @@ HeldCalls::HeldCalls(asio::io_context& io, tracer::Notifier& notifier, bool kill
       notifier_(notifier),
       killable_(killable),
       waits_fd_(epoll_create1(EPOLL_CLOEXEC)),
-      waits_(io, dup(waits_fd_.Get())),
+      waits_(io, fcntl(waits_fd_.Get(), F_DUPFD_CLOEXEC, 0)),
       sweep_timer_(io) {
   ArmWaits();
 }

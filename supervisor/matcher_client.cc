@@ -1,8 +1,11 @@
 #include "supervisor/matcher_client.h"
 
+#include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,6 +71,9 @@ Status MatcherClient::SpawnDaemon() {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
+    // The daemon must not hold our TCP sockets, listener or notification fd: a copy would keep a
+    // connection open after its program closed it (close_range: Linux 5.11).
+    syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
     execlp(binary.c_str(), binary.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }

@@ -1,5 +1,6 @@
 #include "supervisor/session.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -33,7 +34,7 @@ Session::Session(SessionConfig config, UniqueFd listener, pid_t program, UniqueF
       notifier_(listener_fd_.Get()),
       installer_(listener_fd_.Get()),
       // asio gets its own dup: it closes what it holds, and the notifier keeps using the original.
-      listener_(io_, dup(listener_fd_.Get())),
+      listener_(io_, fcntl(listener_fd_.Get(), F_DUPFD_CLOEXEC, 0)),
       signals_(io_, signal_fd.Release()),
       trace_(config_.trace_out),
       sinks_{notifier_, outstanding, trace_, stats_},

@@ -22,6 +22,7 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   c.trace().args = FdText(c.arg(0));
   if (is_accept4) c.trace().args += ", " + AcceptFlagsText(args.flags);
   if (args.flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) return;  // the kernel's EINVAL
+  if (env_.switcher == nullptr) return;  // --no-switch observes only: the kernel accepts
   auto target = OpenTarget(c);
   if (!target) return;
   auto listener = TakeInetSocket(c, *target, args.fd);

@@ -49,28 +49,24 @@ void SocketCalls::OnConnect(PendingCall c) {
       return;
     }
   }
-  std::optional<UniqueFd> sock = std::move(taken->fd);
-  bool approved = false;
-  if (env_.switcher != nullptr && env_.switcher->active()) {
-    approved = env_.switcher->Approve(ProcessOf(c.tid()), sock->Get(), *dest);
-    if (!approved) {
-      // Not ours to switch: the kernel runs the connect, with no cost on the data path.
-      ++env_.stats.left_on_tcp;
-      return;
-    }
-  } else {
-    ++env_.stats.left_on_tcp;  // no daemon (or --no-switch): emulated, and stays TCP
+  // Not ours to switch (--no-switch, no daemon, or a listener we do not supervise): the kernel
+  // runs the connect itself, with no cost on the data path.
+  if (env_.switcher == nullptr || !env_.switcher->active() ||
+      !env_.switcher->Approve(ProcessOf(c.tid()), taken->fd.Get(), *dest)) {
+    ++env_.stats.left_on_tcp;
+    return;
   }
-  if (TryConnect(c, sock->Get(), *dest, approved)) return;
+  std::optional<UniqueFd> sock = std::move(taken->fd);
+  if (TryConnect(c, sock->Get(), *dest)) return;
   SockAddr copied = *dest;
   env_.held.Hold(std::move(c), std::move(*sock), HeldCalls::Wait::kWrite,
-                 [this, copied, approved](PendingCall& call, int s) {
-                   return TryConnect(call, s, copied, approved);
+                 [this, copied](PendingCall& call, int s) {
+                   return TryConnect(call, s, copied);
                  });
   ++env_.stats.held;
 }
 
-bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved) {
+bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest) {
   auto flags = GetFileFlags(sock);
   bool blocking = flags && !(*flags & O_NONBLOCK);
   int rc;
@@ -82,14 +78,12 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     err = errno;
   }
   if (rc < 0 && err == EINTR && blocking) return false;  // handshake still running: hold
-  bool connected = rc == 0 || (err == EINPROGRESS && Established(sock));
-  bool switched = false;
-  if (approved) {
-    // Switch only a connection that is established; one still in its handshake (a full SYN
-    // queue) stays TCP rather than making a non-blocking program wait.
-    switched = connected && SwitchConnected(c, sock, rc != 0);
-    if (!switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
-  }
+  // Switch only a connection that is established; one still in its handshake (a full SYN queue,
+  // or TCP_FASTOPEN_CONNECT, whose connect() returns 0 before the SYN) stays TCP rather than
+  // making a non-blocking program wait.
+  bool connected = (rc == 0 || err == EINPROGRESS) && Established(sock);
+  bool switched = connected && SwitchConnected(c, sock, rc != 0);
+  if (!switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
   bool delivered = false;
   if (!c.answered()) {
     if (IsSupervisorResourceError(err) && rc != 0) {
