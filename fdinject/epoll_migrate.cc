@@ -1,5 +1,6 @@
 #include "fdinject/epoll_migrate.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/epoll.h>
@@ -7,9 +8,11 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "base/syscalls.h"
@@ -39,6 +42,29 @@ Result<std::optional<EpollItem>> FindEpollItem(pid_t pid, int target_epfd, int t
     if (tfd == target_fd && item_ino == ino) return EpollItem{events, data};
   }
   return std::optional<EpollItem>();
+}
+
+Result<std::vector<EpollRegistration>> FindEpollRegistrations(pid_t pid, int target_fd,
+                                                              uint64_t ino) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+  DIR* dir = opendir(path);
+  if (dir == nullptr) return Errno("opendir(/proc/PID/fd)");
+  std::vector<EpollRegistration> found;
+  constexpr std::string_view kEventpoll = "anon_inode:[eventpoll]";
+  while (dirent* e = readdir(dir)) {
+    char link[64];
+    ssize_t n = readlinkat(dirfd(dir), e->d_name, link, sizeof(link));
+    if (n != static_cast<ssize_t>(kEventpoll.size()) || kEventpoll != std::string_view(link, n)) {
+      continue;
+    }
+    int epfd = atoi(e->d_name);
+    if (auto item = FindEpollItem(pid, epfd, target_fd, ino); item && *item) {
+      found.push_back({epfd, **item});
+    }
+  }
+  closedir(dir);
+  return found;
 }
 
 Status MigrateEpollItem(int epoll_copy, int target_fd, int old_file, int new_file,
@@ -72,6 +98,24 @@ Status MigrateEpollItem(int epoll_copy, int target_fd, int old_file, int new_fil
   });
   worker.join();
   return result;
+}
+
+Result<int> MoveEpollRegistrations(pid_t pid, int target_fd, uint64_t old_ino, int old_file,
+                                   int new_file) {
+  auto found = FindEpollRegistrations(pid, target_fd, old_ino);
+  if (!found) return tl::unexpected(found.error());
+  if (found->empty()) return 0;
+  auto pidfd = PidfdOpen(pid);
+  if (!pidfd) return tl::unexpected(pidfd.error());
+  int moved = 0;
+  for (const auto& r : *found) {
+    auto epoll_copy = PidfdGetfd(pidfd->Get(), r.epfd);
+    if (!epoll_copy) continue;  // closed meanwhile: nothing to carry over
+    auto st = MigrateEpollItem(epoll_copy->Get(), target_fd, old_file, new_file, r.item);
+    if (!st) return tl::unexpected(st.error());
+    ++moved;
+  }
+  return moved;
 }
 
 }  // namespace slipstream::fdinject

@@ -1,5 +1,6 @@
-// Moves a program's epoll registration from one file to another (Linux 4.13 for kcmp
-// KCMP_EPOLL_TFD, CONFIG_KCMP).
+// Moves a program's epoll registrations from one file to another. The items are found in the
+// fdinfo of the program's epoll instances, which lists each item's fd number and inode (Linux
+// 3.8); no kcmp, no trapped epoll_ctl.
 //
 // Why: an epoll item is keyed by (file, fd number) and disappears only when the file's last
 // reference goes. After the program's fd N is replaced by an AF_UNIX end (SETFD), a registration
@@ -14,6 +15,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "base/result.h"
 
@@ -28,6 +30,20 @@ struct EpollItem {
 // with inode `ino` (from /proc/<pid>/fdinfo/<epfd>).
 Result<std::optional<EpollItem>> FindEpollItem(pid_t pid, int target_epfd, int target_fd,
                                                uint64_t ino);
+
+// Every registration of `target_fd` (whose file has inode `ino`) in the epoll instances that
+// process `pid` holds: its fd table is scanned for eventpoll files, and their fdinfo read.
+struct EpollRegistration {
+  int epfd = -1;
+  EpollItem item;
+};
+Result<std::vector<EpollRegistration>> FindEpollRegistrations(pid_t pid, int target_fd,
+                                                              uint64_t ino);
+
+// Finds every registration of `target_fd` on the file with inode `old_ino` in process `pid`'s
+// epoll instances and moves it to `new_file` (MigrateEpollItem). Returns how many were moved.
+Result<int> MoveEpollRegistrations(pid_t pid, int target_fd, uint64_t old_ino, int old_file,
+                                   int new_file);
 
 // Re-registers `target_fd` in the program's epoll instance `epoll_copy` (our pidfd_getfd copy):
 // deletes the item of `old_file` and adds `new_file` with `item`'s events and data.

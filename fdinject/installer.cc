@@ -52,7 +52,11 @@ Result<TargetFdFlags> ReadTargetFdFlags(pid_t pid, int fd) {
   auto pos = text->find("flags:");
   if (pos == std::string::npos) return Error(EINVAL, "parse fdinfo");
   long flags = std::strtol(text->c_str() + pos + 6, nullptr, 8);
-  return TargetFdFlags{(flags & O_CLOEXEC) != 0, (flags & O_NONBLOCK) != 0};
+  TargetFdFlags result{(flags & O_CLOEXEC) != 0, (flags & O_NONBLOCK) != 0, 0};
+  if (auto ino = text->find("\nino:"); ino != std::string::npos) {
+    result.ino = std::strtoull(text->c_str() + ino + 5, nullptr, 10);
+  }
+  return result;
 }
 
 }  // namespace slipstream::fdinject

@@ -46,6 +46,7 @@ class KernelFdInstaller final : public FdInstaller {
 struct TargetFdFlags {
   bool cloexec = false;
   bool nonblocking = false;
+  uint64_t ino = 0;  // the open file's inode ("ino:" in fdinfo, Linux 5.14+; 0 when absent)
 };
 [[nodiscard]] Result<TargetFdFlags> ReadTargetFdFlags(pid_t pid, int fd);
 

@@ -84,6 +84,7 @@ Daemon::Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t 
       diag_(std::move(diag)),
       sweep_timer_(io_),
       idle_timer_(io_),
+      accept_retry_timer_(io_),
       last_activity_(Clock::now()) {}
 
 Daemon::~Daemon() {
@@ -125,6 +126,16 @@ void Daemon::ArmAccept() {
 void Daemon::OnAccept() {
   for (;;) {
     int fd = accept4(listener_.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS)) {
+      // Out of fds: the connection stays queued and the listener readable. Try again later
+      // rather than spin; closing sessions frees fds meanwhile.
+      spdlog::warn("cannot accept a supervisor: {}", strerror(errno));
+      accept_retry_timer_.expires_after(std::chrono::milliseconds(100));
+      accept_retry_timer_.async_wait([this](const boost::system::error_code& ec) {
+        if (!ec) ArmAccept();
+      });
+      return;
+    }
     if (fd < 0) break;
     UniqueFd owned(fd);
     ucred cred{};

@@ -99,6 +99,7 @@ class Daemon {
   SockDiag diag_;
   boost::asio::steady_timer sweep_timer_;
   boost::asio::steady_timer idle_timer_;
+  boost::asio::steady_timer accept_retry_timer_;
   bool sweep_scheduled_ = false;
   bool draining_ = false;
   std::chrono::steady_clock::time_point last_live_sweep_{};

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,12 +45,16 @@ int PrintStatus(const std::string& dir, bool json) {
     printf("slipstreamd is not running (%s)\n", path.c_str());
     return 0;
   }
+  // A daemon that is stopped or wedged must not hang the caller.
+  timeval timeout{5, 0};
+  setsockopt(fd.Get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   if (!SendMessage(fd.Get(), MsgType::kStatus, 1, getpid(), {})) return 1;
   // A new session is first told the supervised listeners (kListener): skip to our reply.
   auto reply = ReceiveMessage(fd.Get());
   while (reply && reply->type() == MsgType::kListener) reply = ReceiveMessage(fd.Get());
   if (!reply || reply->type() != MsgType::kStatusReply) {
-    fprintf(stderr, "slipstreamd: no status reply\n");
+    fprintf(stderr, "slipstreamd: no status reply from %s%s\n", path.c_str(),
+            reply ? "" : " within 5 s");
     return 1;
   }
   std::string text(reply->body.begin(), reply->body.end());
@@ -62,7 +67,7 @@ int PrintStatus(const std::string& dir, bool json) {
   printf(
       "slipstreamd pid %d, %zu supervisor(s), %zu listener(s), %llu switched connection(s), "
       "%d pending, %llu paired, %llu relayed since start\n",
-      j["pid"].get<int>(), j["supervisors"].size(), j["listeners"].size(),
+      j["pid"].get<int>(), j["supervisors"].size(), j.value("listeners_total", size_t{0}),
       static_cast<unsigned long long>(j["connections_total"].get<uint64_t>()),
       j["pending"].get<int>(), static_cast<unsigned long long>(j["pairs_total"].get<uint64_t>()),
       static_cast<unsigned long long>(j["relays_total"].get<uint64_t>()));
@@ -75,6 +80,10 @@ int PrintStatus(const std::string& dir, bool json) {
              c["server"].get<std::string>().c_str(),
              static_cast<unsigned long long>(c["client_unix_inode"].get<uint64_t>()),
              static_cast<unsigned long long>(c["server_unix_inode"].get<uint64_t>()));
+    }
+    if (j["connections"].size() < j["connections_total"].get<size_t>()) {
+      printf("(%zu of %llu listed)\n", j["connections"].size(),
+             static_cast<unsigned long long>(j["connections_total"].get<uint64_t>()));
     }
   }
   return 0;

@@ -243,9 +243,11 @@ void Daemon::OnClaim(Session* s, Message& m) {
   }
   // Still nothing. If the peer socket belongs to a client that announced its connect, its
   // kConnected is on the way: answer when it arrives. Otherwise the client is not supervised:
-  // answer now, so an unsupervised client never waits.
+  // answer now, so an unsupervised client never waits. Nor does a supervisor claiming its own
+  // client's connection: it cannot send kConnected while it waits for this answer.
   auto peer = diag_.LookupTcp(*remote, *local);
-  if (peer && intents_.count(peer->inode)) {
+  auto intent = peer ? intents_.find(peer->inode) : intents_.end();
+  if (intent != intents_.end() && intent->second.session != s->id) {
     deferred_.push_back(Deferred{s->id, m.header.seq, m.header.pid, key, Clock::now()});
     ScheduleSweep();
     return;

@@ -45,13 +45,17 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
     if (!s->closed && id != asking_session)
       j["supervisors"].push_back({{"pid", s->pid}, {"uid", s->uid}});
   }
+  // Lists are cut so that the reply stays within one message (kMaxBody, 256 KiB): an entry takes
+  // at most about 300 bytes; the totals are always exact.
+  constexpr size_t kMaxListed = 500;
   j["listeners"] = nlohmann::json::array();
+  j["listeners_total"] = listeners_.size();
   for (const auto& [ino, l] : listeners_) {
+    if (j["listeners"].size() >= kMaxListed) break;
     j["listeners"].push_back({{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}});
   }
   j["connections"] = nlohmann::json::array();
   j["connections_total"] = live_.size();
-  constexpr size_t kMaxListed = 1000;  // keeps the reply within one message
   for (const auto& [ino, c] : live_) {
     if (j["connections"].size() >= kMaxListed) break;
     j["connections"].push_back(

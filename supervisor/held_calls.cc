@@ -3,8 +3,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "base/syscalls.h"
@@ -71,8 +75,26 @@ struct HeldCalls::Entry {
   UniqueFd fd;
   Wait wait;
   Retry retry;
+  std::optional<std::chrono::steady_clock::time_point> deadline;
   std::list<std::unique_ptr<Entry>>::iterator self;
 };
+
+namespace {
+
+// The socket's own timeout for this wait, as the kernel applies it to a blocking call: accept()
+// waits at most SO_RCVTIMEO, connect() at most SO_SNDTIMEO (0 = forever).
+std::optional<std::chrono::steady_clock::time_point> DeadlineOf(int fd, HeldCalls::Wait wait) {
+  timeval tv{};
+  socklen_t len = sizeof(tv);
+  int name = wait == HeldCalls::Wait::kRead ? SO_RCVTIMEO : SO_SNDTIMEO;
+  if (getsockopt(fd, SOL_SOCKET, name, &tv, &len) < 0 || (tv.tv_sec == 0 && tv.tv_usec == 0)) {
+    return std::nullopt;
+  }
+  return std::chrono::steady_clock::now() + std::chrono::seconds(tv.tv_sec) +
+         std::chrono::microseconds(tv.tv_usec);
+}
+
+}  // namespace
 
 HeldCalls::HeldCalls(asio::io_context& io, tracer::Notifier& notifier, bool killable)
     : io_(io),
@@ -89,6 +111,7 @@ HeldCalls::~HeldCalls() = default;
 void HeldCalls::Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry) {
   auto entry = std::make_unique<Entry>(std::move(call), std::move(fd), wait, std::move(retry));
   Entry* raw = entry.get();
+  raw->deadline = DeadlineOf(raw->fd.Get(), wait);
   held_.push_front(std::move(entry));
   raw->self = held_.begin();
   epoll_event ev{};
@@ -160,6 +183,11 @@ void HeldCalls::Sweep() {
       Drop(entry);
     } else if (killable_ && SignalPendingFor(call.tid())) {
       call.Fail(kErestartSys);
+      Drop(entry);
+    } else if (entry->deadline && std::chrono::steady_clock::now() >= *entry->deadline) {
+      // What the kernel answers when the socket's timeout expires: accept EAGAIN, connect
+      // EINPROGRESS (the handshake goes on).
+      call.Fail(entry->wait == Wait::kRead ? EAGAIN : EINPROGRESS);
       Drop(entry);
     }
   }

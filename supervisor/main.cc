@@ -104,8 +104,8 @@ int Main(int argc, char** argv) {
   }
   tracer::FilterOptions filter_options;
   filter_options.allow_io_uring = o.allow_io_uring;
-  filter_options.trap_epoll_add = o.switching && features.CanEmulate();
   filter_options.trap_socket = o.trace || o.stats;
+  filter_options.trap_bind = o.trace || o.stats;
   auto program = tracer::BuildFilter(filter_options);
   if (!program) {
     spdlog::warn("cannot build the seccomp filter ({}): running {} unsupervised",

@@ -15,6 +15,7 @@
 #include <climits>
 #include <cstdlib>
 
+#include "base/socket_info.h"
 #include "matcher/paths.h"
 
 namespace slipstream::supervisor {
@@ -161,6 +162,14 @@ void MatcherClient::Dispatch(Message m) {
     case MsgType::kPush:
       if (callbacks_.on_push) callbacks_.on_push(m);
       break;
+    case MsgType::kClaimReply:
+      // The answer to a claim whose Call() gave up waiting: an end in it is ours to give back.
+      for (UniqueFd& end : m.fds) {
+        matcher::InodeBody back{InodeOf(end.Get())};
+        end.Reset();
+        (void)Send(MsgType::kDisown, 0, matcher::Bytes(back));
+      }
+      break;
     case MsgType::kError:
       if (const auto* e = m.As<matcher::ErrorBody>()) {
         spdlog::debug("slipstreamd: error {} ({})", e->err, e->text);
@@ -201,7 +210,8 @@ Result<Message> MatcherClient::Call(MsgType type, int32_t pid, std::span<const u
     pollfd p{fd, POLLIN, 0};
     int n = poll(&p, 1, static_cast<int>(left.count()));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) continue;
+    if (n < 0) return Errno("poll(slipstreamd)");
+    if (n == 0) continue;
     auto m = matcher::ReceiveMessage(fd, /*nonblocking=*/true);
     if (!m) {
       if (m.error().err == EAGAIN || m.error().err == EPROTO) continue;

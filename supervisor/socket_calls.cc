@@ -41,7 +41,14 @@ void SocketCalls::PurgeParked(SockDiag& diag) {
         alive = true;  // cannot tell: keep them
       }
     }
-    it = alive ? std::next(it) : parked_.erase(it);
+    if (alive) {
+      ++it;
+      continue;
+    }
+    for (Parked& conn : it->second) {
+      if (conn.unix_end) env_.switcher->Disown(std::move(conn.unix_end));
+    }
+    it = parked_.erase(it);
   }
 }
 
@@ -69,8 +76,6 @@ void SocketCalls::Handle(PendingCall call) {
       return OnSockopt(call, false);
     case Call::kShutdown:
       return OnShutdown(call);
-    case Call::kEpollCtl:
-      return OnEpollCtl(call);
   }
 }
 
@@ -263,27 +268,6 @@ void SocketCalls::OnShutdown(PendingCall& c) {
   }
   if (how != SHUT_RD && shutdown(sock->fd.Get(), SHUT_WR) < 0) return (void)c.Fail(errno);
   c.Return(0);
-}
-
-void SocketCalls::OnEpollCtl(PendingCall& c) {
-  int epfd = static_cast<int>(c.arg(0));
-  int fd = static_cast<int>(c.arg(2));
-  c.trace().args = FdText(c.arg(0)) + ", EPOLL_CTL_ADD, " + FdText(c.arg(2));
-  if (env_.switcher == nullptr) return;
-  auto target = OpenTarget(c);
-  if (!target) return;
-  auto copy = TakeFd(c.tid(), fd);
-  if (!copy) return;
-  int domain = IntSockOpt(copy->Get(), SOL_SOCKET, SO_DOMAIN);
-  if (domain != AF_INET && domain != AF_INET6) return;
-  // Only a TCP socket that is neither connected nor listening can still be switched later.
-  if (IntSockOpt(copy->Get(), SOL_SOCKET, SO_ACCEPTCONN) != 0 || SocketName(copy->Get(), true))
-    return;
-  if (IntSockOpt(copy->Get(), SOL_SOCKET, SO_TYPE) != SOCK_STREAM) return;
-  if (auto tgid = ThreadGroupOf(c.tid())) {
-    env_.switcher->NoteEpollRegistration(InodeOf(copy->Get()), *tgid, epfd, fd);
-  }
-  // CONTINUE: the kernel registers the TCP socket; the switch moves the item later.
 }
 
 }  // namespace slipstream::supervisor

@@ -90,7 +90,6 @@ class SocketCalls {
   void OnGetName(PendingCall& c, bool peer);
   void OnSockopt(PendingCall& c, bool get);
   void OnShutdown(PendingCall& c);
-  void OnEpollCtl(PendingCall& c);
 
   // accept: answers `c` unless the listener has nothing to accept yet (returns false).
   bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args);

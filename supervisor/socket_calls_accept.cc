@@ -83,8 +83,12 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
     return true;
   }
   Parked accepted{UniqueFd(conn), UniqueFd()};
+  // Only a connection from this host can have a supervised client: others need no round trip.
   if (env_.switcher != nullptr) {
-    if (auto end = env_.switcher->Claim(ProcessOf(c.tid()), conn)) {
+    auto peer = SocketName(conn, true);
+    std::optional<UniqueFd> end;
+    if (peer && env_.local.IsLocal(*peer)) end = env_.switcher->Claim(ProcessOf(c.tid()), conn);
+    if (end) {
       (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
       accepted.unix_end = std::move(*end);
     } else {
@@ -105,7 +109,10 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   socklen_t peer_len =
       self && self->family() == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
   if (getsockopt(conn.tcp.Get(), SOL_SOCKET, SO_PEERNAME, peer.mutable_get(), &peer_len) < 0) {
-    if (args.addr != 0) return (void)c.Fail(ECONNABORTED);  // as the kernel when getname fails
+    if (args.addr != 0) {  // as the kernel when getname fails
+      if (conn.unix_end) env_.switcher->Disown(std::move(conn.unix_end));
+      return (void)c.Fail(ECONNABORTED);
+    }
     peer_len = 0;
   }
   peer.set_len(peer_len);
@@ -116,7 +123,10 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
     // As in the kernel, a bad address fails the call after the connection was taken: it is lost.
     auto st = tracer::CopySockAddrOut(*target, peer, args.addr, args.addrlen_ptr,
                                       env_.features.addrlen_first);
-    if (!st) return (void)c.Fail(st.error().err);
+    if (!st) {
+      if (conn.unix_end) env_.switcher->Disown(std::move(conn.unix_end));
+      return (void)c.Fail(st.error().err);
+    }
   }
   int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
   auto fd = env_.installer.Install({c.id(), give, -1, (args.flags & SOCK_CLOEXEC) != 0, true});

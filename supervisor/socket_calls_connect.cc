@@ -8,7 +8,10 @@
 
 #include <string>
 
+#include <spdlog/spdlog.h>
+
 #include "base/socket_info.h"
+#include "fdinject/epoll_migrate.h"
 #include "supervisor/blocking_guard.h"
 #include "supervisor/socket_calls_util.h"
 
@@ -112,6 +115,9 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
   auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
   auto file_flags = GetFileFlags(sock);
   if (!fd_flags || !file_flags) return false;
+  // Another thread may have closed the fd and reused its number while this connect ran (the
+  // kernel's connect holds its own reference): SETFD must not replace an unrelated file.
+  if (fd_flags->ino != 0 && fd_flags->ino != InodeOf(sock)) return false;
   auto pair = fdinject::MakeStreamPair((*file_flags & O_NONBLOCK) != 0, false);
   if (!pair) return false;
   auto& [end, server_end] = *pair;
@@ -130,7 +136,14 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
   auto local = SocketName(sock, false), remote = SocketName(sock, true);
   c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
                    (remote ? remote->ToString() : "?") + ")";
-  env_.switcher->MigrateEpoll(InodeOf(sock), sock, end.Get());
+  // epoll registrations made before the connect (register-then-connect: Go, Java NIO, libuv)
+  // still name the TCP socket: move them to the AF_UNIX end.
+  if (auto moved = fdinject::MoveEpollRegistrations(ProcessOf(c.tid()), fd, InodeOf(sock), sock,
+                                                   end.Get());
+      !moved) {
+    spdlog::warn("could not move the epoll registrations of fd {} in pid {}: {}", fd,
+                 ProcessOf(c.tid()), moved.error().ToString());
+  }
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
   switched_end_ino_ = end_ino;
   return true;  // the caller answers with the connect's own result
@@ -145,7 +158,7 @@ void SocketCalls::ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& so
     // AF_UNIX end close), so the socket can be connected again, as with TCP.
     int fd = static_cast<int>(c.arg(0));
     auto flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
-    if (!flags) return;
+    if (!flags || (flags->ino != 0 && flags->ino != InodeOf(sock.fd.Get()))) return;
     auto st = env_.installer.Install({c.id(), sw.tcp.Get(), fd, flags->cloexec, false});
     if (!st) {
       if (st.error().TargetGone()) c.Abandon();

@@ -13,7 +13,6 @@
 #include "base/proc_scan.h"
 #include "base/socket_info.h"
 #include "base/syscalls.h"
-#include "fdinject/epoll_migrate.h"
 #include "fdinject/installer.h"
 #include "matcher/endpoint.h"
 #include "matcher/policy.h"
@@ -30,7 +29,7 @@ namespace {
 constexpr auto kSweepPeriod = std::chrono::seconds(1);
 // After the daemon died with pairs in flight, how long a claimer has to finish installing the end
 // it already received before we decide from /proc who holds it.
-constexpr auto kOrphanGrace = std::chrono::milliseconds(200);
+constexpr auto kOrphanGrace = std::chrono::seconds(1);
 
 }  // namespace
 
@@ -217,41 +216,16 @@ void Switcher::SweepInbox() {
       ++it;
       continue;
     }
-    matcher::InodeBody body{it->second.ino};
-    it = inbox_.erase(it);  // drop our copy first: after kDisown the client may relay
-    (void)client_.Send(MsgType::kDisown, 0, matcher::Bytes(body));
+    UniqueFd end = std::move(it->second.server_end);
+    it = inbox_.erase(it);
+    Disown(std::move(end));
   }
 }
 
-void Switcher::NoteEpollRegistration(uint64_t sock_ino, pid_t tgid, int epfd, int fd) {
-  // Bounded: records of sockets that never connect are dropped oldest first (inodes grow).
-  constexpr size_t kMaxRecords = 4096;
-  if (epoll_registrations_.size() >= kMaxRecords) {
-    epoll_registrations_.erase(epoll_registrations_.begin());
-  }
-  epoll_registrations_[sock_ino].push_back({tgid, epfd, fd});
-}
-
-void Switcher::MigrateEpoll(uint64_t sock_ino, int tcp, int end) {
-  auto it = epoll_registrations_.find(sock_ino);
-  if (it == epoll_registrations_.end()) return;
-  for (const auto& r : it->second) {
-    auto pidfd = PidfdOpen(r.tgid);
-    if (!pidfd) continue;
-    auto epoll_copy = PidfdGetfd(pidfd->Get(), r.epfd);
-    if (!epoll_copy) continue;
-    auto item = fdinject::FindEpollItem(r.tgid, r.epfd, r.fd, sock_ino);
-    if (!item || !*item) continue;  // deleted or moved meanwhile: nothing to carry over
-    auto st = fdinject::MigrateEpollItem(epoll_copy->Get(), r.fd, tcp, end, **item);
-    if (!st) {
-      spdlog::warn("could not move epoll registration of fd {} in pid {}: {}", r.fd, r.tgid,
-                   st.error().ToString());
-    } else {
-      spdlog::debug("moved epoll registration of fd {} (epoll fd {}) in pid {}", r.fd, r.epfd,
-                    r.tgid);
-    }
-  }
-  epoll_registrations_.erase(it);
+void Switcher::Disown(UniqueFd end) {
+  matcher::InodeBody body{InodeOf(end.Get())};
+  end.Reset();  // our copy first: after kDisown the client's supervisor may relay
+  (void)client_.Send(MsgType::kDisown, 0, matcher::Bytes(body));
 }
 
 void Switcher::Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported) {
@@ -315,6 +289,9 @@ void Switcher::OnRelay(uint64_t server_end_ino) {
 }
 
 void Switcher::OnLost() {
+  // The next daemon sends the whole list again (kHello); what we knew may be stale by then.
+  supervised_listeners_.clear();
+  listener_cache_.clear();
   if (awaiting_.empty()) return;
   // The daemon may have handed some of these ends to a claimer just before it died. Give such a
   // claimer time to install the end, then look who holds each one.

@@ -77,11 +77,9 @@ class Switcher {
   // ahead of the accept (no round trip), or claimed from the daemon. Installed() reports it placed.
   std::optional<UniqueFd> Claim(pid_t pid, int accepted);
   void Installed(pid_t pid, uint64_t end_ino, int tcp);
-
-  // epoll registrations of not-yet-connected TCP sockets (register-then-connect): remembered at
-  // epoll_ctl(ADD) and moved to the AF_UNIX end when the socket is switched.
-  void NoteEpollRegistration(uint64_t sock_ino, pid_t tgid, int epfd, int fd);
-  void MigrateEpoll(uint64_t sock_ino, int tcp, int end);
+  // A claimed or pushed end that will never be installed (the connection was lost before the
+  // program got it): closed, and the daemon told, so the client's supervisor relays or ends it.
+  void Disown(UniqueFd end);
 
   // Records a switched connection once its end is installed in the program.
   void Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported = false);
@@ -142,12 +140,6 @@ class Switcher {
   std::map<std::pair<std::string, std::string>, InboxEntry> inbox_;  // by (local, remote)
   boost::asio::steady_timer inbox_timer_;
   bool inbox_sweep_scheduled_ = false;
-  struct EpollRegistration {
-    pid_t tgid;
-    int epfd;
-    int fd;
-  };
-  std::map<uint64_t, std::vector<EpollRegistration>> epoll_registrations_;  // by socket inode
   boost::asio::steady_timer sweep_timer_;
   boost::asio::steady_timer orphan_timer_;
   bool sweep_scheduled_ = false;

@@ -25,7 +25,6 @@ constexpr std::array<CallInfo, kCallCount> kCalls = {{
     {Call::kGetsockopt, SYS_getsockopt, "getsockopt"},
     {Call::kSetsockopt, SYS_setsockopt, "setsockopt"},
     {Call::kShutdown, SYS_shutdown, "shutdown"},
-    {Call::kEpollCtl, SYS_epoll_ctl, "epoll_ctl"},
 }};
 
 }  // namespace

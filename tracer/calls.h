@@ -19,7 +19,6 @@ enum class Call : uint8_t {
   kGetsockopt,
   kSetsockopt,
   kShutdown,
-  kEpollCtl,  // only EPOLL_CTL_ADD is trapped
 };
 inline constexpr int kCallCount = 12;
 

@@ -42,13 +42,8 @@ Status AddRules(scmp_filter_ctx ctx, const FilterOptions& options) {
   for (Call call : {Call::kConnect, Call::kAccept, Call::kAccept4, Call::kBind, Call::kListen,
                     Call::kGetsockname, Call::kGetpeername, Call::kGetsockopt, Call::kSetsockopt,
                     Call::kShutdown}) {
+    if (call == Call::kBind && !options.trap_bind) continue;
     auto st = Check(seccomp_rule_add(ctx, notify, NrOf(call), 0), "seccomp_rule_add");
-    if (!st) return st;
-  }
-  if (options.trap_epoll_add) {
-    auto st = Check(
-        seccomp_rule_add(ctx, notify, SCMP_SYS(epoll_ctl), 1, SCMP_A1(SCMP_CMP_EQ, EPOLL_CTL_ADD)),
-        "seccomp_rule_add(epoll_ctl)");
     if (!st) return st;
   }
   if (!options.allow_io_uring) {

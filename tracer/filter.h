@@ -15,12 +15,13 @@ struct FilterOptions {
   // io_uring submissions bypass seccomp entirely, so by default io_uring_setup fails with ENOSYS
   // and runtimes (libuv, tokio, liburing users) fall back to plain syscalls.
   bool allow_io_uring = false;
-  // Trap epoll_ctl(EPOLL_CTL_ADD) so registrations made before a connect can follow the switch.
-  bool trap_epoll_add = false;
   // socket() is always answered CONTINUE (the kernel must create the socket in the program's
   // namespace, cgroup and credentials): trapping it only serves --trace and --stats, and costs a
   // notification round trip per connection.
   bool trap_socket = true;
+  // bind() is answered CONTINUE for the same reason (privileged ports are checked against the
+  // caller's credentials): trapped only for --trace and --stats.
+  bool trap_bind = true;
 };
 
 using BpfProgram = std::vector<sock_filter>;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/audit.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -143,9 +144,10 @@ TEST(BuildFilterTest, BuildsAndOptionsChangeTheProgram) {
   auto uring = BuildFilter({.allow_io_uring = true});
   ASSERT_TRUE(uring.has_value());
   EXPECT_LT(uring->size(), plain->size()) << "allowing io_uring drops its rule";
-  auto epoll = BuildFilter({.allow_io_uring = false, .trap_epoll_add = true});
-  ASSERT_TRUE(epoll.has_value());
-  EXPECT_GT(epoll->size(), plain->size());
+  auto traced = BuildFilter({.allow_io_uring = false, .trap_socket = true, .trap_bind = true});
+  auto quiet = BuildFilter({.allow_io_uring = false, .trap_socket = false, .trap_bind = false});
+  ASSERT_TRUE(traced.has_value() && quiet.has_value());
+  EXPECT_GT(traced->size(), quiet->size()) << "socket() and bind() rules only when tracing";
 }
 
 TEST_F(FilterTest, TrappedSocketCallReachesTheListener) {
@@ -205,19 +207,23 @@ TEST_F(FilterTest, FailAndContinueAnswers) {
   EXPECT_EQ(child.Wait(), 0);
 }
 
-TEST_F(FilterTest, SocketIsNotTrappedWhenTrapSocketIsOff) {
+TEST_F(FilterTest, SocketAndBindAreNotTrappedWhenTheirOptionsAreOff) {
   FilterOptions options;
   options.trap_socket = false;
+  options.trap_bind = false;
   FilteredChild child(options, 0, [] {
     int fd = socket(AF_INET, SOCK_STREAM, 0);  // straight to the kernel
     if (fd < 0) return 1;
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&any), sizeof(any)) < 0) return 3;  // kernel too
     errno = 0;
     return listen(fd, 1) == 7 ? 0 : 2;  // still trapped; the parent answers 7
   });
   KernelNotifier notifier(child.listener());
   auto n = child.Next(notifier);
   ASSERT_TRUE(n.has_value());
-  EXPECT_EQ(n->nr, SYS_listen) << "the first notification must not be socket()";
+  EXPECT_EQ(n->nr, SYS_listen) << "the first notification must be neither socket() nor bind()";
   ASSERT_TRUE(notifier.Return(n->id, 7).has_value());
   EXPECT_EQ(child.Wait(), 0);
 }

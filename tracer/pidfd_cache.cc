@@ -11,6 +11,10 @@ Result<int> PidfdCache::Get(pid_t tid) {
   }
   auto fd = TargetAccess::OpenPidfd(tid, pidfd_thread_);
   if (!fd) return tl::unexpected(fd.error());
+  if (!pidfd_thread_) {
+    last_ = std::move(*fd);
+    return last_.Get();
+  }
   if (map_.size() >= capacity_) {
     map_.erase(lru_.back());
     lru_.pop_back();

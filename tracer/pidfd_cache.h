@@ -3,6 +3,9 @@
 // A pidfd never refers to a recycled pid: if the thread behind a cached pidfd has exited and its
 // tid was reused, pidfd_getfd on the old pidfd fails with ESRCH and the caller reopens
 // (Invalidate). Memory reads go by tid and are validated by NOTIF_ID_VALID (tracer/target.h).
+// Only thread pidfds (PIDFD_THREAD, Linux 6.9) are cached: without it a tid is opened as its
+// process, which stays alive after the thread exits, so a cached entry would outlive a reused tid
+// and name the wrong process. Then every Get opens afresh (`last_` keeps it alive until the next).
 #ifndef SLIPSTREAM_TRACER_PIDFD_CACHE_H_
 #define SLIPSTREAM_TRACER_PIDFD_CACHE_H_
 
@@ -32,6 +35,7 @@ class PidfdCache {
   };
   bool pidfd_thread_;
   size_t capacity_;
+  UniqueFd last_;  // the uncached pidfd of the latest Get without PIDFD_THREAD
   std::unordered_map<pid_t, Entry> map_;
   std::list<pid_t> lru_;  // most recent first
 };

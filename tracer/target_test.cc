@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/syscalls.h"
+#include "tracer/pidfd_cache.h"
 #include "tracer/probe.h"
 
 namespace slipstream::tracer {
@@ -141,6 +142,23 @@ TEST_F(TargetTest, OpenOfAGoneThreadFails) {
   ASSERT_EQ(waitpid(gone, &status, 0), gone);
   EXPECT_FALSE(TargetAccess::Open(gone, PidfdThread()).has_value());
   EXPECT_FALSE(TargetAccess::Open(gone, false).has_value());
+}
+
+// Without PIDFD_THREAD a tid is opened as its process, which can outlive the thread and a reuse of
+// its tid: such pidfds must not be cached.
+TEST_F(TargetTest, PidfdCacheKeepsOnlyThreadPidfds) {
+  PidfdCache process_pidfds(false);
+  auto first = process_pidfds.Get(child_->pid());
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  EXPECT_GE(*first, 0);
+  EXPECT_EQ(process_pidfds.size(), 0u);
+  if (!PidfdThread()) GTEST_SKIP() << "no PIDFD_THREAD (Linux 6.9)";
+  PidfdCache thread_pidfds(true);
+  auto a = thread_pidfds.Get(child_->pid());
+  auto b = thread_pidfds.Get(child_->pid());
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(thread_pidfds.size(), 1u);
 }
 
 TEST_F(TargetTest, TakeFdCopiesTheTargetsFile) {
