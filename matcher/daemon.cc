@@ -349,7 +349,8 @@ void Daemon::SweepLive() {
   if (!inodes) return;
   for (auto it = live_.begin(); it != live_.end();) {
     Live& l = it->second;
-    bool client = inodes->count(l.client_end_ino) != 0, server = inodes->count(l.server_end_ino) != 0;
+    bool client = inodes->count(l.client_end_ino) != 0,
+         server = inodes->count(l.server_end_ino) != 0;
     // Our copy of a side's TCP socket must not keep it open once its program closed the end:
     // the supervisor's release then sends the FIN, and the peer's TCP_INFO says CLOSE_WAIT.
     if (!client) l.client_tcp.Reset();

@@ -63,9 +63,7 @@ void SocketCalls::OnConnect(PendingCall c) {
   if (TryConnect(c, sock->Get(), *dest)) return;
   SockAddr copied = *dest;
   env_.held.Hold(std::move(c), std::move(*sock), HeldCalls::Wait::kWrite,
-                 [this, copied](PendingCall& call, int s) {
-                   return TryConnect(call, s, copied);
-                 });
+                 [this, copied](PendingCall& call, int s) { return TryConnect(call, s, copied); });
   ++env_.stats.held;
 }
 
@@ -138,8 +136,8 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
                    (remote ? remote->ToString() : "?") + ")";
   // epoll registrations made before the connect (register-then-connect: Go, Java NIO, libuv)
   // still name the TCP socket: move them to the AF_UNIX end.
-  if (auto moved = fdinject::MoveEpollRegistrations(ProcessOf(c.tid()), fd, InodeOf(sock), sock,
-                                                   end.Get());
+  if (auto moved =
+          fdinject::MoveEpollRegistrations(ProcessOf(c.tid()), fd, InodeOf(sock), sock, end.Get());
       !moved) {
     spdlog::warn("could not move the epoll registrations of fd {} in pid {}: {}", fd,
                  ProcessOf(c.tid()), moved.error().ToString());

@@ -107,7 +107,8 @@ bool Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
     // No listener yet is not remembered: a supervised server registers its listener before its
     // listen() runs, so a client retrying meanwhile must look again on its next connect.
     bool none = listeners->empty();
-    cached = CachedListeners{std::move(*listeners), none ? std::chrono::steady_clock::time_point{} : now};
+    cached = CachedListeners{std::move(*listeners),
+                             none ? std::chrono::steady_clock::time_point{} : now};
   }
   auto reason = matcher::DecideConnect(cached.listeners, dest, [this](uint64_t ino) {
     return supervised_listeners_.count(ino) != 0;

@@ -20,7 +20,7 @@ enum class Call : uint8_t {
   kSetsockopt,
   kShutdown,
 };
-inline constexpr int kCallCount = 12;
+inline constexpr int kCallCount = static_cast<int>(Call::kShutdown) + 1;  // the last one
 
 // Native syscall number <-> Call. Syscalls of other ABIs (i386, x32) are never trapped.
 std::optional<Call> CallFromNr(int nr);

@@ -237,7 +237,8 @@ TEST_F(TargetTest, CopySockAddrOutTruncatesToTheCallersLength) {
   std::memset(buf, 0xEE, 64);
   *len = 16;
   ASSERT_TRUE(
-      CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len), AddrlenFirst()).has_value());
+      CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len), AddrlenFirst())
+          .has_value());
   EXPECT_EQ(*len, 28) << "the full length is reported";
   EXPECT_EQ(std::memcmp(buf, sock_.addr.get(), 16), 0);
   EXPECT_EQ(buf[16], 0xEE) << "nothing beyond the caller's length";
@@ -245,16 +246,17 @@ TEST_F(TargetTest, CopySockAddrOutTruncatesToTheCallersLength) {
   std::memset(buf, 0xEE, 64);
   *len = 100;
   ASSERT_TRUE(
-      CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len), AddrlenFirst()).has_value());
+      CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len), AddrlenFirst())
+          .has_value());
   EXPECT_EQ(*len, 28);
   EXPECT_EQ(std::memcmp(buf, sock_.addr.get(), 28), 0);
   EXPECT_EQ(buf[28], 0xEE);
 
   std::memset(buf, 0xEE, 64);
   *len = 0;
-  ASSERT_TRUE(
-      CopySockAddrOut(*target_, sock_.addr, Child::Addr(child_->unmapped()), Child::Addr(len), AddrlenFirst())
-          .has_value())
+  ASSERT_TRUE(CopySockAddrOut(*target_, sock_.addr, Child::Addr(child_->unmapped()),
+                              Child::Addr(len), AddrlenFirst())
+                  .has_value())
       << "a zero length writes no address, so the address pointer is not used";
   EXPECT_EQ(*len, 28);
 }
@@ -263,15 +265,21 @@ TEST_F(TargetTest, CopySockAddrOutErrors) {
   uint8_t* buf = child_->rw();
   int32_t* len = reinterpret_cast<int32_t*>(child_->rw() + 512);
   *len = -1;
-  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len), AddrlenFirst()).error().err,
-            EINVAL);
-  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(child_->unmapped()), AddrlenFirst())
+  EXPECT_EQ(
+      CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(len), AddrlenFirst())
+          .error()
+          .err,
+      EINVAL);
+  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), Child::Addr(child_->unmapped()),
+                            AddrlenFirst())
                 .error()
                 .err,
             EFAULT);
-  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), 0, AddrlenFirst()).error().err, EFAULT);
+  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(buf), 0, AddrlenFirst()).error().err,
+            EFAULT);
   *len = 16;
-  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(child_->unmapped()), Child::Addr(len), AddrlenFirst())
+  EXPECT_EQ(CopySockAddrOut(*target_, sock_.addr, Child::Addr(child_->unmapped()), Child::Addr(len),
+                            AddrlenFirst())
                 .error()
                 .err,
             EFAULT);

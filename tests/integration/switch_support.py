@@ -206,19 +206,29 @@ def canonical(addr):
 
 
 def tcp_sockets():
-    """Every TCP socket of this network namespace: a list of (local, remote, state, inode)."""
-    entries = []
+    """Every TCP socket of this network namespace: a list of (local, remote, state, inode).
+
+    /proc/net/tcp is produced bucket by bucket across read() calls; while other tests open and
+    close connections a resumed read can repeat an entry, so the file is read in one large read
+    and identical entries are kept once."""
+    entries = {}  # an ordered set
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    entries.append((_hex_addr(fields[1]), _hex_addr(fields[2]),
-                                    int(fields[3], 16), int(fields[9])))
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            pass
-    return entries
+            continue
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 22):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        for line in b"".join(chunks).decode().splitlines()[1:]:
+            fields = line.split()
+            entry = (_hex_addr(fields[1]), _hex_addr(fields[2]), int(fields[3], 16),
+                     int(fields[9]))
+            entries[entry] = None
+    return list(entries)
 
 
 TCP_ESTABLISHED = 1
