@@ -94,9 +94,10 @@ class SocketCalls {
   // accept: answers `c` unless the listener has nothing to accept yet (returns false).
   bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args);
   void Deliver(PendingCall& c, Parked conn, const FileId& listener_id, const AcceptArgs& args);
-  // connect of an approved socket: answers `c` unless the handshake is still running on a
-  // blocking socket; a connection that gets established is switched to AF_UNIX.
-  bool TryConnect(PendingCall& c, int sock, const SockAddr& dest);
+  // connect on our copy: answers `c` unless the handshake is still running on a blocking socket.
+  // A connection that gets established is switched to AF_UNIX if it was `approved`, or if a
+  // supervised listener appeared since the decision.
+  bool TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved);
   // Replaces the program's fd with the client end of a new pair; false if it could not.
   bool SwitchConnected(PendingCall& c, int sock, bool in_progress);
   // connect() on a socket that is already switched: answered as TCP would answer it.

@@ -53,21 +53,29 @@ void SocketCalls::OnConnect(PendingCall c) {
     }
   }
   // Not ours to switch (--no-switch, no daemon, or a listener we do not supervise): the kernel
-  // runs the connect itself, with no cost on the data path.
-  if (env_.switcher == nullptr || !env_.switcher->active() ||
-      !env_.switcher->Approve(ProcessOf(c.tid()), taken->fd.Get(), *dest)) {
+  // runs the connect itself, with no cost on the data path. With no listener at all, we connect
+  // ourselves (the kernel would refuse just the same): a supervised server may start listening
+  // in between, and that connection must be switched, not left on TCP.
+  using matcher::QueryReason;
+  auto reason = env_.switcher == nullptr || !env_.switcher->active()
+                    ? QueryReason::kError
+                    : env_.switcher->Approve(ProcessOf(c.tid()), taken->fd.Get(), *dest);
+  if (reason != QueryReason::kSupervised && reason != QueryReason::kNoListener) {
     ++env_.stats.left_on_tcp;
     return;
   }
+  bool approved = reason == QueryReason::kSupervised;
   std::optional<UniqueFd> sock = std::move(taken->fd);
-  if (TryConnect(c, sock->Get(), *dest)) return;
+  if (TryConnect(c, sock->Get(), *dest, approved)) return;
   SockAddr copied = *dest;
   env_.held.Hold(std::move(c), std::move(*sock), HeldCalls::Wait::kWrite,
-                 [this, copied](PendingCall& call, int s) { return TryConnect(call, s, copied); });
+                 [this, copied, approved](PendingCall& call, int s) {
+                   return TryConnect(call, s, copied, approved);
+                 });
   ++env_.stats.held;
 }
 
-bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest) {
+bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved) {
   auto flags = GetFileFlags(sock);
   bool blocking = flags && !(*flags & O_NONBLOCK);
   int rc;
@@ -83,8 +91,14 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest) {
   // or TCP_FASTOPEN_CONNECT, whose connect() returns 0 before the SYN) stays TCP rather than
   // making a non-blocking program wait.
   bool connected = (rc == 0 || err == EINPROGRESS) && Established(sock);
-  bool switched = connected && SwitchConnected(c, sock, rc != 0);
-  if (!switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
+  if (connected && !approved) {
+    // Nothing listened when we decided, and now something does: decide again.
+    approved = env_.switcher->Approve(ProcessOf(c.tid()), sock, dest) ==
+               matcher::QueryReason::kSupervised;
+  }
+  bool switched = connected && approved && SwitchConnected(c, sock, rc != 0);
+  if (approved && !switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
+  if (!approved) ++env_.stats.left_on_tcp;
   bool delivered = false;
   if (!c.answered()) {
     if (IsSupervisorResourceError(err) && rc != 0) {

@@ -95,15 +95,16 @@ void Switcher::OnReconnected() {
   }
 }
 
-bool Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
+matcher::QueryReason Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
+  using matcher::QueryReason;
   client_.Poll();  // the freshest list of supervised listeners
-  if (!active() || !diag_ || supervised_listeners_.empty()) return false;
+  if (!active() || !diag_ || supervised_listeners_.empty()) return QueryReason::kError;
   auto now = std::chrono::steady_clock::now();
   auto& cached = listener_cache_[dest.port()];
   if (cached.when == std::chrono::steady_clock::time_point{} ||
       now - cached.when > std::chrono::seconds(1)) {
     auto listeners = diag_->TcpListeners(dest.port());
-    if (!listeners) return false;
+    if (!listeners) return QueryReason::kError;
     // No listener yet is not remembered: a supervised server registers its listener before its
     // listen() runs, so a client retrying meanwhile must look again on its next connect.
     bool none = listeners->empty();
@@ -113,10 +114,11 @@ bool Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
   auto reason = matcher::DecideConnect(cached.listeners, dest, [this](uint64_t ino) {
     return supervised_listeners_.count(ino) != 0;
   });
-  if (reason != matcher::QueryReason::kSupervised) return false;
+  if (reason != QueryReason::kSupervised) return reason;
   // Announced before the handshake starts, so that a claim racing ahead of our kConnected waits
   // for it instead of giving the server plain TCP.
-  return client_.Send(MsgType::kIntent, pid, {}, {&sock, 1}).has_value();
+  if (!client_.Send(MsgType::kIntent, pid, {}, {&sock, 1})) return QueryReason::kError;
+  return QueryReason::kSupervised;
 }
 
 void Switcher::Abort(pid_t pid, int sock) {

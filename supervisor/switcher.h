@@ -64,9 +64,11 @@ class Switcher {
   bool KnowsListener(uint64_t ino) const { return listeners_.count(ino) != 0; }
 
   // Client side. Approve decides from the kernel's listeners (sock_diag) and the daemon's list of
-  // supervised ones, and announces the connect (kIntent); Abort withdraws it when the connect
-  // failed or is not switched after all.
-  bool Approve(pid_t pid, int sock, const SockAddr& dest);
+  // supervised ones, and announces the connect (kIntent) when it answers kSupervised; Abort
+  // withdraws it when the connect failed or is not switched after all. kNoListener (nothing
+  // listens on the port while supervised listeners exist) means "ask again if it connects": a
+  // supervised server registers its listener just before its listen() runs.
+  matcher::QueryReason Approve(pid_t pid, int sock, const SockAddr& dest);
   void Abort(pid_t pid, int sock);
   // The connect succeeded and the client end of a new pair is in the program: hands the server
   // end to the daemon and keeps a copy until the daemon says who has it. Only after the install:
