@@ -58,11 +58,10 @@ class AcceptResetConnection(fr.FixtureTest):
         supervised = self.run_case(True, null_addr)
         self.assertRunsAlike(native, supervised, "accept of a reset connection")
 
-    # Both fail until fixed: the supervisor accepts on its copy of the listener, then calls
-    # getpeername() on the new socket to build the trace note and the address, which fails with
-    # ENOTCONN once the socket is closed by the reset; the call is then failed with ECONNABORTED
-    # (socket_calls.cc, Deliver) and the connection is dropped. The kernel's accept uses
-    # getname(peer=2), which does not check the state, and skips it when the address is NULL.
+    # Regression: the supervisor's getpeername() on a freshly accepted socket failed with ENOTCONN
+    # once a reset had closed it, so the accept failed with ECONNABORTED and the connection was
+    # dropped. Both tests check that accepting a reset connection, with or without an address,
+    # behaves as it does natively.
     def test_with_address(self):
         self.check(False)
 

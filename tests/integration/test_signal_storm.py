@@ -114,13 +114,9 @@ class SignalStorm(fr.FixtureTest):
     def test_c_client_wait_killable(self):
         self.check([], c_client=True)
 
-    # Fails until fixed: natively a non-blocking connect() returns EINPROGRESS (it never sleeps, so a
-    # signal cannot interrupt it). Supervised without WAIT_KILLABLE_RECV, a signal can withdraw the
-    # notification after the supervisor has switched the socket; the restarted connect then gets
-    # EISCONN (socket_calls.cc, ConnectSwitched) instead of the first call's answer, and the client
-    # drops a connection the server still answers. Seen with it: slipstream-trace itself killed by
-    # SIGPIPE (exit status -13 instead of the program's) when it forwards that answer into the end
-    # the client closed.
+    # Regression: without WAIT_KILLABLE_RECV, a signal could withdraw a non-blocking connect()
+    # after its socket was switched, and the restarted connect got EISCONN instead of EINPROGRESS.
+    # Checks that the C client's connections and exit status match the native run.
     def test_c_client_no_wait_killable(self):
         self.check(["--no-wait-killable"], c_client=True)
 

@@ -144,11 +144,9 @@ class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
     def test_restarted_by_the_supervisors(self):
         self.run_kill_and_return(restart=False)
 
-    # Fails until fixed: a connect made while the daemon is gone is counted as seen but neither
-    # switched, relayed nor left on TCP. In SocketCalls::OnConnect
-    # (supervisor/socket_calls_connect.cc:53-63 at bc40c11) an inactive switcher skips the
-    # `++env_.stats.left_on_tcp` of the not-approved branch, and the connect runs through
-    # TryConnect unswitched and uncounted.
+    # Regression: a connect made while the daemon was gone was counted as seen but neither
+    # switched, relayed nor left on TCP. Checks that such a connection stays on TCP and is
+    # counted as left on TCP.
     def test_stats_count_a_connection_made_without_daemon(self):
         server, port_file = self.start_server(1)
         client, stats = self.start_client(port_file, "client", "--bytes", str(SMALL),

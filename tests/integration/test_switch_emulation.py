@@ -107,14 +107,9 @@ class Emulation(ss.EvidenceMixin, fr.FixtureTest):
         self.compare(self.BEFORE_SHUTDOWN, family="v4mapped", host="::ffff:127.0.0.1",
                      nonblock=True)
 
-    # Fails until fixed or documented: after the client's shutdown(SHUT_WR), TCP reports
-    # TCP_INFO state FIN_WAIT2 (5) on the client and CLOSE_WAIT (8) on the server, which has read
-    # EOF; switched, both report ESTABLISHED (1). shutdown() on a switched socket runs on the
-    # AF_UNIX end only (the supervisor answers CONTINUE, docs/design.md's call table), so the
-    # retained TCP sockets that TCP_INFO is read from never see the FIN. Programs that poll
-    # tcpi_state for CLOSE_WAIT to find half-closed peers (connection pools do) are misled.
-    # Mirroring the shutdown on the retained TCP socket would give both answers; otherwise
-    # docs/differences.md should list it.
+    # Regression: after the client's shutdown(SHUT_WR), switched sockets reported TCP_INFO state
+    # ESTABLISHED on both ends, because the retained TCP sockets never saw the FIN. Checks that
+    # they report FIN_WAIT2 and CLOSE_WAIT as TCP does.
     def test_after_half_close(self):
         self.compare(("shutdown",))
 

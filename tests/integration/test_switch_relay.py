@@ -159,16 +159,9 @@ class Relay(fr.FixtureTest):
         client checks the stream."""
         self.run_shared("source", 1 << 20)
 
-    # Fails until fixed (the client hangs until its 30 s timeout, then nothing is relayed): the
-    # parent writes 1 MiB and closes at once. Its socket is then an orphan in FIN-WAIT-1 with the
-    # data still queued (sock_diag: inode 0), which the child's supervisor takes for a connection
-    # still waiting in the accept queue: matcher::ShouldRelay (matcher/unclaimed.cc:10-11 at
-    # bc40c11), used by Switcher::SweepInbox and by the daemon's own sweep, relays only when
-    # sock_diag finds no socket (ENOENT) or one with an inode, so the end is never disowned, the
-    # daemon never sends kRelay, and the client's supervisor keeps the TCP connection unread (the
-    # parent's bytes sit in its receive queue) while the program waits forever. An orphan (inode
-    # 0 in FIN-WAIT-1/2, CLOSING, LAST-ACK, TIME-WAIT, CLOSE) was accepted and closed: it must be
-    # relayed too.
+    # Regression: when the parent wrote 1 MiB and closed at once, its orphaned end (inode 0) was
+    # taken for a connection still in the accept queue, never relayed, and the client hung.
+    # Checks that an orphaned end is relayed and the client receives the whole stream.
     def test_parent_speaks_first_and_closes_at_once(self):
         self.run_shared("source", 1 << 20, parent_mode="source-close")
 

@@ -104,15 +104,9 @@ class SharedSocket(ss.EvidenceMixin, fr.FixtureTest):
     def test_scm_rights_within_the_tree(self):
         self.compare("scm", 2)
 
-    # Fails until fixed: a switched fd received over SCM_RIGHTS by a program under another
-    # slipstream-trace answers getsockname/getpeername as the AF_UNIX socket it is (family 1),
-    # and TCP-level socket options would fail the same way. The retained TCP socket and the
-    # record of the switch live only in the supervisor that made it (Switcher::Book/Find in
-    # supervisor/switcher.cc, keyed by the AF_UNIX end's inode); the receiver's supervisor does not
-    # know the inode and answers CONTINUE. slipstreamd knows the pair by that inode (its live
-    # connections list client_unix_inode/server_unix_inode), so a supervisor that meets an unknown
-    # AF_UNIX stream socket could ask the daemon for the TCP socket (or its names) before letting
-    # the kernel answer. The same within one supervised tree works (test above).
+    # Regression: a switched fd received over SCM_RIGHTS under another slipstream-trace answered
+    # getsockname/getpeername as the AF_UNIX socket it is. Checks that the receiver gets the same
+    # answers as natively, as within one supervised tree.
     def test_scm_rights_to_another_supervised_program(self):
         self.compare("send", 2)
 
