@@ -191,14 +191,8 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
     def test_asyncio_v4mapped(self):
         self.run_separately("asyncio", family="v4mapped")
 
-    # Fails until fixed: the daemon lists the id of the thread that called connect() or
-    # accept() as the connection's pid. SocketCalls::SwitchConnected
-    # (supervisor/socket_calls_connect.cc:132 at bc40c11) and SocketCalls::Deliver
-    # (supervisor/socket_calls_accept.cc:131) pass c.tid() to Switcher::ClientSwitched and
-    # Switcher::Installed, which send it as the message's pid; slipstreamd stores it as
-    # client_pid/server_pid (matcher/daemon.cc, OnConnected and OnInstalled).
-    # ThreadGroupOf(c.tid()) is the pid. Go programs connect from whichever thread runs the
-    # goroutine, so their listings are wrong at random.
+    # Regression: slipstreamd listed the id of the thread that called connect() or accept() as
+    # the connection's pid (Go programs connect from whichever thread runs the goroutine).
     def test_status_lists_pids_not_threads(self):
         """The C client connects from a second thread: --status must still name its pid."""
         port_file = self.path("port")
@@ -247,17 +241,20 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
         fr.wait_until(settled, 15, "the client connected or held")
         return ready[0] if ready else None
 
-    # Fails until fixed. A supervisor connects to slipstreamd only after it has launched the
-    # program (supervisor/main.cc launches; supervisor/session.cc Session::Run then calls
-    # Switcher::Start), and the daemon sends a new session the list of supervised listeners when
-    # it gets to accept it (matcher/daemon.cc, OnAccept). Switcher::Approve
-    # (supervisor/switcher.cc) decides a program's first connect from whatever part of that list
-    # has arrived (client_.Poll()), often nothing: the connection stays TCP although the server
-    # was supervised and listening before the client started. MatcherClient::Connect does not
-    # wait for the list. With natural timing about 1 client in 12 to 1 in 30 stays TCP on the
-    # 2-core test machine (more under load); here the daemon is stopped while the client starts,
-    # which makes the race certain. A supervisor that waits (bounded) for the daemon's initial
-    # list before deciding passes: its program's connect is held until the daemon goes on.
+    def resume_and_check_switched(self, resume, client, server, ready):
+        """Lets the daemon go on; the pair (`ready`: the client's ready line, if it came while
+        the daemon was stopped) must be switched and both programs must finish cleanly."""
+        resume()
+        c, s = ready or client.ready(), server.ready()
+        self.assert_switched(c, s)
+        client.go()
+        server.go()
+        self.assertEqual(client.finish()[0], 0)
+        self.assertEqual(server.finish()[0], 0)
+
+    # Regression: a supervisor decided its program's first connect before the daemon's list of
+    # supervised listeners had arrived, and left it on TCP. Stopping the daemon while the client
+    # starts makes that race certain; the connect must wait for the list (kHello) instead.
     def test_c_client_started_while_daemon_busy(self):
         """Server first; a client started while the daemon is slow must still be switched."""
         port_file = self.path("port")
@@ -268,25 +265,12 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
         client = ss.Gated(self, harness.supervised(
             ss.c_peer("client", "--port-file", port_file, "--hold")))
         c = self.wait_connected_or_held(client, fr.program_pid(client.pid), fr.SYS_CONNECT)
-        resume()
-        c, s = c or client.ready(), server.ready()
-        self.assert_switched(c, s)
-        client.go()
-        server.go()
-        self.assertEqual(client.finish()[0], 0)
-        self.assertEqual(server.finish()[0], 0)
+        self.resume_and_check_switched(resume, client, server, c)
 
-    # Fails until fixed. A client retrying its connect while the server starts can connect
-    # between the moment the server's supervisor has run listen() on its copy of the socket (the
-    # kernel accepts connections from then on: SocketCalls::OnListen,
-    # supervisor/socket_calls.cc) and the moment the daemon's broadcast of the new supervised
-    # listener reaches the client's supervisor (Switcher::OnListener registers only after the
-    # kernel listen). Switcher::Approve then finds a listener in sock_diag that is not in its list
-    # and leaves the connection on TCP for good, although the server is supervised. With natural
-    # timing (10 ms retries) about 1 run in 13 to 1 in 30 stays TCP here; stopping the daemon
-    # while the server starts makes it certain. Registering the bound socket before the kernel
-    # listen (or asking the daemon about an unknown listener) passes: the client is refused until
-    # the listener is known, then switched.
+    # Regression: a client retrying its connect while its server starts could connect as plain
+    # TCP around the server's listen() (the listener is registered just before it; a retry that
+    # found no listener went to the kernel, which then found one). Stopping the daemon while the
+    # server starts widens that window.
     def test_c_client_retrying_while_daemon_busy(self):
         """Client first, retrying every 10 ms; the server starts while the daemon is slow."""
         port = ss.free_port()
@@ -301,13 +285,7 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
         server = ss.Gated(self, harness.supervised(
             ss.c_peer("server", "--port", str(port), "--hold")))
         c = self.wait_connected_or_held(client, fr.program_pid(server.pid), SYS_LISTEN)
-        resume()
-        c, s = c or client.ready(), server.ready()
-        self.assert_switched(c, s)
-        client.go()
-        server.go()
-        self.assertEqual(client.finish()[0], 0)
-        self.assertEqual(server.finish()[0], 0)
+        self.resume_and_check_switched(resume, client, server, c)
 
 
 def quote(cmd):

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""A slipstreamd started by slipstream-trace holds none of its starter's fds.
+
+The supervisor starts the daemon on demand, after it has set up its seccomp listener, signalfd
+and epoll instances. A daemon that inherited them would keep the program's notification fd open
+after the supervisor is gone (its calls could never fail open) and hold copies of sockets. The
+test lets slipstream-trace start the daemon, then reads the daemon's fd table: no seccomp
+listener, signalfd or pidfd, and no socket of the supervisor.
+"""
+
+import os
+
+import fixture_runs as fr
+import harness
+import switch_support as ss
+
+FOREIGN = ("anon_inode:[seccomp notify]", "anon_inode:[signalfd]", "anon_inode:[pidfd]")
+
+
+class DaemonFds(fr.FixtureTest):
+
+    def test_spawned_daemon_inherits_nothing(self):
+        self.assertNotIn("pid", ss.daemon_status(), "each test file has its own runtime dir")
+        prog = ss.Gated(self, harness.supervised(["/bin/sh", "-c", "read line"]))
+        fr.wait_until(lambda: "pid" in ss.daemon_status(), 20, "slipstreamd started")
+        daemon = ss.daemon_status()["pid"]
+        fd_dir = f"/proc/{daemon}/fd"
+        links = {}
+        for name in os.listdir(fd_dir):
+            try:
+                links[int(name)] = os.readlink(os.path.join(fd_dir, name))
+            except FileNotFoundError:
+                pass
+        foreign = {fd: link for fd, link in links.items() if link in FOREIGN}
+        self.assertEqual(foreign, {}, f"slipstreamd's fds: {links}")
+        supervisor_sockets = {os.readlink(f"/proc/{prog.pid}/fd/{n}")
+                              for n in os.listdir(f"/proc/{prog.pid}/fd")} & {
+            link for link in links.values() if link.startswith("socket:")}
+        # The daemon's session socket with this supervisor is its own end (another inode).
+        self.assertEqual(supervisor_sockets, set(), f"slipstreamd's fds: {links}")
+        prog.go()
+        self.assertEqual(prog.finish()[0], 0)
+
+
+if __name__ == "__main__":
+    fr.main()
