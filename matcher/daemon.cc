@@ -83,6 +83,7 @@ Daemon::Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t 
       netns_(PathInode("/proc/self/ns/net")),
       diag_(std::move(diag)),
       sweep_timer_(io_),
+      live_sweep_timer_(io_),
       idle_timer_(io_),
       accept_retry_timer_(io_),
       last_activity_(Clock::now()) {}
@@ -266,7 +267,13 @@ Status Daemon::Send(Session* to, MsgType type, uint64_t seq, int32_t pid,
     if (st || st.error().err != EAGAIN) return st;
   }
   Session::Outgoing out{type, seq, pid, {body.begin(), body.end()}, {}};
-  for (int fd : fds) out.fds.emplace_back(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  for (int fd : fds) {
+    // Queued copies: the caller may close its own fds once we return. Without a copy (EMFILE)
+    // the message is not sent, and the caller keeps what it would have handed over.
+    UniqueFd copy(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!copy) return Errno("fcntl(F_DUPFD_CLOEXEC)");
+    out.fds.push_back(std::move(copy));
+  }
   to->outgoing.push_back(std::move(out));
   Flush(to);
   return {};  // queued: as good as sent for the caller (it may close its own fds)
@@ -298,10 +305,20 @@ void Daemon::ScheduleSweep() {
     sweep_scheduled_ = false;
     if (ec) return;
     Sweep();
-    if (!pending_.empty() || !deferred_.empty() || !intents_.empty() || !live_.empty() ||
-        !listeners_.empty()) {
-      ScheduleSweep();
-    }
+    if (!pending_.empty() || !deferred_.empty() || !intents_.empty()) ScheduleSweep();
+  });
+}
+
+void Daemon::ScheduleLiveSweep() {
+  if (live_sweep_scheduled_) return;
+  live_sweep_scheduled_ = true;
+  live_sweep_timer_.expires_after(kLiveSweepPeriod);
+  live_sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
+    live_sweep_scheduled_ = false;
+    if (ec) return;
+    SweepLive();
+    RetireListeners(Clock::now());
+    if (!live_.empty() || !listeners_.empty()) ScheduleLiveSweep();
   });
 }
 
@@ -336,11 +353,6 @@ void Daemon::Sweep() {
     }
     it = next;
   }
-  if (now - last_live_sweep_ >= kLiveSweepPeriod) {
-    last_live_sweep_ = now;
-    SweepLive();
-    RetireListeners(now);
-  }
 }
 
 void Daemon::SweepLive() {
@@ -370,13 +382,14 @@ void Daemon::RetireListeners(Clock::time_point now) {
       ++it;
       continue;
     }
-    uint16_t port = l.addr.port();
-    if (!listening.count(port)) {
-      auto found = diag_.TcpListeners(port);
+    // One dump per port (an empty one included: that is the port whose listeners went away).
+    auto [ports, fresh] = listening.try_emplace(l.addr.port());
+    if (fresh) {
+      auto found = diag_.TcpListeners(l.addr.port());
       if (!found) return;  // cannot tell now: next time
-      for (const auto& f : *found) listening[port].insert(f.inode);
+      for (const auto& f : *found) ports->second.insert(f.inode);
     }
-    if (listening[port].count(it->first)) {
+    if (ports->second.count(it->first)) {
       ++it;
       continue;
     }

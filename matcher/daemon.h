@@ -82,6 +82,7 @@ class Daemon {
   void DrainAll();
 
   void ScheduleSweep();
+  void ScheduleLiveSweep();
   void Sweep();
   void SweepLive();
   void RetireListeners(std::chrono::steady_clock::time_point now);
@@ -97,12 +98,13 @@ class Daemon {
   uint64_t sock_ino_;
   uint64_t netns_;
   SockDiag diag_;
-  boost::asio::steady_timer sweep_timer_;
+  boost::asio::steady_timer sweep_timer_;       // pairs in flight: every 100 ms
+  boost::asio::steady_timer live_sweep_timer_;  // live pairs and listeners: every 2 s
   boost::asio::steady_timer idle_timer_;
   boost::asio::steady_timer accept_retry_timer_;
   bool sweep_scheduled_ = false;
+  bool live_sweep_scheduled_ = false;
   bool draining_ = false;
-  std::chrono::steady_clock::time_point last_live_sweep_{};
   std::chrono::steady_clock::time_point last_activity_;
 
   uint64_t next_session_ = 1;

@@ -58,6 +58,7 @@ void Daemon::OnRegisterListener(Session* s, Message& m) {
   if (SocketNetns(fd, s->netns) == netns_) {
     uint64_t ino = InodeOf(fd);
     listeners_[ino] = ListenerReg{s->id, *addr, m.header.pid, Clock::now()};
+    ScheduleLiveSweep();
     // Every supervisor decides locally whether a connect may switch: tell them all, before the
     // registering supervisor lets its program's listen() return.
     Broadcast(ino, true);
@@ -124,7 +125,6 @@ void Daemon::OnConnected(Session* s, Message& m) {
   p.client_pid = m.header.pid;
   p.client_end_ino = body->inode;
   p.server_end_ino = InodeOf(p.server_end.Get());
-  p.created = Clock::now();
   auto it = pending_.insert_or_assign(key, std::move(p)).first;
 
   // The client's supervisor decided from the kernel's listeners (sock_diag) and our list of
@@ -207,6 +207,7 @@ void Daemon::Resolve(std::map<ConnKey, Pending>::iterator it, bool claimed) {
     live.server_end_ino = p.server_end_ino;
     live.since = std::chrono::system_clock::now();
     live_[p.server_end_ino] = std::move(live);
+    ScheduleLiveSweep();
     ++pairs_total_;
     spdlog::debug("paired {}", it->first.ToString());
   } else {

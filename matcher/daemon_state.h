@@ -46,7 +46,6 @@ struct Daemon::Pending {
   uint64_t server_end_ino = 0;
   uint64_t handed_to = 0;  // the session that got the end (push or claim), 0 while we hold it
   int32_t server_pid = 0;
-  Clock::time_point created;
   std::optional<Clock::time_point> accepted_since;  // the server side left the accept queue
 };
 

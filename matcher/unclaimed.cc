@@ -1,5 +1,7 @@
 #include "matcher/unclaimed.h"
 
+#include <netinet/tcp.h>
+
 namespace slipstream::matcher {
 
 bool ShouldRelay(SockDiag& diag, const SockAddr& local, const SockAddr& remote,
@@ -11,8 +13,7 @@ bool ShouldRelay(SockDiag& diag, const SockAddr& local, const SockAddr& remote,
   // No inode: still in the accept queue (ESTABLISHED, or SYN_RECV), or accepted and already closed
   // by whoever took it (an orphan in FIN_WAIT1, LAST_ACK...), which must relay at once: its last
   // bytes wait in our TCP socket.
-  constexpr uint8_t kEstablished = 1, kSynRecv = 3;
-  if (server->inode == 0) return server->state != kEstablished && server->state != kSynRecv;
+  if (server->inode == 0) return server->state != TCP_ESTABLISHED && server->state != TCP_SYN_RECV;
   if (!*accepted_since) *accepted_since = now;
   return now - **accepted_since >= grace;
 }
