@@ -108,13 +108,18 @@ Result<int> MoveEpollRegistrations(pid_t pid, int target_fd, uint64_t old_ino, i
   auto pidfd = PidfdOpen(pid);
   if (!pidfd) return tl::unexpected(pidfd.error());
   int moved = 0;
+  Status failed;
   for (const auto& r : *found) {
     auto epoll_copy = PidfdGetfd(pidfd->Get(), r.epfd);
     if (!epoll_copy) continue;  // closed meanwhile: nothing to carry over
-    auto st = MigrateEpollItem(epoll_copy->Get(), target_fd, old_file, new_file, r.item);
-    if (!st) return tl::unexpected(st.error());
-    ++moved;
+    // One instance that cannot be repaired must not keep the others from being repaired.
+    if (auto st = MigrateEpollItem(epoll_copy->Get(), target_fd, old_file, new_file, r.item)) {
+      ++moved;
+    } else {
+      failed = st;
+    }
   }
+  if (!failed) return tl::unexpected(failed.error());
   return moved;
 }
 

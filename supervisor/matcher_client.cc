@@ -105,7 +105,10 @@ Status MatcherClient::Connect(bool spawn) {
   // Learn every supervised listener before the program makes its first connect: the daemon
   // sends the list ahead of this reply, and Call() handles it on the way.
   auto hello = Call(MsgType::kHello, getpid(), {});
-  if (!hello) return tl::unexpected(hello.error());
+  if (!hello && !desc_) return tl::unexpected(hello.error());  // the session broke (Lost ran)
+  // A daemon that is only slow (stopped, busy) still serves this session: its list and its
+  // answer arrive later and are read like any message.
+  if (!hello) spdlog::warn("slipstreamd is slow: going on without its list of listeners");
   ArmRead();
   if (callbacks_.on_connected) callbacks_.on_connected();
   return {};
@@ -164,11 +167,7 @@ void MatcherClient::Dispatch(Message m) {
       break;
     case MsgType::kClaimReply:
       // The answer to a claim whose Call() gave up waiting: an end in it is ours to give back.
-      for (UniqueFd& end : m.fds) {
-        matcher::InodeBody back{InodeOf(end.Get())};
-        end.Reset();
-        (void)Send(MsgType::kDisown, 0, matcher::Bytes(back));
-      }
+      for (UniqueFd& end : m.fds) Disown(std::move(end));
       break;
     case MsgType::kError:
       if (const auto* e = m.As<matcher::ErrorBody>()) {
@@ -179,6 +178,12 @@ void MatcherClient::Dispatch(Message m) {
       spdlog::debug("slipstreamd: unexpected {} (seq {})", matcher::MsgTypeName(m.type()),
                     m.header.seq);
   }
+}
+
+void MatcherClient::Disown(UniqueFd end) {
+  matcher::InodeBody body{InodeOf(end.Get())};
+  end.Reset();
+  (void)Send(MsgType::kDisown, 0, matcher::Bytes(body));
 }
 
 Status MatcherClient::Send(MsgType type, int32_t pid, std::span<const uint8_t> body,

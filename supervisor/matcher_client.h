@@ -48,6 +48,9 @@ class MatcherClient {
               std::span<const int> fds = {});
   // Handles every message already queued (without waiting): the freshest view of the listeners.
   void Poll();
+  // Gives back an end that will never be installed: closes our copy first, then tells the daemon
+  // (kDisown), after which the client's supervisor may relay.
+  void Disown(UniqueFd end);
 
  private:
   Status SpawnDaemon();

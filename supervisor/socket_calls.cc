@@ -53,6 +53,9 @@ void SocketCalls::PurgeParked(SockDiag& diag) {
 }
 
 void SocketCalls::Handle(PendingCall call) {
+  // tid -> process is remembered for one notification only: while a thread sits in a trapped
+  // call its tid cannot be reused, but between calls it can (the thread exits).
+  process_of_.clear();
   switch (call.trace().call) {
     case Call::kSocket:
       return OnSocket(call);
@@ -101,7 +104,6 @@ pid_t SocketCalls::ProcessOf(pid_t tid) {
   if (auto it = process_of_.find(tid); it != process_of_.end()) return it->second;
   auto tgid = ThreadGroupOf(tid);
   if (!tgid) return tid;
-  if (process_of_.size() >= 4096) process_of_.clear();  // tids are reused: keep it small and fresh
   process_of_[tid] = *tgid;
   return *tgid;
 }
@@ -118,7 +120,7 @@ std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, const T
   if (protocol != IPPROTO_TCP) {
     if (protocol != 0 || env_.switcher == nullptr) return std::nullopt;
     // A non-socket has no switch; an AF_UNIX end may come from another supervisor's program.
-    sock.switched = env_.switcher->FindOrAdopt(InodeOf(sock.fd.Get()));
+    sock.switched = env_.switcher->FindOrAdopt(sock.fd.Get());
     if (sock.switched == nullptr) return std::nullopt;
   }
   if (!env_.notifier.IdValid(c.id())) {
@@ -207,7 +209,7 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
   if (env_.switcher == nullptr || (level == SOL_SOCKET && !IsIdentityOption(name))) return;
   auto copy = TakeFd(c.tid(), static_cast<int>(c.arg(0)));
   if (!copy || IntSockOpt(copy->Get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return;
-  const SwitchedSocket* sw = env_.switcher->FindOrAdopt(InodeOf(copy->Get()));
+  const SwitchedSocket* sw = env_.switcher->FindOrAdopt(copy->Get());
   if (sw == nullptr) return;
   if (!env_.notifier.IdValid(c.id())) return c.Abandon();
   EmulateSockopt(c, sw->tcp.Get(), get);

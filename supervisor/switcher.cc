@@ -98,22 +98,31 @@ void Switcher::OnReconnected() {
 matcher::QueryReason Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
   using matcher::QueryReason;
   client_.Poll();  // the freshest list of supervised listeners
-  if (!active() || !diag_ || supervised_listeners_.empty()) return QueryReason::kError;
+  // Even with no supervised listener known, the port is looked up (cached): where nothing
+  // listens yet, the answer kNoListener makes the caller decide again should the connect succeed,
+  // for our list may lag behind a server that is starting right now.
+  if (!active() || !diag_) return QueryReason::kError;
   auto now = std::chrono::steady_clock::now();
-  auto& cached = listener_cache_[dest.port()];
-  if (cached.when == std::chrono::steady_clock::time_point{} ||
-      now - cached.when > std::chrono::seconds(1)) {
-    auto listeners = diag_->TcpListeners(dest.port());
-    if (!listeners) return QueryReason::kError;
+  std::vector<TcpSocketInfo> listeners;
+  if (auto it = listener_cache_.find(dest.port());
+      it != listener_cache_.end() && now - it->second.when <= std::chrono::seconds(1)) {
+    listeners = it->second.listeners;
+  } else {
+    auto found = diag_->TcpListeners(dest.port());
+    if (!found) return QueryReason::kError;
+    listeners = std::move(*found);
     // No listener yet is not remembered: a supervised server registers its listener before its
     // listen() runs, so a client retrying meanwhile must look again on its next connect.
-    bool none = listeners->empty();
-    cached = CachedListeners{std::move(*listeners),
-                             none ? std::chrono::steady_clock::time_point{} : now};
+    if (!listeners.empty()) listener_cache_[dest.port()] = CachedListeners{listeners, now};
   }
-  auto reason = matcher::DecideConnect(cached.listeners, dest, [this](uint64_t ino) {
-    return supervised_listeners_.count(ino) != 0;
-  });
+  auto supervised = [this](uint64_t ino) { return supervised_listeners_.count(ino) != 0; };
+  auto reason = matcher::DecideConnect(listeners, dest, supervised);
+  if (reason == QueryReason::kUnsupervisedListener) {
+    // A supervised listener is announced to us before its listen() runs, but that announcement
+    // may have arrived after our Poll above and before the dump: read it and decide again.
+    client_.Poll();
+    reason = matcher::DecideConnect(listeners, dest, supervised);
+  }
   if (reason != QueryReason::kSupervised) return reason;
   // Announced before the handshake starts, so that a claim racing ahead of our kConnected waits
   // for it instead of giving the server plain TCP.
@@ -151,7 +160,7 @@ void Switcher::OnPush(matcher::Message& push) {
   }
   SockAddr local(&body->local, body->local_len), remote(&body->remote, body->remote_len);
   inbox_[{CanonicalText(local), CanonicalText(remote)}] =
-      InboxEntry{std::move(push.fds[0]), body->server_end_ino, std::nullopt};
+      InboxEntry{std::move(push.fds[0]), std::nullopt};
   ScheduleInboxSweep();
 }
 
@@ -225,14 +234,10 @@ void Switcher::SweepInbox() {
   }
 }
 
-void Switcher::Disown(UniqueFd end) {
-  matcher::InodeBody body{InodeOf(end.Get())};
-  end.Reset();  // our copy first: after kDisown the client's supervisor may relay
-  (void)client_.Send(MsgType::kDisown, 0, matcher::Bytes(body));
-}
+void Switcher::Disown(UniqueFd end) { client_.Disown(std::move(end)); }
 
 void Switcher::Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported) {
-  book_[end_ino] = SwitchedSocket{std::move(tcp), client, connect_unreported, !client};
+  book_[end_ino] = SwitchedSocket{std::move(tcp), connect_unreported, !client};
   ++stats_.switched;
   ScheduleSweep();
 }
@@ -242,9 +247,14 @@ SwitchedSocket* Switcher::Find(uint64_t end_ino) {
   return it == book_.end() ? nullptr : &it->second;
 }
 
-SwitchedSocket* Switcher::FindOrAdopt(uint64_t end_ino) {
+SwitchedSocket* Switcher::FindOrAdopt(int end) {
+  uint64_t end_ino = InodeOf(end);
   if (SwitchedSocket* sw = Find(end_ino)) return sw;
   if (!active() || not_switched_.count(end_ino)) return nullptr;
+  // Named AF_UNIX sockets (a server's path, an abstract name) are never ours: no round trip.
+  constexpr size_t kUnnamed = sizeof(sa_family_t);
+  auto local = SocketName(end, false), remote = SocketName(end, true);
+  if (!local || !remote || local->len() != kUnnamed || remote->len() != kUnnamed) return nullptr;
   matcher::InodeBody body{end_ino};
   auto reply = client_.Call(MsgType::kAdopt, getpid(), matcher::Bytes(body));
   const auto* r = reply && reply->type() == MsgType::kAdoptReply
@@ -255,9 +265,10 @@ SwitchedSocket* Switcher::FindOrAdopt(uint64_t end_ino) {
     not_switched_.insert(end_ino);
     return nullptr;
   }
-  book_[end_ino] = SwitchedSocket{std::move(reply->fds[0]), r->client != 0, false, true};
+  auto [it, added] = book_.insert_or_assign(
+      end_ino, SwitchedSocket{std::move(reply->fds[0]), false, /*confirmed=*/true});
   ScheduleSweep();
-  return &book_[end_ino];
+  return &it->second;
 }
 
 UniqueFd Switcher::Unbook(uint64_t end_ino) {

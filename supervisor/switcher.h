@@ -32,8 +32,7 @@ namespace slipstream::supervisor {
 
 // A connection the supervisor switched; keyed by the inode of the AF_UNIX end in the program.
 struct SwitchedSocket {
-  UniqueFd tcp;         // the retained TCP socket: addresses and TCP-level options come from here
-  bool client = false;  // switched in connect() (true) or accept() (false)
+  UniqueFd tcp;  // the retained TCP socket: addresses and TCP-level options come from here
   // The program's connect() was answered EINPROGRESS: like TCP, its next connect() reports the
   // completed connection (0), later ones EISCONN.
   bool connect_unreported = false;
@@ -87,9 +86,10 @@ class Switcher {
   void Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported = false);
   // The switched connection behind an AF_UNIX end, or nullptr.
   SwitchedSocket* Find(uint64_t end_ino);
-  // Find, or else ask the daemon: an end can reach our program from a program of another
-  // supervisor (SCM_RIGHTS). Answers for inodes the daemon does not know are remembered.
-  SwitchedSocket* FindOrAdopt(uint64_t end_ino);
+  // Find for the AF_UNIX socket `end`, or else ask the daemon: an end can reach our program from a
+  // program of another supervisor (SCM_RIGHTS). Only a socketpair end (no name on either side)
+  // can be one; answers for inodes the daemon does not know are remembered.
+  SwitchedSocket* FindOrAdopt(int end);
   // Forgets a switched connection (the program got its TCP socket back); returns that socket.
   UniqueFd Unbook(uint64_t end_ino);
   size_t booked() const { return book_.size(); }
@@ -136,7 +136,6 @@ class Switcher {
   std::unordered_map<uint16_t, CachedListeners> listener_cache_;
   struct InboxEntry {
     UniqueFd server_end;
-    uint64_t ino;
     std::optional<std::chrono::steady_clock::time_point> accepted_since;
   };
   std::map<std::pair<std::string, std::string>, InboxEntry> inbox_;  // by (local, remote)

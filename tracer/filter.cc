@@ -2,7 +2,6 @@
 
 #include <linux/seccomp.h>
 #include <seccomp.h>
-#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>

@@ -3,9 +3,9 @@
 // A pidfd never refers to a recycled pid: if the thread behind a cached pidfd has exited and its
 // tid was reused, pidfd_getfd on the old pidfd fails with ESRCH and the caller reopens
 // (Invalidate). Memory reads go by tid and are validated by NOTIF_ID_VALID (tracer/target.h).
-// Only thread pidfds (PIDFD_THREAD, Linux 6.9) are cached: without it a tid is opened as its
-// process, which stays alive after the thread exits, so a cached entry would outlive a reused tid
-// and name the wrong process. Then every Get opens afresh (`last_` keeps it alive until the next).
+// Without PIDFD_THREAD (Linux 6.9) a tid is opened as its process, which stays alive after the
+// thread exits: a reused tid would find the wrong process's pidfd. There every Get checks the
+// tid's process (/proc, one read) against the entry's and reopens when they differ.
 #ifndef SLIPSTREAM_TRACER_PIDFD_CACHE_H_
 #define SLIPSTREAM_TRACER_PIDFD_CACHE_H_
 
@@ -31,11 +31,11 @@ class PidfdCache {
  private:
   struct Entry {
     UniqueFd pidfd;
+    pid_t tgid = 0;  // the process the pidfd names (without PIDFD_THREAD)
     std::list<pid_t>::iterator lru;
   };
   bool pidfd_thread_;
   size_t capacity_;
-  UniqueFd last_;  // the uncached pidfd of the latest Get without PIDFD_THREAD
   std::unordered_map<pid_t, Entry> map_;
   std::list<pid_t> lru_;  // most recent first
 };

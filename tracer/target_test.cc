@@ -144,14 +144,20 @@ TEST_F(TargetTest, OpenOfAGoneThreadFails) {
   EXPECT_FALSE(TargetAccess::Open(gone, false).has_value());
 }
 
-// Without PIDFD_THREAD a tid is opened as its process, which can outlive the thread and a reuse of
-// its tid: such pidfds must not be cached.
-TEST_F(TargetTest, PidfdCacheKeepsOnlyThreadPidfds) {
+// Without PIDFD_THREAD a tid is opened as its process; the entry stays valid while the tid still
+// belongs to that process, and the fd handed out stays open across later Gets.
+TEST_F(TargetTest, PidfdCacheKeepsPidfdsOpenAndNamesTheRightProcess) {
   PidfdCache process_pidfds(false);
   auto first = process_pidfds.Get(child_->pid());
   ASSERT_TRUE(first.has_value()) << first.error().ToString();
-  EXPECT_GE(*first, 0);
-  EXPECT_EQ(process_pidfds.size(), 0u);
+  auto own = process_pidfds.Get(getpid());
+  ASSERT_TRUE(own.has_value());
+  EXPECT_NE(*first, *own);
+  EXPECT_EQ(fcntl(*first, F_GETFD), FD_CLOEXEC) << "an earlier Get's fd is still open";
+  auto again = process_pidfds.Get(child_->pid());
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(*again, *first);
+  EXPECT_EQ(process_pidfds.size(), 2u);
   if (!PidfdThread()) GTEST_SKIP() << "no PIDFD_THREAD (Linux 6.9)";
   PidfdCache thread_pidfds(true);
   auto a = thread_pidfds.Get(child_->pid());
