@@ -70,6 +70,7 @@ bool SockAddr::IsAny() const {
   if (family() == AF_INET) {
     return reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr.s_addr == INADDR_ANY;
   }
+  if (auto v4 = MappedV4()) return v4->s_addr == INADDR_ANY;
   return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr);
 }
 

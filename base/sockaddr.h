@@ -37,7 +37,7 @@ class SockAddr {
   // For v4-mapped IPv6 (::ffff:a.b.c.d), the IPv4 address; otherwise nullopt.
   std::optional<in_addr> MappedV4() const;
   bool IsLoopback() const;  // 127/8, ::1, ::ffff:127/104
-  bool IsAny() const;       // 0.0.0.0, ::
+  bool IsAny() const;       // 0.0.0.0, ::, ::ffff:0.0.0.0
 
   // "127.0.0.1:8080", "[::1]:8080", "[::ffff:127.0.0.1]:8080", "unix:/path", "AF_<n>".
   std::string ToString() const;

@@ -55,6 +55,8 @@ TEST(SockAddrTest, Any) {
   EXPECT_TRUE(V4("0.0.0.0", 0).IsAny());
   EXPECT_TRUE(V6("::", 0).IsAny());
   EXPECT_FALSE(V6("::1", 0).IsAny());
+  EXPECT_TRUE(V6("::ffff:0.0.0.0", 0).IsAny());  // an IPv4 wildcard, as the kernel reads it
+  EXPECT_FALSE(V6("::ffff:127.0.0.1", 0).IsAny());
 }
 
 TEST(SockAddrTest, Ipv6) {

@@ -1,5 +1,9 @@
 #include "matcher/policy.h"
 
+#include <arpa/inet.h>
+
+#include <cstring>
+
 #include "matcher/endpoint.h"
 
 namespace slipstream::matcher {
@@ -14,6 +18,51 @@ bool ListenerCanReceive(const TcpSocketInfo& listener, const SockAddr& dest) {
   }
   return l.family() == d.family() &&
          SockAddr(l).ToString() == SockAddr(d).ToString();  // same address and port
+}
+
+namespace {
+
+SockAddr WithAddress(const SockAddr& dest, const in_addr& v4) {
+  SockAddr out = dest;
+  if (dest.family() == AF_INET) {
+    reinterpret_cast<sockaddr_in*>(out.mutable_get())->sin_addr = v4;
+  } else {
+    in6_addr& a6 = reinterpret_cast<sockaddr_in6*>(out.mutable_get())->sin6_addr;
+    std::memset(&a6, 0, sizeof(a6));
+    a6.s6_addr[10] = a6.s6_addr[11] = 0xff;
+    std::memcpy(&a6.s6_addr[12], &v4, sizeof(v4));
+  }
+  return out;
+}
+
+// The bound IPv4 address of `bound` (plain or v4-mapped), if it is a specific one.
+std::optional<in_addr> BoundV4(const SockAddr* bound) {
+  if (bound == nullptr || !bound->IsInet() || bound->IsAny()) return std::nullopt;
+  if (bound->family() == AF_INET)
+    return reinterpret_cast<const sockaddr_in*>(bound->get())->sin_addr;
+  auto mapped = bound->MappedV4();
+  if (mapped && mapped->s_addr == INADDR_ANY) return std::nullopt;
+  return mapped;
+}
+
+}  // namespace
+
+SockAddr KernelDestination(const SockAddr& dest, const SockAddr* bound) {
+  if (!dest.IsInet()) return dest;
+  in_addr loopback{htonl(INADDR_LOOPBACK)};
+  auto v4 = dest.family() == AF_INET
+                ? std::optional<in_addr>(reinterpret_cast<const sockaddr_in*>(dest.get())->sin_addr)
+                : dest.MappedV4();
+  if (v4) {
+    if (v4->s_addr != INADDR_ANY) return dest;
+    return WithAddress(dest, BoundV4(bound).value_or(loopback));
+  }
+  if (!dest.IsAny()) return dest;
+  // IPv6 ::. A socket bound to a v4-mapped address connects over IPv4 to 127.0.0.1.
+  if (bound != nullptr && bound->MappedV4()) return WithAddress(dest, loopback);
+  SockAddr out = dest;
+  reinterpret_cast<sockaddr_in6*>(out.mutable_get())->sin6_addr = in6addr_loopback;
+  return out;
 }
 
 QueryReason DecideConnect(const std::vector<TcpSocketInfo>& listeners, const SockAddr& dest,

@@ -35,6 +35,39 @@ TEST(ListenerCanReceive, V4MappedIsTheSameAddress) {
   EXPECT_TRUE(ListenerCanReceive(Listener("127.0.0.1:80"), A("[::ffff:127.0.0.1]:80")));
 }
 
+// Each row was observed on Linux 6.18: connect() to the unspecified address, then getpeername().
+TEST(KernelDestination, TheUnspecifiedAddressMeansThisHost) {
+  struct Row {
+    const char* dest;
+    const char* bound;  // nullptr: unbound
+    const char* reached;
+  };
+  const Row rows[] = {
+      {"0.0.0.0:80", nullptr, "127.0.0.1:80"},
+      {"0.0.0.0:80", "0.0.0.0:0", "127.0.0.1:80"},
+      {"0.0.0.0:80", "127.0.0.5:0", "127.0.0.5:80"},
+      {"[::]:80", nullptr, "[::1]:80"},
+      {"[::]:80", "[::1]:0", "[::1]:80"},
+      {"[::]:80", "[::ffff:127.0.0.5]:0", "[::ffff:127.0.0.1]:80"},
+      {"[::ffff:0.0.0.0]:80", nullptr, "[::ffff:127.0.0.1]:80"},
+      {"[::ffff:0.0.0.0]:80", "[::ffff:127.0.0.5]:0", "[::ffff:127.0.0.5]:80"},
+      {"127.0.0.2:80", "127.0.0.5:0", "127.0.0.2:80"},
+      {"[::1]:80", nullptr, "[::1]:80"},
+  };
+  for (const Row& row : rows) {
+    SockAddr bound = row.bound ? A(row.bound) : SockAddr();
+    EXPECT_EQ(KernelDestination(A(row.dest), row.bound ? &bound : nullptr).ToString(), row.reached)
+        << row.dest << " bound to " << (row.bound ? row.bound : "nothing");
+  }
+}
+
+TEST(DecideConnect, UnspecifiedDestinationMeetsTheLoopbackListener) {
+  std::vector<TcpSocketInfo> ls = {Listener("127.0.0.1:80", false, 1)};
+  auto yes = [](uint64_t) { return true; };
+  EXPECT_EQ(DecideConnect(ls, KernelDestination(A("0.0.0.0:80"), nullptr), yes),
+            QueryReason::kSupervised);
+}
+
 TEST(DecideConnect, EveryCandidateMustBeSupervised) {
   std::vector<TcpSocketInfo> ls = {Listener("127.0.0.1:80", false, 1),
                                    Listener("0.0.0.0:80", false, 2),

@@ -154,6 +154,7 @@ int Main(int argc, char** argv) {
   Session session(std::move(config), std::move(launched->listener), launched->pid,
                   std::move(signal_fd), *outstanding);
   int status = session.Run();
+  if (shepherd) StopShepherd(*shepherd);
   if (o.stats) {
     std::string text = session.stats().Format();
     fwrite(text.data(), 1, text.size(), out);

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -82,6 +83,21 @@ Result<ShepherdHandle> StartShepherd(int listener_fd, const OutstandingTable& ta
     _exit(0);
   }
   return ShepherdHandle{pid, std::move(alive)};
+}
+
+void StopShepherd(ShepherdHandle& handle, int timeout_ms) {
+  if (handle.pid <= 0) return;
+  // pidfd_open (Linux 5.3) lets us wait for the exit with a bound; the shepherd is our child, so
+  // its pid cannot be reused before we reap it.
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, handle.pid, 0)));
+  handle.alive.Reset();
+  if (pidfd) {
+    pollfd p{pidfd.Get(), POLLIN, 0};
+    while (poll(&p, 1, timeout_ms) < 0 && errno == EINTR) {
+    }
+  }
+  int status;
+  if (waitpid(handle.pid, &status, WNOHANG) == handle.pid) handle.pid = -1;
 }
 
 }  // namespace slipstream::supervisor

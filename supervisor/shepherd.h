@@ -25,6 +25,13 @@ struct ShepherdHandle {
 
 [[nodiscard]] Result<ShepherdHandle> StartShepherd(int listener_fd, const OutstandingTable& table);
 
+// Ends the shepherd of a supervisor that finishes normally, and reaps it: an orphaned shepherd
+// would exit as a zombie of init, and in a container init is often the program itself, which
+// never reaps. The shepherd exits at once when no supervised task is left; should a task still use
+// the filter, it takes over as if the supervisor had died and is left running (waited for at most
+// `timeout_ms`).
+void StopShepherd(ShepherdHandle& handle, int timeout_ms = 1000);
+
 // The take-over itself, exposed for tests: answers every listed and recently received id, then
 // CONTINUEs until the listener hangs up. Returns the number of notifications answered.
 long ShepherdTakeOver(int listener_fd, const OutstandingTable& table);

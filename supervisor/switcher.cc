@@ -95,8 +95,15 @@ void Switcher::OnReconnected() {
   }
 }
 
-matcher::QueryReason Switcher::Approve(pid_t pid, int sock, const SockAddr& dest) {
+matcher::QueryReason Switcher::Approve(pid_t pid, int sock, const SockAddr& literal_dest) {
   using matcher::QueryReason;
+  // Decide on the address the kernel connects to: connect(0.0.0.0:P) reaches a listener on
+  // 127.0.0.1:P (or on the socket's bound address), which the literal address would not match.
+  SockAddr dest = literal_dest;
+  if (literal_dest.IsAny()) {
+    auto bound = SocketName(sock, /*peer=*/false);
+    dest = matcher::KernelDestination(literal_dest, bound ? &*bound : nullptr);
+  }
   client_.Poll();  // the freshest list of supervised listeners
   // Even with no supervised listener known, the port is looked up (cached): where nothing
   // listens yet, the answer kNoListener makes the caller decide again should the connect succeed,

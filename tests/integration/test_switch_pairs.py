@@ -155,6 +155,25 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
         """An AF_INET6 client connects to ::ffff:127.0.0.1."""
         self.run_separately("c", family="v4mapped", host="::ffff:127.0.0.1")
 
+    # connect() to the unspecified address reaches this host (Linux sends it to the loopback
+    # address, or to the socket's bound address): a listener on 127.0.0.1 or ::1 takes it, and the
+    # connection must be switched like any other (regression: the literal 0.0.0.0 was compared
+    # with the listener's address, so it stayed TCP).
+    def test_c_connect_to_unspecified(self):
+        self.run_separately("c", host="0.0.0.0")
+
+    def test_c_connect_to_unspecified_ipv6(self):
+        self.run_separately("c", family="ipv6", host="::")
+
+    def test_c_connect_to_unspecified_v4mapped(self):
+        self.run_separately("c", host="::ffff:0.0.0.0")
+
+    def test_go_connect_to_unspecified(self):
+        self.run_separately("go", host="0.0.0.0")
+
+    def test_python_connect_to_unspecified(self):
+        self.run_separately("py", family="ipv6", host="::")
+
     # Go.
     def test_go_server_first(self):
         self.run_separately("go")
