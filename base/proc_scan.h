@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <span>
 
 namespace slipstream {
@@ -14,6 +15,14 @@ namespace slipstream {
 // Only processes we may inspect are seen (same user, or all as root). When /proc cannot be read
 // the answer is true: the caller must then not act as if nobody held it.
 bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude = {});
+
+// How many fds of the descendants of process `pid` (and of `pid` itself with `include_pid`) refer
+// to the socket with inode `inode`, counted up to `limit` (the scan stops there). nullopt when
+// /proc/PID/fd cannot be read, or when more than `max_fds` fds would have to be looked at. The
+// kernel has no interface for a file's reference count, so this costs one readlink per fd scanned
+// (1.5–5 µs each on a 2-vCPU VM).
+std::optional<int> SocketFdCount(pid_t pid, uint64_t inode, int limit, int max_fds,
+                                 bool include_pid = true);
 
 }  // namespace slipstream
 

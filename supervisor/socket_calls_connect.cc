@@ -5,11 +5,13 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <string>
 
 #include <spdlog/spdlog.h>
 
+#include "base/proc_scan.h"
 #include "base/socket_info.h"
 #include "fdinject/epoll_migrate.h"
 #include "supervisor/blocking_guard.h"
@@ -93,12 +95,14 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   bool connected = (rc == 0 || err == EINPROGRESS) && Established(sock);
   if (connected && !approved) {
     // Nothing listened when we decided, and now something does: decide again.
-    approved = env_.switcher->Approve(ProcessOf(c.tid()), sock, dest) ==
-               matcher::QueryReason::kSupervised;
+    approved =
+        env_.switcher->Approve(ProcessOf(c.tid()), sock, dest) == matcher::QueryReason::kSupervised;
   }
-  bool switched = connected && approved && SwitchConnected(c, sock, rc != 0);
+  bool shared = connected && approved && HasOtherFds(sock);
+  if (shared) c.trace().note = "(left on TCP: the socket has other fds)";
+  bool switched = connected && approved && !shared && SwitchConnected(c, sock, rc != 0);
   if (approved && !switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
-  if (!approved) ++env_.stats.left_on_tcp;
+  if (!approved || shared) ++env_.stats.left_on_tcp;
   bool delivered = false;
   if (!c.answered()) {
     if (IsSupervisorResourceError(err) && rc != 0) {
@@ -120,6 +124,19 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     }
   }
   return true;
+}
+
+bool SocketCalls::HasOtherFds(int sock) {
+  // A copy of the socket made before connect() (dup, fork, SCM_RIGHTS) would go on naming the TCP
+  // socket after the switch: what the program wrote through it would reach the idle TCP
+  // connection and be lost without an error. Such a socket stays TCP. Every process of our tree
+  // is scanned (they are all our descendants: we are their subreaper), not us: our copy does not
+  // count. Not seen: a copy in another supervisor's tree or in flight in an SCM_RIGHTS message.
+  // Expected race: a thread that dups the fd after this scan and before the switch. The scan is
+  // bounded: a tree with more fds than kMaxScannedFds stays on TCP (docs/differences.md).
+  constexpr int kMaxScannedFds = 1024;
+  auto count = SocketFdCount(getpid(), InodeOf(sock), 2, kMaxScannedFds, /*include_pid=*/false);
+  return !count || *count > 1;  // cannot tell: do not risk it
 }
 
 bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {

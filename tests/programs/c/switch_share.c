@@ -8,6 +8,14 @@
 //                                               the fd and uses it
 //   switch_share scm --port-file F [--hold]     the fd goes over SCM_RIGHTS to a child forked
 //                                               before the connect
+//   switch_share dup-before --port-file F [--hold]      copies made with dup, dup3 and
+//                                               F_DUPFD_CLOEXEC before the connect are used for
+//                                               writing and reading after it
+//   switch_share fork-before --port-file F [--hold]     a child forked before the connect writes
+//                                               through its inherited copy after it
+//   switch_share scm-before --port-file F [--hold]      the unconnected socket goes over SCM_RIGHTS
+//                                               to a child, which writes through it after the
+//                                               parent's connect
 //   switch_share send --port-file F --path P [--hold]   the fd goes over SCM_RIGHTS to another
 //   switch_share receive --path P [--hold]              program (listening on AF_UNIX path P)
 //
@@ -92,12 +100,21 @@ static void Read(int fd, const char* who, const char* want) {
   Say(who, "read %zd %s", n, n == (ssize_t)len && memcmp(buf, want, len) == 0 ? "ok" : "wrong");
 }
 
-static int Connect(const char* port_file) {
-  struct sockaddr_storage dest;
-  socklen_t len = fx_make_addr("127.0.0.1", fx_read_port_file(port_file, 30), &dest);
+static int NewSocket(void) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) fx_die("socket");
+  return fd;
+}
+
+static void ConnectSocket(int fd, const char* port_file) {
+  struct sockaddr_storage dest;
+  socklen_t len = fx_make_addr("127.0.0.1", fx_read_port_file(port_file, 30), &dest);
   if (connect(fd, (struct sockaddr*)&dest, len) < 0) fx_die("connect");
+}
+
+static int Connect(const char* port_file) {
+  int fd = NewSocket();
+  ConnectSocket(fd, port_file);
   return fd;
 }
 
@@ -271,6 +288,87 @@ static int Scm(const char* port_file) {
   return 0;
 }
 
+// Copies of the socket made before its connect() are the same connection after it.
+static int DupBefore(const char* port_file) {
+  int fd = NewSocket();
+  int copies[3] = {dup(fd), dup3(fd, 100, O_CLOEXEC), fcntl(fd, F_DUPFD_CLOEXEC, 200)};
+  for (int i = 0; i < 3; ++i) {
+    if (copies[i] < 0) fx_die("dup");
+  }
+  ConnectSocket(fd, port_file);
+  Ready(fd);
+  const char* who[3] = {"dup", "dup3", "F_DUPFD_CLOEXEC"};
+  for (int i = 0; i < 3; ++i) {
+    Names(copies[i], who[i]);
+    Write(copies[i], who[i], "through a copy made before connect\n");
+    Read(fd, "original", "through a copy made before connect\n");
+    Write(fd, "original", "read through a copy\n");
+    Read(copies[i], who[i], "read through a copy\n");
+  }
+  shutdown(copies[0], SHUT_WR);
+  char c;
+  Say("original", "read at the end = %zd", fx_read_full(fd, &c, 1));
+  return 0;
+}
+
+// `go` is a pipe the parent writes one byte to once it has connected.
+static void AwaitConnect(int go) {
+  char byte;
+  if (read(go, &byte, 1) != 1) fx_die("read go");
+}
+
+// A child forked before the connect writes through its copy after it; the parent reads the echo.
+static int ForkBefore(const char* port_file) {
+  int fd = NewSocket();
+  int go[2];
+  if (pipe(go) < 0) fx_die("pipe");
+  pid_t pid = fork();
+  if (pid < 0) fx_die("fork");
+  if (pid == 0) {
+    AwaitConnect(go[0]);
+    Names(fd, "child");
+    Write(fd, "child", "from the child forked before connect\n");
+    _exit(0);
+  }
+  ConnectSocket(fd, port_file);
+  Ready(fd);
+  if (write(go[1], "g", 1) != 1) fx_die("write go");
+  Say("parent", "child exit %d", WaitChild(pid));
+  Read(fd, "parent", "from the child forked before connect\n");
+  shutdown(fd, SHUT_WR);
+  char c;
+  Say("parent", "read at the end = %zd", fx_read_full(fd, &c, 1));
+  return 0;
+}
+
+// The unconnected socket goes to a child over SCM_RIGHTS; the child writes after the connect.
+static int ScmBefore(const char* port_file) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) fx_die("socketpair");
+  pid_t pid = fork();
+  if (pid < 0) fx_die("fork");
+  if (pid == 0) {
+    close(pair[0]);
+    int fd = ReceiveFd(pair[1]);
+    AwaitConnect(pair[1]);
+    Names(fd, "receiver");
+    Write(fd, "receiver", "from the receiver of the unconnected socket\n");
+    _exit(0);
+  }
+  close(pair[1]);
+  int fd = NewSocket();
+  SendFd(pair[0], fd);
+  ConnectSocket(fd, port_file);
+  Ready(fd);
+  if (write(pair[0], "g", 1) != 1) fx_die("write go");
+  Say("sender", "child exit %d", WaitChild(pid));
+  Read(fd, "sender", "from the receiver of the unconnected socket\n");
+  shutdown(fd, SHUT_WR);
+  char c;
+  Say("sender", "read at the end = %zd", fx_read_full(fd, &c, 1));
+  return 0;
+}
+
 static int UnixPathSocket(const char* path, int listen_on) {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
@@ -338,6 +436,9 @@ int main(int argc, char** argv) {
   if (strcmp(scenario, "dup") == 0) return Dup(port_file);
   if (strcmp(scenario, "exec") == 0) return Exec(port_file);
   if (strcmp(scenario, "scm") == 0) return Scm(port_file);
+  if (strcmp(scenario, "dup-before") == 0) return DupBefore(port_file);
+  if (strcmp(scenario, "fork-before") == 0) return ForkBefore(port_file);
+  if (strcmp(scenario, "scm-before") == 0) return ScmBefore(port_file);
   if (strcmp(scenario, "send") == 0 && path) return Send(port_file, path);
 usage:
   fprintf(stderr, "usage: switch_share SCENARIO --port-file F [--path P] [--hold]\n");

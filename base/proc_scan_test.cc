@@ -1,0 +1,57 @@
+#include "base/proc_scan.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/unique_fd.h"
+
+namespace slipstream {
+namespace {
+
+uint64_t Inode(int fd) {
+  struct stat st {};
+  EXPECT_EQ(fstat(fd, &st), 0);
+  return st.st_ino;
+}
+
+TEST(SocketFdCount, CountsDupsInTheProcess) {
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 2, 1024), 1);
+  UniqueFd copy(dup(sock.Get()));
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 2, 1024), 2);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 2);
+}
+
+TEST(SocketFdCount, CountsCopiesInChildren) {
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(go[1]);
+    char c;
+    (void)!read(go[0], &c, 1);  // holds its copy of `sock` until the parent is done
+    _exit(0);
+  }
+  close(go[0]);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 2);
+  close(go[1]);
+  waitpid(child, nullptr, 0);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 1);
+}
+
+TEST(SocketFdCount, GivesUpBeyondItsBudget) {
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 2, 1), std::nullopt);
+  EXPECT_EQ(SocketFdCount(-5, Inode(sock.Get()), 2, 1024), std::nullopt);  // no such process
+}
+
+}  // namespace
+}  // namespace slipstream
