@@ -98,8 +98,8 @@ class SocketCalls {
   // A connection that gets established is switched to AF_UNIX if it was `approved`, or if a
   // supervised listener appeared since the decision.
   bool TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved);
-  // Does any other fd in the supervised tree name `sock`? (Then it must stay TCP.)
-  bool HasOtherFds(int sock);
+  // Does any other fd of the caller or its descendants name `sock`? (Then it must stay TCP.)
+  bool HasOtherFds(PendingCall& c, int sock);
   // Replaces the program's fd with the client end of a new pair; false if it could not.
   bool SwitchConnected(PendingCall& c, int sock, bool in_progress);
   // connect() on a socket that is already switched: answered as TCP would answer it.
