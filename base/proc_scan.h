@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <span>
 
 namespace slipstream {
@@ -14,6 +15,13 @@ namespace slipstream {
 // Only processes we may inspect are seen (same user, or all as root). When /proc cannot be read
 // the answer is true: the caller must then not act as if nobody held it.
 bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude = {});
+
+// A process other than us holding the socket with inode `inode`, and its fd for it, if any.
+struct SocketHolder {
+  pid_t pid;
+  int fd;
+};
+std::optional<SocketHolder> FindSocketHolder(uint64_t inode);
 
 }  // namespace slipstream
 

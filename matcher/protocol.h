@@ -55,9 +55,13 @@ enum class MsgType : uint16_t {
   kDisown = 8,
   kHello = 9,
   kAdopt = 10,
+  // A supervisor saw switched ends closed (before a bind() to their port): release the TCP
+  // sockets of closed ends now rather than at the next 2 s sweep. Answered kSwept.
+  kSweep = 11,
   kRegistered = 100,
   kHelloReply = 105,
   kAdoptReply = 106,
+  kSwept = 107,
   kClaimReply = 102,
   kStatusReply = 103,
   kError = 104,

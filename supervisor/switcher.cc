@@ -279,6 +279,64 @@ UniqueFd Switcher::Unbook(uint64_t end_ino) {
   return tcp;
 }
 
+void Switcher::ReadShut(uint64_t old_ino, uint64_t new_ino, UniqueFd inner, UniqueFd outer,
+                        std::string unread) {
+  if (auto it = book_.find(old_ino); it != book_.end()) {
+    SwitchedSocket sw = std::move(it->second);
+    book_.erase(it);
+    sw.read_shut = true;
+    book_[new_ino] = std::move(sw);
+  }
+  ++relays_active_;
+  StartReadShutRelay(io_, std::move(inner), std::move(outer), std::move(unread),
+                     [this] { --relays_active_; });
+}
+
+bool Switcher::ArmReset(int end) {
+  if (!diag_ || IntSockOpt(end, SOL_SOCKET, SO_OOBINLINE) != 0 || fcntl(end, F_GETOWN) != 0) {
+    return false;
+  }
+  auto peer_ino = diag_->UnixPeer(InodeOf(end));
+  if (!peer_ino) return false;
+  auto holder = FindSocketHolder(*peer_ino);
+  if (!holder) return false;  // a relay of ours, or nobody we may look at
+  auto pidfd = PidfdOpen(holder->pid);
+  if (!pidfd) return false;
+  auto peer = PidfdGetfd(pidfd->Get(), holder->fd);
+  if (!peer || InodeOf(peer->Get()) != *peer_ino) return false;
+  char byte = 0;
+  return send(peer->Get(), &byte, 1, MSG_OOB | MSG_DONTWAIT | MSG_NOSIGNAL) == 1;
+}
+
+void Switcher::ReleaseClosed(uint16_t port) {
+  if (book_.empty() || !diag_) return;
+  std::optional<std::unordered_set<uint64_t>> alive;  // one dump, only when needed
+  bool released = false;
+  for (auto it = book_.begin(); it != book_.end();) {
+    auto local = SocketName(it->second.tcp.Get(), false);
+    if (!local || local->port() != port) {
+      ++it;
+      continue;
+    }
+    if (!alive) {
+      auto inodes = diag_->UnixInodes();
+      if (!inodes) return;
+      alive = std::move(*inodes);
+    }
+    if (alive->count(it->first)) {
+      ++it;
+      continue;
+    }
+    it = book_.erase(it);
+    released = true;
+  }
+  // The daemon holds copies of both TCP sockets of a live pair: a round trip, so that they are
+  // closed before the program's bind() runs.
+  if (released && active()) {
+    (void)client_.Call(MsgType::kSweep, getpid(), {});
+  }
+}
+
 void Switcher::OnRelease(uint64_t server_end_ino) {
   auto it = awaiting_.find(server_end_ino);
   if (it == awaiting_.end()) return;
