@@ -92,10 +92,11 @@ class RelaySession : public std::enable_shared_from_this<RelaySession> {
 class ReadShutSession : public std::enable_shared_from_this<ReadShutSession> {
  public:
   ReadShutSession(asio::io_context& io, UniqueFd inner, UniqueFd outer, std::string unread,
-                  std::function<void()> done)
+                  std::function<void(int)> arm_reset, std::function<void()> done)
       : inner_(io, inner.Release()),
         outer_(io, outer.Release()),
         unread_(std::move(unread)),
+        arm_reset_(std::move(arm_reset)),
         done_(std::move(done)) {}
 
   void Start() {
@@ -141,6 +142,8 @@ class ReadShutSession : public std::enable_shared_from_this<ReadShutSession> {
             program_done_ = true;
             return Finish(0);
           }
+          // The program closed its end with bytes unread: a reset for the peer too.
+          if (ec == asio::error::connection_reset) ArmReset(outer_);
           if (ec) return Abort(ec);
           asio::async_write(outer_, asio::buffer(up_.data(), n),
                             [this, self](const boost::system::error_code& wec, size_t) {
@@ -155,11 +158,19 @@ class ReadShutSession : public std::enable_shared_from_this<ReadShutSession> {
     outer_.async_read_some(asio::buffer(down_),
                            [this, self](const boost::system::error_code& ec, size_t) {
                              if (ec == asio::error::eof) return Finish(1);
+                             if (ec == asio::error::connection_reset) ArmReset(inner_);
                              if (ec) return Abort(ec);
                              // Data for a connection shut both ways: TCP answers with a reset.
+                             // (The program then reads 0, not ECONNRESET: its end is shut for
+                             // writing, so no byte can be put into `inner` to make the close a
+                             // reset; docs/differences.md.)
                              if (program_done_) return Abort(asio::error::connection_reset);
                              Drop();
                            });
+  }
+
+  void ArmReset(Desc& end) {
+    if (!completed_ && arm_reset_ && end.is_open()) arm_reset_(end.native_handle());
   }
 
   void Abort(const boost::system::error_code& ec) {
@@ -186,6 +197,7 @@ class ReadShutSession : public std::enable_shared_from_this<ReadShutSession> {
   Desc inner_;
   Desc outer_;
   std::string unread_;
+  std::function<void(int)> arm_reset_;
   std::array<char, kBufferSize> up_{};
   std::array<char, kBufferSize> down_{};
   bool program_done_ = false;
@@ -197,9 +209,9 @@ class ReadShutSession : public std::enable_shared_from_this<ReadShutSession> {
 }  // namespace
 
 void StartReadShutRelay(asio::io_context& io, UniqueFd inner, UniqueFd outer, std::string unread,
-                        std::function<void()> on_done) {
+                        std::function<void(int)> arm_reset, std::function<void()> on_done) {
   std::make_shared<ReadShutSession>(io, std::move(inner), std::move(outer), std::move(unread),
-                                    std::move(on_done))
+                                    std::move(arm_reset), std::move(on_done))
       ->Start();
 }
 

@@ -30,9 +30,12 @@ void StartRelay(boost::asio::io_context& io, UniqueFd unix_end, UniqueFd tcp,
 // are read and dropped, so the peer's writes succeed as over TCP, until the program has shut its
 // write side as well: then, as TCP answers such data with a reset, both ends are closed (the
 // peer's next write fails with EPIPE). Called before the program's shutdown() returns: what fits
-// at once is written, and `inner` shut, before StartReadShutRelay returns.
+// at once is written, and `inner` shut, before StartReadShutRelay returns. A reset (that one, or
+// one side closing with unread bytes) is passed on as a reset: `arm_reset(fd)` is called for the
+// end about to be closed, so that its peer reads ECONNRESET (Switcher::ArmReset).
 void StartReadShutRelay(boost::asio::io_context& io, UniqueFd inner, UniqueFd outer,
-                        std::string unread, std::function<void()> on_done);
+                        std::string unread, std::function<void(int fd)> arm_reset,
+                        std::function<void()> on_done);
 
 }  // namespace slipstream::supervisor
 

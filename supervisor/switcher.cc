@@ -288,8 +288,9 @@ void Switcher::ReadShut(uint64_t old_ino, uint64_t new_ino, UniqueFd inner, Uniq
     book_[new_ino] = std::move(sw);
   }
   ++relays_active_;
-  StartReadShutRelay(io_, std::move(inner), std::move(outer), std::move(unread),
-                     [this] { --relays_active_; });
+  StartReadShutRelay(
+      io_, std::move(inner), std::move(outer), std::move(unread),
+      [this](int end) { (void)ArmReset(end); }, [this] { --relays_active_; });
 }
 
 bool Switcher::ArmReset(int end) {

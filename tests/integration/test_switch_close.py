@@ -175,6 +175,7 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
             [("go", "server"), ("wait", "server", "^" + last), ("go", "client"),
              ("wait", "client", "^done$"), ("sleep", 0.1), ("go", "server")],
             known=RESET_AFTER_SHUT)
+        self.assertEqual(native["server"][1][-2], "read -> ECONNRESET")
         self.assertEqual(native["client"][1], ["drain -> 0 bytes then EOF", "send 1 -> 1",
                                                "send 1 -> EPIPE", "done"])
 
@@ -188,6 +189,14 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
 
     def test_shut_wr_then_rd_then_peer_writes(self):
         self.check_shut_both("shut:wr,shut:rd")
+
+    def test_close_after_shut_rd_with_unread_bytes(self):
+        """Bytes that arrived before SHUT_RD and were never read: the close resets the peer."""
+        native = self.compare(
+            self.c_cmds("shut:rd,close", "send:100,gate,drain"),
+            [("go", "client"), ("wait", "client", "^send"), ("sleep", 0.2), ("go", "server"),
+             ("wait", "server", "^done$"), ("sleep", 0.1), ("go", "client")])
+        self.assertIn("drain -> 0 bytes then ECONNRESET", native["client"][1])
 
     # ---- abortive close (SO_LINGER {1, 0}) --------------------------------------------------
 
@@ -216,7 +225,7 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
         its port in TIME_WAIT)."""
         def make(tag):
             port = ss.free_port()
-            return self.c_cmds("drain,gate", client_script,
+            return self.c_cmds("gate", client_script,
                                client_args=["--bind-port", str(port), *extra])(tag)
         return self.compare(make, [("go", "server"), ("go", "client"),
                                    ("wait", "client", "^done$")])
