@@ -87,6 +87,10 @@ const char* MsgTypeName(MsgType type) {
       return "sweep";
     case MsgType::kSwept:
       return "swept";
+    case MsgType::kPeerPid:
+      return "peer-pid";
+    case MsgType::kPeerPidReply:
+      return "peer-pid-reply";
     case MsgType::kClaimReply:
       return "claim-reply";
     case MsgType::kStatusReply:
