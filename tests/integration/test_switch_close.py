@@ -214,6 +214,12 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(native["server"][1][:2], ["send 100 -> 100",
                                                    "drain -> 0 bytes then ECONNRESET"])
 
+    def test_abortive_close_after_sending(self):
+        """The bytes the closing side sent before the reset are still read, then ECONNRESET."""
+        native = self.compare(self.c_cmds("sleep:200,drain", "send:100,linger0,close"),
+                              [("go", "server"), ("go", "client")])
+        self.assertEqual(native["server"][1][0], "drain -> 100 bytes then ECONNRESET")
+
     def test_abortive_close_with_unread_bytes(self):
         native = self.compare(self.c_cmds("send:100,drain", "sleep:100,linger0,close"),
                               [("go", "server"), ("go", "client")])
