@@ -336,8 +336,12 @@ void Switcher::ReleaseClosed(uint16_t port) {
   std::optional<std::unordered_set<uint64_t>> alive;  // one dump, only when needed
   bool released = false;
   for (auto it = book_.begin(); it != book_.end();) {
-    auto local = SocketName(it->second.tcp.Get(), false);
-    if (!local || local->port() != port) {
+    SwitchedSocket& sw = it->second;
+    if (sw.local_port == 0) {
+      auto local = SocketName(sw.tcp.Get(), false);
+      sw.local_port = local ? local->port() : 0;
+    }
+    if (sw.local_port != port) {
       ++it;
       continue;
     }

@@ -47,6 +47,7 @@ struct SwitchedSocket {
   // The program shut the read side: its end is relayed (StartReadShutRelay), done once.
   bool read_shut = false;
   bool write_shut = false;  // the program called shutdown(SHUT_WR or SHUT_RDWR)
+  uint16_t local_port = 0;  // of `tcp`, once ReleaseClosed asked (0: not yet)
   // An out-of-band byte waits in the program's end so that its close resets the peer (ArmReset).
   bool reset_armed = false;
 };
