@@ -13,8 +13,11 @@ lists (KNOWN_DIFFERENCES below). Every wait is bounded: a hang fails instead of 
 """
 
 import os
+import pwd
+import shutil
 import sys
 import time
+import unittest
 
 import fixture_runs as fr
 import harness
@@ -36,28 +39,46 @@ RESET_AFTER_SHUT = {"read -> ECONNRESET": "read -> 0"}
 
 
 class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
+    status = None  # the daemon's status (default: this user's)
+    python = sys.executable
+
+    def program(self, name):
+        return PY_PEER if name == "close_peer.py" else harness.program(name)
+
+    def port_path(self, name):
+        return self.path(name)
+
+    def native_cmd(self, cmd):
+        return cmd
+
+    def start_supervised(self, server_cmd, client_cmd):
+        server = ss.Gated(self, harness.supervised(server_cmd))
+        self.wait_port(server_cmd)
+        client = ss.Gated(self, harness.supervised(ss.after_gate(client_cmd)))
+        client.start_program()
+        return server, client
+
+    def wait_port(self, server_cmd):
+        fr.read_port(server_cmd[server_cmd.index("--port-file" if "--port-file" in server_cmd
+                                                 else "-port-file") + 1])
 
     def run_pair(self, supervise, cmds, plan):
         """Runs server and client (`cmds[role]`, each holding at a gate once connected), proves
         the connection switched (or TCP), then follows `plan`: ("go", role) releases a gate,
         ("wait", role, regex) waits for a line, ("sleep", seconds). Returns {role: (exit status,
         program lines)}."""
-        port_file = cmds["port_file"]
         if supervise:
-            server = ss.Gated(self, harness.supervised(cmds["server"]))
-            fr.read_port(port_file)
-            client = ss.Gated(self, harness.supervised(ss.after_gate(cmds["client"])))
-            client.start_program()
+            server, client = self.start_supervised(cmds["server"], cmds["client"])
         else:
-            server = ss.Gated(self, cmds["server"])
-            fr.read_port(port_file)
-            client = ss.Gated(self, cmds["client"])
+            server = ss.Gated(self, self.native_cmd(cmds["server"]))
+            fr.read_port(cmds["port_file"])
+            client = ss.Gated(self, self.native_cmd(cmds["client"]))
         procs = {"server": server, "client": client}
         ends = {"client": client.ready(), "server": server.ready()}
         if supervise:
-            self.assert_switched(ends["client"], ends["server"])
+            self.assert_switched(ends["client"], ends["server"], status=self.status)
         else:
-            self.assert_on_tcp(ends["client"])
+            self.assert_on_tcp(ends["client"], status=self.status)
         for step in plan:
             if step[0] == "go":
                 procs[step[1]].go()
@@ -89,8 +110,8 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
 
     def c_cmds(self, server_script, client_script, server_args=(), client_args=()):
         def make(tag):
-            port_file = self.path(f"port.{tag}")
-            prog = harness.program("switch_close")
+            port_file = self.port_path(f"port.{tag}")
+            prog = self.program("switch_close")
             return {
                 "port_file": port_file,
                 "server": [prog, "server", "--port-file", port_file, "--script",
@@ -102,13 +123,13 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
 
     def lang_cmds(self, lang, case):
         def make(tag):
-            port_file = self.path(f"port.{lang}.{tag}")
+            port_file = self.port_path(f"port.{lang}.{tag}")
             if lang == "go":
-                base = [harness.program("closepeer")]
+                base = [self.program("closepeer")]
                 return {"port_file": port_file,
                         "server": base + ["server", "-port-file", port_file, "-case", case],
                         "client": base + ["client", "-port-file", port_file, "-case", case]}
-            base = [sys.executable, PY_PEER]
+            base = [self.python, self.program("close_peer.py")]
             return {"port_file": port_file,
                     "server": base + ["server", "--port-file", port_file, "--case", case],
                     "client": base + ["client", "--port-file", port_file, "--case", case]}
@@ -276,7 +297,9 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
                                  [("go", "client"), ("wait", "client", "^done$"),
                                   ("sleep", 0.1), ("go", "server")])
         self.assertEqual(native["server"][:2], (0, ["read -> 0", "send 5 -> 5", "done"]))
-        self.assertEqual(switched["server"][:2], (-13, ["read -> 0"]))
+        # Killed by SIGPIPE (runuser reports that as 128 + 13).
+        self.assertIn(switched["server"][0], (-13, 128 + 13))
+        self.assertEqual(switched["server"][1], ["read -> 0"])
 
     # ---- Go and Python ----------------------------------------------------------------------
 
@@ -311,6 +334,88 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
     def test_python_write_after_peer_closed(self):
         native = self.lang_compare("py", "writeafter", known=FIRST_WRITE)
         self.assertEqual(native["server"][1][1:3], ["write: 5 ok", "write: 0 EPIPE"])
+
+
+class SwitchCloseNonRoot(SwitchClose):
+    """Every scenario again as nobody (runuser), with nobody's own slipstreamd: the reset of an
+    abortive close takes the peer's end from another process with pidfd_getfd, which needs no
+    privilege over a process of the same user."""
+
+    USER = "nobody"
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root to switch to an unprivileged user")
+        if shutil.which("runuser") is None:
+            raise unittest.SkipTest("runuser not installed")
+        try:
+            self.user = pwd.getpwnam(self.USER)
+        except KeyError:
+            raise unittest.SkipTest(f"no user {self.USER}")
+        # The build tree may not be readable by nobody: copies in a fresh 0755 directory.
+        os.chmod(self.tmp, 0o755)
+        self.bin = os.path.join(self.tmp, "bin")
+        os.mkdir(self.bin, 0o755)
+        os.chmod(self.bin, 0o755)
+        for name, src in {"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
+                          "switch_close": harness.program("switch_close"),
+                          "closepeer": harness.program("closepeer"),
+                          "close_peer.py": PY_PEER}.items():
+            shutil.copy(src, os.path.join(self.bin, name))
+            os.chmod(os.path.join(self.bin, name), 0o755)
+        self.addCleanup(self.kill_copied_binaries)  # nobody's slipstreamd among them
+        self.work = os.path.join(self.tmp, "work")
+        os.mkdir(self.work, 0o700)
+        os.chown(self.work, self.user.pw_uid, self.user.pw_gid)
+        self.runtime = os.path.join(self.work, "runtime")
+        # This interpreter may live where nobody cannot read (pyenv under /root).
+        self.python = "/usr/bin/python3"
+        self.status = lambda: ss.daemon_status(prefix=self.as_user([]),
+                                               daemon=os.path.join(self.bin, "slipstreamd"))
+
+    def kill_copied_binaries(self):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    exe = os.readlink(f"/proc/{entry}/exe")
+                except OSError:
+                    continue
+                if exe.startswith(self.bin + os.sep):
+                    try:
+                        os.kill(int(entry), 9)
+                    except ProcessLookupError:
+                        pass
+
+    def as_user(self, cmd):
+        return ["runuser", "-u", self.USER, "--", "env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}",
+                f"HOME={self.work}", *cmd]
+
+    def program(self, name):
+        return os.path.join(self.bin, name)
+
+    def port_path(self, name):
+        return os.path.join(self.work, name)
+
+    def native_cmd(self, cmd):
+        return self.as_user(cmd)
+
+    def start_supervised(self, server_cmd, client_cmd):
+        trace = os.path.join(self.bin, "slipstream-trace")
+        server = ss.Gated(self, self.as_user([trace, "--", *server_cmd]))
+        self.wait_port(server_cmd)
+        client = ss.Gated(self, self.as_user([trace, "--", *ss.after_gate(client_cmd)]))
+        supervisor = fr.wait_until(lambda: self.supervisor_below(client.pid), 10,
+                                   "the client's slipstream-trace")
+        client.start_program(status=self.status, supervisor=supervisor)
+        return server, client
+
+    @staticmethod
+    def supervisor_below(pid):
+        for candidate in [pid] + ss.descendants(pid):
+            if fr.comm(candidate) == "slipstream-trac":
+                return candidate
+        return None
 
 
 if __name__ == "__main__":
