@@ -24,6 +24,14 @@ bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude = {});
 std::optional<int> SocketFdCount(pid_t pid, uint64_t inode, int limit, int max_fds,
                                  bool include_pid = true);
 
+// A process other than us holding the socket with inode `inode`, and its fd for it, if any.
+// Process `hint` is looked at first: one process costs microseconds, all of them milliseconds.
+struct SocketHolder {
+  pid_t pid;
+  int fd;
+};
+std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint = 0);
+
 }  // namespace slipstream
 
 #endif  // SLIPSTREAM_BASE_PROC_SCAN_H_

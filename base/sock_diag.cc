@@ -178,4 +178,33 @@ Result<std::unordered_set<uint64_t>> SockDiag::UnixInodes() {
   return inodes;
 }
 
+Result<uint64_t> SockDiag::UnixPeer(uint64_t inode) {
+  Request<unix_diag_req> r{};
+  r.hdr.nlmsg_len = sizeof(r);
+  r.hdr.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  r.hdr.nlmsg_flags = NLM_F_REQUEST;
+  r.hdr.nlmsg_seq = ++seq_;
+  r.req.sdiag_family = AF_UNIX;
+  r.req.udiag_states = ~0u;
+  r.req.udiag_ino = static_cast<__u32>(inode);
+  r.req.udiag_show = UDIAG_SHOW_PEER;
+  r.req.udiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  r.req.udiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  if (auto st = Send(&r, sizeof(r)); !st) return tl::unexpected(st.error());
+  uint64_t peer = 0;
+  auto st = Receive(false, [&](const nlmsghdr* h) {
+    const auto* msg = static_cast<const unix_diag_msg*>(NLMSG_DATA(h));
+    int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*msg)));
+    for (const rtattr* a = reinterpret_cast<const rtattr*>(msg + 1); RTA_OK(a, len);
+         a = RTA_NEXT(a, len)) {
+      if (a->rta_type == UNIX_DIAG_PEER && RTA_PAYLOAD(a) >= sizeof(uint32_t)) {
+        peer = *static_cast<const uint32_t*>(RTA_DATA(a));
+      }
+    }
+  });
+  if (!st) return tl::unexpected(st.error());
+  if (peer == 0) return Error(ENOENT, "sock_diag unix peer");
+  return peer;
+}
+
 }  // namespace slipstream

@@ -34,6 +34,8 @@ class SockDiag {
   Result<TcpSocketInfo> LookupTcp(const SockAddr& local, const SockAddr& remote);
   // Inodes of every AF_UNIX socket.
   Result<std::unordered_set<uint64_t>> UnixInodes();
+  // The inode of the peer of the connected AF_UNIX socket `inode` (ENOENT: none, or no socket).
+  Result<uint64_t> UnixPeer(uint64_t inode);
 
  private:
   explicit SockDiag(UniqueFd fd) : fd_(std::move(fd)) {}

@@ -88,5 +88,19 @@ TEST(SockDiag, UnixInodesIncludeASocketpair) {
   EXPECT_FALSE(inodes->count(gone));
 }
 
+TEST(SockDiag, UnixPeerNamesTheOtherEnd) {
+  auto diag = SockDiag::Open();
+  ASSERT_TRUE(diag);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd a(sv[0]), b(sv[1]);
+  auto peer = diag->UnixPeer(InodeOf(a.Get()));
+  ASSERT_TRUE(peer);
+  EXPECT_EQ(*peer, InodeOf(b.Get()));
+  uint64_t gone = InodeOf(a.Get());
+  a.Reset();
+  EXPECT_FALSE(diag->UnixPeer(gone));  // no such socket any more
+}
+
 }  // namespace
 }  // namespace slipstream

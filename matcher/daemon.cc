@@ -246,6 +246,11 @@ void Daemon::Handle(Session* s, Message m) {
       return (void)Send(s, MsgType::kHelloReply, m.header.seq, m.header.pid, {});
     case MsgType::kStatus:
       return OnStatus(s, m);
+    case MsgType::kPeerPid:
+      return OnPeerPid(s, m);
+    case MsgType::kSweep:
+      SweepLive();
+      return (void)Send(s, MsgType::kSwept, m.header.seq, m.header.pid, {});
     default:
       return ReplyError(s, m, EPROTO, "unexpected message type");
   }

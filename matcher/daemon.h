@@ -62,6 +62,7 @@ class Daemon {
   void OnInstalled(Session* s, Message& m);
   void OnDisown(Session* s, Message& m);
   void OnAdopt(Session* s, Message& m);
+  void OnPeerPid(Session* s, Message& m);
   void OnStatus(Session* s, Message& m);
   void ReplyError(Session* s, const Message& m, int err, const char* text);
   // Never blocks: what the socket cannot take now is queued and flushed when it can. A daemon that

@@ -299,6 +299,18 @@ void Daemon::OnAdopt(Session* s, Message& m) {
   (void)Send(s, MsgType::kAdoptReply, m.header.seq, m.header.pid, Bytes(reply), fds);
 }
 
+void Daemon::OnPeerPid(Session* s, Message& m) {
+  const auto* body = m.As<InodeBody>();
+  if (body == nullptr) return ReplyError(s, m, EINVAL, "bad peer-pid");
+  PeerPidBody reply{0};
+  for (const auto& [ino, live] : live_) {
+    if (live.client_end_ino == body->inode) reply.pid = live.server_pid;
+    if (live.server_end_ino == body->inode) reply.pid = live.client_pid;
+    if (reply.pid != 0) break;
+  }
+  (void)Send(s, MsgType::kPeerPidReply, m.header.seq, m.header.pid, Bytes(reply));
+}
+
 void Daemon::OnDisown(Session* s, Message& m) {
   const auto* body = m.As<InodeBody>();
   if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad disown");

@@ -83,6 +83,14 @@ const char* MsgTypeName(MsgType type) {
       return "adopt";
     case MsgType::kAdoptReply:
       return "adopt-reply";
+    case MsgType::kSweep:
+      return "sweep";
+    case MsgType::kSwept:
+      return "swept";
+    case MsgType::kPeerPid:
+      return "peer-pid";
+    case MsgType::kPeerPidReply:
+      return "peer-pid-reply";
     case MsgType::kClaimReply:
       return "claim-reply";
     case MsgType::kStatusReply:

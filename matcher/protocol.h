@@ -55,9 +55,17 @@ enum class MsgType : uint16_t {
   kDisown = 8,
   kHello = 9,
   kAdopt = 10,
+  // A supervisor saw switched ends closed (before a bind() to their port): release the TCP
+  // sockets of closed ends now rather than at the next 2 s sweep. Answered kSwept.
+  kSweep = 11,
+  // Which process holds the other end of the switched end `inode` (InodeBody)? Answered
+  // kPeerPidReply (PeerPidBody, pid 0: unknown), a hint for a /proc look-up.
+  kPeerPid = 12,
   kRegistered = 100,
   kHelloReply = 105,
   kAdoptReply = 106,
+  kSwept = 107,
+  kPeerPidReply = 108,
   kClaimReply = 102,
   kStatusReply = 103,
   kError = 104,
@@ -93,6 +101,9 @@ enum class ClaimResult : uint8_t { kNo = 0, kHere = 1, kPushedToYou = 2 };
 struct AdoptReplyBody {
   uint8_t found;
   uint8_t client;  // the end is the client's (connect) side
+};
+struct PeerPidBody {
+  int32_t pid;
 };
 struct ListenerBody {
   uint64_t inode;

@@ -105,7 +105,9 @@ int Main(int argc, char** argv) {
   tracer::FilterOptions filter_options;
   filter_options.allow_io_uring = o.allow_io_uring;
   filter_options.trap_socket = o.trace || o.stats;
-  filter_options.trap_bind = o.trace || o.stats;
+  // When switching, bind() is trapped too: a port held by the retained TCP socket of a switched
+  // connection the program closed must be free again when TCP would have freed it.
+  filter_options.trap_bind = o.trace || o.stats || o.switching;
   auto program = tracer::BuildFilter(filter_options);
   if (!program) {
     spdlog::warn("cannot build the seccomp filter ({}): running {} unsupervised",

@@ -148,6 +148,7 @@ void SocketCalls::OnBind(PendingCall& c) {
   auto target = OpenTarget(c);
   c.trace().args =
       FdText(c.arg(0)) + ", " + AddrText(target ? &*target : nullptr, c.arg(1), c.arg(2));
+  if (target && env_.switcher != nullptr) ReleaseBeforeBind(c, *target);
   // CONTINUE: bind's permission checks (ports below ip_unprivileged_port_start) are made against
   // the caller's credentials, which must be the target's, not the supervisor's.
 }
@@ -206,6 +207,9 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
   if (!get && static_cast<int>(c.arg(4)) == sizeof(int)) {
     if (auto v = target->ReadInt(c.arg(3))) c.trace().args += ", [" + std::to_string(*v) + "]";
   }
+  if (env_.switcher != nullptr && !get && level == SOL_SOCKET && name == SO_LINGER) {
+    return MirrorLinger(c, *target);  // and CONTINUE
+  }
   if (env_.switcher == nullptr || (level == SOL_SOCKET && !IsIdentityOption(name))) return;
   auto copy = TakeFd(c.tid(), static_cast<int>(c.arg(0)));
   if (!copy || IntSockOpt(copy->Get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return;
@@ -255,8 +259,6 @@ void SocketCalls::OnShutdown(PendingCall& c) {
   if (!target) return;
   auto sock = TakeSocket(c, *target, static_cast<int>(c.arg(0)));
   if (!sock || !sock->switched) return;
-  // TCP's SHUT_RD is local: the peer may keep sending. On AF_UNIX it would also make the peer's
-  // writes fail with EPIPE, so the AF_UNIX read side is left open (docs/differences.md).
   // The retained TCP connection follows, so that TCP_INFO tells FIN_WAIT2 here and CLOSE_WAIT
   // at the peer, as the program would see natively; first, so that the peer's FIN has arrived
   // by the time its program reads the EOF. Not while a relay may still need the connection.
@@ -268,7 +270,21 @@ void SocketCalls::OnShutdown(PendingCall& c) {
     // Mirrored when the daemon reports the pair claimed (a relay does its own half-close).
     sw.deferred_shutdown |= how == SHUT_RD ? 1u : how == SHUT_WR ? 2u : 3u;
   }
-  if (how != SHUT_RD && shutdown(sock->fd.Get(), SHUT_WR) < 0) return (void)c.Fail(errno);
+  bool write_shut = sw.write_shut;
+  sw.write_shut |= how != SHUT_RD;
+  UniqueFd end = std::move(sock->fd);
+  if (how != SHUT_WR && !sw.read_shut) {
+    // TCP's SHUT_RD is local: reads return what has arrived, then 0, and the peer may keep
+    // sending. AF_UNIX's would also fail the peer's writes with EPIPE (unix_shutdown() shuts the
+    // peer's send side), so the program's end is replaced by one we relay (ShutReadSwitched).
+    // If that cannot be done, SHUT_RD is left out, as before (docs/differences.md).
+    if (auto relayed = ShutReadSwitched(c, end.Get(), write_shut)) {
+      end = std::move(*relayed);
+    } else if (c.answered()) {
+      return;  // the target left the call
+    }
+  }
+  if (how != SHUT_RD && shutdown(end.Get(), SHUT_WR) < 0) return (void)c.Fail(errno);
   c.Return(0);
 }
 

@@ -105,6 +105,15 @@ class SocketCalls {
   // connect() on a socket that is already switched: answered as TCP would answer it.
   void ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock);
   void EmulateSockopt(PendingCall& c, int tcp, bool get);
+  // shutdown(SHUT_RD) of the switched end `old_end`: installs a new end over the program's fd and
+  // relays (Switcher::ReadShut); returns our copy of the new end, or nullopt if it could not.
+  // `write_shut`: the program shut the write side before.
+  std::optional<UniqueFd> ShutReadSwitched(PendingCall& c, int old_end, bool write_shut);
+  // setsockopt(SO_LINGER) on a switched socket also applies to the retained TCP socket.
+  void MirrorLinger(PendingCall& c, const tracer::TargetAccess& target);
+  // bind() to a fixed port: the retained TCP sockets of closed switched ends go first
+  // (Switcher::ReleaseClosed).
+  void ReleaseBeforeBind(PendingCall& c, const tracer::TargetAccess& target);
 
   HandlerEnv env_;
   tracer::PidfdCache pidfds_;

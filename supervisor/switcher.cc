@@ -286,6 +286,91 @@ UniqueFd Switcher::Unbook(uint64_t end_ino) {
   return tcp;
 }
 
+void Switcher::ReadShut(uint64_t old_ino, uint64_t new_ino, UniqueFd inner, UniqueFd outer,
+                        std::string unread) {
+  if (auto it = book_.find(old_ino); it != book_.end()) {
+    SwitchedSocket sw = std::move(it->second);
+    book_.erase(it);
+    sw.read_shut = true;
+    book_[new_ino] = std::move(sw);
+  }
+  ++relays_active_;
+  StartReadShutRelay(
+      io_, std::move(inner), std::move(outer), std::move(unread),
+      [this](int end) { (void)ArmReset(end); }, [this] { --relays_active_; });
+}
+
+bool Switcher::ArmReset(int end) {
+  if (!diag_ || IntSockOpt(end, SOL_SOCKET, SO_OOBINLINE) != 0 || fcntl(end, F_GETOWN) != 0) {
+    return false;
+  }
+  auto peer_ino = diag_->UnixPeer(InodeOf(end));
+  if (!peer_ino) return false;
+  char byte = 0;
+  constexpr int kOob = MSG_OOB | MSG_DONTWAIT | MSG_NOSIGNAL;
+  // The peer end may still be ours: not yet accepted (pushed to us), or awaiting the verdict.
+  for (const auto& [key, entry] : inbox_) {
+    if (InodeOf(entry.server_end.Get()) == *peer_ino) {
+      return send(entry.server_end.Get(), &byte, 1, kOob) == 1;
+    }
+  }
+  if (auto it = awaiting_.find(*peer_ino); it != awaiting_.end()) {
+    return send(it->second.server_end.Get(), &byte, 1, kOob) == 1;
+  }
+  // The daemon knows which program has the other end (one round trip, about 100 us), which
+  // spares a scan of every process (milliseconds).
+  pid_t hint = 0;
+  if (active()) {
+    matcher::InodeBody body{InodeOf(end)};
+    auto reply = client_.Call(MsgType::kPeerPid, getpid(), matcher::Bytes(body));
+    if (reply && reply->type() == MsgType::kPeerPidReply) {
+      if (const auto* r = reply->As<matcher::PeerPidBody>()) hint = r->pid;
+    }
+  }
+  auto holder = FindSocketHolder(*peer_ino, hint);
+  if (!holder) return false;  // a relay of ours, or nobody we may look at
+  // The daemon may name the thread that connected or accepted; pidfd_open wants its process.
+  auto tgid = ThreadGroupOf(holder->pid);
+  auto pidfd = PidfdOpen(tgid ? *tgid : holder->pid);
+  if (!pidfd) return false;
+  auto peer = PidfdGetfd(pidfd->Get(), holder->fd);
+  if (!peer || InodeOf(peer->Get()) != *peer_ino) return false;
+  return send(peer->Get(), &byte, 1, kOob) == 1;
+}
+
+void Switcher::ReleaseClosed(uint16_t port) {
+  if (book_.empty() || !diag_) return;
+  std::optional<std::unordered_set<uint64_t>> alive;  // one dump, only when needed
+  bool released = false;
+  for (auto it = book_.begin(); it != book_.end();) {
+    SwitchedSocket& sw = it->second;
+    if (sw.local_port == 0) {
+      auto local = SocketName(sw.tcp.Get(), false);
+      sw.local_port = local ? local->port() : 0;
+    }
+    if (sw.local_port != port) {
+      ++it;
+      continue;
+    }
+    if (!alive) {
+      auto inodes = diag_->UnixInodes();
+      if (!inodes) return;
+      alive = std::move(*inodes);
+    }
+    if (alive->count(it->first)) {
+      ++it;
+      continue;
+    }
+    it = book_.erase(it);
+    released = true;
+  }
+  // The daemon holds copies of both TCP sockets of a live pair: a round trip, so that they are
+  // closed before the program's bind() runs.
+  if (released && active()) {
+    (void)client_.Call(MsgType::kSweep, getpid(), {});
+  }
+}
+
 void Switcher::OnRelease(uint64_t server_end_ino) {
   auto it = awaiting_.find(server_end_ino);
   if (it == awaiting_.end()) return;

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -43,6 +44,12 @@ struct SwitchedSocket {
   // Shutdowns the program made before `confirmed` (bit 1: SHUT_RD, bit 2: SHUT_WR), to mirror on
   // `tcp` once it is.
   unsigned deferred_shutdown = 0;
+  // The program shut the read side: its end is relayed (StartReadShutRelay), done once.
+  bool read_shut = false;
+  bool write_shut = false;  // the program called shutdown(SHUT_WR or SHUT_RDWR)
+  uint16_t local_port = 0;  // of `tcp`, once ReleaseClosed asked (0: not yet)
+  // An out-of-band byte waits in the program's end so that its close resets the peer (ArmReset).
+  bool reset_armed = false;
 };
 
 class Switcher {
@@ -90,6 +97,23 @@ class Switcher {
   // program of another supervisor (SCM_RIGHTS). Only a socketpair end (no name on either side)
   // can be one; answers for inodes the daemon does not know are remembered.
   SwitchedSocket* FindOrAdopt(int end);
+  // shutdown(SHUT_RD): the program's fd now holds `new_end`, whose peer is `inner`; `outer` is the
+  // program's former end (`old_ino`). The booking follows the new end, and a relay gives the
+  // program TCP's read side (StartReadShutRelay) with the bytes that had arrived (`unread`).
+  void ReadShut(uint64_t old_ino, uint64_t new_ino, UniqueFd inner, UniqueFd outer,
+                std::string unread);
+  // SO_LINGER {1, 0} on the switched end `end`: makes its close give the peer ECONNRESET, as
+  // TCP's reset would. AF_UNIX resets the peer only when the closing end has unread data
+  // (unix_release_sock), so one out-of-band byte (Linux 5.15+, CONFIG_AF_UNIX_OOB) is sent into
+  // `end` from the peer's end, taken for a moment from the process that holds it. Ordinary reads
+  // skip an out-of-band byte; it shows as POLLPRI and in SIOCINQ until the close
+  // (docs/differences.md). Not done when `end` has SO_OOBINLINE (the byte would be read as data)
+  // or an owner for SIGURG. Returns whether the byte is in place.
+  bool ArmReset(int end);
+  // Before a bind() to `port`: releases at once the retained TCP sockets bound to it whose
+  // program has closed its end since the last sweep (here and in the daemon), so that a port an
+  // abortive close (SO_LINGER {1, 0}) freed over TCP is free here too.
+  void ReleaseClosed(uint16_t port);
   // Forgets a switched connection (the program got its TCP socket back); returns that socket.
   UniqueFd Unbook(uint64_t end_ino);
   size_t booked() const { return book_.size(); }

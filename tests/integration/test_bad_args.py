@@ -16,13 +16,11 @@ import harness
 
 GROUPS = ("connect", "bind", "accept", "names", "sockopt")
 
-# Differences that a connection switched to AF_UNIX keeps, documented in docs/differences.md:
-# an abortive close (SO_LINGER {1, 0}) of a switched end reaches the peer as EOF, not as a reset.
+# Differences that a connection switched to AF_UNIX keeps, documented in docs/differences.md
+# (none in these groups: an abortive close (SO_LINGER {1, 0}) of a switched end, which used to
+# reach the peer as EOF, resets it as over TCP since issue #9).
 # case name suffix -> (native text, text under switching)
-KNOWN_SWITCH_DIFFERENCES = {
-    "_accept_reset_connection": ("read=-1 ECONNRESET", "read=0 "),
-    "_accept_reset_connection_null_addr": ("read=-1 ECONNRESET", "read=0 "),
-}
+KNOWN_SWITCH_DIFFERENCES = {}
 
 
 def expected_when_switched(native_lines):
