@@ -95,7 +95,7 @@ void ForEachEntry(int dir, F each) {
   }
 }
 
-struct Scan {
+struct FdScan {
   std::string_view want;  // "socket:[INODE]"
   int limit;              // stop counting here
   int budget;             // fds left to look at
@@ -103,7 +103,7 @@ struct Scan {
 };
 
 // Counts the fds of `pid` that name `scan.want`. False if /proc/PID/fd cannot be read.
-bool CountIn(pid_t pid, Scan& scan) {
+bool CountIn(pid_t pid, FdScan& scan) {
   char path[64];
   snprintf(path, sizeof(path), "/proc/%d/fd", pid);
   int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -153,7 +153,7 @@ std::optional<int> SocketFdCount(pid_t pid, uint64_t inode, int limit, int max_f
                                  bool include_pid) {
   char want[48];
   int len = snprintf(want, sizeof(want), "socket:[%llu]", static_cast<unsigned long long>(inode));
-  Scan scan{std::string_view(want, static_cast<size_t>(len)), limit, max_fds};
+  FdScan scan{std::string_view(want, static_cast<size_t>(len)), limit, max_fds};
   if (include_pid && !CountIn(pid, scan)) return std::nullopt;
   std::vector<pid_t> pending;
   AppendChildren(pid, pending);
