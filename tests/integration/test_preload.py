@@ -17,6 +17,7 @@ import re
 import fixture_runs as fr
 import harness
 import switch_support as ss
+import test_switch_emulation as emulation
 
 LIBRARY = os.path.join(harness.BUILD, "preload-fallback", "libslipstream-preload.so")
 CONNECTIONS = 5
@@ -280,6 +281,18 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
             ["sh", "-c", 'printf "%s|%s\\n" "$LD_PRELOAD" "${SLIPSTREAM_COOKIE:-none}"'],
             extra=["--no-preload"]), env=env)
         self.assertEqual(plain.stdout, f"{user_lib}|none\n", plain.stderr)
+
+
+class DynamicEmulation(emulation.Emulation):
+    """test_switch_emulation.py with the dynamically linked probe: with the library loaded, every
+    question about a switched socket still reaches the supervisor and gets TCP's answer, and the
+    native run (no library) gives the same lines."""
+    PROBE = "switch_probe_dyn"
+
+    def assert_switched(self, client, server, **kw):
+        self.assertTrue(maps_library(client["pid"]) and maps_library(server["pid"]),
+                        "the probes must run with libslipstream-preload.so")
+        return super().assert_switched(client, server, **kw)
 
 
 if __name__ == "__main__":
