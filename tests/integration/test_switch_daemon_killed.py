@@ -23,12 +23,13 @@ SMALL = 1 << 16
 
 
 class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
+    PEER = staticmethod(ss.c_peer)  # test_preload.py runs it with the dynamically linked peer
 
     def start_server(self, count):
         port_file = self.path("port")
         self.server_stats = self.path("server.stats")
         server = ss.Gated(self, harness.supervised(
-            ss.c_peer("server", "--port-file", port_file, "--threads", "--count", str(count),
+            self.PEER("server", "--port-file", port_file, "--threads", "--count", str(count),
                       "--mode", "echo", "--log"), stats=True, extra=["-o", self.server_stats]))
         fr.read_port(port_file)
         return server, port_file
@@ -36,7 +37,7 @@ class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
     def start_client(self, port_file, name, *args):
         stats = self.path(f"{name}.stats")
         client = ss.Gated(self, harness.supervised(ss.after_gate(
-            ss.c_peer("client", "--port-file", port_file, "--mode", "echo", *args)),
+            self.PEER("client", "--port-file", port_file, "--mode", "echo", *args)),
             stats=True, extra=["-o", stats]))
         client.start_program()
         return client, stats
