@@ -72,11 +72,14 @@ std::vector<std::string> PreloadEnvironment(char** environ, const PreloadEnv& p)
       continue;
     }
     if (HasName(*e, "LD_PRELOAD")) {
+      // The user's libraries come first: one that interposes connect (torsocks, proxychains)
+      // must see the program's calls, and reaches ours as its "next" connect. Ours first would
+      // serve the call in-process and the user's library would never see it.
       std::string user = *e + strlen("LD_PRELOAD=");
       if (Lists(user, p.library)) {
         preload = user;
       } else if (!user.empty()) {
-        preload += ":" + user;
+        preload = user + ":" + p.library;
       }
       continue;
     }

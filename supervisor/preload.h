@@ -27,7 +27,8 @@ struct PreloadEnv {
   std::string stats;  // empty: no counters
 };
 
-// `environ` with `library` first in LD_PRELOAD (a user's LD_PRELOAD stays, after it) and the
+// `environ` with `library` last in LD_PRELOAD (after a user's libraries, which may interpose the
+// same calls and must see them first) and the
 // variables the library reads; any of them already there (a nested run) is replaced.
 std::vector<std::string> PreloadEnvironment(char** environ, const PreloadEnv& p);
 

@@ -36,9 +36,9 @@ TEST(PreloadEnvironmentTest, LibraryFirstCookieAndTable) {
                           "SLIPSTREAM_LISTENER_TABLE=/run/user/1/slipstream/listeners.table"));
 }
 
-TEST(PreloadEnvironmentTest, KeepsTheUsersPreloadAfterTheLibrary) {
+TEST(PreloadEnvironmentTest, KeepsTheUsersPreloadBeforeTheLibrary) {
   auto env = Build({"LD_PRELOAD=/a.so /b.so"}, Sample());
-  EXPECT_THAT(env, Contains("LD_PRELOAD=/opt/lib/libslipstream-preload.so:/a.so /b.so"));
+  EXPECT_THAT(env, Contains("LD_PRELOAD=/a.so /b.so:/opt/lib/libslipstream-preload.so"));
 }
 
 TEST(PreloadEnvironmentTest, NestedRunListsTheLibraryOnceAndReplacesTheVariables) {

@@ -261,18 +261,25 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
 
     # ---- The environment ------------------------------------------------------------------------
 
-    def test_users_ld_preload_is_kept_after_the_library(self):
-        user = harness.run(["sh", "-c", "ldconfig -p | grep -m1 'libm.so.6 (libc6,x86-64)'"]).stdout
-        user_lib = user.strip().split(" => ")[-1] if user.strip() else None
-        if not user_lib or not os.path.exists(user_lib):
-            self.skipTest("no libm.so.6 to preload")
-        env = dict(os.environ, LD_PRELOAD=user_lib)
+    def build_interposer(self):
+        """A user's LD_PRELOAD library that interposes connect(), as torsocks does: it writes one
+        line per call to the file in $INTERPOSER_LOG and calls the next connect."""
+        src, lib = self.path("interposer.c"), self.path("libinterposer.so")
+        with open(src, "w") as f:
+            f.write(INTERPOSER_C)
+        built = harness.run(["gcc", "-O2", "-shared", "-fPIC", "-o", lib, src, "-ldl"])
+        self.assertEqual(built.returncode, 0, built.stderr)
+        return lib
+
+    def test_users_ld_preload_comes_first_and_still_sees_connect(self):
+        user_lib, log = self.build_interposer(), self.path("interposer.log")
+        env = dict(os.environ, LD_PRELOAD=user_lib, INTERPOSER_LOG=log)
         show = ["sh", "-c", 'printf "%s\\n" "$LD_PRELOAD"; grep -c libslipstream-preload '
                             '/proc/self/maps']
         got = harness.run(harness.supervised(show), env=env)
         self.assertEqual(got.returncode, 0, got.stderr)
         lines = got.stdout.splitlines()
-        self.assertEqual(lines[0], os.path.realpath(LIBRARY) + ":" + user_lib)
+        self.assertEqual(lines[0], user_lib + ":" + os.path.realpath(LIBRARY))
         self.assertNotEqual(lines[1], "0", "grep itself runs with the library")
         # Nested: the library is not listed twice.
         nested = harness.run(harness.supervised(harness.supervised(show)), env=env)
@@ -283,6 +290,51 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
             extra=["--no-preload"]), env=env)
         self.assertEqual(plain.stdout, f"{user_lib}|none\n", plain.stderr)
 
+        # The user's interposer sees every connect, and ours still serves them in-process.
+        port_file, stats = self.path("port"), self.path("client.stats")
+        server = self.start([dyn("tcp_server"), "--port-file", port_file, "--mode", "sink",
+                             "--count", str(CONNECTIONS)])
+        port = fr.read_port(port_file)
+        client = harness.run(harness.supervised(
+            [dyn("tcp_client"), "--port", str(port), "--mode", "sink", "--bytes", "1000",
+             "--conns", str(CONNECTIONS)], stats=True, extra=["-o", stats]), env=env)
+        self.assertEqual(client.returncode, 0, client.stderr)
+        self.assertEqual(server.wait(30)[0], 0)
+        with open(log) as f:
+            self.assertEqual(f.read().splitlines(), [f"connect {port}"] * CONNECTIONS)
+        counts = read_counts(stats)
+        self.assertEqual(counts["in_process"].get("connect"), CONNECTIONS, counts)
+        self.assertNotIn("connect", counts["trapped"], counts)
+
+
+INTERPOSER_C = r"""
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len) {
+  int (*next)(int, __CONST_SOCKADDR_ARG, socklen_t) = dlsym(RTLD_NEXT, "connect");
+  const char* log = getenv("INTERPOSER_LOG");
+  const struct sockaddr_in* in = (const struct sockaddr_in*)addr.__sockaddr_in__;
+  if (log && in->sin_family == AF_INET) {
+    char line[32];
+    int n = snprintf(line, sizeof(line), "connect %d\n", ntohs(in->sin_port));
+    int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (out >= 0) {
+      (void)!write(out, line, n);
+      close(out);
+    }
+  }
+  return next(fd, addr, len);
+}
+"""
 
 class DynamicEmulation(emulation.Emulation):
     """test_switch_emulation.py with the dynamically linked probe: with the library loaded, every
