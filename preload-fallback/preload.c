@@ -27,6 +27,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "preload_abi.h"
@@ -154,6 +155,40 @@ static void Count(int call, int in_process) {
   __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
 }
 
+/* --trace: one record per call served in-process. Async-signal-safe: an atomic claim of a slot,
+ * clock_gettime (vDSO) and gettid; errno is left as the call set it. */
+static void Record(int call, long result, int fd, long a0, long a1, long a2,
+                   const struct sockaddr_in6* addr, socklen_t addr_len) {
+  struct slipstream_preload_stats* st = g.stats;
+  if (st == NULL || !__atomic_load_n(&st->trace, __ATOMIC_RELAXED)) return;
+  int saved = errno;
+  uint64_t n = __atomic_fetch_add(&st->trace_next, 1, __ATOMIC_RELAXED);
+  if (n < SLIPSTREAM_TRACE_SLOTS) {
+    struct slipstream_trace_record* r = &st->trace_ring[n];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r->time_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    r->tid = (int32_t)syscall(SYS_gettid);
+    r->call = call;
+    r->fd = fd;
+    r->err = result < 0 ? saved : 0;
+    r->result = result;
+    r->args[0] = a0;
+    r->args[1] = a1;
+    r->args[2] = a2;
+    r->addr_len = 0;
+    if (addr != NULL) {
+      size_t len = addr_len < sizeof(r->addr) ? addr_len : sizeof(r->addr);
+      memcpy(r->addr, addr, len);
+      r->addr_len = (uint32_t)len;
+    }
+    __atomic_store_n(&r->seq, n + 1, __ATOMIC_RELEASE);
+  }
+  errno = saved;
+}
+
+static int Tracing(void) { return g.stats != NULL && __atomic_load_n(&g.stats->trace, __ATOMIC_RELAXED); }
+
 /* A system call whose argument registers are zeroed before this returns. The cookie must not
  * outlive the call in a register: the kernel leaves argument registers unchanged, so a later
  * system call that does not set that register (libc's 3-argument connect or accept leaves r10
@@ -271,10 +306,12 @@ static int CopyAddress(const struct sockaddr* addr, socklen_t len, struct sockad
 
 /* Whether a connect to `dest` may run here: the port has no supervised listener (the daemon's
  * table) and the socket is not a switched one. Any doubt leaves it to the supervisor. */
-static int ConnectInProcess(int fd, const struct sockaddr* addr, socklen_t len, int* tcp) {
+static int ConnectInProcess(int fd, const struct sockaddr* addr, socklen_t len, int* tcp,
+                            struct sockaddr_in6* copy) {
   struct sockaddr_in6 dest;
   *tcp = 0;
   if (!CopyAddress(addr, len, &dest)) return 0;
+  *copy = dest;
   if (dest.sin6_family == AF_INET || dest.sin6_family == AF_INET6) {
     if (len < sizeof(struct sockaddr_in)) return 0;
     if (g.switching) {
@@ -296,56 +333,77 @@ EXPORT int socket(int domain, int type, int protocol) {
   if (!g.enabled) return g.socket ? g.socket(domain, type, protocol) : PLAIN(SYS_socket, domain, type, protocol);
   /* The supervisor only ever answers socket() CONTINUE (it is trapped for --trace/--stats). */
   Count(SLIPSTREAM_CALL_SOCKET, 1);
-  return (int)Bypass(SLIPSTREAM_CALL_SOCKET, SYS_socket, domain, type, protocol, 0, 0);
+  long r = Bypass(SLIPSTREAM_CALL_SOCKET, SYS_socket, domain, type, protocol, 0, 0);
+  Record(SLIPSTREAM_CALL_SOCKET, r, -1, domain, type, protocol, NULL, 0);
+  return (int)r;
 }
 
 EXPORT int connect(int fd, const struct sockaddr* addr, socklen_t len) {
   int tcp = 0;
-  if (g.enabled && ConnectInProcess(fd, addr, len, &tcp)) {
+  struct sockaddr_in6 dest;
+  if (g.enabled && ConnectInProcess(fd, addr, len, &tcp, &dest)) {
     Count(SLIPSTREAM_CALL_CONNECT, 1);
     if (tcp && g.stats != NULL) __atomic_fetch_add(&g.stats->tcp_connects, 1, __ATOMIC_RELAXED);
-    return (int)Bypass(SLIPSTREAM_CALL_CONNECT, SYS_connect, fd, (long)addr, len, 0, 0);
+    long r = Bypass(SLIPSTREAM_CALL_CONNECT, SYS_connect, fd, (long)addr, len, 0, 0);
+    Record(SLIPSTREAM_CALL_CONNECT, r, fd, 0, 0, 0, &dest, len);
+    return (int)r;
   }
   if (g.enabled) Count(SLIPSTREAM_CALL_CONNECT, 0);
   return g.connect ? g.connect(fd, addr, len) : PLAIN(SYS_connect, fd, addr, len);
 }
 
-/* The fd-only calls: in-process unless the socket may be a switched one. */
-#define FD_CALL(call, nr, real, fd, a1, a2, a3, a4, ...)                            \
-  do {                                                                              \
-    if (g.enabled) {                                                                \
-      int here = !MaySwitched(fd);                                                  \
-      Count(call, here);                                                            \
-      if (here) return (int)Bypass(call, nr, fd, (long)(a1), (long)(a2), (long)(a3), \
-                                   (long)(a4));                                     \
-    }                                                                               \
-    return real ? real(fd, __VA_ARGS__) : PLAIN(nr, fd, __VA_ARGS__);               \
+/* The fd-only calls: in-process unless the socket may be a switched one. `t0`, `t1` are what
+ * --trace shows besides the fd (level and name, how), `taddr` an address to show. */
+static long FdCallInProcess(int call, long nr, int fd, long a1, long a2, long a3, long a4, long t0,
+                            long t1, const struct sockaddr* taddr, socklen_t taddr_len) {
+  long r = Bypass(call, nr, fd, a1, a2, a3, a4);
+  if (Tracing()) {
+    struct sockaddr_in6 copy;
+    int have = taddr != NULL && CopyAddress(taddr, taddr_len, &copy);
+    Record(call, r, fd, t0, t1, 0, have ? &copy : NULL, have ? taddr_len : 0);
+  }
+  return r;
+}
+
+#define FD_CALL(call, nr, real, fd, a1, a2, a3, a4, t0, t1, taddr, taddr_len, ...)          \
+  do {                                                                                    \
+    if (g.enabled) {                                                                      \
+      int here = !MaySwitched(fd);                                                        \
+      Count(call, here);                                                                  \
+      if (here) {                                                                         \
+        return (int)FdCallInProcess(call, nr, fd, (long)(a1), (long)(a2), (long)(a3),     \
+                                    (long)(a4), (long)(t0), (long)(t1), taddr, taddr_len); \
+      }                                                                                   \
+    }                                                                                     \
+    return real ? real(fd, __VA_ARGS__) : PLAIN(nr, fd, __VA_ARGS__);                     \
   } while (0)
 
 EXPORT int bind(int fd, const struct sockaddr* addr, socklen_t len) {
-  FD_CALL(SLIPSTREAM_CALL_BIND, SYS_bind, g.bind, fd, addr, len, 0, 0, addr, len);
+  FD_CALL(SLIPSTREAM_CALL_BIND, SYS_bind, g.bind, fd, addr, len, 0, 0, 0, 0, addr, len, addr,
+          len);
 }
 
 EXPORT int getsockname(int fd, struct sockaddr* addr, socklen_t* len) {
-  FD_CALL(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, g.getsockname, fd, addr, len, 0, 0, addr,
-          len);
+  FD_CALL(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, g.getsockname, fd, addr, len, 0, 0, 0, 0,
+          NULL, 0, addr, len);
 }
 
 EXPORT int getpeername(int fd, struct sockaddr* addr, socklen_t* len) {
-  FD_CALL(SLIPSTREAM_CALL_GETPEERNAME, SYS_getpeername, g.getpeername, fd, addr, len, 0, 0, addr,
-          len);
+  FD_CALL(SLIPSTREAM_CALL_GETPEERNAME, SYS_getpeername, g.getpeername, fd, addr, len, 0, 0, 0, 0,
+          NULL, 0, addr, len);
 }
 
 EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) {
   FD_CALL(SLIPSTREAM_CALL_GETSOCKOPT, SYS_getsockopt, g.getsockopt, fd, level, name, value, len,
-          level, name, value, len);
+          level, name, NULL, 0, level, name, value, len);
 }
 
 EXPORT int setsockopt(int fd, int level, int name, const void* value, socklen_t len) {
   FD_CALL(SLIPSTREAM_CALL_SETSOCKOPT, SYS_setsockopt, g.setsockopt, fd, level, name, value, len,
-          level, name, value, len);
+          level, name, NULL, 0, level, name, value, len);
 }
 
 EXPORT int shutdown(int fd, int how) {
-  FD_CALL(SLIPSTREAM_CALL_SHUTDOWN, SYS_shutdown, g.shutdown, fd, how, 0, 0, 0, how);
+  FD_CALL(SLIPSTREAM_CALL_SHUTDOWN, SYS_shutdown, g.shutdown, fd, how, 0, 0, 0, how, 0, NULL, 0,
+          how);
 }

@@ -77,13 +77,33 @@ static inline int slipstream_port_supervised(const struct slipstream_listener_ta
   return (int)((word >> (port % 64)) & 1);
 }
 
-/* The run's counters, created by slipstream-trace for --stats and read at exit. */
-#define SLIPSTREAM_STATS_MAGIC 0x3154535453535353ULL
+/* One call served in-process, for --trace: written by the library, printed by slipstream-trace at
+ * exit. */
+struct slipstream_trace_record {
+  uint64_t seq;    /* 1 + the record's number once complete; 0 while it is written */
+  int64_t time_ns; /* CLOCK_REALTIME */
+  int32_t tid;
+  int32_t call;
+  int32_t fd; /* -1 for socket() */
+  int32_t err; /* errno, 0 on success */
+  int64_t result;
+  int64_t args[3];   /* socket: domain, type, protocol; sockopts: level, name; shutdown: how */
+  uint32_t addr_len; /* connect, bind: the address (0 if not readable) */
+  uint8_t addr[28];
+};
+#define SLIPSTREAM_TRACE_SLOTS 4096
+
+/* The run's counters, created by slipstream-trace for --stats and --trace, read at exit. */
+#define SLIPSTREAM_STATS_MAGIC 0x3254535453535353ULL
 struct slipstream_preload_stats {
   uint64_t magic;
   uint64_t in_process[16];    /* served in the program with the cookie (no notification) */
   uint64_t to_supervisor[16]; /* interposed, but left to the supervisor (trapped) */
   uint64_t tcp_connects;      /* connects to an IP address made in-process: left on TCP */
+  uint32_t trace;             /* --trace: record each call served in-process */
+  uint32_t reserved;
+  uint64_t trace_next; /* records claimed so far; the ring keeps the first SLIPSTREAM_TRACE_SLOTS */
+  struct slipstream_trace_record trace_ring[SLIPSTREAM_TRACE_SLOTS];
 };
 
 #endif /* SLIPSTREAM_PRELOAD_FALLBACK_PRELOAD_ABI_H_ */

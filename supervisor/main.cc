@@ -106,6 +106,7 @@ Hybrid SetUpHybrid(const Options& o, const tracer::KernelFeatures& features) {
     if (o.stats || o.trace) {
       auto counters = PreloadCounters::Create(*dir);
       if (counters) {
+        if (o.trace) counters->EnableTrace();
         p.stats = counters->path();
         h.counters.emplace(std::move(*counters));
       }
@@ -210,9 +211,10 @@ int Main(int argc, char** argv) {
     std::string text = session.stats().Format();
     fwrite(text.data(), 1, text.size(), out);
   }
-  // Calls served in-process have no --trace line of their own: their count says which path ran.
+  // Calls served in-process: their --trace lines ("preload: ...", recorded by the library) and
+  // their counts.
   if ((o.stats || o.trace) && hybrid.counters) {
-    std::string text = hybrid.counters->Format();
+    std::string text = (o.trace ? hybrid.counters->TraceLines() : "") + hybrid.counters->Format();
     fwrite(text.data(), 1, text.size(), out);
   }
   hybrid.counters.reset();  // ExitLike does not unwind

@@ -10,7 +10,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/sockaddr.h"
 #include "base/unique_fd.h"
+#include "supervisor/trace_log.h"
 #include "tracer/calls.h"
 
 namespace slipstream::supervisor {
@@ -43,6 +45,28 @@ std::string FindPreloadLibrary() {
 }
 
 namespace {
+
+std::string ArgsText(const slipstream_trace_record& r) {
+  auto call = static_cast<tracer::Call>(r.call);
+  int a0 = static_cast<int>(r.args[0]), a1 = static_cast<int>(r.args[1]);
+  std::string fd = std::to_string(r.fd);
+  switch (call) {
+    case tracer::Call::kSocket:
+      return std::string(FamilyName(a0)) + ", " + SocketTypeText(a1) + ", " +
+             std::to_string(r.args[2]);
+    case tracer::Call::kConnect:
+    case tracer::Call::kBind:
+      return fd + ", " +
+             (r.addr_len > 0 ? SockAddr(r.addr, r.addr_len).ToString() : std::string("?"));
+    case tracer::Call::kGetsockopt:
+    case tracer::Call::kSetsockopt:
+      return fd + ", " + SockoptText(a0, a1);
+    case tracer::Call::kShutdown:
+      return fd + ", " + ShutdownHowText(a0);
+    default:
+      return fd;
+  }
+}
 
 bool HasName(const char* entry, const char* name) {
   size_t n = strlen(name);
@@ -123,6 +147,39 @@ PreloadCounters::~PreloadCounters() {
   if (stats_ == nullptr) return;
   munmap(stats_, sizeof(*stats_));
   unlink(path_.c_str());
+}
+
+std::string PreloadCounters::TraceLines() const {
+  std::string out;
+  uint64_t claimed = __atomic_load_n(&stats_->trace_next, __ATOMIC_ACQUIRE);
+  uint64_t kept = claimed < SLIPSTREAM_TRACE_SLOTS ? claimed : SLIPSTREAM_TRACE_SLOTS;
+  for (uint64_t i = 0; i < kept; ++i) {
+    const slipstream_trace_record& r = stats_->trace_ring[i];
+    // A record still being written belonged to a process that died in the middle of it.
+    if (__atomic_load_n(&r.seq, __ATOMIC_ACQUIRE) != i + 1) continue;
+    if (r.call < 0 || r.call >= tracer::kCallCount) continue;
+    TraceRecord t;
+    t.when = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::nanoseconds(r.time_ns)));
+    t.call = static_cast<tracer::Call>(r.call);
+    t.tid = r.tid;
+    t.args = ArgsText(r);
+    if (r.result < 0) {
+      t.outcome = TraceRecord::Outcome::kError;
+      t.err = r.err;
+    } else {
+      t.outcome = TraceRecord::Outcome::kValue;
+      t.value = r.result;
+    }
+    t.note = "(in-process)";
+    out += "preload: " + TraceLog::Format(t) + "\n";
+  }
+  if (claimed > kept) {
+    out += "preload: " + std::to_string(claimed - kept) +
+           " later calls served in-process are not listed (only counted)\n";
+  }
+  return out;
 }
 
 std::string PreloadCounters::Format() const {

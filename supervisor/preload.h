@@ -42,6 +42,11 @@ class PreloadCounters {
   ~PreloadCounters();
 
   const std::string& path() const { return path_; }
+  // --trace: the library records each call it serves in-process.
+  void EnableTrace() { __atomic_store_n(&stats_->trace, 1u, __ATOMIC_RELEASE); }
+  // Those records as --trace lines, each starting with "preload: " (they are not in the
+  // supervisor's own order), and a line for records the ring had no room for.
+  std::string TraceLines() const;
   // "slipstream-trace: served in-process by ...: ..." lines for --stats/--trace.
   std::string Format() const;
 

@@ -137,6 +137,35 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(counts["to_supervisor"], {}, counts)
         self.assertEqual(counts["tcp_in_process"], CONNECTIONS, counts)
 
+    def test_trace_lists_calls_served_in_process(self):
+        port_file, trace = self.path("port"), self.path("client.trace")
+        server = self.start([dyn("tcp_server"), "--port-file", port_file, "--mode", "sink",
+                             "--count", "1"])
+        port = fr.read_port(port_file)
+        client = ss.Gated(self, harness.supervised(ss.after_gate(
+            [dyn("tcp_client"), "--port", str(port), "--mode", "sink", "--bytes", "1000"]),
+            trace_file=trace))
+        client.start_program()
+        code, _, err = client.finish()
+        self.assertEqual(code, 0, err)
+        self.assertEqual(server.wait(30)[0], 0)
+        with open(trace) as f:
+            text = f.read()
+        # No notification, so no line of the supervisor's own for the client's calls...
+        self.assertEqual(harness.read_trace(trace), [], text)
+        # ...but one "preload:" line per call, in the trace format, marked (in-process).
+        lines = [l[len("preload: "):] for l in text.splitlines() if l.startswith("preload: ")]
+        records = [harness.TRACE_LINE.match(l) for l in lines]
+        self.assertTrue(all(records), lines)
+        calls = [(r["call"], r["note"]) for r in records]
+        self.assertEqual([c for c, _ in calls],
+                         ["socket", "connect", "getpeername", "getsockname", "shutdown"], lines)
+        self.assertTrue(all(note == "(in-process)" for _, note in calls), lines)
+        connect = records[1]
+        self.assertTrue(connect["args"].endswith(f", 127.0.0.1:{port}"), lines)
+        self.assertEqual(connect["result"], "0", lines)
+        self.assertEqual(int(connect["tid"]), int(records[0]["tid"]))
+
     def test_no_preload_traps_every_call_again(self):
         counts = self.run_tcp_clients(extra=["--no-preload"])
         want = {c: CONNECTIONS for c in ("socket", "connect", "getpeername", "getsockname",
