@@ -52,8 +52,8 @@ typedef int (*shutdown_fn)(int, int);
 static struct {
   int enabled; /* a cookie was given */
   uint64_t cookie;
-  int switching;                /* a listener table path was given */
-  char table_path[4096];        /* to map the table once the daemon created it */
+  int switching;                          /* a listener table path was given */
+  char table_path[4096];                  /* to map the table once the daemon created it */
   struct slipstream_preload_stats* stats; /* NULL without --stats */
   socket_fn socket;
   connect_fn connect;
@@ -187,7 +187,9 @@ static void Record(int call, long result, int fd, long a0, long a1, long a2,
   errno = saved;
 }
 
-static int Tracing(void) { return g.stats != NULL && __atomic_load_n(&g.stats->trace, __ATOMIC_RELAXED); }
+static int Tracing(void) {
+  return g.stats != NULL && __atomic_load_n(&g.stats->trace, __ATOMIC_RELAXED);
+}
 
 /* A system call whose argument registers are zeroed before this returns. The cookie must not
  * outlive the call in a register: the kernel leaves argument registers unchanged, so a later
@@ -270,7 +272,8 @@ static int MaySwitchedUnsaved(int fd) {
   if (domain != AF_UNIX) return 0;
   struct sockaddr_un name;
   len = sizeof(name);
-  if (Bypass(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, fd, (long)&name, (long)&len, 0, 0) != 0) {
+  if (Bypass(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, fd, (long)&name, (long)&len, 0, 0) !=
+      0) {
     return 1; /* cannot tell */
   }
   if (len > offsetof(struct sockaddr_un, sun_path)) return 0; /* named */
@@ -330,7 +333,8 @@ static int ConnectInProcess(int fd, const struct sockaddr* addr, socklen_t len, 
 /* ---- The interposed calls -------------------------------------------------------------------- */
 
 EXPORT int socket(int domain, int type, int protocol) {
-  if (!g.enabled) return g.socket ? g.socket(domain, type, protocol) : PLAIN(SYS_socket, domain, type, protocol);
+  if (!g.enabled)
+    return g.socket ? g.socket(domain, type, protocol) : PLAIN(SYS_socket, domain, type, protocol);
   /* The supervisor only ever answers socket() CONTINUE (it is trapped for --trace/--stats). */
   Count(SLIPSTREAM_CALL_SOCKET, 1);
   long r = Bypass(SLIPSTREAM_CALL_SOCKET, SYS_socket, domain, type, protocol, 0, 0);
@@ -365,22 +369,21 @@ static long FdCallInProcess(int call, long nr, int fd, long a1, long a2, long a3
   return r;
 }
 
-#define FD_CALL(call, nr, real, fd, a1, a2, a3, a4, t0, t1, taddr, taddr_len, ...)          \
-  do {                                                                                    \
-    if (g.enabled) {                                                                      \
-      int here = !MaySwitched(fd);                                                        \
-      Count(call, here);                                                                  \
-      if (here) {                                                                         \
-        return (int)FdCallInProcess(call, nr, fd, (long)(a1), (long)(a2), (long)(a3),     \
-                                    (long)(a4), (long)(t0), (long)(t1), taddr, taddr_len); \
-      }                                                                                   \
-    }                                                                                     \
-    return real ? real(fd, __VA_ARGS__) : PLAIN(nr, fd, __VA_ARGS__);                     \
+#define FD_CALL(call, nr, real, fd, a1, a2, a3, a4, t0, t1, taddr, taddr_len, ...)                \
+  do {                                                                                            \
+    if (g.enabled) {                                                                              \
+      int here = !MaySwitched(fd);                                                                \
+      Count(call, here);                                                                          \
+      if (here) {                                                                                 \
+        return (int)FdCallInProcess(call, nr, fd, (long)(a1), (long)(a2), (long)(a3), (long)(a4), \
+                                    (long)(t0), (long)(t1), taddr, taddr_len);                    \
+      }                                                                                           \
+    }                                                                                             \
+    return real ? real(fd, __VA_ARGS__) : PLAIN(nr, fd, __VA_ARGS__);                             \
   } while (0)
 
 EXPORT int bind(int fd, const struct sockaddr* addr, socklen_t len) {
-  FD_CALL(SLIPSTREAM_CALL_BIND, SYS_bind, g.bind, fd, addr, len, 0, 0, 0, 0, addr, len, addr,
-          len);
+  FD_CALL(SLIPSTREAM_CALL_BIND, SYS_bind, g.bind, fd, addr, len, 0, 0, 0, 0, addr, len, addr, len);
 }
 
 EXPORT int getsockname(int fd, struct sockaddr* addr, socklen_t* len) {

@@ -11,8 +11,8 @@
 
 /* The run's cookie, 16 hex digits. Without it the library passes every call on unchanged. */
 #define SLIPSTREAM_ENV_COOKIE "SLIPSTREAM_COOKIE"
-/* Path of the daemon's table of supervised listener ports. Unset: nothing is switched (--no-switch),
- * so every connect may run in-process. */
+/* Path of the daemon's table of supervised listener ports. Unset: nothing is switched
+ * (--no-switch), so every connect may run in-process. */
 #define SLIPSTREAM_ENV_TABLE "SLIPSTREAM_LISTENER_TABLE"
 /* Path of the run's counters (only with --stats). */
 #define SLIPSTREAM_ENV_STATS "SLIPSTREAM_PRELOAD_STATS"
@@ -84,7 +84,7 @@ struct slipstream_trace_record {
   int64_t time_ns; /* CLOCK_REALTIME */
   int32_t tid;
   int32_t call;
-  int32_t fd; /* -1 for socket() */
+  int32_t fd;  /* -1 for socket() */
   int32_t err; /* errno, 0 on success */
   int64_t result;
   int64_t args[3];   /* socket: domain, type, protocol; sockopts: level, name; shutdown: how */
