@@ -288,6 +288,30 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(counts["trapped"].get("connect"), 1, counts)
         self.assertEqual(ss.read_stats(stats)["tcp"], 1)
 
+    def test_no_switch_serves_connects_to_a_supervised_port_in_process(self):
+        """--no-switch: the supervisor would let every connect through, so the library gets no
+        table and serves them all, even to a port a supervised program listens on."""
+        port_file = self.path("port")
+        server = ss.Gated(self, harness.supervised(
+            dyn_peer("server", "--port-file", port_file, "--mode", "echo", "--bytes", "1000",
+                     "--hold")))
+        port = fr.read_port(port_file)
+        fr.wait_until(lambda: any(l["address"].endswith(f":{port}")
+                                  for l in ss.daemon_status().get("listeners", [])),
+                      20, "the server's listener registered")
+        stats = self.path("client.stats")
+        client = ss.Gated(self, harness.supervised(
+            dyn_peer("client", "--port", str(port), "--mode", "echo", "--bytes", "1000",
+                     "--hold"), stats=True, extra=["-o", stats, "--no-switch"]))
+        c = client.ready()
+        server.ready()
+        self.assertNotIn("SLIPSTREAM_LISTENER_TABLE", environ_of(c["pid"]))
+        self.assert_on_tcp(c)
+        self.finish(client, server)
+        counts = read_counts(stats)
+        self.assertEqual(counts["trapped"], {}, counts)
+        self.assertEqual(counts["in_process"].get("connect"), 1, counts)
+
     # ---- The environment ------------------------------------------------------------------------
 
     def build_interposer(self):
