@@ -13,6 +13,10 @@
  * Rules for this file: no allocation, no locks, no stdio, only async-signal-safe calls after
  * initialisation; state is written once in the constructor, counters are atomic. read/write and
  * the rest of the data path are never interposed. */
+/* POSIX and BSD interfaces (syscall, O_CLOEXEC), but not _GNU_SOURCE: with it glibc declares the
+ * sockaddr arguments as transparent unions, which these definitions must not be. */
+#define _DEFAULT_SOURCE
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
