@@ -162,6 +162,7 @@ int Main(int argc, char** argv) {
   if (!program) {
     spdlog::warn("cannot build the seccomp filter ({}): running {} unsupervised",
                  program.error().ToString(), o.command[0]);
+    hybrid.counters.reset();  // removes the counters file: exec does not unwind
     ExecUnsupervised(o);
   }
   bool killable = o.wait_killable && features.wait_killable;
