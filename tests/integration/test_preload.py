@@ -194,17 +194,20 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
 
     # ---- What the supervisor must still see -----------------------------------------------------
 
-    def switched_pair(self, client_cmd, server_stats, client_stats):
-        """A supervised switch_peer_dyn server (echo) and `client_cmd`(port) supervised; asserts the
-        kernel's evidence of the switch and the echo; returns the ready lines."""
+    def switched_pair(self, client_cmd, server_stats, client_stats, server_peer=dyn_peer,
+                      while_held=lambda c, s: None):
+        """A supervised `server_peer` server (echo; switch_peer_dyn by default) and
+        `client_cmd`(port) supervised; asserts the kernel's evidence of the switch and the echo;
+        returns the ready lines."""
         port_file = self.path("port")
         server = ss.Gated(self, harness.supervised(
-            dyn_peer("server", "--port-file", port_file, "--mode", "echo", "--bytes",
-                     str(ECHO_BYTES), "--hold"), stats=True, extra=["-o", server_stats]))
+            server_peer("server", "--port-file", port_file, "--mode", "echo", "--bytes",
+                        str(ECHO_BYTES), "--hold"), stats=True, extra=["-o", server_stats]))
         port = fr.read_port(port_file)
         client = self.supervised_client(client_cmd(port), client_stats)
         c, s = client.ready(), server.ready()
         self.assert_switched(c, s)
+        while_held(c, s)
         (_, c_out, _), (_, s_out, _) = self.finish(client, server)
         n = ECHO_BYTES
         self.assertEqual(ss.program_lines(c_out),
@@ -237,6 +240,31 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
         # The listening socket's own calls ran in-process; listen and accept were trapped.
         self.assertEqual(server["trapped"].get("listen"), 1, server)
         self.assertGreaterEqual(server["in_process"].get("bind", 0), 1, server)
+
+    def test_preloaded_client_with_a_static_server(self):
+        server_stats, client_stats = self.path("server.stats"), self.path("client.stats")
+        def libraries(c, s):
+            self.assertTrue(maps_library(c["pid"]))
+            self.assertFalse(maps_library(s["pid"]), "a static server has no library")
+        self.switched_pair(self.echo_client(), server_stats, client_stats, server_peer=ss.c_peer,
+                           while_held=libraries)
+        client, server = read_counts(client_stats), read_counts(server_stats)
+        self.assertEqual(client["to_supervisor"].get("connect"), 1, client)
+        self.assertFalse(server["in_process"], "nothing served in the static server")
+
+    def test_static_client_with_a_preloaded_server(self):
+        server_stats, client_stats = self.path("server.stats"), self.path("client.stats")
+        static_client = lambda port: ss.c_peer("client", "--port", str(port), "--mode", "echo",
+                                               "--bytes", str(ECHO_BYTES), "--hold")
+        def libraries(c, s):
+            self.assertFalse(maps_library(c["pid"]))
+            self.assertTrue(maps_library(s["pid"]))
+        self.switched_pair(static_client, server_stats, client_stats, while_held=libraries)
+        client, server = read_counts(client_stats), read_counts(server_stats)
+        self.assertEqual(client["trapped"].get("connect"), 1, client)
+        self.assertFalse(client["in_process"], client)
+        self.assertEqual(server["trapped"].get("accept4", 0) + server["trapped"].get("accept", 0),
+                         1, server)
 
     def test_env_i_child_switches_through_the_supervisor(self):
         server_stats, client_stats = self.path("server.stats"), self.path("client.stats")
