@@ -266,6 +266,30 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(server["trapped"].get("accept4", 0) + server["trapped"].get("accept", 0),
                          1, server)
 
+    def test_parallel_threads_switch_every_connection(self):
+        """Threads of a preloaded client connecting at once to a preloaded threaded server: each
+        connection switched, every byte checked, and the unsupervised-port decisions of one thread
+        never leak into another (the cookie never stays in a register)."""
+        count, port_file = 40, self.path("port")
+        server_stats, client_stats = self.path("server.stats"), self.path("client.stats")
+        server = ss.Gated(self, harness.supervised(
+            dyn_peer("server", "--port-file", port_file, "--threads", "--count", str(count),
+                     "--mode", "echo", "--bytes", "65536"), stats=True,
+            extra=["-o", server_stats]))
+        port = fr.read_port(port_file)
+        client = self.supervised_client(
+            dyn_peer("client", "--port", str(port), "--parallel", "4", "--count", str(count),
+                     "--mode", "echo", "--bytes", "65536"), client_stats)
+        (_, c_out, _), (_, s_out, _) = self.finish(client, server)
+        self.assertEqual(ss.summary(c_out, "client"),
+                         f"client: mode=echo connections={count} bytes_out={count * 65536} "
+                         f"bytes_in={count * 65536} errors=0")
+        for path in (client_stats, server_stats):
+            stats = ss.read_stats(path)
+            self.assertEqual((stats["switched"], stats["relayed"], stats["tcp"]), (count, 0, 0),
+                             path)
+        self.assertEqual(read_counts(client_stats)["in_process"].get("socket"), count)
+
     def test_env_i_child_switches_through_the_supervisor(self):
         server_stats, client_stats = self.path("server.stats"), self.path("client.stats")
         self.switched_pair(lambda port: ["env", "-i"] + self.echo_client()(port),
