@@ -128,16 +128,21 @@ class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
         counts = ss.read_stats(small_stats)
         self.assertEqual((counts["seen"], counts["switched"], counts["relayed"]), (3, 2, 0), counts)
 
-    def server_side_of(self, server_pid, client_end):
-        """The ready-line view of the server's end of `client_end`'s switched connection."""
-        peers = ss.unix_peers()
+    def server_side_of(self, server_pid, client_end, timeout=10.0):
+        """The ready-line view of the server's end of `client_end`'s switched connection. The
+        client prints its ready line when its connect returns; the server's accept may complete a
+        little later (it claims the end from the daemon), so this waits for the server's fd."""
         c_ino = harness.fd_socket_inode(client_end["pid"], client_end["fd"])
-        s_ino = peers.get(c_ino) if peers else None
-        for fd, link in fr.fd_links(server_pid).items():
-            if link == f"socket:[{s_ino}]":
-                return {"pid": server_pid, "fd": fd, "local": client_end["peer"],
-                        "peer": client_end["local"]}
-        self.fail(f"no server fd is the peer of {client_end} (socket {s_ino})")
+
+        def find():
+            peers = ss.unix_peers()
+            s_ino = peers.get(c_ino) if peers else None
+            for fd, link in fr.fd_links(server_pid).items():
+                if s_ino is not None and link == f"socket:[{s_ino}]":
+                    return {"pid": server_pid, "fd": fd, "local": client_end["peer"],
+                            "peer": client_end["local"]}
+            return None
+        return fr.wait_until(find, timeout, f"a server fd that is the peer of {client_end}")
 
     def test_restarted_by_hand(self):
         self.run_kill_and_return(restart=True)
