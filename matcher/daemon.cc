@@ -86,7 +86,15 @@ Daemon::Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t 
       live_sweep_timer_(io_),
       idle_timer_(io_),
       accept_retry_timer_(io_),
-      last_activity_(Clock::now()) {}
+      last_activity_(Clock::now()) {
+  auto table = ListenerTable::Open(ListenerTablePath(config_.dir));
+  if (table) {
+    table_.emplace(std::move(*table));
+  } else {
+    spdlog::warn("no listener table ({}): preloaded programs ask the supervisor on every connect",
+                 table.error().ToString());
+  }
+}
 
 Daemon::~Daemon() {
   // Remove the socket only if it is still ours (a successor may have replaced it).

@@ -15,10 +15,12 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "base/sock_diag.h"
 #include "matcher/endpoint.h"
+#include "matcher/listener_table.h"
 #include "matcher/protocol.h"
 
 namespace slipstream::matcher {
@@ -117,6 +119,8 @@ class Daemon {
     std::chrono::steady_clock::time_point since;
   };
   std::map<uint64_t, ListenerReg> listeners_;  // by listener inode
+  // listeners_'s ports, for the preload library; republished with every change (Broadcast).
+  std::optional<ListenerTable> table_;
   struct Intent {
     uint64_t session;
     std::chrono::steady_clock::time_point when;

@@ -40,6 +40,13 @@ void Daemon::SendListener(Session* to, uint64_t ino, bool added) {
 }
 
 void Daemon::Broadcast(uint64_t ino, bool added) {
+  // listeners_ has just changed. The table first: a registration's listen() returns after this,
+  // and the preload library reads only the table.
+  if (table_) {
+    ListenerTable::Ports ports{};
+    for (const auto& [listener_ino, reg] : listeners_) ListenerTable::Mark(ports, reg.addr.port());
+    table_->Publish(ports);
+  }
   for (auto& [id, s] : sessions_) {
     if (!s->closed) SendListener(s.get(), ino, added);
   }

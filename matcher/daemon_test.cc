@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -150,6 +151,30 @@ TEST_F(DaemonTest, RegistrationIsBroadcastToEverySupervisor) {
   seen = Expect(early.Get(), MsgType::kListener);
   ASSERT_TRUE(seen);
   EXPECT_EQ(seen->As<ListenerBody>()->added, 0);
+}
+
+// Hybrid mode: the port is in the shared table by the time kRegistered arrives (so before the
+// program's listen() returns), and leaves it with its last listener.
+TEST_F(DaemonTest, RegistrationSetsThePortInTheListenerTableBeforeTheReply) {
+  int fd = open(ListenerTablePath(dir_).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  void* p = mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  ASSERT_NE(p, MAP_FAILED);
+  const auto* table = static_cast<const slipstream_listener_table*>(p);
+  EXPECT_EQ(table->magic, SLIPSTREAM_TABLE_MAGIC);
+  UniqueFd server_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  uint16_t port = ntohs(addr.sin_port);
+  EXPECT_FALSE(slipstream_port_supervised(table, port));
+  Register(server_session.Get(), l.Get());
+  EXPECT_TRUE(slipstream_port_supervised(table, port));
+  EXPECT_FALSE(slipstream_port_supervised(table, static_cast<uint16_t>(port + 1)));
+  server_session.Reset();  // its listeners are no longer supervised
+  for (int i = 0; i < 200 && slipstream_port_supervised(table, port); ++i) usleep(10000);
+  EXPECT_FALSE(slipstream_port_supervised(table, port));
+  munmap(p, sizeof(slipstream_listener_table));
 }
 
 TEST_F(DaemonTest, PushesTheServerEndAndReleasesTheClientsCopyOnInstall) {

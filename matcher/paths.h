@@ -15,6 +15,8 @@ namespace slipstream::matcher {
 Result<std::string> RuntimeDir();
 inline std::string SocketPath(const std::string& dir) { return dir + "/matcher.sock"; }
 inline std::string LockPath(const std::string& dir) { return dir + "/matcher.lock"; }
+// The supervised listener ports, for the preload library (matcher/listener_table.h).
+inline std::string ListenerTablePath(const std::string& dir) { return dir + "/listeners.table"; }
 inline std::string LogPath(const std::string& dir) { return dir + "/slipstreamd.log"; }
 
 }  // namespace slipstream::matcher

@@ -41,7 +41,8 @@ Result<UniqueFd> ReceiveFd(int sock) {
   _exit(ExitCodeForExecError(err));
 }
 
-[[noreturn]] void RunChild(const LaunchSpec& spec, char* const* argv, int hand_over, int err_pipe) {
+[[noreturn]] void RunChild(const LaunchSpec& spec, char* const* argv, char* const* envp,
+                           int hand_over, int err_pipe) {
   spec.signals->RestoreInChild();
   if (spec.limits != nullptr) spec.limits->RestoreInChild();
   if (spec.program != nullptr) {
@@ -54,7 +55,11 @@ Result<UniqueFd> ReceiveFd(int sock) {
     close(listener);
   }
   close(hand_over);
-  execvp(argv[0], argv);
+  if (envp != nullptr) {
+    execvpe(argv[0], argv, envp);
+  } else {
+    execvp(argv[0], argv);
+  }
   Fail(err_pipe, 2, errno);
 }
 
@@ -94,6 +99,12 @@ Result<Launched> Launch(const LaunchSpec& spec) {
   std::vector<char*> argv;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  // Built before the fork: the child may only make async-signal-safe calls.
+  std::vector<char*> envp;
+  if (spec.env != nullptr) {
+    for (const auto& e : *spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+  }
 
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) return Errno("socketpair");
@@ -104,7 +115,8 @@ Result<Launched> Launch(const LaunchSpec& spec) {
 
   pid_t pid = fork();
   if (pid < 0) return Errno("fork");
-  if (pid == 0) RunChild(spec, argv.data(), theirs.Get(), err_write.Get());
+  if (pid == 0)
+    RunChild(spec, argv.data(), spec.env ? envp.data() : nullptr, theirs.Get(), err_write.Get());
   theirs.Reset();
   err_write.Reset();
 

@@ -43,6 +43,8 @@ struct LaunchSpec {
   unsigned filter_flags = 0;
   const InheritedSignals* signals = nullptr;
   const InheritedLimits* limits = nullptr;
+  // The program's environment; nullptr: slipstream-trace's own.
+  const std::vector<std::string>* env = nullptr;
 };
 
 struct Launched {

@@ -13,10 +13,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
 
+#include "matcher/paths.h"
 #include "supervisor/blocking_guard.h"
 #include "supervisor/launcher.h"
 #include "supervisor/options.h"
+#include "supervisor/preload.h"
 #include "supervisor/session.h"
 #include "supervisor/shepherd.h"
 #include "tracer/filter.h"
@@ -73,6 +78,51 @@ FILE* OpenOutput(const Options& o) {
   return f;
 }
 
+// Hybrid mode: the library, its cookie (also in the filter) and the program's environment. Nothing
+// when --no-preload, the kernel cannot emulate (observing only) or the library is not found.
+struct Hybrid {
+  uint64_t cookie = 0;
+  std::vector<std::string> env;
+  std::optional<PreloadCounters> counters;
+};
+
+Hybrid SetUpHybrid(const Options& o, const tracer::KernelFeatures& features) {
+  Hybrid h;
+  if (!o.preload || !features.CanEmulate()) return h;
+  PreloadEnv p;
+  p.library = FindPreloadLibrary();
+  if (p.library.empty()) {
+    spdlog::warn(
+        "{} not found next to slipstream-trace: every socket call goes through the "
+        "supervisor",
+        SLIPSTREAM_PRELOAD_LIBRARY);
+    return h;
+  }
+  p.cookie = NewCookie();
+  if (p.cookie == 0) return h;
+  auto dir = matcher::RuntimeDir();
+  if (dir) {
+    if (o.switching) p.table = matcher::ListenerTablePath(*dir);
+    if (o.stats || o.trace) {
+      auto counters = PreloadCounters::Create(*dir);
+      if (counters) {
+        if (o.trace) counters->EnableTrace();
+        p.stats = counters->path();
+        h.counters.emplace(std::move(*counters));
+      }
+    }
+  } else if (o.switching) {
+    // Without the table the library cannot tell supervised ports: it would let every connect
+    // run in-process and nothing would be switched.
+    spdlog::warn("no runtime directory ({}): hybrid mode off", dir.error().ToString());
+    return h;
+  }
+  h.cookie = p.cookie;
+  h.env = PreloadEnvironment(environ, p);
+  spdlog::debug("hybrid mode: {} preloaded", p.library);
+  return h;
+}
+
 UniqueFd BlockSignalsIntoFd() {
   sigset_t set;
   sigemptyset(&set);
@@ -108,10 +158,13 @@ int Main(int argc, char** argv) {
   // When switching, bind() is trapped too: a port held by the retained TCP socket of a switched
   // connection the program closed must be free again when TCP would have freed it.
   filter_options.trap_bind = o.trace || o.stats || o.switching;
+  Hybrid hybrid = SetUpHybrid(o, features);
+  filter_options.bypass_cookie = hybrid.cookie;
   auto program = tracer::BuildFilter(filter_options);
   if (!program) {
     spdlog::warn("cannot build the seccomp filter ({}): running {} unsupervised",
                  program.error().ToString(), o.command[0]);
+    hybrid.counters.reset();  // removes the counters file: exec does not unwind
     ExecUnsupervised(o);
   }
   bool killable = o.wait_killable && features.wait_killable;
@@ -131,7 +184,8 @@ int Main(int argc, char** argv) {
   // The program stays in our process group: job control (Ctrl-Z, fg, background reads) works
   // unchanged, and a group kill (kill -9 -PGID) still ends it. The price: a signal sent to the
   // whole group reaches the program directly and once more through us (docs/design.md).
-  LaunchSpec spec{o.command, &*program, flags, &inherited, &limits};
+  LaunchSpec spec{o.command,  &*program, flags,
+                  &inherited, &limits,   hybrid.cookie != 0 ? &hybrid.env : nullptr};
   auto launched = Launch(spec);
   if (!launched) {
     const SysError& e = launched.error();
@@ -161,6 +215,13 @@ int Main(int argc, char** argv) {
     std::string text = session.stats().Format();
     fwrite(text.data(), 1, text.size(), out);
   }
+  // Calls served in-process: their --trace lines ("preload: ...", recorded by the library) and
+  // their counts.
+  if ((o.stats || o.trace) && hybrid.counters) {
+    std::string text = (o.trace ? hybrid.counters->TraceLines() : "") + hybrid.counters->Format();
+    fwrite(text.data(), 1, text.size(), out);
+  }
+  hybrid.counters.reset();  // ExitLike does not unwind
   fflush(out);
   ExitLike(status);
 }

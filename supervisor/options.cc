@@ -40,6 +40,10 @@ std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code) {
   bool no_switch = false;
   app.add_flag("--no-switch", no_switch,
                "observe only: never switch connections to Unix sockets (no slipstreamd)");
+  bool no_preload = false;
+  app.add_flag("--no-preload", no_preload,
+               "do not load libslipstream-preload.so into dynamically linked programs (every "
+               "socket call then goes through the supervisor)");
   app.prefix_command();  // everything from PROGRAM on belongs to PROGRAM
   try {
     app.parse(argc, argv);
@@ -70,6 +74,7 @@ std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code) {
   }
   o.wait_killable = !no_wait_killable;
   o.switching = !no_switch;
+  o.preload = !no_preload;
   return o;
 }
 

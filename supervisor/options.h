@@ -16,6 +16,7 @@ struct Options {
   bool wait_killable = true;  // --no-wait-killable turns it off
   bool allow_io_uring = false;
   bool switching = true;  // --no-switch: observe only
+  bool preload = true;    // --no-preload: no libslipstream-preload.so, every call is trapped
   std::vector<std::string> command;
 };
 

@@ -9,12 +9,21 @@
 
 #include <cerrno>
 #include <memory>
+#include <vector>
 
 #include "base/unique_fd.h"
+#include "preload-fallback/preload_abi.h"
 #include "tracer/calls.h"
 
 namespace slipstream::tracer {
 namespace {
+
+static_assert(static_cast<int>(Call::kSocket) == SLIPSTREAM_CALL_SOCKET &&
+                  static_cast<int>(Call::kConnect) == SLIPSTREAM_CALL_CONNECT &&
+                  static_cast<int>(Call::kAccept4) == SLIPSTREAM_CALL_ACCEPT4 &&
+                  static_cast<int>(Call::kGetsockopt) == SLIPSTREAM_CALL_GETSOCKOPT &&
+                  kCallCount == SLIPSTREAM_CALL_COUNT,
+              "preload_abi.h numbers the calls like tracer::Call");
 
 struct CtxDeleter {
   void operator()(scmp_filter_ctx ctx) const { seccomp_release(ctx); }
@@ -27,22 +36,42 @@ Status Check(int rc, const char* op) {
   return {};
 }
 
+// Hybrid mode: the preload library's calls carry the run's cookie in the first argument register
+// the call does not read (preload-fallback/preload_abi.h); the notify rule then requires "that
+// register != cookie", and the filter's default (ALLOW) takes the rest. Appends the condition to
+// `conds`, or nothing for calls without a bypass. A program that learns the cookie can only make
+// its own calls unsupervised (docs/design.md, "Hybrid mode").
+void AddBypassCondition(Call call, const FilterOptions& options, std::vector<scmp_arg_cmp>& conds) {
+  if (options.bypass_cookie == 0) return;
+  int arg = slipstream_cookie_arg(static_cast<int>(call));
+  if (arg < 0) return;
+  conds.push_back(scmp_arg_cmp{static_cast<unsigned>(arg), SCMP_CMP_NE,
+                               static_cast<scmp_datum_t>(options.bypass_cookie), 0});
+}
+
+Status AddNotifyRule(scmp_filter_ctx ctx, Call call, std::vector<scmp_arg_cmp> conds,
+                     const FilterOptions& options) {
+  AddBypassCondition(call, options, conds);
+  return Check(seccomp_rule_add_array(ctx, SCMP_ACT_NOTIFY, NrOf(call),
+                                      static_cast<unsigned>(conds.size()), conds.data()),
+               "seccomp_rule_add");
+}
+
 Status AddRules(scmp_filter_ctx ctx, const FilterOptions& options) {
-  const uint32_t notify = SCMP_ACT_NOTIFY;
   // Only TCP-capable sockets: AF_INET/AF_INET6 with type SOCK_STREAM (the low 4 bits of `type`).
   for (int domain : {AF_INET, AF_INET6}) {
     if (!options.trap_socket) break;
-    auto st = Check(seccomp_rule_add(ctx, notify, SCMP_SYS(socket), 2,
-                                     SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(domain)),
-                                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_STREAM)),
-                    "seccomp_rule_add(socket)");
+    auto st = AddNotifyRule(ctx, Call::kSocket,
+                            {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(domain)),
+                             SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf, SOCK_STREAM)},
+                            options);
     if (!st) return st;
   }
   for (Call call : {Call::kConnect, Call::kAccept, Call::kAccept4, Call::kBind, Call::kListen,
                     Call::kGetsockname, Call::kGetpeername, Call::kGetsockopt, Call::kSetsockopt,
                     Call::kShutdown}) {
     if (call == Call::kBind && !options.trap_bind) continue;
-    auto st = Check(seccomp_rule_add(ctx, notify, NrOf(call), 0), "seccomp_rule_add");
+    auto st = AddNotifyRule(ctx, call, {}, options);
     if (!st) return st;
   }
   if (!options.allow_io_uring) {

@@ -5,6 +5,7 @@
 
 #include <linux/filter.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "base/result.h"
@@ -22,6 +23,9 @@ struct FilterOptions {
   // bind() is answered CONTINUE for the same reason (privileged ports are checked against the
   // caller's credentials): trapped only for --trace and --stats.
   bool trap_bind = true;
+  // Hybrid mode (docs/design.md): a trapped call whose spare argument register holds this value is
+  // allowed without a notification (the preload library's own calls). 0: no bypass.
+  uint64_t bypass_cookie = 0;
 };
 
 using BpfProgram = std::vector<sock_filter>;

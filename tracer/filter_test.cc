@@ -342,6 +342,45 @@ TEST_F(FilterTest, InstallFilterReportsErrnoNegated) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+// Hybrid mode: a call carrying the run's cookie in its spare register runs untrapped; the same call
+// with another value there (also one that differs only in the upper 32 bits) is trapped.
+TEST_F(FilterTest, CookieInTheSpareRegisterBypassesTheNotification) {
+  constexpr uint64_t kCookie = 0x8badf00d12345678ULL;
+  FilteredChild child({.bypass_cookie = kCookie}, 0, [] {
+    sockaddr_in closed{};
+    closed.sin_family = AF_INET;
+    closed.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    closed.sin_port = htons(1);  // nothing listens on port 1
+    int fd = static_cast<int>(syscall(SYS_socket, AF_INET, SOCK_STREAM, 0, kCookie));
+    if (fd < 0) return 1;
+    int domain = 0;
+    socklen_t len = sizeof(domain);
+    if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_DOMAIN, &domain, &len, kCookie) != 0 ||
+        domain != AF_INET) {
+      return 2;
+    }
+    errno = 0;
+    if (syscall(SYS_connect, fd, &closed, sizeof(closed), kCookie) != -1 || errno != ECONNREFUSED) {
+      return 3;
+    }
+    // Trapped: the parent answers 42 to each.
+    if (syscall(SYS_connect, fd, &closed, sizeof(closed), kCookie ^ (1ULL << 40)) != 42) return 4;
+    if (syscall(SYS_getsockopt, fd, SOL_SOCKET, SO_DOMAIN, &domain, &len, 0) != 42) return 5;
+    // listen has no bypass: trapped even with the cookie.
+    if (syscall(SYS_listen, fd, 1, kCookie) != 42) return 6;
+    return 0;
+  });
+  ASSERT_GE(child.listener(), 0);
+  KernelNotifier notifier(child.listener());
+  for (long nr : {SYS_connect, SYS_getsockopt, SYS_listen}) {
+    auto n = child.Next(notifier);
+    ASSERT_TRUE(n.has_value()) << n.error().ToString();
+    EXPECT_EQ(n->nr, nr);
+    ASSERT_TRUE(notifier.Return(n->id, 42).has_value());
+  }
+  EXPECT_EQ(child.Wait(), 0);
+}
+
 TEST(ProbeTest, DescribesWhatItFound) {
   const KernelFeatures& f = Features();
   EXPECT_FALSE(f.release.empty());

@@ -95,6 +95,9 @@ def parse_args(argv):
     ap.add_argument("--build", default=os.path.join(REPO, "build"), metavar="DIR",
                     help="build directory with supervisor/slipstream-trace and bench/ programs (default build/)")
     ap.add_argument("--trace-bin", metavar="PATH", help="slipstream-trace to use (default DIR/supervisor/slipstream-trace)")
+    ap.add_argument("--trace-arg", action="append", default=[], metavar="ARG",
+                    help="extra option for every slipstream-trace run, e.g. --trace-arg=--no-preload "
+                         "(repeatable)")
     ap.add_argument("--out", metavar="DIR", help="output directory (default bench/results/<timestamp>/)")
     ap.add_argument("--pin", choices=["split", "none"], default="split",
                     help="split: servers on CPU 0, clients on CPU 1 (default); none: no taskset")
@@ -197,7 +200,7 @@ def main(argv=None):
     mach = machine.describe(REPO, ctx.trace_bin)
     run_info = {"started": started.isoformat(timespec="seconds"), "command": "bench/run " + shlex.join(sys.argv[1:]),
                 "profile": profile_name, "reps": reps, "variants": variants, "pin": ctx.pin,
-                "settings": profile, "build": ctx.build, "trace_bin": ctx.trace_bin, "out_dir": out_dir}
+                "settings": profile, "build": ctx.build, "trace_bin": ctx.trace_bin, "trace_args": ctx.trace_args, "out_dir": out_dir}
     load = mach["loadavg_start"] or [0]
     results.log(f"output in {out_dir}; load average {load}; profile {profile_name}, {reps} repetitions")
     if load[0] > 0.5:

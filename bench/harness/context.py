@@ -37,6 +37,7 @@ class Context:
         self.profile = profile  # dict of durations and sizes (quick or full)
         self.build = os.path.abspath(args.build)
         self.trace_bin = os.path.abspath(args.trace_bin or os.path.join(self.build, "supervisor", "slipstream-trace"))
+        self.trace_args = list(getattr(args, "trace_arg", None) or [])
         self.bench_bin = os.path.join(self.build, "bench")
         self.stats = not args.no_trace_stats
         self._ports = set()
@@ -104,6 +105,7 @@ class Context:
         stats_path = None
         if supervised:
             pre.append(self.trace_bin)
+            pre += self.trace_args
             if self.stats and stats_name:
                 self._stats_counter += 1
                 stats_path = self.path("stats", f"{self._stats_counter:05d}-{stats_name or 'proc'}.txt")

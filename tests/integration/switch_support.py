@@ -388,6 +388,21 @@ STATS_CONNECTIONS = re.compile(
     r"switched (?P<switched>\d+), relayed (?P<relayed>\d+), left on TCP (?P<tcp>\d+)")
 
 
+PRELOAD_IN_PROCESS = re.compile(
+    r"^slipstream-trace: served in-process \(preload\) \d+, no notification:(?P<calls>.*)$", re.M)
+
+
+def preload_in_process(path, call):
+    """How many `call`s libslipstream-preload.so served in-process (hybrid mode: dynamically
+    linked programs), from the --stats/--trace output in `path`; 0 without the library."""
+    with open(path) as f:
+        m = PRELOAD_IN_PROCESS.search(f.read())
+    if not m:
+        return 0
+    words = m.group("calls").split()
+    return dict(zip(words[::2], map(int, words[1::2]))).get(call, 0)
+
+
 def read_stats(path):
     """The connection counts of a --stats summary in `path`, as ints."""
     with open(path) as f:

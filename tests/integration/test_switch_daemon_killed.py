@@ -23,12 +23,13 @@ SMALL = 1 << 16
 
 
 class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
+    PEER = staticmethod(ss.c_peer)  # test_preload.py runs it with the dynamically linked peer
 
     def start_server(self, count):
         port_file = self.path("port")
         self.server_stats = self.path("server.stats")
         server = ss.Gated(self, harness.supervised(
-            ss.c_peer("server", "--port-file", port_file, "--threads", "--count", str(count),
+            self.PEER("server", "--port-file", port_file, "--threads", "--count", str(count),
                       "--mode", "echo", "--log"), stats=True, extra=["-o", self.server_stats]))
         fr.read_port(port_file)
         return server, port_file
@@ -36,7 +37,7 @@ class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
     def start_client(self, port_file, name, *args):
         stats = self.path(f"{name}.stats")
         client = ss.Gated(self, harness.supervised(ss.after_gate(
-            ss.c_peer("client", "--port-file", port_file, "--mode", "echo", *args)),
+            self.PEER("client", "--port-file", port_file, "--mode", "echo", *args)),
             stats=True, extra=["-o", stats]))
         client.start_program()
         return client, stats
@@ -127,16 +128,21 @@ class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
         counts = ss.read_stats(small_stats)
         self.assertEqual((counts["seen"], counts["switched"], counts["relayed"]), (3, 2, 0), counts)
 
-    def server_side_of(self, server_pid, client_end):
-        """The ready-line view of the server's end of `client_end`'s switched connection."""
-        peers = ss.unix_peers()
+    def server_side_of(self, server_pid, client_end, timeout=10.0):
+        """The ready-line view of the server's end of `client_end`'s switched connection. The
+        client prints its ready line when its connect returns; the server's accept may complete a
+        little later (it claims the end from the daemon), so this waits for the server's fd."""
         c_ino = harness.fd_socket_inode(client_end["pid"], client_end["fd"])
-        s_ino = peers.get(c_ino) if peers else None
-        for fd, link in fr.fd_links(server_pid).items():
-            if link == f"socket:[{s_ino}]":
-                return {"pid": server_pid, "fd": fd, "local": client_end["peer"],
-                        "peer": client_end["local"]}
-        self.fail(f"no server fd is the peer of {client_end} (socket {s_ino})")
+
+        def find():
+            peers = ss.unix_peers()
+            s_ino = peers.get(c_ino) if peers else None
+            for fd, link in fr.fd_links(server_pid).items():
+                if s_ino is not None and link == f"socket:[{s_ino}]":
+                    return {"pid": server_pid, "fd": fd, "local": client_end["peer"],
+                            "peer": client_end["local"]}
+            return None
+        return fr.wait_until(find, timeout, f"a server fd that is the peer of {client_end}")
 
     def test_restarted_by_hand(self):
         self.run_kill_and_return(restart=True)

@@ -45,13 +45,14 @@ def normalise(lines):
 
 
 class Emulation(ss.EvidenceMixin, fr.FixtureTest):
+    PROBE = "switch_probe"  # test_preload.py runs the same tests with switch_probe_dyn
 
     def run_probe(self, supervise, *, family="ipv4", host="127.0.0.1", nonblock=False):
         """Runs the probe pair; returns the normalised server lines followed by the client's."""
         port_file = self.path(f"port.{supervise}")
-        server_cmd = [harness.program("switch_probe"), "server", "--family", family,
+        server_cmd = [harness.program(self.PROBE), "server", "--family", family,
                       "--port-file", port_file, "--hold"]
-        client_cmd = [harness.program("switch_probe"), "client", "--host", host,
+        client_cmd = [harness.program(self.PROBE), "client", "--host", host,
                       "--port-file", port_file, "--hold"] + (["--nonblock"] if nonblock else [])
         if supervise:
             server = ss.Gated(self, harness.supervised(server_cmd))

@@ -7,6 +7,7 @@
 //   switch_peer client [--host H] (--port P | --port-file F) [--retry SECONDS] [--count N]
 //                      [--parallel P] [--nonblock-connect] [--mode echo|sink|source|rr]
 //                      [--bytes N] [--chunk C] [--rounds R] [--seed S] [--duration SECONDS]
+//                      [--raw-connect]
 //                      [--wait-connect] [--wait-retry] [--hold] [--hold-mid] [--hold-exit] [--log]
 //                      [--thread] [--pause-at N] [--timeout SECONDS]
 //
@@ -44,6 +45,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/syscall.h>
 
 enum Mode { kEcho, kSink, kSource, kRoundTrip };
 
@@ -66,6 +68,7 @@ static struct {
   double retry_s;
   int parallel;
   int nonblock_connect;
+  int raw_connect;
   double duration_s;
   int wait_connect;
   int wait_retry;
@@ -239,6 +242,7 @@ static void ParseArgs(int argc, char** argv) {
     const char* opt = argv[i];
     int* flag = strcmp(opt, "--threads") == 0            ? &config.threads
                 : strcmp(opt, "--nonblock-connect") == 0 ? &config.nonblock_connect
+                : strcmp(opt, "--raw-connect") == 0      ? &config.raw_connect
                 : strcmp(opt, "--wait-connect") == 0     ? &config.wait_connect
                 : strcmp(opt, "--wait-retry") == 0       ? &config.wait_retry
                 : strcmp(opt, "--hold") == 0             ? &config.hold
@@ -311,7 +315,9 @@ static int Connect(long long id) {
     if (fd < 0) return Report("socket", "socket", errno), -1;
     int rc;
     do {
-      rc = connect(fd, (struct sockaddr*)&dest, dest_len);
+      // --raw-connect: the system call itself, past any LD_PRELOAD interposer (hybrid mode).
+      rc = config.raw_connect ? (int)syscall(SYS_connect, fd, (struct sockaddr*)&dest, dest_len)
+                              : connect(fd, (struct sockaddr*)&dest, dest_len);
     } while (rc < 0 && errno == EINTR && !config.nonblock_connect);
     if (rc < 0 && config.nonblock_connect && errno == EINPROGRESS) {
       struct pollfd p = {fd, POLLOUT, 0};

@@ -1,0 +1,46 @@
+#include "matcher/listener_table.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/unique_fd.h"
+
+namespace slipstream::matcher {
+
+Result<ListenerTable> ListenerTable::Open(const std::string& path) {
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return Errno("open(listener table)");
+  struct stat st;
+  if (fstat(fd.Get(), &st) < 0) return Errno("fstat(listener table)");
+  if (!S_ISREG(st.st_mode)) return Error(EINVAL, "listener table is not a file");
+  constexpr auto kSize = static_cast<off_t>(sizeof(slipstream_listener_table));
+  if (st.st_size < kSize && ftruncate(fd.Get(), kSize) < 0) return Errno("ftruncate");
+  void* p = mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ | PROT_WRITE, MAP_SHARED,
+                 fd.Get(), 0);
+  if (p == MAP_FAILED) return Errno("mmap(listener table)");
+  auto* t = static_cast<slipstream_listener_table*>(p);
+  // A predecessor's bits are stale: clear them (supervisors re-register their listeners). Readers
+  // meanwhile see fewer supervised ports, as they would while no daemon runs.
+  for (auto& word : t->ports) __atomic_store_n(&word, 0, __ATOMIC_RELEASE);
+  __atomic_fetch_add(&t->generation, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&t->magic, SLIPSTREAM_TABLE_MAGIC, __ATOMIC_RELEASE);
+  return ListenerTable(t);
+}
+
+ListenerTable::~ListenerTable() {
+  if (table_ != nullptr) munmap(table_, sizeof(*table_));
+}
+
+void ListenerTable::Publish(const Ports& ports) {
+  bool changed = false;
+  for (size_t i = 0; i < ports.size(); ++i) {
+    if (__atomic_load_n(&table_->ports[i], __ATOMIC_RELAXED) == ports[i]) continue;
+    __atomic_store_n(&table_->ports[i], ports[i], __ATOMIC_RELEASE);
+    changed = true;
+  }
+  if (changed) __atomic_fetch_add(&table_->generation, 1, __ATOMIC_RELEASE);
+}
+
+}  // namespace slipstream::matcher

@@ -1,0 +1,90 @@
+#include "matcher/listener_table.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+namespace slipstream::matcher {
+namespace {
+
+class ListenerTableTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/slipstream-table-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/listeners.table";
+  }
+  void TearDown() override {
+    unlink(path_.c_str());
+    rmdir(dir_.c_str());
+  }
+  // What a program sees: a read-only mapping of the file.
+  const slipstream_listener_table* MapReadOnly() {
+    int fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    EXPECT_GE(fd, 0);
+    void* p = mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    EXPECT_NE(p, MAP_FAILED);
+    return static_cast<const slipstream_listener_table*>(p);
+  }
+  std::string dir_, path_;
+};
+
+TEST_F(ListenerTableTest, PublishedPortsAreSeenThroughAnotherMapping) {
+  auto table = ListenerTable::Open(path_);
+  ASSERT_TRUE(table) << table.error().ToString();
+  struct stat st;
+  ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const auto* view = MapReadOnly();
+  EXPECT_EQ(view->magic, SLIPSTREAM_TABLE_MAGIC);
+  uint64_t generation = view->generation;
+  ListenerTable::Ports ports{};
+  ListenerTable::Mark(ports, 0);
+  ListenerTable::Mark(ports, 8080);
+  ListenerTable::Mark(ports, 65535);
+  table->Publish(ports);
+  for (uint16_t p : {0, 8080, 65535}) EXPECT_TRUE(slipstream_port_supervised(view, p)) << p;
+  for (uint16_t p : {1, 8079, 8081, 65534}) EXPECT_FALSE(slipstream_port_supervised(view, p)) << p;
+  EXPECT_EQ(view->generation, generation + 1);
+  table->Publish(ports);  // no change, no new generation
+  EXPECT_EQ(view->generation, generation + 1);
+  table->Publish(ListenerTable::Ports{});
+  EXPECT_FALSE(slipstream_port_supervised(view, 8080));
+  munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
+}
+
+TEST_F(ListenerTableTest, ANewDaemonClearsTheSameFileAndOldMappingsSeeIt) {
+  auto first = ListenerTable::Open(path_);
+  ASSERT_TRUE(first);
+  ListenerTable::Ports ports{};
+  ListenerTable::Mark(ports, 443);
+  first->Publish(ports);
+  const auto* view = MapReadOnly();  // a program mapped it while the first daemon ran
+  ASSERT_TRUE(slipstream_port_supervised(view, 443));
+  struct stat before, after;
+  ASSERT_EQ(stat(path_.c_str(), &before), 0);
+  auto second = ListenerTable::Open(path_);  // a successor: stale bits go
+  ASSERT_TRUE(second);
+  ASSERT_EQ(stat(path_.c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino) << "the file is reused, never replaced";
+  EXPECT_FALSE(slipstream_port_supervised(view, 443));
+  second->Publish(ports);
+  EXPECT_TRUE(slipstream_port_supervised(view, 443));
+  munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
+}
+
+TEST_F(ListenerTableTest, RefusesASymlink) {
+  ASSERT_EQ(symlink("/etc/passwd", path_.c_str()), 0);
+  auto table = ListenerTable::Open(path_);
+  EXPECT_FALSE(table);
+}
+
+}  // namespace
+}  // namespace slipstream::matcher

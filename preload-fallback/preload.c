@@ -1,0 +1,430 @@
+/* libslipstream-preload.so: hybrid mode (docs/design.md, "Hybrid mode").
+ *
+ * slipstream-trace preloads this library into dynamically linked programs. It interposes libc's
+ * socket set-up and query calls and serves in the program those the supervisor would only have
+ * answered CONTINUE: it makes the system call itself with the run's cookie in an argument register
+ * the call does not read, and the seccomp filter lets exactly such calls through without a
+ * notification (tracer/filter.cc). Everything the supervisor must see — a connect to a port with
+ * a supervised listener, any call on a socket that may be a switched AF_UNIX end, listen, accept —
+ * goes to libc unchanged and is trapped as before. Correctness never depends on this library:
+ * a program without it (static, Go, set-uid, a cleared environment, a raw syscall) gets the
+ * supervisor path for every call.
+ *
+ * Rules for this file: no allocation, no locks, no stdio, only async-signal-safe calls after
+ * initialisation; state is written once in the constructor, counters are atomic. read/write and
+ * the rest of the data path are never interposed. */
+/* POSIX and BSD interfaces (syscall, O_CLOEXEC), but not _GNU_SOURCE: with it glibc declares the
+ * sockaddr arguments as transparent unions, which these definitions must not be. */
+#define _DEFAULT_SOURCE
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "preload_abi.h"
+
+#ifndef RTLD_NEXT
+#define RTLD_NEXT ((void*)-1L)
+#endif
+
+#define EXPORT __attribute__((visibility("default")))
+
+extern char** environ;
+
+typedef int (*socket_fn)(int, int, int);
+typedef int (*connect_fn)(int, const struct sockaddr*, socklen_t);
+typedef int (*bind_fn)(int, const struct sockaddr*, socklen_t);
+typedef int (*getname_fn)(int, struct sockaddr*, socklen_t*);
+typedef int (*getsockopt_fn)(int, int, int, void*, socklen_t*);
+typedef int (*setsockopt_fn)(int, int, int, const void*, socklen_t);
+typedef int (*shutdown_fn)(int, int);
+
+/* Written only by the constructor, before any other thread of the program can exist. */
+static struct {
+  int enabled; /* a cookie was given */
+  uint64_t cookie;
+  int switching;                          /* a listener table path was given */
+  char table_path[4096];                  /* to map the table once the daemon created it */
+  struct slipstream_preload_stats* stats; /* NULL without --stats */
+  socket_fn socket;
+  connect_fn connect;
+  bind_fn bind;
+  getname_fn getsockname, getpeername;
+  getsockopt_fn getsockopt;
+  setsockopt_fn setsockopt;
+  shutdown_fn shutdown;
+} g;
+
+/* Mapped lazily (the daemon may start after the program): NULL until then. */
+static const struct slipstream_listener_table* g_table;
+
+/* ---- Environment and mappings (constructor only, except MapTable) ---------------------------- */
+
+static const char* Env(const char* name) {
+  size_t n = strlen(name);
+  for (char** e = environ; e != NULL && *e != NULL; ++e) {
+    if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+  }
+  return NULL;
+}
+
+static int ParseCookie(const char* text, uint64_t* out) {
+  uint64_t v = 0;
+  int digits = 0;
+  for (; *text; ++text, ++digits) {
+    char c = *text;
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0 || digits >= 16) return 0;
+    v = v << 4 | (uint64_t)d;
+  }
+  if (digits != 16 || v == 0) return 0;
+  *out = v;
+  return 1;
+}
+
+static void* MapFile(const char* path, int writable, size_t size) {
+  int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return NULL;
+  struct stat st;
+  void* p = MAP_FAILED;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size >= size) {
+    p = mmap(NULL, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  }
+  close(fd);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+/* The table, mapping it on first need. Async-signal-safe (open, fstat, mmap, close); two threads
+ * racing here both map it, and the loser unmaps its copy. */
+static const struct slipstream_listener_table* Table(void) {
+  const struct slipstream_listener_table* t = __atomic_load_n(&g_table, __ATOMIC_ACQUIRE);
+  if (t != NULL || g.table_path[0] == 0) return t;
+  struct slipstream_listener_table* mapped =
+      MapFile(g.table_path, 0, sizeof(struct slipstream_listener_table));
+  if (mapped == NULL) return NULL;
+  const struct slipstream_listener_table* expected = NULL;
+  if (!__atomic_compare_exchange_n(&g_table, &expected, mapped, 0, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_ACQUIRE)) {
+    munmap(mapped, sizeof(*mapped));
+    return expected;
+  }
+  return mapped;
+}
+
+static void* Next(const char* name) { return dlsym(RTLD_NEXT, name); }
+
+__attribute__((constructor)) static void Init(void) {
+  g.socket = (socket_fn)Next("socket");
+  g.connect = (connect_fn)Next("connect");
+  g.bind = (bind_fn)Next("bind");
+  g.getsockname = (getname_fn)Next("getsockname");
+  g.getpeername = (getname_fn)Next("getpeername");
+  g.getsockopt = (getsockopt_fn)Next("getsockopt");
+  g.setsockopt = (setsockopt_fn)Next("setsockopt");
+  g.shutdown = (shutdown_fn)Next("shutdown");
+  const char* cookie = Env(SLIPSTREAM_ENV_COOKIE);
+  if (cookie == NULL || !ParseCookie(cookie, &g.cookie)) return;
+  const char* table = Env(SLIPSTREAM_ENV_TABLE);
+  if (table != NULL && table[0] == '/' && strlen(table) < sizeof(g.table_path)) {
+    g.switching = 1;
+    memcpy(g.table_path, table, strlen(table) + 1);
+  }
+  const char* stats = Env(SLIPSTREAM_ENV_STATS);
+  if (stats != NULL && stats[0] == '/') {
+    g.stats = MapFile(stats, 1, sizeof(struct slipstream_preload_stats));
+    if (g.stats != NULL && g.stats->magic != SLIPSTREAM_STATS_MAGIC) g.stats = NULL;
+  }
+  (void)Table();
+  g.enabled = 1;
+}
+
+/* ---- Counting and the two paths -------------------------------------------------------------- */
+
+static void Count(int call, int in_process) {
+  if (g.stats == NULL) return;
+  uint64_t* c = in_process ? &g.stats->in_process[call] : &g.stats->to_supervisor[call];
+  __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+/* --trace: one record per call served in-process. Async-signal-safe: an atomic claim of a slot,
+ * clock_gettime (vDSO) and gettid; errno is left as the call set it. */
+static void Record(int call, long result, int fd, long a0, long a1, long a2,
+                   const struct sockaddr_in6* addr, socklen_t addr_len) {
+  struct slipstream_preload_stats* st = g.stats;
+  if (st == NULL || !__atomic_load_n(&st->trace, __ATOMIC_RELAXED)) return;
+  int saved = errno;
+  uint64_t n = __atomic_fetch_add(&st->trace_next, 1, __ATOMIC_RELAXED);
+  if (n < SLIPSTREAM_TRACE_SLOTS) {
+    struct slipstream_trace_record* r = &st->trace_ring[n];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r->time_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    r->tid = (int32_t)syscall(SYS_gettid);
+    r->call = call;
+    r->fd = fd;
+    r->err = result < 0 ? saved : 0;
+    r->result = result;
+    r->args[0] = a0;
+    r->args[1] = a1;
+    r->args[2] = a2;
+    r->addr_len = 0;
+    if (addr != NULL) {
+      size_t len = addr_len < sizeof(r->addr) ? addr_len : sizeof(r->addr);
+      memcpy(r->addr, addr, len);
+      r->addr_len = (uint32_t)len;
+    }
+    __atomic_store_n(&r->seq, n + 1, __ATOMIC_RELEASE);
+  }
+  errno = saved;
+}
+
+static int Tracing(void) {
+  return g.stats != NULL && __atomic_load_n(&g.stats->trace, __ATOMIC_RELAXED);
+}
+
+/* A system call whose argument registers are zeroed before this returns. The cookie must not
+ * outlive the call in a register: the kernel leaves argument registers unchanged, so a later
+ * system call that does not set that register (libc's 3-argument connect or accept leaves r10
+ * alone) would carry the cookie too and escape the supervisor by accident. Returns -errno. */
+#if defined(__x86_64__)
+static long ScrubbedSyscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5) {
+  register long r10 __asm__("r10") = a3;
+  register long r8 __asm__("r8") = a4;
+  register long r9 __asm__("r9") = a5;
+  long ret;
+  __asm__ volatile(
+      "syscall\n\t"
+      "xorl %%edi, %%edi\n\t"
+      "xorl %%esi, %%esi\n\t"
+      "xorl %%edx, %%edx\n\t"
+      "xorl %%r10d, %%r10d\n\t"
+      "xorl %%r8d, %%r8d\n\t"
+      "xorl %%r9d, %%r9d"
+      : "=a"(ret), "+D"(a0), "+S"(a1), "+d"(a2), "+r"(r10), "+r"(r8), "+r"(r9)
+      : "0"(nr)
+      : "rcx", "r11", "memory");
+  return ret;
+}
+#elif defined(__aarch64__)
+static long ScrubbedSyscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5) {
+  register long x8 __asm__("x8") = nr;
+  register long x0 __asm__("x0") = a0;
+  register long x1 __asm__("x1") = a1;
+  register long x2 __asm__("x2") = a2;
+  register long x3 __asm__("x3") = a3;
+  register long x4 __asm__("x4") = a4;
+  register long x5 __asm__("x5") = a5;
+  __asm__ volatile(
+      "svc #0\n\t"
+      "mov x1, xzr\n\t"
+      "mov x2, xzr\n\t"
+      "mov x3, xzr\n\t"
+      "mov x4, xzr\n\t"
+      "mov x5, xzr"
+      : "+r"(x0), "+r"(x1), "+r"(x2), "+r"(x3), "+r"(x4), "+r"(x5)
+      : "r"(x8)
+      : "memory");
+  return x0;
+}
+#else
+#error "libslipstream-preload.so: ScrubbedSyscall is written for x86_64 and aarch64 only"
+#endif
+
+/* The call with the cookie in its spare register: the filter lets it through untrapped. Sets
+ * errno like libc. */
+static long Bypass(int call, long nr, long a0, long a1, long a2, long a3, long a4) {
+  long args[6] = {a0, a1, a2, a3, a4, 0};
+  args[slipstream_cookie_arg(call)] = (long)__atomic_load_n(&g.cookie, __ATOMIC_RELAXED);
+  long r = ScrubbedSyscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]);
+  args[slipstream_cookie_arg(call)] = 0;
+  if (r < 0 && r > -4096) {
+    errno = (int)-r;
+    return -1;
+  }
+  return r;
+}
+
+/* Raw system call without the cookie, where libc's symbol could not be found. */
+#define PLAIN(nr, ...) ((int)syscall(nr, __VA_ARGS__))
+
+/* ---- Which sockets the supervisor must see --------------------------------------------------- */
+
+/* A switched socket is an AF_UNIX socketpair end the supervisor installed: unnamed on both sides
+ * and connected. Every other socket (TCP, UDP, netlink, a named or unconnected AF_UNIX socket, not
+ * a socket at all) is answered by the kernel in the supervisor too, so its calls may run here.
+ * Costs one untrapped getsockopt for an IP socket, up to three for an AF_UNIX one. */
+static int MaySwitchedUnsaved(int fd) {
+  int domain = 0;
+  socklen_t len = sizeof(domain);
+  if (Bypass(SLIPSTREAM_CALL_GETSOCKOPT, SYS_getsockopt, fd, SOL_SOCKET, SO_DOMAIN, (long)&domain,
+             (long)&len) != 0) {
+    return 0; /* EBADF, ENOTSOCK: the kernel's own answer, in-process as in the supervisor */
+  }
+  if (domain != AF_UNIX) return 0;
+  struct sockaddr_un name;
+  len = sizeof(name);
+  if (Bypass(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, fd, (long)&name, (long)&len, 0, 0) !=
+      0) {
+    return 1; /* cannot tell */
+  }
+  if (len > offsetof(struct sockaddr_un, sun_path)) return 0; /* named */
+  len = sizeof(name);
+  if (Bypass(SLIPSTREAM_CALL_GETPEERNAME, SYS_getpeername, fd, (long)&name, (long)&len, 0, 0) !=
+      0) {
+    return errno == ENOTCONN ? 0 : 1;
+  }
+  return len > offsetof(struct sockaddr_un, sun_path) ? 0 : 1;
+}
+
+/* The checks must not leave their errno behind when the program's call then succeeds. */
+static int MaySwitched(int fd) {
+  int saved = errno;
+  int r = MaySwitchedUnsaved(fd);
+  errno = saved;
+  return r;
+}
+
+/* Copies the caller's address without touching memory the caller may not own: where the kernel
+ * would fail with EFAULT, the program must not get SIGSEGV from us. */
+static int CopyAddress(const struct sockaddr* addr, socklen_t len, struct sockaddr_in6* out) {
+  if (addr == NULL || len < sizeof(sa_family_t)) return 0;
+  size_t n = len < sizeof(*out) ? len : sizeof(*out);
+  memset(out, 0, sizeof(*out));
+  struct iovec local = {out, n}, remote = {(void*)addr, n};
+  int saved = errno;
+  long pid = syscall(SYS_getpid);
+  int ok = syscall(SYS_process_vm_readv, pid, &local, 1, &remote, 1, 0) == (long)n;
+  errno = saved;
+  return ok;
+}
+
+/* Whether a connect to `dest` may run here: the port has no supervised listener (the daemon's
+ * table) and the socket is not a switched one. Any doubt leaves it to the supervisor. */
+static int ConnectInProcess(int fd, const struct sockaddr* addr, socklen_t len, int* tcp,
+                            struct sockaddr_in6* copy) {
+  struct sockaddr_in6 dest;
+  *tcp = 0;
+  if (!CopyAddress(addr, len, &dest)) return 0;
+  *copy = dest;
+  if (dest.sin6_family == AF_INET || dest.sin6_family == AF_INET6) {
+    if (len < sizeof(struct sockaddr_in)) return 0;
+    if (g.switching) {
+      const struct slipstream_listener_table* t = Table();
+      if (t == NULL || __atomic_load_n(&t->magic, __ATOMIC_ACQUIRE) != SLIPSTREAM_TABLE_MAGIC) {
+        return 0; /* no daemon yet: the supervisor decides */
+      }
+      /* sin_port and sin6_port share their offset. */
+      if (slipstream_port_supervised(t, ntohs(dest.sin6_port))) return 0;
+    }
+    *tcp = 1;
+  }
+  return !MaySwitched(fd);
+}
+
+/* ---- The interposed calls -------------------------------------------------------------------- */
+
+EXPORT int socket(int domain, int type, int protocol) {
+  if (!g.enabled)
+    return g.socket ? g.socket(domain, type, protocol) : PLAIN(SYS_socket, domain, type, protocol);
+  /* The supervisor only ever answers socket() CONTINUE (it is trapped for --trace/--stats). */
+  Count(SLIPSTREAM_CALL_SOCKET, 1);
+  long r = Bypass(SLIPSTREAM_CALL_SOCKET, SYS_socket, domain, type, protocol, 0, 0);
+  Record(SLIPSTREAM_CALL_SOCKET, r, -1, domain, type, protocol, NULL, 0);
+  return (int)r;
+}
+
+EXPORT int connect(int fd, const struct sockaddr* addr, socklen_t len) {
+  int tcp = 0;
+  struct sockaddr_in6 dest;
+  if (g.enabled && ConnectInProcess(fd, addr, len, &tcp, &dest)) {
+    Count(SLIPSTREAM_CALL_CONNECT, 1);
+    if (tcp && g.stats != NULL) __atomic_fetch_add(&g.stats->tcp_connects, 1, __ATOMIC_RELAXED);
+    long r = Bypass(SLIPSTREAM_CALL_CONNECT, SYS_connect, fd, (long)addr, len, 0, 0);
+    Record(SLIPSTREAM_CALL_CONNECT, r, fd, 0, 0, 0, &dest, len);
+    return (int)r;
+  }
+  if (g.enabled) Count(SLIPSTREAM_CALL_CONNECT, 0);
+  return g.connect ? g.connect(fd, addr, len) : PLAIN(SYS_connect, fd, addr, len);
+}
+
+/* The fd-only calls: in-process unless the socket may be a switched one. `t0`, `t1` are what
+ * --trace shows besides the fd (level and name, how), `taddr` an address to show. */
+static long FdCallInProcess(int call, long nr, int fd, long a1, long a2, long a3, long a4, long t0,
+                            long t1, const struct sockaddr* taddr, socklen_t taddr_len) {
+  long r = Bypass(call, nr, fd, a1, a2, a3, a4);
+  if (Tracing()) {
+    struct sockaddr_in6 copy;
+    int have = taddr != NULL && CopyAddress(taddr, taddr_len, &copy);
+    Record(call, r, fd, t0, t1, 0, have ? &copy : NULL, have ? taddr_len : 0);
+  }
+  return r;
+}
+
+#define FD_CALL(call, nr, real, fd, a1, a2, a3, a4, t0, t1, taddr, taddr_len, ...)                \
+  do {                                                                                            \
+    if (g.enabled) {                                                                              \
+      int here = !MaySwitched(fd);                                                                \
+      Count(call, here);                                                                          \
+      if (here) {                                                                                 \
+        return (int)FdCallInProcess(call, nr, fd, (long)(a1), (long)(a2), (long)(a3), (long)(a4), \
+                                    (long)(t0), (long)(t1), taddr, taddr_len);                    \
+      }                                                                                           \
+    }                                                                                             \
+    return real ? real(fd, __VA_ARGS__) : PLAIN(nr, fd, __VA_ARGS__);                             \
+  } while (0)
+
+/* A bind to a fixed TCP/IP port goes to the supervisor: it first releases the retained TCP
+ * sockets of switched connections on that port that the program has closed, so that a port an
+ * abortive close freed is free again, as over TCP. Port 0 and other families run here. */
+static int BindsFixedPort(const struct sockaddr* addr, socklen_t len) {
+  struct sockaddr_in6 copy;
+  if (!CopyAddress(addr, len, &copy)) return 1; /* the kernel's EFAULT/EINVAL, via libc */
+  if (copy.sin6_family != AF_INET && copy.sin6_family != AF_INET6) return 0;
+  return len >= sizeof(struct sockaddr_in) && copy.sin6_port != 0; /* same offset in both */
+}
+
+EXPORT int bind(int fd, const struct sockaddr* addr, socklen_t len) {
+  if (g.enabled && g.switching && BindsFixedPort(addr, len)) {
+    Count(SLIPSTREAM_CALL_BIND, 0);
+    return g.bind ? g.bind(fd, addr, len) : PLAIN(SYS_bind, fd, addr, len);
+  }
+  FD_CALL(SLIPSTREAM_CALL_BIND, SYS_bind, g.bind, fd, addr, len, 0, 0, 0, 0, addr, len, addr, len);
+}
+
+EXPORT int getsockname(int fd, struct sockaddr* addr, socklen_t* len) {
+  FD_CALL(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, g.getsockname, fd, addr, len, 0, 0, 0, 0,
+          NULL, 0, addr, len);
+}
+
+EXPORT int getpeername(int fd, struct sockaddr* addr, socklen_t* len) {
+  FD_CALL(SLIPSTREAM_CALL_GETPEERNAME, SYS_getpeername, g.getpeername, fd, addr, len, 0, 0, 0, 0,
+          NULL, 0, addr, len);
+}
+
+EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) {
+  FD_CALL(SLIPSTREAM_CALL_GETSOCKOPT, SYS_getsockopt, g.getsockopt, fd, level, name, value, len,
+          level, name, NULL, 0, level, name, value, len);
+}
+
+EXPORT int setsockopt(int fd, int level, int name, const void* value, socklen_t len) {
+  FD_CALL(SLIPSTREAM_CALL_SETSOCKOPT, SYS_setsockopt, g.setsockopt, fd, level, name, value, len,
+          level, name, NULL, 0, level, name, value, len);
+}
+
+EXPORT int shutdown(int fd, int how) {
+  FD_CALL(SLIPSTREAM_CALL_SHUTDOWN, SYS_shutdown, g.shutdown, fd, how, 0, 0, 0, how, 0, NULL, 0,
+          how);
+}

@@ -1,0 +1,109 @@
+/* What libslipstream-preload.so shares with slipstream-trace and slipstreamd (docs/design.md,
+ * "Hybrid mode"): the environment variables that configure it, which argument register of each
+ * call carries the run's cookie, and the layout of the two shared-memory files it maps.
+ *
+ * Plain C, included by the library (C) and by the supervisor and daemon (C++). Fields shared
+ * between processes are only accessed with __atomic builtins. */
+#ifndef SLIPSTREAM_PRELOAD_FALLBACK_PRELOAD_ABI_H_
+#define SLIPSTREAM_PRELOAD_FALLBACK_PRELOAD_ABI_H_
+
+#include <stdint.h>
+
+/* The run's cookie, 16 hex digits. Without it the library passes every call on unchanged. */
+#define SLIPSTREAM_ENV_COOKIE "SLIPSTREAM_COOKIE"
+/* Path of the daemon's table of supervised listener ports. Unset: nothing is switched
+ * (--no-switch), so every connect may run in-process. */
+#define SLIPSTREAM_ENV_TABLE "SLIPSTREAM_LISTENER_TABLE"
+/* Path of the run's counters (only with --stats). */
+#define SLIPSTREAM_ENV_STATS "SLIPSTREAM_PRELOAD_STATS"
+
+#define SLIPSTREAM_PRELOAD_LIBRARY "libslipstream-preload.so"
+
+/* The calls in the order of slipstream::tracer::Call (checked by a static_assert there). */
+enum slipstream_call {
+  SLIPSTREAM_CALL_SOCKET,
+  SLIPSTREAM_CALL_CONNECT,
+  SLIPSTREAM_CALL_ACCEPT,
+  SLIPSTREAM_CALL_ACCEPT4,
+  SLIPSTREAM_CALL_BIND,
+  SLIPSTREAM_CALL_LISTEN,
+  SLIPSTREAM_CALL_GETSOCKNAME,
+  SLIPSTREAM_CALL_GETPEERNAME,
+  SLIPSTREAM_CALL_GETSOCKOPT,
+  SLIPSTREAM_CALL_SETSOCKOPT,
+  SLIPSTREAM_CALL_SHUTDOWN,
+  SLIPSTREAM_CALL_COUNT
+};
+
+/* The argument register that carries the cookie: the first one the system call does not read
+ * (socket, connect, accept, bind, getsockname, getpeername take 3 arguments, accept4 4,
+ * getsockopt and setsockopt 5, listen and shutdown 2). The kernel ignores it. -1: no bypass
+ * (listen always registers its listener through the supervisor). */
+static inline int slipstream_cookie_arg(int call) {
+  switch (call) {
+    case SLIPSTREAM_CALL_SOCKET:
+    case SLIPSTREAM_CALL_CONNECT:
+    case SLIPSTREAM_CALL_ACCEPT:
+    case SLIPSTREAM_CALL_BIND:
+    case SLIPSTREAM_CALL_GETSOCKNAME:
+    case SLIPSTREAM_CALL_GETPEERNAME:
+      return 3;
+    case SLIPSTREAM_CALL_ACCEPT4:
+      return 4;
+    case SLIPSTREAM_CALL_GETSOCKOPT:
+    case SLIPSTREAM_CALL_SETSOCKOPT:
+      return 5;
+    case SLIPSTREAM_CALL_SHUTDOWN:
+      return 2;
+    default:
+      return -1;
+  }
+}
+
+/* The daemon's table (one per runtime directory, never unlinked, so a mapping stays current across
+ * daemon restarts): bit p of `ports` is set while at least one registered (supervised) listener
+ * has TCP port p. A bit is set before the registering listen() returns. */
+#define SLIPSTREAM_TABLE_MAGIC 0x314c425454535353ULL
+#define SLIPSTREAM_TABLE_WORDS (65536 / 64)
+struct slipstream_listener_table {
+  uint64_t magic;      /* written last when the daemon (re)initialises the file */
+  uint64_t generation; /* bumped on every change */
+  uint64_t ports[SLIPSTREAM_TABLE_WORDS];
+};
+
+static inline int slipstream_port_supervised(const struct slipstream_listener_table* t,
+                                             uint16_t port) {
+  uint64_t word = __atomic_load_n(&t->ports[port / 64], __ATOMIC_ACQUIRE);
+  return (int)((word >> (port % 64)) & 1);
+}
+
+/* One call served in-process, for --trace: written by the library, printed by slipstream-trace at
+ * exit. */
+struct slipstream_trace_record {
+  uint64_t seq;    /* 1 + the record's number once complete; 0 while it is written */
+  int64_t time_ns; /* CLOCK_REALTIME */
+  int32_t tid;
+  int32_t call;
+  int32_t fd;  /* -1 for socket() */
+  int32_t err; /* errno, 0 on success */
+  int64_t result;
+  int64_t args[3];   /* socket: domain, type, protocol; sockopts: level, name; shutdown: how */
+  uint32_t addr_len; /* connect, bind: the address (0 if not readable) */
+  uint8_t addr[28];
+};
+#define SLIPSTREAM_TRACE_SLOTS 4096
+
+/* The run's counters, created by slipstream-trace for --stats and --trace, read at exit. */
+#define SLIPSTREAM_STATS_MAGIC 0x3254535453535353ULL
+struct slipstream_preload_stats {
+  uint64_t magic;
+  uint64_t in_process[16];    /* served in the program with the cookie (no notification) */
+  uint64_t to_supervisor[16]; /* interposed, but left to the supervisor (trapped) */
+  uint64_t tcp_connects;      /* connects to an IP address made in-process: left on TCP */
+  uint32_t trace;             /* --trace: record each call served in-process */
+  uint32_t reserved;
+  uint64_t trace_next; /* records claimed so far; the ring keeps the first SLIPSTREAM_TRACE_SLOTS */
+  struct slipstream_trace_record trace_ring[SLIPSTREAM_TRACE_SLOTS];
+};
+
+#endif /* SLIPSTREAM_PRELOAD_FALLBACK_PRELOAD_ABI_H_ */
