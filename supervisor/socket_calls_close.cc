@@ -71,6 +71,7 @@ void SocketCalls::MirrorLinger(PendingCall& c, const tracer::TargetAccess& targe
   // The call itself runs in the kernel on the AF_UNIX end (CONTINUE), whose answer and later
   // getsockopt(SO_LINGER) are TCP's: both accept any value.
   (void)setsockopt(sw->tcp.Get(), SOL_SOCKET, SO_LINGER, &value, sizeof(value));
+  sw->abortive = value.l_onoff != 0 && value.l_linger == 0;
   if (value.l_onoff != 0 && value.l_linger == 0 && !sw->reset_armed) {
     sw->reset_armed = env_.switcher->ArmReset(copy->Get());
   }

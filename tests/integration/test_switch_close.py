@@ -267,6 +267,12 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
         native = self.check_port_reuse("linger0,close,sleep:50,reconnect", ["--reuseaddr"])
         self.assertIn("reconnect bind -> 0 connect -> 0", native["client"][1])
 
+    def test_abortive_close_frees_the_port_after_a_sweep(self):
+        """The same, 1.2 s later: the supervisor's 1 s sweep has released its copy by then, the
+        daemon's 2 s sweep perhaps not yet."""
+        native = self.check_port_reuse("linger0,close,sleep:1200,reconnect", [])
+        self.assertIn("reconnect bind -> 0 connect -> 0", native["client"][1])
+
     def test_orderly_close_keeps_the_port(self):
         """An orderly close leaves the closing side in TIME_WAIT: the port stays taken, switched
         as natively."""
