@@ -228,6 +228,12 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(native["server"][1][:3], ["drain -> 0 bytes then ECONNRESET",
                                                    "send 1 -> EPIPE", "send 1 -> EPIPE"])
 
+    def test_abortive_close_by_the_server(self):
+        native = self.compare(self.c_cmds("linger0,close", "drain,send:1"),
+                              [("go", "client"), ("sleep", 0.1), ("go", "server")])
+        self.assertEqual(native["client"][1][:2], ["drain -> 0 bytes then ECONNRESET",
+                                                   "send 1 -> EPIPE"])
+
     def test_abortive_close_after_reading_everything(self):
         """The closing side had read what it was sent: still a reset for the peer."""
         native = self.compare(self.c_cmds("send:100,drain", "read,linger0,close"),
