@@ -234,6 +234,15 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(native["client"][1][:2], ["drain -> 0 bytes then ECONNRESET",
                                                    "send 1 -> EPIPE"])
 
+    def test_abortive_close_after_shut_rd(self):
+        """Documented: after SHUT_RD the connection is relayed, and an abortive close reaches the
+        peer as EOF."""
+        native = self.compare(self.c_cmds("shut:rd,linger0,close", "drain"),
+                              [("go", "client"), ("sleep", 0.1), ("go", "server")],
+                              known={"drain -> 0 bytes then ECONNRESET":
+                                     "drain -> 0 bytes then EOF"})
+        self.assertEqual(native["client"][1][0], "drain -> 0 bytes then ECONNRESET")
+
     def test_abortive_close_after_reading_everything(self):
         """The closing side had read what it was sent: still a reset for the peer."""
         native = self.compare(self.c_cmds("send:100,drain", "read,linger0,close"),
