@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -17,6 +18,8 @@
 #include <cstring>
 #include <thread>
 
+#include "base/sock_diag.h"
+#include "base/socket_info.h"
 #include "base/syscalls.h"
 #include "matcher/paths.h"
 
@@ -202,6 +205,47 @@ TEST_F(DaemonTest, PushesTheServerEndAndReleasesTheClientsCopyOnInstall) {
   auto release = Expect(client_session.Get(), MsgType::kRelease);
   ASSERT_TRUE(release);
   EXPECT_EQ(release->As<InodeBody>()->inode, Ino(c.server_end.Get()));
+}
+
+// kPeerPid names the process on the other side of a live pair (a hint for the reset of an
+// abortive close); kSweep closes at once the TCP copies of sides whose end is gone.
+TEST_F(DaemonTest, NamesThePeersProcessAndSweepsClosedEndsOnRequest) {
+  UniqueFd server_session = Session(), client_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  Register(server_session.Get(), l.Get());
+  Client c = Connect(client_session.Get(), addr);
+  auto push = Expect(server_session.Get(), MsgType::kPush);
+  ASSERT_TRUE(push) << push.error().ToString();
+  Installed(server_session.Get(), push->As<PushBody>()->server_end_ino);
+  ASSERT_TRUE(Expect(client_session.Get(), MsgType::kRelease));
+
+  auto peer_pid = [&](uint64_t ino) -> int32_t {
+    InodeBody body{ino};
+    EXPECT_TRUE(SendMessage(client_session.Get(), MsgType::kPeerPid, 21, getpid(), Bytes(body)));
+    auto reply = Expect(client_session.Get(), MsgType::kPeerPidReply);
+    if (!reply || reply->As<PeerPidBody>() == nullptr) return -1;
+    EXPECT_EQ(reply->header.seq, 21u);
+    return reply->As<PeerPidBody>()->pid;
+  };
+  EXPECT_EQ(peer_pid(Ino(c.client_end.Get())), getpid());  // the side that installed the end
+  EXPECT_EQ(peer_pid(Ino(c.server_end.Get())), getpid());  // the side that connected
+  EXPECT_EQ(peer_pid(1), 0);                               // unknown
+
+  // The client closes its end and its TCP socket: only the daemon's copy keeps the connection.
+  auto diag = SockDiag::Open();
+  ASSERT_TRUE(diag);
+  auto local = SocketName(c.tcp.Get(), false), remote = SocketName(c.tcp.Get(), true);
+  ASSERT_TRUE(local && remote);
+  c.client_end.Reset();
+  c.tcp.Reset();
+  auto before = diag->LookupTcp(*local, *remote);
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->state, TCP_ESTABLISHED);
+  ASSERT_TRUE(SendMessage(client_session.Get(), MsgType::kSweep, 22, getpid(), {}));
+  ASSERT_TRUE(Expect(client_session.Get(), MsgType::kSwept));
+  auto after = diag->LookupTcp(*local, *remote);  // closed: FIN_WAIT, or gone
+  EXPECT_TRUE(!after || after->state != TCP_ESTABLISHED);
 }
 
 TEST_F(DaemonTest, ListenersOfSeveralSupervisorsAreClaimed) {

@@ -71,7 +71,10 @@ void SocketCalls::MirrorLinger(PendingCall& c, const tracer::TargetAccess& targe
   // The call itself runs in the kernel on the AF_UNIX end (CONTINUE), whose answer and later
   // getsockopt(SO_LINGER) are TCP's: both accept any value.
   (void)setsockopt(sw->tcp.Get(), SOL_SOCKET, SO_LINGER, &value, sizeof(value));
-  if (value.l_onoff != 0 && value.l_linger == 0 && !sw->reset_armed) {
+  sw->abortive = value.l_onoff != 0 && value.l_linger == 0;
+  // (Not after SHUT_RD: the peer of the program's end is then the relay's, which keeps no
+  // handle for this; such a close reaches the peer as EOF, docs/differences.md.)
+  if (sw->abortive && !sw->reset_armed && !sw->read_shut) {
     sw->reset_armed = env_.switcher->ArmReset(copy->Get());
   }
 }

@@ -339,9 +339,13 @@ bool Switcher::ArmReset(int end) {
 }
 
 void Switcher::ReleaseClosed(uint16_t port) {
-  if (book_.empty() || !diag_) return;
+  // Released here by the periodic sweep since; the daemon's copies may remain.
+  bool released = released_ports_.erase(port) != 0;
+  if (book_.empty() || !diag_) {
+    if (released && active()) (void)client_.Call(MsgType::kSweep, getpid(), {});
+    return;
+  }
   std::optional<std::unordered_set<uint64_t>> alive;  // one dump, only when needed
-  bool released = false;
   for (auto it = book_.begin(); it != book_.end();) {
     SwitchedSocket& sw = it->second;
     if (sw.local_port == 0) {
@@ -436,8 +440,19 @@ void Switcher::Sweep() {
   // kernel drops the socket): release the retained TCP socket with it.
   auto alive = diag_->UnixInodes();
   if (!alive) return;
+  auto now = std::chrono::steady_clock::now();
+  std::erase_if(released_ports_,
+                [now](const auto& p) { return now - p.second > 2 * kSweepPeriod; });
   for (auto it = book_.begin(); it != book_.end();) {
-    it = alive->count(it->first) ? std::next(it) : book_.erase(it);
+    if (alive->count(it->first)) {
+      ++it;
+      continue;
+    }
+    if (it->second.abortive) {
+      if (auto local = SocketName(it->second.tcp.Get(), false))
+        released_ports_[local->port()] = now;
+    }
+    it = book_.erase(it);
   }
 }
 

@@ -48,6 +48,7 @@ struct SwitchedSocket {
   bool read_shut = false;
   bool write_shut = false;  // the program called shutdown(SHUT_WR or SHUT_RDWR)
   uint16_t local_port = 0;  // of `tcp`, once ReleaseClosed asked (0: not yet)
+  bool abortive = false;    // SO_LINGER {1, 0}: releasing `tcp` frees its port at once
   // An out-of-band byte waits in the program's end so that its close resets the peer (ArmReset).
   bool reset_armed = false;
 };
@@ -169,6 +170,9 @@ class Switcher {
   boost::asio::steady_timer orphan_timer_;
   bool sweep_scheduled_ = false;
   uint64_t relays_active_ = 0;
+  // Ports of abortive connections released by the periodic sweep, which the daemon may still
+  // hold for up to its own sweep period: a bind() to one asks the daemon to sweep (kSweep).
+  std::unordered_map<uint16_t, std::chrono::steady_clock::time_point> released_ports_;
 };
 
 }  // namespace slipstream::supervisor

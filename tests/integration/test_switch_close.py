@@ -228,6 +228,21 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(native["server"][1][:3], ["drain -> 0 bytes then ECONNRESET",
                                                    "send 1 -> EPIPE", "send 1 -> EPIPE"])
 
+    def test_abortive_close_by_the_server(self):
+        native = self.compare(self.c_cmds("linger0,close", "drain,send:1"),
+                              [("go", "client"), ("sleep", 0.1), ("go", "server")])
+        self.assertEqual(native["client"][1][:2], ["drain -> 0 bytes then ECONNRESET",
+                                                   "send 1 -> EPIPE"])
+
+    def test_abortive_close_after_shut_rd(self):
+        """Documented: after SHUT_RD the connection is relayed, and an abortive close reaches the
+        peer as EOF."""
+        native = self.compare(self.c_cmds("shut:rd,linger0,close", "drain"),
+                              [("go", "client"), ("sleep", 0.1), ("go", "server")],
+                              known={"drain -> 0 bytes then ECONNRESET":
+                                     "drain -> 0 bytes then EOF"})
+        self.assertEqual(native["client"][1][0], "drain -> 0 bytes then ECONNRESET")
+
     def test_abortive_close_after_reading_everything(self):
         """The closing side had read what it was sent: still a reset for the peer."""
         native = self.compare(self.c_cmds("send:100,drain", "read,linger0,close"),
@@ -265,6 +280,12 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
 
     def test_abortive_close_frees_the_port_reuseaddr(self):
         native = self.check_port_reuse("linger0,close,sleep:50,reconnect", ["--reuseaddr"])
+        self.assertIn("reconnect bind -> 0 connect -> 0", native["client"][1])
+
+    def test_abortive_close_frees_the_port_after_a_sweep(self):
+        """The same, 1.2 s later: the supervisor's 1 s sweep has released its copy by then, the
+        daemon's 2 s sweep perhaps not yet."""
+        native = self.check_port_reuse("linger0,close,sleep:1200,reconnect", [])
         self.assertIn("reconnect bind -> 0 connect -> 0", native["client"][1])
 
     def test_orderly_close_keeps_the_port(self):

@@ -11,10 +11,10 @@
 //   send:N        one write() of N bytes: "send N -> R|ERRNO"
 //   read          one read() of up to 64 KiB, after poll() saw it would not block; a read that
 //                 would still block after 3 s prints "read -> blocked" instead of hanging
-//   drain         read() until 0 or an error (same guard): "drain -> N bytes then EOF|ERRNO|blocked"
-//   poll          poll() without waiting: "poll IN OUT RDHUP HUP ERR PRI" (the bits set)
-//   epoll         epoll_ctl(ADD) of the socket (EPOLLIN|EPOLLRDHUP) into a new epoll instance
-//   epwait        epoll_wait() for up to 3 s: "epwait IN RDHUP ..." or "epwait none"
+//   drain         read() until 0 or an error (same guard): "drain -> N bytes then
+//   EOF|ERRNO|blocked" poll          poll() without waiting: "poll IN OUT RDHUP HUP ERR PRI" (the
+//   bits set) epoll         epoll_ctl(ADD) of the socket (EPOLLIN|EPOLLRDHUP) into a new epoll
+//   instance epwait        epoll_wait() for up to 3 s: "epwait IN RDHUP ..." or "epwait none"
 //   shut:rd|wr|rdwr  shutdown(): "shut:rd -> 0|ERRNO"
 //   linger0       setsockopt(SO_LINGER, {1, 0}): "linger0 -> 0|ERRNO"
 //   close         close() the connection: "close -> 0|ERRNO"
@@ -177,7 +177,9 @@ static void Step(int* fd, const char* step, const char* port_file, int bind_port
         continue;
       }
       Say("drain -> %lld bytes then %s", total,
-          r == 0 ? "EOF" : r == -2 ? "blocked" : fx_errno_name(errno));
+          r == 0    ? "EOF"
+          : r == -2 ? "blocked"
+                    : fx_errno_name(errno));
       break;
     }
   } else if (strcmp(step, "poll") == 0) {
@@ -273,7 +275,7 @@ int main(int argc, char** argv) {
          Addr(fd, 0, local, sizeof(local)), Addr(fd, 1, peer, sizeof(peer)));
   fflush(stdout);
   char* steps = strdup(script);
-  for (char* save = NULL, *step = strtok_r(steps, ",", &save); step != NULL;
+  for (char *save = NULL, *step = strtok_r(steps, ",", &save); step != NULL;
        step = strtok_r(NULL, ",", &save)) {
     Step(&fd, step, port_file, bind_port, reuse);
   }
