@@ -25,21 +25,31 @@
 
 namespace slipstream::supervisor {
 
+// ERESTARTSYS, kernel-internal (include/linux/errno.h): the answer for a call a signal interrupts.
+inline constexpr int kErestartSys = 512;
+
 class HeldCalls {
  public:
-  enum class Wait { kRead, kWrite };
+  // kReadMore: edge-triggered, for a call that waits for more bytes than are queued (a peek with
+  // MSG_WAITALL): the retry runs each time data arrives, not while data merely sits there.
+  enum class Wait { kRead, kWrite, kReadMore };
   // Runs when `fd` is ready. Returns true once the call is answered (or handed on), false to wait
   // again.
   using Retry = std::function<bool(PendingCall& call, int fd)>;
+  // Answers a call whose wait ends early: `timeout` when the socket's SO_RCVTIMEO/SO_SNDTIMEO
+  // expired, otherwise a signal is pending (WAIT_KILLABLE_RECV). For calls that may have made
+  // progress (a send that sent part), which the kernel reports instead of an error.
+  using Interrupt = std::function<void(PendingCall& call, int fd, bool timeout)>;
 
   HeldCalls(boost::asio::io_context& io, tracer::Notifier& notifier, bool killable);
   ~HeldCalls();
 
-  void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry);
+  void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt = nullptr);
   size_t size() const { return held_.size(); }
 
  private:
   struct Entry;
+  static uint32_t EventsOf(Wait wait);
   void Arm(Entry* entry);
   void ArmWaits();
   void OnWaitsReady();

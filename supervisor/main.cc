@@ -106,6 +106,8 @@ int Main(int argc, char** argv) {
   filter_options.allow_io_uring = o.allow_io_uring;
   filter_options.trap_socket = o.trace || o.stats;
   filter_options.trap_bind = o.trace || o.stats;
+  // Without switching no socket answers unlike TCP: the data-path calls need not stop.
+  filter_options.trap_data_flags = o.switching && features.CanEmulate();
   auto program = tracer::BuildFilter(filter_options);
   if (!program) {
     spdlog::warn("cannot build the seccomp filter ({}): running {} unsupervised",

@@ -90,6 +90,17 @@ class SocketCalls {
   void OnGetName(PendingCall& c, bool peer);
   void OnSockopt(PendingCall& c, bool get);
   void OnShutdown(PendingCall& c);
+  // send/recv family in the forms the filter traps (socket_calls_data.cc).
+  struct RecvJob;
+  struct SendJob;
+  void OnData(PendingCall c);
+  void OnRecv(PendingCall c, const tracer::TargetAccess& target, UniqueFd fd, unsigned flags);
+  bool StepRecv(PendingCall& c, int fd, RecvJob& job);
+  void InterruptRecv(PendingCall& c, int fd, RecvJob& job, bool timeout);
+  void FinishRecv(PendingCall& c, const RecvJob& job, size_t count);
+  void OnSend(PendingCall c, const tracer::TargetAccess& target, Sock& sock, unsigned flags);
+  bool StepSend(PendingCall& c, int fd, SendJob& job);
+  void FinishSend(PendingCall& c, const SendJob& job, int err);
 
   // accept: answers `c` unless the listener has nothing to accept yet (returns false).
   bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args);

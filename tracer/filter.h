@@ -22,6 +22,10 @@ struct FilterOptions {
   // bind() is answered CONTINUE for the same reason (privileged ports are checked against the
   // caller's credentials): trapped only for --trace and --stats.
   bool trap_bind = true;
+  // The rare forms of the data-path calls that a switched socket must answer itself
+  // (tracer/filter.cc, AddDataRules). Off with --no-switch (nothing is switched) and in the
+  // untrapped-call benchmark's baseline.
+  bool trap_data_flags = true;
 };
 
 using BpfProgram = std::vector<sock_filter>;
