@@ -223,6 +223,11 @@ void SocketCalls::OnRecv(PendingCall c, const TargetAccess& target, UniqueFd fd,
 }
 
 bool SocketCalls::StepRecv(PendingCall& c, int fd, RecvJob& job) {
+  // A call the program left (a signal without WAIT_KILLABLE_RECV) must not take bytes.
+  if (!env_.notifier.IdValid(c.id())) {
+    c.Abandon();
+    return true;
+  }
   int queued = Queued(fd);
   switch (job.mode) {
     case RecvJob::Mode::kPeekThenKernel:
@@ -299,7 +304,7 @@ void SocketCalls::InterruptRecv(PendingCall& c, int fd, RecvJob& job, bool timeo
 
 void SocketCalls::FinishRecv(PendingCall& c, const RecvJob& job, size_t count) {
   auto target = OpenTarget(c);
-  if (!target) return c.Abandon();
+  if (!target || !env_.notifier.IdValid(c.id())) return c.Abandon();
   // As the kernel, after the bytes were taken: the source address (none for TCP) and, for
   // recvmsg/recvmmsg, the msghdr's result fields.
   int err = 0;
@@ -376,6 +381,12 @@ bool SocketCalls::StepSend(PendingCall& c, int fd, SendJob& job) {
     size_t chunk = std::min(job.len - job.done, kChunk);
     if (chunk > 0 && !target->Read(job.buf + job.done, {Scratch(), chunk})) {
       FinishSend(c, job, EFAULT);
+      return true;
+    }
+    // Read first, then check: a valid id proves the bytes came from the program still in the
+    // call (TOCTOU order, tracer/target.h), and no byte is sent for a call it left.
+    if (!env_.notifier.IdValid(c.id())) {
+      c.Abandon();
       return true;
     }
     // Out-of-band: the last byte of the whole call, as TCP's urgent pointer marks it.
