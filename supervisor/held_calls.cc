@@ -194,16 +194,27 @@ void HeldCalls::ScheduleSweep() {
   });
 }
 
+void HeldCalls::ThreadMovedOn(pid_t tid) {
+  for (auto it = held_.begin(); it != held_.end();) {
+    Entry* entry = (it++)->get();
+    if (entry->call.tid() != tid || notifier_.IdValid(entry->call.id())) continue;
+    if (entry->interrupt) entry->interrupt(entry->call, entry->fd.Get(), End::kWithdrawn);
+    entry->call.Abandon();
+    Drop(entry);
+  }
+}
+
 void HeldCalls::Sweep() {
   for (auto it = held_.begin(); it != held_.end();) {
     Entry* entry = (it++)->get();
     PendingCall& call = entry->call;
     if (!notifier_.IdValid(call.id())) {
+      if (entry->interrupt) entry->interrupt(call, entry->fd.Get(), End::kWithdrawn);
       call.Abandon();
       Drop(entry);
     } else if (killable_ && SignalPendingFor(call.tid())) {
       if (entry->interrupt) {
-        entry->interrupt(call, entry->fd.Get(), false);
+        entry->interrupt(call, entry->fd.Get(), End::kSignal);
       } else {
         call.Fail(kErestartSys);
       }
@@ -212,7 +223,7 @@ void HeldCalls::Sweep() {
       // What the kernel answers when the socket's timeout expires: accept EAGAIN, connect
       // EINPROGRESS (the handshake goes on).
       if (entry->interrupt) {
-        entry->interrupt(call, entry->fd.Get(), true);
+        entry->interrupt(call, entry->fd.Get(), End::kTimeout);
       } else {
         call.Fail(entry->wait == Wait::kWrite ? EINPROGRESS : EAGAIN);
       }

@@ -36,16 +36,27 @@ class HeldCalls {
   // Runs when `fd` is ready. Returns true once the call is answered (or handed on), false to wait
   // again.
   using Retry = std::function<bool(PendingCall& call, int fd)>;
-  // Answers a call whose wait ends early: `timeout` when the socket's SO_RCVTIMEO/SO_SNDTIMEO
-  // expired, otherwise a signal is pending (WAIT_KILLABLE_RECV). For calls that may have made
-  // progress (a send that sent part), which the kernel reports instead of an error.
-  using Interrupt = std::function<void(PendingCall& call, int fd, bool timeout)>;
+  // How a held call's wait ended early: the socket's SO_RCVTIMEO/SO_SNDTIMEO expired, a signal is
+  // pending (WAIT_KILLABLE_RECV: the call must be answered), or the call was withdrawn (a signal
+  // without WAIT_KILLABLE_RECV, or the thread died: nothing can be answered any more).
+  enum class End { kTimeout, kSignal, kWithdrawn };
+  // For calls that may have made progress (a send that sent part), which the kernel reports
+  // instead of an error: answers the call (kTimeout, kSignal) or records the progress
+  // (kWithdrawn).
+  using Interrupt = std::function<void(PendingCall& call, int fd, End end)>;
 
   HeldCalls(boost::asio::io_context& io, tracer::Notifier& notifier, bool killable);
   ~HeldCalls();
 
   void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt = nullptr);
   size_t size() const { return held_.size(); }
+  // `tid` is making a new call, so every call it had held was withdrawn (a thread is in one
+  // syscall at a time): ends them as withdrawn now rather than at the next sweep, so that what
+  // they did is known before the new call runs.
+  void ThreadMovedOn(pid_t tid);
+  // Does a held call survive a signal (WAIT_KILLABLE_RECV), so that progress it made can still
+  // be reported? Without it a signal withdraws the call and the program never learns of it.
+  bool killable() const { return killable_; }
 
  private:
   struct Entry;

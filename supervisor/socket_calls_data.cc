@@ -181,6 +181,7 @@ void SocketCalls::OnData(PendingCall c) {
   if (!sock || !sock->switched) return;  // TCP, UDP, genuine AF_UNIX: the kernel is exact
   auto flags = static_cast<unsigned>(c.arg(flags_arg));
   c.trace().note = "(switched socket)";
+  env_.held.ThreadMovedOn(c.tid());  // a restarted call must see what its predecessor did
   if (recv) return OnRecv(std::move(c), *target, std::move(sock->fd), flags);
   OnSend(std::move(c), *target, *sock, flags);
 }
@@ -209,6 +210,7 @@ void SocketCalls::OnRecv(PendingCall c, const TargetAccess& target, UniqueFd fd,
   } else {
     job->mode = peek ? RecvJob::Mode::kPeekCount : RecvJob::Mode::kDiscard;
   }
+  if (job->mode == RecvJob::Mode::kDiscard) job->done = std::min(job->len, TakeProgress(c));
   int lowat = std::max(1, IntSockOpt(fd.Get(), SOL_SOCKET, SO_RCVLOWAT));
   job->target = waitall ? job->len : std::min(job->len, static_cast<size_t>(lowat));
   job->nonblocking = NonBlocking(fd.Get(), flags);
@@ -216,8 +218,8 @@ void SocketCalls::OnRecv(PendingCall c, const TargetAccess& target, UniqueFd fd,
   env_.held.Hold(
       std::move(c), std::move(fd), HeldCalls::Wait::kReadMore,
       [this, job](PendingCall& call, int f) { return StepRecv(call, f, *job); },
-      [this, job](PendingCall& call, int f, bool timeout) {
-        InterruptRecv(call, f, *job, timeout);
+      [this, job](PendingCall& call, int f, HeldCalls::End end) {
+        InterruptRecv(call, f, *job, end);
       });
   ++env_.stats.held;
 }
@@ -225,6 +227,7 @@ void SocketCalls::OnRecv(PendingCall c, const TargetAccess& target, UniqueFd fd,
 bool SocketCalls::StepRecv(PendingCall& c, int fd, RecvJob& job) {
   // A call the program left (a signal without WAIT_KILLABLE_RECV) must not take bytes.
   if (!env_.notifier.IdValid(c.id())) {
+    SaveProgress(c, job.done);
     c.Abandon();
     return true;
   }
@@ -284,7 +287,9 @@ bool SocketCalls::StepRecv(PendingCall& c, int fd, RecvJob& job) {
   return false;
 }
 
-void SocketCalls::InterruptRecv(PendingCall& c, int fd, RecvJob& job, bool timeout) {
+void SocketCalls::InterruptRecv(PendingCall& c, int fd, RecvJob& job, HeldCalls::End end) {
+  if (end == HeldCalls::End::kWithdrawn) return SaveProgress(c, job.done);
+  bool timeout = end == HeldCalls::End::kTimeout;
   // tcp_recvmsg: what was read by then is the result; with nothing, EAGAIN after the timeout and
   // ERESTARTSYS for a signal (the kernel restarts the call or returns EINTR).
   size_t queued = static_cast<size_t>(Queued(fd));
@@ -318,7 +323,12 @@ void SocketCalls::FinishRecv(PendingCall& c, const RecvJob& job, size_t count) {
     err = WriteMsgResult(*target, c.arg(1), job.flags, env_.features.addrlen_first);
   }
   if (err != 0) return (void)c.Fail(err);
-  if (job.call != Call::kRecvmmsg) return (void)c.Return(static_cast<int64_t>(count));
+  if (job.call != Call::kRecvmmsg) {
+    if (!c.Return(static_cast<int64_t>(count)) && job.mode == RecvJob::Mode::kDiscard) {
+      SaveProgress(c, count);
+    }
+    return;
+  }
   // recvmmsg: this was the first message, and the only one (docs/differences.md); its length
   // goes into msg_len.
   if (!target->WriteInt(c.arg(1) + kMmsgLen, static_cast<int32_t>(count))) {
@@ -353,17 +363,20 @@ void SocketCalls::OnSend(PendingCall c, const TargetAccess& target, Sock& sock, 
   job->len = std::min<size_t>(c.arg(2), kMaxRwCount);
   job->flags = flags;
   job->nonblocking = NonBlocking(sock.fd.Get(), flags);
+  job->done = std::min(job->len, TakeProgress(c));
   if (StepSend(c, sock.fd.Get(), *job)) return;
   env_.held.Hold(
       std::move(c), std::move(sock.fd), HeldCalls::Wait::kWrite,
       [this, job](PendingCall& held, int f) { return StepSend(held, f, *job); },
-      [job](PendingCall& held, int, bool timeout) {
+      [this, job](PendingCall& held, int, HeldCalls::End end) {
         // tcp_sendmsg: a partial send is reported as such; with nothing sent, EAGAIN after
         // SO_SNDTIMEO and ERESTARTSYS for a signal.
-        if (job->done > 0) {
-          held.Return(static_cast<int64_t>(job->done));
+        if (end == HeldCalls::End::kWithdrawn) {
+          SaveProgress(held, job->done);
+        } else if (job->done > 0) {
+          if (!held.Return(static_cast<int64_t>(job->done))) SaveProgress(held, job->done);
         } else {
-          held.Fail(timeout ? EAGAIN : kErestartSys);
+          held.Fail(end == HeldCalls::End::kTimeout ? EAGAIN : kErestartSys);
         }
       });
   ++env_.stats.held;
@@ -386,6 +399,7 @@ bool SocketCalls::StepSend(PendingCall& c, int fd, SendJob& job) {
     // Read first, then check: a valid id proves the bytes came from the program still in the
     // call (TOCTOU order, tracer/target.h), and no byte is sent for a call it left.
     if (!env_.notifier.IdValid(c.id())) {
+      SaveProgress(c, job.done);
       c.Abandon();
       return true;
     }
@@ -411,11 +425,41 @@ bool SocketCalls::StepSend(PendingCall& c, int fd, SendJob& job) {
 void SocketCalls::FinishSend(PendingCall& c, const SendJob& job, int err) {
   // tcp_sendmsg reports bytes sent before an error; with none, the error, and EPIPE raises
   // SIGPIPE for the sending thread unless MSG_NOSIGNAL (sk_stream_error).
-  if (job.done > 0 || err == 0) return (void)c.Return(static_cast<int64_t>(job.done));
-  if (err == EPIPE && !(job.flags & MSG_NOSIGNAL)) {
-    syscall(SYS_tgkill, ProcessOf(c.tid()), c.tid(), SIGPIPE);
+  if (job.done > 0 || err == 0) {
+    if (!c.Return(static_cast<int64_t>(job.done))) SaveProgress(c, job.done);
+    return;
   }
-  c.Fail(err);
+  // EPIPE raises SIGPIPE for the sending thread before the call returns, as sk_stream_error
+  // does. Without WAIT_KILLABLE_RECV a signal raised while the call is pending would withdraw it
+  // (and the restarted call would raise another): then it follows the answer, a little late.
+  bool sigpipe = err == EPIPE && !(job.flags & MSG_NOSIGNAL);
+  pid_t tgid = ProcessOf(c.tid());
+  if (sigpipe && env_.held.killable()) syscall(SYS_tgkill, tgid, c.tid(), SIGPIPE);
+  bool answered = c.Fail(err);
+  if (sigpipe && !env_.held.killable() && answered) syscall(SYS_tgkill, tgid, c.tid(), SIGPIPE);
+}
+
+// Without WAIT_KILLABLE_RECV (before 5.19) a signal withdraws a held call, and the program never
+// learns how many bytes the supervisor had already sent or discarded for it. It restarts the
+// call (SA_RESTART) or, after EINTR, usually retries it with the same arguments: that call
+// resumes where the withdrawn one stopped, so no byte is sent or discarded twice. Any other call
+// of the thread forgets it.
+void SocketCalls::SaveProgress(const PendingCall& c, size_t done) {
+  if (done == 0) return;
+  Progress p{c.notification().nr, {}, done};
+  for (int i = 0; i < 6; ++i) p.args[static_cast<size_t>(i)] = c.arg(i);
+  progress_[c.tid()] = p;
+}
+
+size_t SocketCalls::TakeProgress(const PendingCall& c) {
+  auto it = progress_.find(c.tid());
+  if (it == progress_.end()) return 0;
+  Progress p = it->second;
+  progress_.erase(it);
+  for (int i = 0; i < 6; ++i) {
+    if (p.args[static_cast<size_t>(i)] != c.arg(i)) return 0;
+  }
+  return p.nr == c.notification().nr ? p.done : 0;
 }
 
 }  // namespace slipstream::supervisor

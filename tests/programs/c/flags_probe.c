@@ -823,6 +823,7 @@ static void st_addr_sigpipe(int a, int b) {
 struct Drain {
   pthread_t thread;
   int fd;
+  int delay_ms;  // before reading; 50 when 0
   size_t want;
   size_t got;
   uint64_t hash;
@@ -832,7 +833,7 @@ static void* DrainMain(void* arg) {
   struct Drain* d = arg;
   static char buf[1 << 15];
   d->hash = FX_FNV_OFFSET;
-  usleep(50000);  // let the sender fill the connection first
+  usleep((useconds_t)(d->delay_ms ? d->delay_ms : 50) * 1000);  // let the sender fill it first
   while (d->got < d->want) {
     ssize_t n = recv(d->fd, buf, sizeof(buf), 0);
     if (n <= 0) break;
@@ -884,6 +885,36 @@ static void st_addr_large_signal(int a, int b) {
     got += (size_t)n;
   }
   Add(" consistent=%d", r > 0 && got == (size_t)r && hash == fx_pattern_hash(9, (uint64_t)r));
+  free(big);
+}
+
+// The same with SA_RESTART and a reader that starts late: whatever the count, the reader gets
+// exactly the bytes the count says, once each (a restarted call must not send anything twice).
+static void st_addr_large_signal_restart(int a, int b) {
+  size_t size = 4u << 20;
+  uint8_t* big = malloc(size);
+  fx_pattern_fill(11, 0, big, size);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = OnAlarm;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGALRM, &sa, NULL);
+  struct itimerval it = {{0, 0}, {0, 100000}};
+  setitimer(ITIMER_REAL, &it, NULL);
+  struct Drain d = {.fd = b, .want = size};
+  d.delay_ms = 300;
+  if (pthread_create(&d.thread, NULL, DrainMain, &d) != 0) fx_die("pthread_create");
+  struct sockaddr_storage ss;
+  socklen_t len = PeerAddr(a, &ss);
+  size_t sent = 0;
+  while (sent < size) {  // a program that handles short counts
+    ssize_t r = sendto(a, big + sent, size - sent, 0, (struct sockaddr*)&ss, len);
+    if (r < 0) break;
+    sent += (size_t)r;
+  }
+  shutdown(a, SHUT_WR);
+  pthread_join(d.thread, NULL);
+  Add(" sent=%zu received=%zu same=%d", sent, d.got, d.hash == fx_pattern_hash(11, size));
   free(big);
 }
 
@@ -1032,6 +1063,7 @@ static const struct Case kCases[] = {
     {"sendto_addr_sigpipe", st_addr_sigpipe},
     {"sendto_addr_large", st_addr_large},
     {"sendto_addr_large_signal", st_addr_large_signal},
+    {"sendto_addr_large_signal_restart", st_addr_large_signal_restart},
     {"sendto_addr_nonblocking_full", st_addr_nonblocking_full},
     {"sendmsg", sm_plain},
     {"sendmsg_name", sm_name},
