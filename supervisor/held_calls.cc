@@ -18,7 +18,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-constexpr int kErestartSys = 512;  // ERESTARTSYS, kernel-internal (include/linux/errno.h)
 constexpr auto kSweepPeriod = std::chrono::milliseconds(10);
 
 uint64_t HexField(const std::string& text, const char* key) {
@@ -69,12 +68,17 @@ bool SignalPendingFor(pid_t tid) {
 }
 
 struct HeldCalls::Entry {
-  Entry(PendingCall c, UniqueFd f, Wait w, Retry r)
-      : call(std::move(c)), fd(std::move(f)), wait(w), retry(std::move(r)) {}
+  Entry(PendingCall c, UniqueFd f, Wait w, Retry r, Interrupt i)
+      : call(std::move(c)),
+        fd(std::move(f)),
+        wait(w),
+        retry(std::move(r)),
+        interrupt(std::move(i)) {}
   PendingCall call;
   UniqueFd fd;
   Wait wait;
   Retry retry;
+  Interrupt interrupt;
   std::optional<std::chrono::steady_clock::time_point> deadline;
   std::list<std::unique_ptr<Entry>>::iterator self;
 };
@@ -86,7 +90,7 @@ namespace {
 std::optional<std::chrono::steady_clock::time_point> DeadlineOf(int fd, HeldCalls::Wait wait) {
   timeval tv{};
   socklen_t len = sizeof(tv);
-  int name = wait == HeldCalls::Wait::kRead ? SO_RCVTIMEO : SO_SNDTIMEO;
+  int name = wait == HeldCalls::Wait::kWrite ? SO_SNDTIMEO : SO_RCVTIMEO;
   if (getsockopt(fd, SOL_SOCKET, name, &tv, &len) < 0 || (tv.tv_sec == 0 && tv.tv_usec == 0)) {
     return std::nullopt;
   }
@@ -108,14 +112,29 @@ HeldCalls::HeldCalls(asio::io_context& io, tracer::Notifier& notifier, bool kill
 
 HeldCalls::~HeldCalls() = default;
 
-void HeldCalls::Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry) {
-  auto entry = std::make_unique<Entry>(std::move(call), std::move(fd), wait, std::move(retry));
+uint32_t HeldCalls::EventsOf(Wait wait) {
+  switch (wait) {
+    case Wait::kRead:
+      return EPOLLIN | EPOLLONESHOT;
+    case Wait::kWrite:
+      return EPOLLOUT | EPOLLONESHOT;
+    case Wait::kReadMore:
+      // Edge-triggered and never re-armed: every arrival of data (or EOF) wakes it once. Adding
+      // it reports data already queued, so nothing that arrived before the hold is missed.
+      return EPOLLIN | EPOLLRDHUP | EPOLLET;
+  }
+  return 0;
+}
+
+void HeldCalls::Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt) {
+  auto entry = std::make_unique<Entry>(std::move(call), std::move(fd), wait, std::move(retry),
+                                       std::move(interrupt));
   Entry* raw = entry.get();
   raw->deadline = DeadlineOf(raw->fd.Get(), wait);
   held_.push_front(std::move(entry));
   raw->self = held_.begin();
   epoll_event ev{};
-  ev.events = (wait == Wait::kRead ? EPOLLIN : EPOLLOUT) | EPOLLONESHOT;
+  ev.events = EventsOf(wait);
   ev.data.ptr = raw;
   if (epoll_ctl(waits_fd_.Get(), EPOLL_CTL_ADD, raw->fd.Get(), &ev) < 0) {
     // Cannot watch it: let the kernel run the call (CONTINUE) rather than hold it blind.
@@ -126,8 +145,9 @@ void HeldCalls::Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry) {
 }
 
 void HeldCalls::Arm(Entry* entry) {
+  if (entry->wait == Wait::kReadMore) return;  // edge-triggered: stays armed
   epoll_event ev{};
-  ev.events = (entry->wait == Wait::kRead ? EPOLLIN : EPOLLOUT) | EPOLLONESHOT;
+  ev.events = EventsOf(entry->wait);
   ev.data.ptr = entry;
   epoll_ctl(waits_fd_.Get(), EPOLL_CTL_MOD, entry->fd.Get(), &ev);
 }
@@ -174,20 +194,39 @@ void HeldCalls::ScheduleSweep() {
   });
 }
 
+void HeldCalls::ThreadMovedOn(pid_t tid) {
+  for (auto it = held_.begin(); it != held_.end();) {
+    Entry* entry = (it++)->get();
+    if (entry->call.tid() != tid || notifier_.IdValid(entry->call.id())) continue;
+    if (entry->interrupt) entry->interrupt(entry->call, entry->fd.Get(), End::kWithdrawn);
+    entry->call.Abandon();
+    Drop(entry);
+  }
+}
+
 void HeldCalls::Sweep() {
   for (auto it = held_.begin(); it != held_.end();) {
     Entry* entry = (it++)->get();
     PendingCall& call = entry->call;
     if (!notifier_.IdValid(call.id())) {
+      if (entry->interrupt) entry->interrupt(call, entry->fd.Get(), End::kWithdrawn);
       call.Abandon();
       Drop(entry);
     } else if (killable_ && SignalPendingFor(call.tid())) {
-      call.Fail(kErestartSys);
+      if (entry->interrupt) {
+        entry->interrupt(call, entry->fd.Get(), End::kSignal);
+      } else {
+        call.Fail(kErestartSys);
+      }
       Drop(entry);
     } else if (entry->deadline && std::chrono::steady_clock::now() >= *entry->deadline) {
       // What the kernel answers when the socket's timeout expires: accept EAGAIN, connect
       // EINPROGRESS (the handshake goes on).
-      call.Fail(entry->wait == Wait::kRead ? EAGAIN : EINPROGRESS);
+      if (entry->interrupt) {
+        entry->interrupt(call, entry->fd.Get(), End::kTimeout);
+      } else {
+        call.Fail(entry->wait == Wait::kWrite ? EINPROGRESS : EAGAIN);
+      }
       Drop(entry);
     }
   }

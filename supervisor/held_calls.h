@@ -25,21 +25,42 @@
 
 namespace slipstream::supervisor {
 
+// ERESTARTSYS, kernel-internal (include/linux/errno.h): the answer for a call a signal interrupts.
+inline constexpr int kErestartSys = 512;
+
 class HeldCalls {
  public:
-  enum class Wait { kRead, kWrite };
+  // kReadMore: edge-triggered, for a call that waits for more bytes than are queued (a peek with
+  // MSG_WAITALL): the retry runs each time data arrives, not while data merely sits there.
+  enum class Wait { kRead, kWrite, kReadMore };
   // Runs when `fd` is ready. Returns true once the call is answered (or handed on), false to wait
   // again.
   using Retry = std::function<bool(PendingCall& call, int fd)>;
+  // How a held call's wait ended early: the socket's SO_RCVTIMEO/SO_SNDTIMEO expired, a signal is
+  // pending (WAIT_KILLABLE_RECV: the call must be answered), or the call was withdrawn (a signal
+  // without WAIT_KILLABLE_RECV, or the thread died: nothing can be answered any more).
+  enum class End { kTimeout, kSignal, kWithdrawn };
+  // For calls that may have made progress (a send that sent part), which the kernel reports
+  // instead of an error: answers the call (kTimeout, kSignal) or records the progress
+  // (kWithdrawn).
+  using Interrupt = std::function<void(PendingCall& call, int fd, End end)>;
 
   HeldCalls(boost::asio::io_context& io, tracer::Notifier& notifier, bool killable);
   ~HeldCalls();
 
-  void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry);
+  void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt = nullptr);
   size_t size() const { return held_.size(); }
+  // `tid` is making a new call, so every call it had held was withdrawn (a thread is in one
+  // syscall at a time): ends them as withdrawn now rather than at the next sweep, so that what
+  // they did is known before the new call runs.
+  void ThreadMovedOn(pid_t tid);
+  // Does a held call survive a signal (WAIT_KILLABLE_RECV), so that progress it made can still
+  // be reported? Without it a signal withdraws the call and the program never learns of it.
+  bool killable() const { return killable_; }
 
  private:
   struct Entry;
+  static uint32_t EventsOf(Wait wait);
   void Arm(Entry* entry);
   void ArmWaits();
   void OnWaitsReady();

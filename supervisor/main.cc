@@ -160,6 +160,8 @@ int Main(int argc, char** argv) {
   filter_options.trap_bind = o.trace || o.stats || o.switching;
   Hybrid hybrid = SetUpHybrid(o, features);
   filter_options.bypass_cookie = hybrid.cookie;
+  // Without switching no socket answers unlike TCP: the data-path calls need not stop.
+  filter_options.trap_data_flags = o.switching && features.CanEmulate();
   auto program = tracer::BuildFilter(filter_options);
   if (!program) {
     spdlog::warn("cannot build the seccomp filter ({}): running {} unsupervised",

@@ -79,6 +79,13 @@ void SocketCalls::Handle(PendingCall call) {
       return OnSockopt(call, false);
     case Call::kShutdown:
       return OnShutdown(call);
+    case Call::kSendto:
+    case Call::kRecvfrom:
+    case Call::kSendmsg:
+    case Call::kRecvmsg:
+    case Call::kSendmmsg:
+    case Call::kRecvmmsg:
+      return OnData(std::move(call));
   }
 }
 

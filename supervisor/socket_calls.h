@@ -7,6 +7,7 @@
 #ifndef SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_H_
 #define SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_H_
 
+#include <array>
 #include <deque>
 #include <map>
 #include <optional>
@@ -90,6 +91,20 @@ class SocketCalls {
   void OnGetName(PendingCall& c, bool peer);
   void OnSockopt(PendingCall& c, bool get);
   void OnShutdown(PendingCall& c);
+  // send/recv family in the forms the filter traps (socket_calls_data.cc).
+  struct RecvJob;
+  struct SendJob;
+  void OnData(PendingCall c);
+  void OnRecv(PendingCall c, const tracer::TargetAccess& target, UniqueFd fd, unsigned flags);
+  bool StepRecv(PendingCall& c, int fd, RecvJob& job);
+  void InterruptRecv(PendingCall& c, int fd, RecvJob& job, HeldCalls::End end);
+  void FinishRecv(PendingCall& c, const RecvJob& job, size_t count);
+  void OnSend(PendingCall c, const tracer::TargetAccess& target, Sock& sock, unsigned flags);
+  bool StepSend(PendingCall& c, int fd, SendJob& job);
+  void FinishSend(PendingCall& c, const SendJob& job, int err);
+  // Bytes a data call moved before the program left it (see socket_calls_data.cc).
+  void SaveProgress(const PendingCall& c, size_t done);
+  size_t TakeProgress(const PendingCall& c);
 
   // accept: answers `c` unless the listener has nothing to accept yet (returns false).
   bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args);
@@ -125,6 +140,12 @@ class SocketCalls {
   std::set<uint64_t> unreported_connects_;
   uint64_t switched_end_ino_ = 0;  // set by SwitchConnected for its caller
   std::unordered_map<pid_t, pid_t> process_of_;
+  struct Progress {
+    int nr;
+    std::array<uint64_t, 6> args;
+    size_t done;
+  };
+  std::unordered_map<pid_t, Progress> progress_;  // by thread
 };
 
 // Errors that describe the supervisor's own limits, not the target's call: never hand them to the

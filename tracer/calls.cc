@@ -25,6 +25,12 @@ constexpr std::array<CallInfo, kCallCount> kCalls = {{
     {Call::kGetsockopt, SYS_getsockopt, "getsockopt"},
     {Call::kSetsockopt, SYS_setsockopt, "setsockopt"},
     {Call::kShutdown, SYS_shutdown, "shutdown"},
+    {Call::kSendto, SYS_sendto, "sendto"},
+    {Call::kRecvfrom, SYS_recvfrom, "recvfrom"},
+    {Call::kSendmsg, SYS_sendmsg, "sendmsg"},
+    {Call::kRecvmsg, SYS_recvmsg, "recvmsg"},
+    {Call::kSendmmsg, SYS_sendmmsg, "sendmmsg"},
+    {Call::kRecvmmsg, SYS_recvmmsg, "recvmmsg"},
 }};
 
 }  // namespace

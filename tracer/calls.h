@@ -19,8 +19,15 @@ enum class Call : uint8_t {
   kGetsockopt,
   kSetsockopt,
   kShutdown,
+  // Data-path calls, trapped only in their rare forms (tracer/filter.cc: a flag bit, an address).
+  kSendto,
+  kRecvfrom,
+  kSendmsg,
+  kRecvmsg,
+  kSendmmsg,
+  kRecvmmsg,
 };
-inline constexpr int kCallCount = static_cast<int>(Call::kShutdown) + 1;  // the last one
+inline constexpr int kCallCount = static_cast<int>(Call::kRecvmmsg) + 1;  // the last one
 
 // Native syscall number <-> Call. Syscalls of other ABIs (i386, x32) are never trapped.
 std::optional<Call> CallFromNr(int nr);

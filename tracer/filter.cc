@@ -57,6 +57,44 @@ Status AddNotifyRule(scmp_filter_ctx ctx, Call call, std::vector<scmp_arg_cmp> c
                "seccomp_rule_add");
 }
 
+// The data-path calls notify only in the forms a switched socket (AF_UNIX) would answer unlike
+// TCP, which the filter can see in a register argument; every other send/recv runs untrapped.
+// (An argument-dependent rule keeps these syscalls out of the kernel's seccomp action cache
+// (5.11): each call runs the BPF program, measured in docs/BENCHMARKS.md.)
+//  - recv family: MSG_TRUNC (TCP discards without copying; AF_UNIX copies, EFAULT on NULL),
+//    MSG_PEEK with MSG_WAITALL (AF_UNIX returns what is queued), MSG_ERRQUEUE (TCP: EAGAIN;
+//    AF_UNIX reads the data). Each rule matches when all of its bits are set.
+//  - send family: MSG_FASTOPEN (TCP: EISCONN on a connected socket; AF_UNIX sends), and sendto
+//    with an address (TCP ignores it; AF_UNIX fails with EISCONN). sendmsg's msg_name is in
+//    memory, out of the filter's sight (docs/differences.md).
+Status AddDataRules(scmp_filter_ctx ctx) {
+  const uint32_t notify = SCMP_ACT_NOTIFY;
+  struct FlagRule {
+    Call call;
+    unsigned arg;  // which argument holds the flags
+    scmp_datum_t bits;
+  };
+  constexpr unsigned kPeekWaitall = MSG_PEEK | MSG_WAITALL;
+  const FlagRule rules[] = {
+      {Call::kRecvfrom, 3, MSG_TRUNC},    {Call::kRecvfrom, 3, kPeekWaitall},
+      {Call::kRecvfrom, 3, MSG_ERRQUEUE}, {Call::kRecvmsg, 2, MSG_TRUNC},
+      {Call::kRecvmsg, 2, kPeekWaitall},  {Call::kRecvmsg, 2, MSG_ERRQUEUE},
+      {Call::kRecvmmsg, 3, MSG_TRUNC},    {Call::kRecvmmsg, 3, kPeekWaitall},
+      {Call::kRecvmmsg, 3, MSG_ERRQUEUE}, {Call::kSendto, 3, MSG_FASTOPEN},
+      {Call::kSendmsg, 2, MSG_FASTOPEN},  {Call::kSendmmsg, 3, MSG_FASTOPEN},
+  };
+  for (const FlagRule& r : rules) {
+    // The kernel takes flags as an unsigned int: only the low 32 bits of the register count, and
+    // the mask has no high bits.
+    scmp_arg_cmp cmp = SCMP_CMP(r.arg, SCMP_CMP_MASKED_EQ, r.bits, r.bits);
+    auto st = Check(seccomp_rule_add_array(ctx, notify, NrOf(r.call), 1, &cmp),
+                    "seccomp_rule_add(data flags)");
+    if (!st) return st;
+  }
+  return Check(seccomp_rule_add(ctx, notify, SCMP_SYS(sendto), 1, SCMP_A4(SCMP_CMP_NE, 0)),
+               "seccomp_rule_add(sendto address)");
+}
+
 Status AddRules(scmp_filter_ctx ctx, const FilterOptions& options) {
   // Only TCP-capable sockets: AF_INET/AF_INET6 with type SOCK_STREAM (the low 4 bits of `type`).
   for (int domain : {AF_INET, AF_INET6}) {
@@ -73,6 +111,9 @@ Status AddRules(scmp_filter_ctx ctx, const FilterOptions& options) {
     if (call == Call::kBind && !options.trap_bind) continue;
     auto st = AddNotifyRule(ctx, call, {}, options);
     if (!st) return st;
+  }
+  if (options.trap_data_flags) {
+    if (auto st = AddDataRules(ctx); !st) return st;
   }
   if (!options.allow_io_uring) {
     auto st = Check(seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(io_uring_setup), 0),

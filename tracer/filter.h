@@ -26,6 +26,10 @@ struct FilterOptions {
   // Hybrid mode (docs/design.md): a trapped call whose spare argument register holds this value is
   // allowed without a notification (the preload library's own calls). 0: no bypass.
   uint64_t bypass_cookie = 0;
+  // The rare forms of the data-path calls that a switched socket must answer itself
+  // (tracer/filter.cc, AddDataRules). Off with --no-switch (nothing is switched) and in the
+  // untrapped-call benchmark's baseline.
+  bool trap_data_flags = true;
 };
 
 using BpfProgram = std::vector<sock_filter>;

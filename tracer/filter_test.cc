@@ -250,6 +250,82 @@ TEST_F(FilterTest, EveryTrappedCallNotifies) {
   EXPECT_EQ(child.Wait(), 0);
 }
 
+// The data path notifies only in the forms a switched socket must answer itself; every plain
+// send/recv (glibc's send/recv are sendto/recvfrom with NULL addresses) runs in the kernel.
+TEST_F(FilterTest, DataCallsNotifyOnlyInTheirRareForms) {
+  struct Trapped {
+    long nr;
+    uint64_t arg3;  // the flags of sendto/recvfrom/sendmmsg/recvmmsg, or the address of sendto
+    uint64_t arg2;  // the flags of sendmsg/recvmsg
+    uint64_t arg4;
+  };
+  const Trapped trapped[] = {
+      {SYS_recvfrom, MSG_TRUNC, 0, 0},
+      {SYS_recvfrom, MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT, 0, 0},
+      {SYS_recvfrom, MSG_ERRQUEUE, 0, 0},
+      {SYS_recvmsg, 0, MSG_TRUNC | MSG_CMSG_CLOEXEC, 0},
+      {SYS_recvmsg, 0, MSG_PEEK | MSG_WAITALL, 0},
+      {SYS_recvmsg, 0, MSG_ERRQUEUE, 0},
+      {SYS_recvmmsg, MSG_TRUNC, 0, 0},
+      {SYS_recvmmsg, MSG_WAITALL | MSG_PEEK, 0, 0},
+      {SYS_recvmmsg, MSG_ERRQUEUE, 0, 0},
+      {SYS_sendto, 0, 0, 0x1000},  // an address
+      {SYS_sendto, MSG_FASTOPEN, 0, 0},
+      {SYS_sendmsg, 0, MSG_FASTOPEN, 0},
+      {SYS_sendmmsg, MSG_FASTOPEN, 0, 0},
+  };
+  FilteredChild child({}, 0, [&trapped] {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) return 1;
+    char buf[4];
+    // Untrapped: plain and common flags; high register bits the kernel ignores (flags are an
+    // unsigned int) do not match either.
+    if (send(sv[0], "abcd", 4, MSG_NOSIGNAL) != 4) return 2;
+    if (recv(sv[1], buf, 1, MSG_PEEK) != 1 || recv(sv[1], buf, 1, MSG_WAITALL) != 1) return 3;
+    if (syscall(SYS_recvfrom, sv[1], buf, 1, (1ull << 32) | MSG_DONTWAIT, 0, 0) != 1) return 4;
+    if (sendto(sv[0], "e", 1, MSG_DONTWAIT, nullptr, 0) != 1) return 5;
+    iovec iov{buf, 1};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (sendmsg(sv[0], &m, MSG_NOSIGNAL) != 1 || recvmsg(sv[1], &m, MSG_CMSG_CLOEXEC) != 1) {
+      return 6;
+    }
+    // Trapped, each on fd -1: the parent answers 77.
+    for (const Trapped& t : trapped) {
+      uint64_t a2 = t.nr == SYS_sendmsg || t.nr == SYS_recvmsg ? t.arg2 : 1;
+      if (syscall(t.nr, -1, 0, a2, t.arg3, t.arg4, 0) != 77) return 10;
+    }
+    return 0;
+  });
+  KernelNotifier notifier(child.listener());
+  for (const Trapped& t : trapped) {
+    auto n = child.Next(notifier);
+    ASSERT_TRUE(n.has_value()) << "no notification for syscall " << t.nr;
+    EXPECT_EQ(n->nr, t.nr);
+    EXPECT_EQ(static_cast<int>(n->args[0]), -1) << "an untrapped call notified: " << n->nr;
+    ASSERT_TRUE(notifier.Return(n->id, 77).has_value());
+  }
+  EXPECT_EQ(child.Wait(), 0);
+}
+
+TEST_F(FilterTest, DataCallsAreNotTrappedWhenTheirOptionIsOff) {
+  FilterOptions options;
+  options.trap_data_flags = false;
+  FilteredChild child(options, 0, [] {
+    errno = 0;
+    if (syscall(SYS_recvfrom, -1, 0, 1, MSG_TRUNC, 0, 0) != -1 || errno != EBADF) return 1;
+    if (syscall(SYS_sendto, -1, 0, 1, 0, 0x1000, 16) != -1 || errno != EBADF) return 2;
+    return listen(-1, 1) == 7 ? 0 : 3;  // still trapped; the parent answers 7
+  });
+  KernelNotifier notifier(child.listener());
+  auto n = child.Next(notifier);
+  ASSERT_TRUE(n.has_value());
+  EXPECT_EQ(n->nr, SYS_listen);
+  ASSERT_TRUE(notifier.Return(n->id, 7).has_value());
+  EXPECT_EQ(child.Wait(), 0);
+}
+
 TEST_F(FilterTest, IoUringSetupIsEnosysUnlessAllowed) {
   FilteredChild blocked({}, 0, [] {
     errno = 0;

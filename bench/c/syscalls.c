@@ -17,6 +17,17 @@
 //   getsockname_tcp  getsockname on a TCP socket: one trapped call (a notification round trip to
 //                    the supervisor) per iteration; the difference to the native run is the cost
 //                    of one trapped call
+//   write_read       write + read of 1 byte over an AF_UNIX socketpair: calls the filter lets
+//                    through unconditionally, which the kernel's seccomp action cache (5.11)
+//                    answers without running the BPF program
+//   send_recv        send + recv of 1 byte (sendto/recvfrom without address or rare flags) over
+//                    the same socketpair: untrapped, but these syscalls have argument-dependent
+//                    rules (MSG_TRUNC, MSG_PEEK|MSG_WAITALL, an address...), so the BPF program
+//                    runs on each; the difference to write_read is its cost
+//   sendmsg_recvmsg  the same with sendmsg + recvmsg
+//   read_empty       read on an empty non-blocking socketpair end (EAGAIN): a cached syscall
+//   recv_empty       recv on it (EAGAIN): the BPF program runs; no data moves, so the difference
+//                    to read_empty is the filter's cost alone
 //
 // Output: one JSON line per test: {"test":"open_close","ops":N,"seconds":T,"ns_per_op":X}
 #define _GNU_SOURCE  // accept4
@@ -35,6 +46,8 @@ static int g_select_fds[100];
 static int g_select_max = -1;
 static int g_tcp_fd = -1;
 static int g_read_fd = -1;
+static int g_pair[2] = {-1, -1};
+static int g_empty[2] = {-1, -1};
 
 // ---- one iteration of each test; a non-zero return aborts the test ----------------------------
 
@@ -95,6 +108,36 @@ static int t_getsockname_tcp(void) {
   return getsockname(g_tcp_fd, (struct sockaddr*)&ss, &len);
 }
 
+static int t_write_read(void) {
+  char c = 'x';
+  if (write(g_pair[0], &c, 1) != 1) return -1;
+  return read(g_pair[1], &c, 1) == 1 ? 0 : -1;
+}
+
+static int t_send_recv(void) {
+  char c = 'x';
+  if (send(g_pair[0], &c, 1, 0) != 1) return -1;
+  return recv(g_pair[1], &c, 1, 0) == 1 ? 0 : -1;
+}
+
+static int t_sendmsg_recvmsg(void) {
+  char c = 'x';
+  struct iovec iov = {&c, 1};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (sendmsg(g_pair[0], &m, 0) != 1) return -1;
+  return recvmsg(g_pair[1], &m, 0) == 1 ? 0 : -1;
+}
+
+static int t_read_empty(void) {
+  char c;
+  return read(g_empty[0], &c, 1) < 0 && errno == EAGAIN ? 0 : -1;
+}
+
+static int t_recv_empty(void) {
+  char c;
+  return recv(g_empty[0], &c, 1, 0) < 0 && errno == EAGAIN ? 0 : -1;
+}
+
 typedef struct {
   const char* name;
   int (*fn)(void);
@@ -110,6 +153,11 @@ static const test kTests[] = {
     {"fork_exec", t_fork_exec, false},
     {"connect_close", t_connect_close, true},
     {"getsockname_tcp", t_getsockname_tcp, false},
+    {"write_read", t_write_read, false},
+    {"send_recv", t_send_recv, false},
+    {"sendmsg_recvmsg", t_sendmsg_recvmsg, false},
+    {"read_empty", t_read_empty, false},
+    {"recv_empty", t_recv_empty, false},
 };
 
 // ---- set-up ---------------------------------------------------------------------------------
@@ -135,6 +183,10 @@ static void setup(const char* dir) {
     if (s > g_select_max) g_select_max = s;
   }
   g_tcp_fd = g_select_fds[0];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g_pair) != 0) die("socketpair");
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, g_empty) != 0) {
+    die("socketpair");
+  }
 }
 
 // Runs `fn` in growing batches until `duration` seconds have passed; returns ns per call, or a
