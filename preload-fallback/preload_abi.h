@@ -32,6 +32,13 @@ enum slipstream_call {
   SLIPSTREAM_CALL_GETSOCKOPT,
   SLIPSTREAM_CALL_SETSOCKOPT,
   SLIPSTREAM_CALL_SHUTDOWN,
+  /* Data-path calls: trapped only in their rare forms; the library serves none of them. */
+  SLIPSTREAM_CALL_SENDTO,
+  SLIPSTREAM_CALL_RECVFROM,
+  SLIPSTREAM_CALL_SENDMSG,
+  SLIPSTREAM_CALL_RECVMSG,
+  SLIPSTREAM_CALL_SENDMMSG,
+  SLIPSTREAM_CALL_RECVMMSG,
   SLIPSTREAM_CALL_COUNT
 };
 
@@ -97,8 +104,8 @@ struct slipstream_trace_record {
 #define SLIPSTREAM_STATS_MAGIC 0x3254535453535353ULL
 struct slipstream_preload_stats {
   uint64_t magic;
-  uint64_t in_process[16];    /* served in the program with the cookie (no notification) */
-  uint64_t to_supervisor[16]; /* interposed, but left to the supervisor (trapped) */
+  uint64_t in_process[SLIPSTREAM_CALL_COUNT];    /* served in the program with the cookie (no notification) */
+  uint64_t to_supervisor[SLIPSTREAM_CALL_COUNT]; /* interposed, but left to the supervisor (trapped) */
   uint64_t tcp_connects;      /* connects to an IP address made in-process: left on TCP */
   uint32_t trace;             /* --trace: record each call served in-process */
   uint32_t reserved;
