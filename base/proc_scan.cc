@@ -6,8 +6,10 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,11 +68,12 @@ bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude) {
   return Scan(inode, exclude, &ignored) != 0;
 }
 
-std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint) {
+std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint, bool scan_all) {
   if (hint > 0) {
     int fd = FdFor(std::to_string(hint).c_str(), "socket:[" + std::to_string(inode) + "]");
     if (fd >= 0) return SocketHolder{hint, fd};
   }
+  if (!scan_all) return std::nullopt;
   SocketHolder holder{};
   if (Scan(inode, {}, &holder) != 1) return std::nullopt;
   return holder;
@@ -130,18 +133,35 @@ void AppendChildren(pid_t pid, std::vector<pid_t>& out) {
     snprintf(file, sizeof(file), "%s/children", tid);
     int fd = openat(dir, file, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return true;
-    char text[512];
-    ssize_t n = read(fd, text, sizeof(text) - 1);
-    close(fd);
-    if (n <= 0) return true;
-    text[n] = '\0';
-    for (char* p = text; *p != '\0';) {
-      char* end;
-      long child = strtol(p, &end, 10);
-      if (end == p) break;
-      out.push_back(static_cast<pid_t>(child));
-      p = end;
+    // The list may be longer than one buffer: a number cut at the buffer's end is carried over.
+    char text[4096];
+    size_t kept = 0;
+    for (;;) {
+      ssize_t n = read(fd, text + kept, sizeof(text) - 1 - kept);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      size_t len = kept + static_cast<size_t>(n);
+      text[len] = '\0';
+      size_t done = len;  // parse whole numbers only: a trailing one may go on in the next read
+      while (done > 0 && text[done - 1] >= '0' && text[done - 1] <= '9') --done;
+      char first_kept = text[done];
+      text[done] = '\0';
+      for (char* p = text;;) {
+        char* end;
+        long child = strtol(p, &end, 10);
+        if (end == p) break;
+        out.push_back(static_cast<pid_t>(child));
+        p = end;
+      }
+      text[done] = first_kept;
+      kept = len - done;
+      memmove(text, text + done, kept);
     }
+    if (kept > 0) {
+      text[kept] = '\0';
+      out.push_back(static_cast<pid_t>(strtol(text, nullptr, 10)));
+    }
+    close(fd);
     return true;
   });
   close(dir);

@@ -30,7 +30,8 @@ struct SocketHolder {
   pid_t pid;
   int fd;
 };
-std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint = 0);
+// With `scan_all` false only `hint` is looked at.
+std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint = 0, bool scan_all = true);
 
 }  // namespace slipstream
 

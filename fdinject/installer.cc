@@ -44,6 +44,26 @@ Result<std::pair<UniqueFd, UniqueFd>> MakeStreamPair(bool first_nonblocking,
   return std::make_pair(std::move(a), std::move(b));
 }
 
+linger CopySocketOptions(int from, int to) {
+  auto copy = [&](int name, void* value, socklen_t size) {
+    socklen_t len = size;
+    if (getsockopt(from, SOL_SOCKET, name, value, &len) == 0 && len == size) {
+      (void)setsockopt(to, SOL_SOCKET, name, value, len);
+    }
+  };
+  for (int name : {SO_RCVTIMEO, SO_SNDTIMEO}) {
+    timeval tv{};
+    copy(name, &tv, sizeof(tv));
+  }
+  for (int name : {SO_RCVLOWAT, SO_KEEPALIVE, SO_OOBINLINE, SO_PRIORITY, SO_REUSEADDR}) {
+    int value = 0;
+    copy(name, &value, sizeof(value));
+  }
+  linger value{};
+  copy(SO_LINGER, &value, sizeof(value));
+  return value;
+}
+
 Result<TargetFdFlags> ReadTargetFdFlags(pid_t pid, int fd) {
   char path[64];
   snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", pid, fd);

@@ -4,6 +4,8 @@
 #ifndef SLIPSTREAM_FDINJECT_INSTALLER_H_
 #define SLIPSTREAM_FDINJECT_INSTALLER_H_
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <utility>
 
@@ -40,6 +42,13 @@ class KernelFdInstaller final : public FdInstaller {
 // the open file, so it is chosen here for each end rather than at install time.
 [[nodiscard]] Result<std::pair<UniqueFd, UniqueFd>> MakeStreamPair(bool first_nonblocking,
                                                                    bool second_nonblocking);
+
+// Copies the socket-level options a program may have set before its socket was switched
+// (SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT, SO_LINGER, SO_KEEPALIVE, SO_OOBINLINE, SO_PRIORITY,
+// SO_REUSEADDR) from `from` (the TCP socket, or the end being replaced) to the AF_UNIX end `to`:
+// without them a read meant to time out would block forever. Best effort: an option the kernel
+// refuses on `to` is skipped. Returns the SO_LINGER value copied.
+linger CopySocketOptions(int from, int to);
 
 // The target's descriptor flags for `fd`, from /proc/<pid>/fdinfo/<fd> ("flags:", octal): the only
 // place FD_CLOEXEC of another process's fd can be read.

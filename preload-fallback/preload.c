@@ -96,14 +96,19 @@ static int ParseCookie(const char* text, uint64_t* out) {
 }
 
 static void* MapFile(const char* path, int writable, size_t size) {
+  int saved = errno; /* a program's successful call must not find our errno */
   int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return NULL;
+  if (fd < 0) {
+    errno = saved;
+    return NULL;
+  }
   struct stat st;
   void* p = MAP_FAILED;
   if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size >= size) {
     p = mmap(NULL, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
   }
   close(fd);
+  errno = saved;
   return p == MAP_FAILED ? NULL : p;
 }
 
@@ -249,7 +254,9 @@ static long Bypass(int call, long nr, long a0, long a1, long a2, long a3, long a
   long args[6] = {a0, a1, a2, a3, a4, 0};
   args[slipstream_cookie_arg(call)] = (long)__atomic_load_n(&g.cookie, __ATOMIC_RELAXED);
   long r = ScrubbedSyscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]);
-  args[slipstream_cookie_arg(call)] = 0;
+  /* A volatile store: a plain one is dropped by the compiler, and the cookie would stay on the
+   * stack, where glibc's syscall() reads a sixth argument the caller did not pass. */
+  *(volatile long*)&args[slipstream_cookie_arg(call)] = 0;
   if (r < 0 && r > -4096) {
     errno = (int)-r;
     return -1;
@@ -271,7 +278,9 @@ static int MaySwitchedUnsaved(int fd) {
   socklen_t len = sizeof(domain);
   if (Bypass(SLIPSTREAM_CALL_GETSOCKOPT, SYS_getsockopt, fd, SOL_SOCKET, SO_DOMAIN, (long)&domain,
              (long)&len) != 0) {
-    return 0; /* EBADF, ENOTSOCK: the kernel's own answer, in-process as in the supervisor */
+    /* EBADF, ENOTSOCK: the kernel's own answer, in-process as in the supervisor. Any other
+     * error (a program's own seccomp filter refusing getsockopt) leaves it to the supervisor. */
+    return errno == EBADF || errno == ENOTSOCK ? 0 : 1;
   }
   if (domain != AF_UNIX) return 0;
   struct sockaddr_un name;

@@ -25,7 +25,6 @@ using matcher::MsgType;
 
 namespace {
 
-constexpr int kCallTimeoutMs = 3000;
 constexpr auto kReconnectPeriod = std::chrono::seconds(1);
 // After this many failed reconnects in a row, start a daemon ourselves.
 constexpr int kRespawnAfter = 10;
@@ -195,7 +194,7 @@ Status MatcherClient::Send(MsgType type, int32_t pid, std::span<const uint8_t> b
 }
 
 Result<Message> MatcherClient::Call(MsgType type, int32_t pid, std::span<const uint8_t> body,
-                                    std::span<const int> fds) {
+                                    std::span<const int> fds, int timeout_ms) {
   if (!desc_) return Error(ENOTCONN, "slipstreamd");
   uint64_t seq = ++seq_;
   int fd = desc_->native_handle();
@@ -203,13 +202,13 @@ Result<Message> MatcherClient::Call(MsgType type, int32_t pid, std::span<const u
     Lost(st.error());
     return tl::unexpected(st.error());
   }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kCallTimeoutMs);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       spdlog::warn("slipstreamd did not answer {} within {} ms", matcher::MsgTypeName(type),
-                   kCallTimeoutMs);
+                   timeout_ms);
       return Error(ETIMEDOUT, "slipstreamd call");
     }
     pollfd p{fd, POLLIN, 0};

@@ -42,8 +42,13 @@ class MatcherClient {
   Status Connect(bool spawn);
   bool connected() const { return desc_ != nullptr; }
 
+  // Sends and waits for the answer, blocking the event loop for at most `timeout_ms`: calls whose
+  // answer is only a hint (kPeerPid, kSweep) pass a short one, so a stopped daemon cannot stall
+  // every trapped call of the tree. A late answer is dispatched like any message.
+  static constexpr int kDefaultCallTimeoutMs = 3000;
   Result<matcher::Message> Call(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
-                                std::span<const int> fds = {});
+                                std::span<const int> fds = {},
+                                int timeout_ms = kDefaultCallTimeoutMs);
   Status Send(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
               std::span<const int> fds = {});
   // Handles every message already queued (without waiting): the freshest view of the listeners.

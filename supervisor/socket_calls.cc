@@ -215,7 +215,7 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
     if (auto v = target->ReadInt(c.arg(3))) c.trace().args += ", [" + std::to_string(*v) + "]";
   }
   if (env_.switcher != nullptr && !get && level == SOL_SOCKET && name == SO_LINGER) {
-    return MirrorLinger(c, *target);  // and CONTINUE
+    return MirrorLinger(c, *target);  // runs the call on a switched socket, else CONTINUE
   }
   if (env_.switcher == nullptr || (level == SOL_SOCKET && !IsIdentityOption(name))) return;
   auto copy = TakeFd(c.tid(), static_cast<int>(c.arg(0)));
@@ -280,6 +280,14 @@ void SocketCalls::OnShutdown(PendingCall& c) {
   bool write_shut = sw.write_shut;
   sw.write_shut |= how != SHUT_RD;
   UniqueFd end = std::move(sock->fd);
+  if ((how == SHUT_RDWR || (how == SHUT_RD && write_shut)) && !sw.read_shut) {
+    // Both directions: the kernel's own shutdown of the AF_UNIX end. It wakes every thread blocked
+    // on the socket (the usual way to stop a reader thread; a relay could not, they sleep on the
+    // old end), and the peer's writes then fail at once with EPIPE, where TCP fails them from the
+    // second write on (docs/differences.md, as after a close).
+    if (shutdown(end.Get(), SHUT_RDWR) < 0) return (void)c.Fail(errno);
+    return (void)c.Return(0);
+  }
   if (how != SHUT_WR && !sw.read_shut) {
     // TCP's SHUT_RD is local: reads return what has arrived, then 0, and the peer may keep
     // sending. AF_UNIX's would also fail the peer's writes with EPIPE (unix_shutdown() shuts the

@@ -125,6 +125,9 @@ class SocketCalls {
   // `write_shut`: the program shut the write side before.
   std::optional<UniqueFd> ShutReadSwitched(PendingCall& c, int old_end, bool write_shut);
   // setsockopt(SO_LINGER) on a switched socket also applies to the retained TCP socket.
+  // SO_LINGER {1, 0} set before the switch (on the socket, or inherited from the listener) arms
+  // the reset of a newly installed end as a later setsockopt would.
+  void ArmResetIfAbortive(int end, uint64_t end_ino, const linger& value);
   void MirrorLinger(PendingCall& c, const tracer::TargetAccess& target);
   // bind() to a fixed port: the retained TCP sockets of closed switched ends go first
   // (Switcher::ReleaseClosed).

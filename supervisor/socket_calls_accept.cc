@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base/socket_info.h"
+#include "fdinject/installer.h"
 #include "supervisor/blocking_guard.h"
 #include "supervisor/socket_calls_util.h"
 
@@ -128,6 +129,10 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
       return (void)c.Fail(st.error().err);
     }
   }
+  // The accepted socket inherited the listener's options (SO_RCVTIMEO, SO_LINGER...): so does
+  // its end.
+  linger linger_opt{};
+  if (conn.unix_end) linger_opt = fdinject::CopySocketOptions(conn.tcp.Get(), conn.unix_end.Get());
   int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
   auto fd = env_.installer.Install({c.id(), give, -1, (args.flags & SOCK_CLOEXEC) != 0, true});
   if (!fd) {
@@ -141,6 +146,7 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
     c.trace().note += " switched to unix";
     env_.switcher->Installed(ProcessOf(c.tid()), end_ino, conn.tcp.Get());
     env_.switcher->Book(end_ino, std::move(conn.tcp), /*client=*/false);
+    ArmResetIfAbortive(conn.unix_end.Get(), end_ino, linger_opt);
   }
   c.AnsweredWithFd(*fd);
 }

@@ -150,6 +150,7 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
   auto pair = fdinject::MakeStreamPair((*file_flags & O_NONBLOCK) != 0, false);
   if (!pair) return false;
   auto& [end, server_end] = *pair;
+  linger linger_opt = fdinject::CopySocketOptions(sock, end.Get());
   uint64_t end_ino = InodeOf(end.Get());
   // SETFD swaps the slot like dup2: epoll registrations made after this point see the AF_UNIX end,
   // and the TCP socket lives on in our copy (no FIN is sent).
@@ -174,6 +175,7 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
                  ProcessOf(c.tid()), moved.error().ToString());
   }
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
+  ArmResetIfAbortive(end.Get(), end_ino, linger_opt);
   switched_end_ino_ = end_ino;
   return true;  // the caller answers with the connect's own result
 }

@@ -27,6 +27,9 @@ using matcher::MsgType;
 namespace {
 
 constexpr auto kSweepPeriod = std::chrono::seconds(1);
+// How long the event loop waits for the daemon's answer to a hint (the peer end's holder, a sweep
+// before bind): a stopped or busy daemon must not stall every trapped call of the tree.
+constexpr int kHintCallMs = 50;
 // After the daemon died with pairs in flight, how long a claimer has to finish installing the end
 // it already received before we decide from /proc who holds it.
 constexpr auto kOrphanGrace = std::chrono::seconds(1);
@@ -294,6 +297,10 @@ void Switcher::ReadShut(uint64_t old_ino, uint64_t new_ino, UniqueFd inner, Uniq
     sw.read_shut = true;
     book_[new_ino] = std::move(sw);
   }
+  // A verdict still awaited names the client's end by inode: it must find the new one.
+  for (auto& [server_ino, entry] : awaiting_) {
+    if (entry.client_end_ino == old_ino) entry.client_end_ino = new_ino;
+  }
   ++relays_active_;
   StartReadShutRelay(
       io_, std::move(inner), std::move(outer), std::move(unread),
@@ -322,12 +329,15 @@ bool Switcher::ArmReset(int end) {
   pid_t hint = 0;
   if (active()) {
     matcher::InodeBody body{InodeOf(end)};
-    auto reply = client_.Call(MsgType::kPeerPid, getpid(), matcher::Bytes(body));
+    auto reply = client_.Call(MsgType::kPeerPid, getpid(), matcher::Bytes(body), {}, kHintCallMs);
     if (reply && reply->type() == MsgType::kPeerPidReply) {
       if (const auto* r = reply->As<matcher::PeerPidBody>()) hint = r->pid;
     }
   }
-  auto holder = FindSocketHolder(*peer_ino, hint);
+  // Without the daemon's hint the peer end is not looked for in every process: that scan takes
+  // milliseconds on the event loop. The peer then reads EOF (docs/differences.md).
+  if (hint <= 0) return false;
+  auto holder = FindSocketHolder(*peer_ino, hint, /*scan_all=*/false);
   if (!holder) return false;  // a relay of ours, or nobody we may look at
   // The daemon may name the thread that connected or accepted; pidfd_open wants its process.
   auto tgid = ThreadGroupOf(holder->pid);
@@ -342,7 +352,7 @@ void Switcher::ReleaseClosed(uint16_t port) {
   // Released here by the periodic sweep since; the daemon's copies may remain.
   bool released = released_ports_.erase(port) != 0;
   if (book_.empty() || !diag_) {
-    if (released && active()) (void)client_.Call(MsgType::kSweep, getpid(), {});
+    if (released && active()) (void)client_.Call(MsgType::kSweep, getpid(), {}, {}, kHintCallMs);
     return;
   }
   std::optional<std::unordered_set<uint64_t>> alive;  // one dump, only when needed
@@ -371,7 +381,7 @@ void Switcher::ReleaseClosed(uint16_t port) {
   // The daemon holds copies of both TCP sockets of a live pair: a round trip, so that they are
   // closed before the program's bind() runs.
   if (released && active()) {
-    (void)client_.Call(MsgType::kSweep, getpid(), {});
+    (void)client_.Call(MsgType::kSweep, getpid(), {}, {}, kHintCallMs);
   }
 }
 
