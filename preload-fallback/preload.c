@@ -11,8 +11,9 @@
  * supervisor path for every call.
  *
  * Rules for this file: no allocation, no locks, no stdio, only async-signal-safe calls after
- * initialisation; state is written once in the constructor, counters are atomic. read/write and
- * the rest of the data path are never interposed. */
+ * initialisation; state is written once in the constructor, counters are atomic. The data path
+ * is interposed only in peer_closed.c, at the cost of one branch for sockets that are not
+ * switched. */
 /* POSIX and BSD interfaces (syscall, O_CLOEXEC), but not _GNU_SOURCE: with it glibc declares the
  * sockaddr arguments as transparent unions, which these definitions must not be. */
 #define _DEFAULT_SOURCE
@@ -34,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "peer_closed.h"
 #include "preload_abi.h"
 
 #ifndef RTLD_NEXT
@@ -306,6 +308,9 @@ static int MaySwitched(int fd) {
   return r;
 }
 
+int slipstream_may_switched(int fd) { return MaySwitched(fd); }
+int slipstream_preload_switching(void) { return g.enabled && g.switching; }
+
 /* Copies the caller's address without touching memory the caller may not own: where the kernel
  * would fail with EFAULT, the program must not get SIGSEGV from us. */
 static int CopyAddress(const struct sockaddr* addr, socklen_t len, struct sockaddr_in6* out) {
@@ -366,7 +371,13 @@ EXPORT int connect(int fd, const struct sockaddr* addr, socklen_t len) {
     return (int)r;
   }
   if (g.enabled) Count(SLIPSTREAM_CALL_CONNECT, 0);
-  return g.connect ? g.connect(fd, addr, len) : PLAIN(SYS_connect, fd, addr, len);
+  int r = g.connect ? g.connect(fd, addr, len) : PLAIN(SYS_connect, fd, addr, len);
+  if (r == 0 || errno == EINPROGRESS) {
+    int saved = errno;
+    slipstream_note_connection(fd); /* switched by the supervisor? */
+    errno = saved;
+  }
+  return r;
 }
 
 /* The fd-only calls: in-process unless the socket may be a switched one. `t0`, `t1` are what
@@ -433,7 +444,13 @@ EXPORT int setsockopt(int fd, int level, int name, const void* value, socklen_t 
           level, name, NULL, 0, level, name, value, len);
 }
 
-EXPORT int shutdown(int fd, int how) {
+static int Shutdown(int fd, int how) {
   FD_CALL(SLIPSTREAM_CALL_SHUTDOWN, SYS_shutdown, g.shutdown, fd, how, 0, 0, 0, how, 0, NULL, 0,
           how);
+}
+
+EXPORT int shutdown(int fd, int how) {
+  int r = Shutdown(fd, how);
+  if (r == 0 && how != SHUT_RD) slipstream_note_write_shut(fd);
+  return r;
 }

@@ -1,0 +1,205 @@
+/* Writes to a switched socket whose peer has closed, as TCP answers them.
+ *
+ * Over TCP the first write after the peer's close succeeds (the bytes are lost: the peer answers
+ * with a reset) and only the next one fails with EPIPE and SIGPIPE. On an AF_UNIX pair the first
+ * already fails, with SIGPIPE (unix_stream_sendmsg() in net/unix/af_unix.c), which kills a
+ * program that TCP lets live. The supervisor cannot help: write() is never trapped. Here, for the
+ * fds the library saw come out of a switched connect() or accept(), writes are sent with
+ * MSG_NOSIGNAL; the first EPIPE is answered as TCP's accepted write, later ones raise SIGPIPE the
+ * way the kernel would (to the writing thread) unless the program asked for MSG_NOSIGNAL.
+ *
+ * Cost on every other write: one load and one branch. Not covered (docs/differences.md): fds the
+ * library did not see being switched (a dup, an fd received over SCM_RIGHTS or across exec),
+ * writes libc makes internally (stdio), sendfile and splice.
+ *
+ * Async-signal-safe, no allocation: two static byte tables indexed by fd. */
+#define _DEFAULT_SOURCE
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "peer_closed.h"
+
+#ifndef RTLD_NEXT
+#define RTLD_NEXT ((void*)-1L)
+#endif
+#define EXPORT __attribute__((visibility("default")))
+
+enum { kTrackedFds = 65536 };
+
+/* kSwitched: a switched end whose writes go through Send(); kGraceUsed: the one write TCP accepts
+ * after the peer's close has been accepted; kWriteShut: the program shut its own write side (its
+ * EPIPE is TCP's at once). Written by the thread that owns the call; a racing close/reuse of the
+ * same fd number by two threads is the program's own race. */
+enum { kSwitched = 1, kGraceUsed = 2, kWriteShut = 4 };
+static unsigned char g_state[kTrackedFds];
+
+typedef ssize_t (*write_fn)(int, const void*, size_t);
+typedef ssize_t (*writev_fn)(int, const struct iovec*, int);
+typedef ssize_t (*send_fn)(int, const void*, size_t, int);
+typedef ssize_t (*sendto_fn)(int, const void*, size_t, int, const struct sockaddr*, socklen_t);
+typedef ssize_t (*sendmsg_fn)(int, const struct msghdr*, int);
+typedef int (*close_fn)(int);
+typedef int (*dup2_fn)(int, int);
+typedef int (*dup3_fn)(int, int, int);
+typedef int (*accept_fn)(int, struct sockaddr*, socklen_t*);
+typedef int (*accept4_fn)(int, struct sockaddr*, socklen_t*, int);
+typedef int (*shutdown_fn)(int, int);
+
+static struct {
+  write_fn write;
+  writev_fn writev;
+  send_fn send;
+  sendto_fn sendto;
+  sendmsg_fn sendmsg;
+  close_fn close;
+  dup2_fn dup2;
+  dup3_fn dup3;
+  accept_fn accept;
+  accept4_fn accept4;
+} real;
+
+__attribute__((constructor)) static void InitPeerClosed(void) {
+  real.write = (write_fn)dlsym(RTLD_NEXT, "write");
+  real.writev = (writev_fn)dlsym(RTLD_NEXT, "writev");
+  real.send = (send_fn)dlsym(RTLD_NEXT, "send");
+  real.sendto = (sendto_fn)dlsym(RTLD_NEXT, "sendto");
+  real.sendmsg = (sendmsg_fn)dlsym(RTLD_NEXT, "sendmsg");
+  real.close = (close_fn)dlsym(RTLD_NEXT, "close");
+  real.dup2 = (dup2_fn)dlsym(RTLD_NEXT, "dup2");
+  real.dup3 = (dup3_fn)dlsym(RTLD_NEXT, "dup3");
+  real.accept = (accept_fn)dlsym(RTLD_NEXT, "accept");
+  real.accept4 = (accept4_fn)dlsym(RTLD_NEXT, "accept4");
+}
+
+static int Tracked(int fd) { return fd >= 0 && fd < kTrackedFds && (g_state[fd] & kSwitched) != 0; }
+
+static void Forget(int fd) {
+  if (fd >= 0 && fd < kTrackedFds) g_state[fd] = 0;
+}
+
+void slipstream_note_connection(int fd) {
+  if (fd < 0 || fd >= kTrackedFds) return;
+  g_state[fd] = slipstream_preload_switching() && slipstream_may_switched(fd) ? kSwitched : 0;
+}
+
+/* SIGPIPE as the kernel sends it: to the writing thread, unless ignored (then nothing). */
+static void RaiseSigpipe(void) {
+  int saved = errno;
+  syscall(SYS_tgkill, getpid(), (pid_t)syscall(SYS_gettid), SIGPIPE);
+  errno = saved;
+}
+
+/* The write of `msg` on a tracked fd, with TCP's answer after the peer's close. `nosignal`: the
+ * program itself passed MSG_NOSIGNAL. `total` is what a successful write would return. */
+static ssize_t Send(int fd, const struct msghdr* msg, int flags, size_t total) {
+  ssize_t r = real.sendmsg ? real.sendmsg(fd, msg, flags | MSG_NOSIGNAL)
+                           : syscall(SYS_sendmsg, fd, msg, flags | MSG_NOSIGNAL);
+  if (r >= 0 || errno != EPIPE) return r;
+  unsigned char state = g_state[fd];
+  if ((state & (kGraceUsed | kWriteShut)) == 0 && slipstream_may_switched(fd)) {
+    g_state[fd] = (unsigned char)(state | kGraceUsed);
+    return (ssize_t)total; /* TCP accepted it; the peer's reset made it vanish */
+  }
+  if ((flags & MSG_NOSIGNAL) == 0) RaiseSigpipe();
+  errno = EPIPE;
+  return -1;
+}
+
+static size_t Total(const struct iovec* iov, int n) {
+  size_t total = 0;
+  for (int i = 0; i < n; ++i) total += iov[i].iov_len;
+  return total;
+}
+
+EXPORT ssize_t write(int fd, const void* buf, size_t n) {
+  if (Tracked(fd)) {
+    struct iovec iov = {(void*)buf, n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    ssize_t r = Send(fd, &msg, 0, n);
+    if (r >= 0 || errno != ENOTSOCK) return r;
+    Forget(fd); /* the number names another file now: a plain write */
+  }
+  return real.write ? real.write(fd, buf, n) : syscall(SYS_write, fd, buf, n);
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec* iov, int n) {
+  if (Tracked(fd) && n >= 0) {
+    struct msghdr msg = {.msg_iov = (struct iovec*)iov, .msg_iovlen = (size_t)n};
+    ssize_t r = Send(fd, &msg, 0, Total(iov, n));
+    if (r >= 0 || errno != ENOTSOCK) return r;
+    Forget(fd);
+  }
+  return real.writev ? real.writev(fd, iov, n) : syscall(SYS_writev, fd, iov, n);
+}
+
+EXPORT ssize_t send(int fd, const void* buf, size_t n, int flags) {
+  if (Tracked(fd)) {
+    struct iovec iov = {(void*)buf, n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    return Send(fd, &msg, flags, n);
+  }
+  return real.send ? real.send(fd, buf, n, flags) : syscall(SYS_sendto, fd, buf, n, flags, 0, 0);
+}
+
+EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const struct sockaddr* addr,
+                      socklen_t len) {
+  /* With an address the supervisor answers (trapped): TCP ignores the address. */
+  if (Tracked(fd) && addr == NULL) {
+    struct iovec iov = {(void*)buf, n};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    return Send(fd, &msg, flags, n);
+  }
+  return real.sendto ? real.sendto(fd, buf, n, flags, addr, len)
+                     : syscall(SYS_sendto, fd, buf, n, flags, addr, len);
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
+  if (Tracked(fd) && msg != NULL && msg->msg_name == NULL && msg->msg_iovlen <= 1024) {
+    return Send(fd, msg, flags, Total(msg->msg_iov, (int)msg->msg_iovlen));
+  }
+  return real.sendmsg ? real.sendmsg(fd, msg, flags) : syscall(SYS_sendmsg, fd, msg, flags);
+}
+
+EXPORT int close(int fd) {
+  Forget(fd);
+  return real.close ? real.close(fd) : (int)syscall(SYS_close, fd);
+}
+
+EXPORT int dup2(int old_fd, int new_fd) {
+  int r = real.dup2 ? real.dup2(old_fd, new_fd) : (int)syscall(SYS_dup2, old_fd, new_fd);
+  if (r >= 0 && r != old_fd) Forget(r);
+  return r;
+}
+
+EXPORT int dup3(int old_fd, int new_fd, int flags) {
+  int r =
+      real.dup3 ? real.dup3(old_fd, new_fd, flags) : (int)syscall(SYS_dup3, old_fd, new_fd, flags);
+  if (r >= 0) Forget(r);
+  return r;
+}
+
+EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* len) {
+  int r = real.accept ? real.accept(fd, addr, len) : (int)syscall(SYS_accept, fd, addr, len);
+  if (r >= 0) slipstream_note_connection(r);
+  return r;
+}
+
+EXPORT int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
+  int r = real.accept4 ? real.accept4(fd, addr, len, flags)
+                       : (int)syscall(SYS_accept4, fd, addr, len, flags);
+  if (r >= 0) slipstream_note_connection(r);
+  return r;
+}
+
+/* preload.c's shutdown() tells us of a successful shutdown of the write side. */
+void slipstream_note_write_shut(int fd) {
+  if (Tracked(fd)) g_state[fd] |= kWriteShut;
+}

@@ -1,0 +1,16 @@
+/* Writes to a switched socket whose peer has closed, as TCP answers them (peer_closed.c).
+ * Internal to libslipstream-preload.so. */
+#ifndef SLIPSTREAM_PRELOAD_PEER_CLOSED_H_
+#define SLIPSTREAM_PRELOAD_PEER_CLOSED_H_
+
+/* From preload.c: whether the library is active with switching, and whether `fd` may be a
+ * switched end (an unnamed, connected AF_UNIX socket). Both keep errno. */
+int slipstream_preload_switching(void);
+int slipstream_may_switched(int fd);
+
+/* preload.c tells: `fd` came out of a connect() or accept() that the supervisor served. */
+void slipstream_note_connection(int fd);
+/* preload.c tells: the program shut the write side of `fd` (its EPIPE is then TCP's at once). */
+void slipstream_note_write_shut(int fd);
+
+#endif /* SLIPSTREAM_PRELOAD_PEER_CLOSED_H_ */
