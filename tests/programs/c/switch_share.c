@@ -317,6 +317,20 @@ static void AwaitConnect(int go) {
   if (read(go, &byte, 1) != 1) fx_die("read go");
 }
 
+// Connects `fd`, tells the child (over `go`) to write `msg` through its copy, and reads the echo.
+static int ConnectAndReadChild(int fd, const char* port_file, int go, pid_t child, const char* who,
+                               const char* msg) {
+  ConnectSocket(fd, port_file);
+  Ready(fd);
+  if (write(go, "g", 1) != 1) fx_die("write go");
+  Say(who, "child exit %d", WaitChild(child));
+  Read(fd, who, msg);
+  shutdown(fd, SHUT_WR);
+  char c;
+  Say(who, "read at the end = %zd", fx_read_full(fd, &c, 1));
+  return 0;
+}
+
 // A child forked before the connect writes through its copy after it; the parent reads the echo.
 static int ForkBefore(const char* port_file) {
   int fd = NewSocket();
@@ -330,15 +344,8 @@ static int ForkBefore(const char* port_file) {
     Write(fd, "child", "from the child forked before connect\n");
     _exit(0);
   }
-  ConnectSocket(fd, port_file);
-  Ready(fd);
-  if (write(go[1], "g", 1) != 1) fx_die("write go");
-  Say("parent", "child exit %d", WaitChild(pid));
-  Read(fd, "parent", "from the child forked before connect\n");
-  shutdown(fd, SHUT_WR);
-  char c;
-  Say("parent", "read at the end = %zd", fx_read_full(fd, &c, 1));
-  return 0;
+  return ConnectAndReadChild(fd, port_file, go[1], pid, "parent",
+                             "from the child forked before connect\n");
 }
 
 // The unconnected socket goes to a child over SCM_RIGHTS; the child writes after the connect.
@@ -350,6 +357,7 @@ static int ScmBefore(const char* port_file) {
   if (pid == 0) {
     close(pair[0]);
     int fd = ReceiveFd(pair[1]);
+    if (write(pair[1], "r", 1) != 1) fx_die("write received");  // no longer in flight
     AwaitConnect(pair[1]);
     Names(fd, "receiver");
     Write(fd, "receiver", "from the receiver of the unconnected socket\n");
@@ -358,15 +366,10 @@ static int ScmBefore(const char* port_file) {
   close(pair[1]);
   int fd = NewSocket();
   SendFd(pair[0], fd);
-  ConnectSocket(fd, port_file);
-  Ready(fd);
-  if (write(pair[0], "g", 1) != 1) fx_die("write go");
-  Say("sender", "child exit %d", WaitChild(pid));
-  Read(fd, "sender", "from the receiver of the unconnected socket\n");
-  shutdown(fd, SHUT_WR);
-  char c;
-  Say("sender", "read at the end = %zd", fx_read_full(fd, &c, 1));
-  return 0;
+  char received;
+  if (read(pair[0], &received, 1) != 1) fx_die("read received");
+  return ConnectAndReadChild(fd, port_file, pair[0], pid, "sender",
+                             "from the receiver of the unconnected socket\n");
 }
 
 static int UnixPathSocket(const char* path, int listen_on) {
