@@ -162,8 +162,19 @@ EXPORT ssize_t sendto(int fd, const void* buf, size_t n, int flags, const struct
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
-  if (Tracked(fd) && msg != NULL && msg->msg_name == NULL && msg->msg_iovlen <= 1024) {
-    return Send(fd, msg, flags, Total(msg->msg_iov, (int)msg->msg_iovlen));
+  if (Tracked(fd) && msg != NULL && msg->msg_iovlen <= 1024) {
+    struct msghdr copy = *msg;
+    if (copy.msg_name != NULL) {
+      /* TCP ignores the destination of a connected socket once the kernel has checked its length
+       * (move_addr_to_kernel); AF_UNIX would fail the call with EISCONN. */
+      if (copy.msg_namelen > sizeof(struct sockaddr_storage)) {
+        errno = EINVAL;
+        return -1;
+      }
+      copy.msg_name = NULL;
+      copy.msg_namelen = 0;
+    }
+    return Send(fd, &copy, flags, Total(msg->msg_iov, (int)msg->msg_iovlen));
   }
   return real.sendmsg ? real.sendmsg(fd, msg, flags) : syscall(SYS_sendmsg, fd, msg, flags);
 }

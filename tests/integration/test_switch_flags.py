@@ -87,9 +87,10 @@ class SwitchFlags(ss.EvidenceMixin, fr.FixtureTest):
     def probe(self, mode, extra=()):
         """Runs flags_probe natively ("tcp"), on a socketpair ("unix") or under slipstream-trace
         ("switched", with `extra` options); returns {case: observations}."""
-        cmd = [harness.program("flags_probe")] + (["--unix"] if mode == "unix" else [])
+        name = "flags_probe_dyn" if mode == "hybrid" else "flags_probe"
+        cmd = [harness.program(name)] + (["--unix"] if mode == "unix" else [])
         stats = self.path("probe.stats")
-        if mode == "switched":
+        if mode in ("switched", "hybrid"):
             proc = ss.Gated(self, harness.supervised(ss.after_gate(cmd), stats=True,
                                                      extra=["-o", stats, *extra]))
             proc.start_program()
@@ -100,7 +101,7 @@ class SwitchFlags(ss.EvidenceMixin, fr.FixtureTest):
         cases, evidence = parse(out)
         n = len(cases)
         self.assertGreater(n, 80)
-        if mode == "switched":
+        if mode in ("switched", "hybrid"):
             # The kernel's view: every receiving fd was an AF_UNIX socket while its case ran.
             self.assertEqual(evidence, {"unix": n, "tcp": 0})
             counts = ss.read_stats(stats)
@@ -126,6 +127,18 @@ class SwitchFlags(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(switched["sendmsg_name"], "ret=EISCONN rest=-")
         self.assertEqual(switched["sendmmsg_name"], "ret=EISCONN len0=0 len1=0 rest=-")
         self.assertEqual(switched["send_more"], "ret=5 readable_at_once=1 ret2=1 rest=hello!")
+
+    def test_c_probe_hybrid_equals_tcp(self):
+        """The same probe dynamically linked (hybrid mode): the library also gives sendmsg and
+        sendmmsg with a msg_name TCP's answer for the switched fds it saw connect or accept."""
+        tcp = self.probe("tcp")
+        hybrid = self.probe("hybrid")
+        self.maxDiff = None
+        # MSG_MORE stays different; sendmmsg is not interposed.
+        differ = {"send_more", "sendto_addr_more", "sendmmsg_name"}
+        same = {k: tcp[k] for k in tcp if k not in differ}
+        self.assertEqual(same, {k: hybrid[k] for k in same})
+        self.assertNotEqual(tcp["sendmsg_name"], "ret=EISCONN rest=-")
 
     def test_c_probe_without_wait_killable(self):
         """Signals withdraw held calls: no byte is sent or discarded twice, none is lost."""
