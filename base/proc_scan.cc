@@ -18,21 +18,47 @@ namespace slipstream {
 
 namespace {
 
-// The fd of process `pid` (a /proc name) for the socket whose link text is `want`, or -1.
-int FdFor(const char* pid, const std::string& want) {
-  std::string dir = std::string("/proc/") + pid + "/fd";
-  DIR* fds = opendir(dir.c_str());
-  if (fds == nullptr) return -1;
-  int found = -1;
-  char link[64];
-  while (dirent* f = readdir(fds)) {
-    ssize_t n = readlink((dir + "/" + f->d_name).c_str(), link, sizeof(link));
-    if (n == static_cast<ssize_t>(want.size()) && want.compare(0, want.size(), link, n) == 0) {
-      found = std::atoi(f->d_name);
-      break;
+// Calls `each(name)` for every entry of the open directory `dir` but "." and "..", until it
+// returns false. getdents64 on a stack buffer: no allocation per entry.
+template <typename F>
+void ForEachEntry(int dir, F each) {
+  alignas(8) char buf[4096];
+  for (;;) {
+    ssize_t n = getdents64(dir, buf, sizeof(buf));  // glibc 2.30
+    if (n <= 0) return;
+    for (ssize_t off = 0; off < n;) {
+      auto* d = reinterpret_cast<dirent64*>(buf + off);
+      off += d->d_reclen;
+      if (d->d_name[0] == '.') continue;
+      if (!each(d->d_name)) return;
     }
   }
-  closedir(fds);
+}
+
+// Calls `each(fd_name, link_text)` for every fd of process `pid` until it returns false. False if
+// /proc/PID/fd cannot be read.
+template <typename F>
+bool ForEachFdLink(pid_t pid, F each) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+  int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return false;
+  ForEachEntry(dir, [&](const char* name) {
+    char link[64];
+    ssize_t n = readlinkat(dir, name, link, sizeof(link));
+    return n < 0 || each(name, std::string_view(link, static_cast<size_t>(n)));
+  });
+  close(dir);
+  return true;
+}
+
+// The fd of process `pid` for the socket whose link text is `want`, or -1.
+int FdFor(pid_t pid, std::string_view want) {
+  int found = -1;
+  ForEachFdLink(pid, [&](const char* name, std::string_view link) {
+    if (link == want) found = std::atoi(name);
+    return found < 0;
+  });
   return found;
 }
 
@@ -52,7 +78,7 @@ int Scan(uint64_t inode, std::span<const pid_t> exclude, SocketHolder* out) {
         std::find(exclude.begin(), exclude.end(), pid) != exclude.end()) {
       continue;
     }
-    if (int fd = FdFor(p->d_name, want); fd >= 0) {
+    if (int fd = FdFor(pid, want); fd >= 0) {
       found = true;
       *out = SocketHolder{pid, fd};
     }
@@ -70,7 +96,7 @@ bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude) {
 
 std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint, bool scan_all) {
   if (hint > 0) {
-    int fd = FdFor(std::to_string(hint).c_str(), "socket:[" + std::to_string(inode) + "]");
+    int fd = FdFor(hint, "socket:[" + std::to_string(inode) + "]");
     if (fd >= 0) return SocketHolder{hint, fd};
   }
   if (!scan_all) return std::nullopt;
@@ -81,23 +107,6 @@ std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint, bool sc
 
 namespace {
 
-// Calls `each(name)` for every entry of the open directory `dir` but "." and "..", until it
-// returns false. getdents64 on a stack buffer: no allocation per entry.
-template <typename F>
-void ForEachEntry(int dir, F each) {
-  alignas(8) char buf[4096];
-  for (;;) {
-    ssize_t n = getdents64(dir, buf, sizeof(buf));  // glibc 2.30
-    if (n <= 0) return;
-    for (ssize_t off = 0; off < n;) {
-      auto* d = reinterpret_cast<dirent64*>(buf + off);
-      off += d->d_reclen;
-      if (d->d_name[0] == '.') continue;
-      if (!each(d->d_name)) return;
-    }
-  }
-}
-
 struct FdScan {
   std::string_view want;  // "socket:[INODE]"
   int limit;              // stop counting here
@@ -107,18 +116,10 @@ struct FdScan {
 
 // Counts the fds of `pid` that name `scan.want`. False if /proc/PID/fd cannot be read.
 bool CountIn(pid_t pid, FdScan& scan) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/fd", pid);
-  int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0) return false;
-  ForEachEntry(dir, [&](const char* name) {
-    char link[64];
-    ssize_t n = readlinkat(dir, name, link, sizeof(link));
-    if (n >= 0 && std::string_view(link, static_cast<size_t>(n)) == scan.want) ++scan.count;
+  return ForEachFdLink(pid, [&](const char*, std::string_view link) {
+    if (link == scan.want) ++scan.count;
     return scan.count < scan.limit && --scan.budget > 0;
   });
-  close(dir);
-  return true;
 }
 
 // Appends the children of every thread of `pid` (/proc/PID/task/TID/children, Linux 4.2 with

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "base/syscalls.h"
 
@@ -45,22 +46,28 @@ Result<std::pair<UniqueFd, UniqueFd>> MakeStreamPair(bool first_nonblocking,
 }
 
 linger CopySocketOptions(int from, int to) {
-  auto copy = [&](int name, void* value, socklen_t size) {
+  // On the set-up path of every switched connection: a setsockopt only where the value is not
+  // what the new end already has (all zero, but SO_RCVLOWAT 1).
+  auto copy = [&](int name, void* value, socklen_t size, const void* fresh) {
     socklen_t len = size;
-    if (getsockopt(from, SOL_SOCKET, name, value, &len) == 0 && len == size) {
+    if (getsockopt(from, SOL_SOCKET, name, value, &len) == 0 && len == size &&
+        std::memcmp(value, fresh, size) != 0) {
       (void)setsockopt(to, SOL_SOCKET, name, value, len);
     }
   };
+  const timeval no_timeout{};
   for (int name : {SO_RCVTIMEO, SO_SNDTIMEO}) {
     timeval tv{};
-    copy(name, &tv, sizeof(tv));
+    copy(name, &tv, sizeof(tv), &no_timeout);
   }
   for (int name : {SO_RCVLOWAT, SO_KEEPALIVE, SO_OOBINLINE, SO_PRIORITY, SO_REUSEADDR}) {
+    const int fresh = name == SO_RCVLOWAT ? 1 : 0;
     int value = 0;
-    copy(name, &value, sizeof(value));
+    copy(name, &value, sizeof(value), &fresh);
   }
+  const linger no_linger{};
   linger value{};
-  copy(SO_LINGER, &value, sizeof(value));
+  copy(SO_LINGER, &value, sizeof(value), &no_linger);
   return value;
 }
 

@@ -6,6 +6,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/write.hpp>
 #include <cerrno>
+#include <functional>
 
 #include <spdlog/spdlog.h>
 
@@ -16,10 +17,35 @@ namespace {
 
 constexpr size_t kBufferSize = 64 * 1024;
 
+// The two directions of a relay session: `done` runs once, when both have ended.
+class Directions {
+ public:
+  explicit Directions(std::function<void()> done) : done_(std::move(done)) {}
+  void Finish(int dir) {
+    finished_[dir] = true;
+    Complete();
+  }
+  void FinishBoth() {
+    finished_[0] = finished_[1] = true;
+    Complete();
+  }
+  bool completed() const { return completed_; }
+
+ private:
+  void Complete() {
+    if (!finished_[0] || !finished_[1] || completed_) return;
+    completed_ = true;
+    if (done_) done_();
+  }
+  bool finished_[2] = {false, false};
+  bool completed_ = false;
+  std::function<void()> done_;
+};
+
 class RelaySession : public std::enable_shared_from_this<RelaySession> {
  public:
   RelaySession(asio::io_context& io, UniqueFd unix_end, UniqueFd tcp, std::function<void()> done)
-      : unix_(io, unix_end.Release()), tcp_(io, tcp.Release()), done_(std::move(done)) {}
+      : unix_(io, unix_end.Release()), tcp_(io, tcp.Release()), directions_(std::move(done)) {}
 
   void Start() {
     Pump(unix_, tcp_, up_, 0);
@@ -63,28 +89,16 @@ class RelaySession : public std::enable_shared_from_this<RelaySession> {
     // unread data), as it would have seen the TCP reset.
     unix_.close(ignored);
     tcp_.close(ignored);
-    finished_[0] = finished_[1] = true;
-    Complete();
+    directions_.FinishBoth();
   }
 
-  void Finish(int dir) {
-    finished_[dir] = true;
-    Complete();
-  }
-
-  void Complete() {
-    if (!finished_[0] || !finished_[1] || completed_) return;
-    completed_ = true;
-    if (done_) done_();
-  }
+  void Finish(int dir) { directions_.Finish(dir); }
 
   Desc unix_;
   Desc tcp_;
   Buffer up_{};
   Buffer down_{};
-  bool finished_[2] = {false, false};
-  bool completed_ = false;
-  std::function<void()> done_;
+  Directions directions_;
 };
 
 // See StartReadShutRelay. Direction 0: the program's bytes (inner -> outer); direction 1: the
@@ -97,7 +111,7 @@ class ReadShutSession : public std::enable_shared_from_this<ReadShutSession> {
         outer_(io, outer.Release()),
         unread_(std::move(unread)),
         arm_reset_(std::move(arm_reset)),
-        done_(std::move(done)) {}
+        directions_(std::move(done)) {}
 
   void Start() {
     // Synchronously, so that a read right after the program's shutdown() returns sees the
@@ -170,29 +184,19 @@ class ReadShutSession : public std::enable_shared_from_this<ReadShutSession> {
   }
 
   void ArmReset(Desc& end) {
-    if (!completed_ && arm_reset_ && end.is_open()) arm_reset_(end.native_handle());
+    if (!directions_.completed() && arm_reset_ && end.is_open()) arm_reset_(end.native_handle());
   }
 
   void Abort(const boost::system::error_code& ec) {
-    if (completed_) return;
+    if (directions_.completed()) return;
     spdlog::debug("read-shut relay ended: {}", ec.message());
     boost::system::error_code ignored;
     inner_.close(ignored);
     outer_.close(ignored);
-    finished_[0] = finished_[1] = true;
-    Complete();
+    directions_.FinishBoth();
   }
 
-  void Finish(int dir) {
-    finished_[dir] = true;
-    Complete();
-  }
-
-  void Complete() {
-    if (!finished_[0] || !finished_[1] || completed_) return;
-    completed_ = true;
-    if (done_) done_();
-  }
+  void Finish(int dir) { directions_.Finish(dir); }
 
   Desc inner_;
   Desc outer_;
@@ -201,9 +205,7 @@ class ReadShutSession : public std::enable_shared_from_this<ReadShutSession> {
   std::array<char, kBufferSize> up_{};
   std::array<char, kBufferSize> down_{};
   bool program_done_ = false;
-  bool finished_[2] = {false, false};
-  bool completed_ = false;
-  std::function<void()> done_;
+  Directions directions_;
 };
 
 }  // namespace
