@@ -113,7 +113,10 @@ class FailOpen(fr.FixtureTest):
             proc.out.wait_for("^ready$")
             program = fr.program_pid(proc.pid)
             self.assertEqual(fr.comm(program), "lifecycle")
-            self.assertIn(SECCOMP_LISTENER, fr.fd_links(proc.pid).values(),
+            # The listener may still be in flight in the launcher's socket when the program is
+            # already running (the child sends it, then execs; the supervisor receives it when it
+            # is next scheduled), so wait for it rather than look once.
+            fr.wait_until(lambda: SECCOMP_LISTENER in fr.fd_links(proc.pid).values(), 10,
                           "the supervisor holds the listener (the check itself works)")
             links = fr.fd_links(program)
             self.assertNotIn(SECCOMP_LISTENER, links.values(), links)
