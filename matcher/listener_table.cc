@@ -22,11 +22,65 @@ Result<ListenerTable> ListenerTable::Open(const std::string& path) {
   if (p == MAP_FAILED) return Errno("mmap(listener table)");
   auto* t = static_cast<slipstream_listener_table*>(p);
   // A predecessor's bits are stale: clear them (supervisors re-register their listeners). Readers
-  // meanwhile see fewer supervised ports, as they would while no daemon runs.
+  // meanwhile see fewer supervised ports, as they would while no daemon runs. The accept gates
+  // are the supervisors' and stay as they are.
   for (auto& word : t->ports) __atomic_store_n(&word, 0, __ATOMIC_RELEASE);
   __atomic_fetch_add(&t->generation, 1, __ATOMIC_RELEASE);
   __atomic_store_n(&t->magic, SLIPSTREAM_TABLE_MAGIC, __ATOMIC_RELEASE);
   return ListenerTable(t);
+}
+
+AcceptGate::~AcceptGate() {
+  if (table_ != nullptr) munmap(table_, sizeof(*table_));
+}
+
+uint32_t* AcceptGate::Counter(Kind kind, uint16_t port) {
+  if (table_ == nullptr) {
+    UniqueFd fd(open(path_.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    struct stat st;
+    if (!fd || fstat(fd.Get(), &st) < 0 || !S_ISREG(st.st_mode) ||
+        st.st_size < static_cast<off_t>(sizeof(slipstream_listener_table))) {
+      return nullptr;
+    }
+    void* p = mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ | PROT_WRITE, MAP_SHARED,
+                   fd.Get(), 0);
+    if (p == MAP_FAILED) return nullptr;
+    table_ = static_cast<slipstream_listener_table*>(p);
+  }
+  return kind == Kind::kSwitching ? &table_->switching[port] : &table_->parked[port];
+}
+
+AcceptGate::Count AcceptGate::Raise(Kind kind, uint16_t port) {
+  uint32_t* counter = Counter(kind, port);
+  if (counter == nullptr) return Count();
+  // Sequentially consistent: the raise must be visible to an accept that takes a connection whose
+  // connect() we start after this (the handshake orders the two processes through the kernel).
+  __atomic_fetch_add(counter, 1, __ATOMIC_SEQ_CST);
+  return Count(counter);
+}
+
+uint32_t AcceptGate::Read(Kind kind, uint16_t port) {
+  uint32_t* counter = Counter(kind, port);
+  return counter == nullptr ? 0 : __atomic_load_n(counter, __ATOMIC_SEQ_CST);
+}
+
+AcceptGate::Count& AcceptGate::Count::operator=(Count&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    counter_ = std::exchange(other.counter_, nullptr);
+  }
+  return *this;
+}
+
+void AcceptGate::Count::Reset() {
+  if (counter_ == nullptr) return;
+  // Never below zero: another program of the user may have written the file (it only harms
+  // that user's accepts), and a count must not wrap around to "always busy".
+  uint32_t old = __atomic_load_n(counter_, __ATOMIC_RELAXED);
+  while (old != 0 && !__atomic_compare_exchange_n(counter_, &old, old - 1, false,
+                                                   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+  }
+  counter_ = nullptr;
 }
 
 ListenerTable::~ListenerTable() {

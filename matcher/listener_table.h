@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "base/result.h"
 #include "preload-fallback/preload_abi.h"
@@ -32,6 +33,46 @@ class ListenerTable {
  private:
   explicit ListenerTable(slipstream_listener_table* table) : table_(table) {}
   slipstream_listener_table* table_;
+};
+
+// AcceptGate: a supervisor's view of the same file, through which it raises and lowers the
+// in-process accept's two gates (`switching`, `parked`: preload_abi.h). The daemon creates the
+// file; a supervisor may start first, so the file is mapped on first use, and a gate that cannot
+// be mapped (no daemon yet) does nothing: the library then finds no table and traps its accepts.
+class AcceptGate {
+ public:
+  enum class Kind { kSwitching, kParked };
+
+  // One raised count, lowered when destroyed (move-only). Empty if the file was not mapped.
+  class Count {
+   public:
+    Count() = default;
+    Count(Count&& other) noexcept
+        : counter_(std::exchange(other.counter_, nullptr)) {}
+    Count& operator=(Count&& other) noexcept;
+    ~Count() { Reset(); }
+    void Reset();
+    bool raised() const { return counter_ != nullptr; }
+
+   private:
+    friend class AcceptGate;
+    explicit Count(uint32_t* counter) : counter_(counter) {}
+    uint32_t* counter_ = nullptr;
+  };
+
+  explicit AcceptGate(std::string path) : path_(std::move(path)) {}
+  AcceptGate(const AcceptGate&) = delete;
+  AcceptGate& operator=(const AcceptGate&) = delete;
+  ~AcceptGate();  // every Count must be gone by then
+
+  [[nodiscard]] Count Raise(Kind kind, uint16_t port);
+  uint32_t Read(Kind kind, uint16_t port);  // 0 when the file is not mapped
+
+ private:
+  uint32_t* Counter(Kind kind, uint16_t port);
+
+  std::string path_;
+  slipstream_listener_table* table_ = nullptr;
 };
 
 }  // namespace slipstream::matcher

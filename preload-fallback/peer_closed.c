@@ -49,8 +49,6 @@ typedef ssize_t (*sendmsg_fn)(int, const struct msghdr*, int);
 typedef int (*close_fn)(int);
 typedef int (*dup2_fn)(int, int);
 typedef int (*dup3_fn)(int, int, int);
-typedef int (*accept_fn)(int, struct sockaddr*, socklen_t*);
-typedef int (*accept4_fn)(int, struct sockaddr*, socklen_t*, int);
 typedef int (*shutdown_fn)(int, int);
 
 static struct {
@@ -62,8 +60,6 @@ static struct {
   close_fn close;
   dup2_fn dup2;
   dup3_fn dup3;
-  accept_fn accept;
-  accept4_fn accept4;
 } real;
 
 __attribute__((constructor)) static void InitPeerClosed(void) {
@@ -75,8 +71,6 @@ __attribute__((constructor)) static void InitPeerClosed(void) {
   real.close = (close_fn)dlsym(RTLD_NEXT, "close");
   real.dup2 = (dup2_fn)dlsym(RTLD_NEXT, "dup2");
   real.dup3 = (dup3_fn)dlsym(RTLD_NEXT, "dup3");
-  real.accept = (accept_fn)dlsym(RTLD_NEXT, "accept");
-  real.accept4 = (accept4_fn)dlsym(RTLD_NEXT, "accept4");
 }
 
 static int Tracked(int fd) { return fd >= 0 && fd < kTrackedFds && (g_state[fd] & kSwitched) != 0; }
@@ -84,6 +78,8 @@ static int Tracked(int fd) { return fd >= 0 && fd < kTrackedFds && (g_state[fd] 
 static void Forget(int fd) {
   if (fd >= 0 && fd < kTrackedFds) g_state[fd] = 0;
 }
+
+void slipstream_note_tcp(int fd) { Forget(fd); }
 
 void slipstream_note_connection(int fd) {
   if (fd < 0 || fd >= kTrackedFds) return;
@@ -194,19 +190,6 @@ EXPORT int dup3(int old_fd, int new_fd, int flags) {
   int r =
       real.dup3 ? real.dup3(old_fd, new_fd, flags) : (int)syscall(SYS_dup3, old_fd, new_fd, flags);
   if (r >= 0) Forget(r);
-  return r;
-}
-
-EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* len) {
-  int r = real.accept ? real.accept(fd, addr, len) : (int)syscall(SYS_accept, fd, addr, len);
-  if (r >= 0) slipstream_note_connection(r);
-  return r;
-}
-
-EXPORT int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
-  int r = real.accept4 ? real.accept4(fd, addr, len, flags)
-                       : (int)syscall(SYS_accept4, fd, addr, len, flags);
-  if (r >= 0) slipstream_note_connection(r);
   return r;
 }
 

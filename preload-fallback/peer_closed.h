@@ -10,6 +10,8 @@ int slipstream_may_switched(int fd);
 
 /* preload.c tells: `fd` came out of a connect() or accept() that the supervisor served. */
 void slipstream_note_connection(int fd);
+/* preload.c tells: `fd` is a TCP socket that came out of an accept() served in-process. */
+void slipstream_note_tcp(int fd);
 /* preload.c tells: the program shut the write side of `fd` (its EPIPE is then TCP's at once). */
 void slipstream_note_write_shut(int fd);
 

@@ -53,6 +53,8 @@ typedef int (*getname_fn)(int, struct sockaddr*, socklen_t*);
 typedef int (*getsockopt_fn)(int, int, int, void*, socklen_t*);
 typedef int (*setsockopt_fn)(int, int, int, const void*, socklen_t);
 typedef int (*shutdown_fn)(int, int);
+typedef int (*accept_fn)(int, struct sockaddr*, socklen_t*);
+typedef int (*accept4_fn)(int, struct sockaddr*, socklen_t*, int);
 
 /* Written only by the constructor, before any other thread of the program can exist. */
 static struct {
@@ -68,6 +70,8 @@ static struct {
   getsockopt_fn getsockopt;
   setsockopt_fn setsockopt;
   shutdown_fn shutdown;
+  accept_fn accept;
+  accept4_fn accept4;
 } g;
 
 /* Mapped lazily (the daemon may start after the program): NULL until then. */
@@ -142,6 +146,8 @@ __attribute__((constructor)) static void Init(void) {
   g.getsockopt = (getsockopt_fn)Next("getsockopt");
   g.setsockopt = (setsockopt_fn)Next("setsockopt");
   g.shutdown = (shutdown_fn)Next("shutdown");
+  g.accept = (accept_fn)Next("accept");
+  g.accept4 = (accept4_fn)Next("accept4");
   const char* cookie = Env(SLIPSTREAM_ENV_COOKIE);
   if (cookie == NULL || !ParseCookie(cookie, &g.cookie)) return;
   const char* table = Env(SLIPSTREAM_ENV_TABLE);
@@ -453,4 +459,102 @@ EXPORT int shutdown(int fd, int how) {
   int r = Shutdown(fd, how);
   if (r == 0 && how != SHUT_RD) slipstream_note_write_shut(fd);
   return r;
+}
+
+/* ---- accept ---------------------------------------------------------------------------------- */
+
+/* Whether an accept on `listener` may run here; `port` gets the listener's TCP/IP port (0 for
+ * other families). It runs here unless the supervisor must see it (docs/design.md, "Accept in the
+ * program"): the port is not in the table (the supervisor registers a listener it did not know
+ * at its first accept), no table is readable yet, or the supervisor holds a connection taken from
+ * a listener of this port for an accept the program left (`parked`), which the next accept must
+ * get. Sockets of other families, and errors the kernel reports itself (EBADF, ENOTSOCK), run
+ * here: the supervisor would let them through. */
+static int AcceptInProcess(int listener, uint16_t* port) {
+  *port = 0;
+  if (!g.switching) return 1; /* --no-switch: the supervisor only lets accepts through */
+  struct sockaddr_in6 name;
+  socklen_t len = sizeof(name);
+  int saved = errno;
+  long r = Bypass(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, listener, (long)&name, (long)&len,
+                  0, 0);
+  int err = errno;
+  errno = saved;
+  if (r != 0) return err == EBADF || err == ENOTSOCK;
+  if (name.sin6_family != AF_INET && name.sin6_family != AF_INET6) return 1;
+  const struct slipstream_listener_table* t = Table();
+  if (t == NULL || __atomic_load_n(&t->magic, __ATOMIC_ACQUIRE) != SLIPSTREAM_TABLE_MAGIC) return 0;
+  uint16_t p = ntohs(name.sin6_port); /* sin_port and sin6_port share their offset */
+  if (!slipstream_port_supervised(t, p) || __atomic_load_n(&t->parked[p], __ATOMIC_SEQ_CST) != 0) {
+    return 0;
+  }
+  *port = p;
+  return 1;
+}
+
+/* The connection `fd` was accepted here while a client's supervisor was switching a connect to
+ * this port: offer it to our supervisor (a trapped getsockopt, preload_abi.h), which installs the
+ * AF_UNIX end over `fd` if the client is the one switching. Without a supervisor (fail-open) the
+ * kernel answers ENOPROTOOPT and the socket stays TCP. A signal may interrupt the claim after the
+ * end was installed; the retry then finds `fd` switched and answers 1. Keeps errno. */
+static void LateClaim(int fd) {
+  int32_t switched = 0;
+  socklen_t len = sizeof(switched);
+  long r;
+  do {
+    r = ScrubbedSyscall(SYS_getsockopt, fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_CLAIM, (long)&switched,
+                        (long)&len, 0);
+  } while (r == -EINTR);
+  if (g.stats != NULL) __atomic_fetch_add(&g.stats->claims, 1, __ATOMIC_RELAXED);
+  if (r == 0 && switched) {
+    if (g.stats != NULL) __atomic_fetch_add(&g.stats->claims_switched, 1, __ATOMIC_RELAXED);
+    slipstream_note_connection(fd);
+  } else {
+    slipstream_note_tcp(fd);
+  }
+}
+
+static int Accept(int call, int listener, struct sockaddr* addr, socklen_t* len, int flags) {
+  uint16_t port = 0;
+  if (!g.enabled || !AcceptInProcess(listener, &port)) {
+    if (g.enabled) Count(call, 0);
+    int r;
+    if (call == SLIPSTREAM_CALL_ACCEPT) {
+      r = g.accept ? g.accept(listener, addr, len) : PLAIN(SYS_accept, listener, addr, len);
+    } else {
+      r = g.accept4 ? g.accept4(listener, addr, len, flags)
+                    : PLAIN(SYS_accept4, listener, addr, len, flags);
+    }
+    if (r >= 0) {
+      int saved = errno;
+      slipstream_note_connection(r); /* switched by the supervisor? */
+      errno = saved;
+    }
+    return r;
+  }
+  Count(call, 1);
+  /* accept() is accept4() with no flags; only accept4 has a bypass (preload_abi.h). */
+  long r = Bypass(SLIPSTREAM_CALL_ACCEPT4, SYS_accept4, listener, (long)addr, (long)len, flags, 0);
+  Record(call, r, listener, flags, 0, 0, NULL, 0);
+  if (r < 0) return (int)r;
+  int saved = errno;
+  const struct slipstream_listener_table* t = g_table;
+  /* Sequentially consistent, as the client's supervisor raised it: a raise made before the
+   * connect of the connection we took is visible here (preload_abi.h). */
+  if (port != 0 && t != NULL && __atomic_load_n(&t->switching[port], __ATOMIC_SEQ_CST) != 0) {
+    LateClaim((int)r);
+  } else {
+    if (port != 0 && g.stats != NULL) __atomic_fetch_add(&g.stats->tcp_accepts, 1, __ATOMIC_RELAXED);
+    slipstream_note_tcp((int)r);
+  }
+  errno = saved;
+  return (int)r;
+}
+
+EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* len) {
+  return Accept(SLIPSTREAM_CALL_ACCEPT, fd, addr, len, 0);
+}
+
+EXPORT int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
+  return Accept(SLIPSTREAM_CALL_ACCEPT4, fd, addr, len, flags);
 }

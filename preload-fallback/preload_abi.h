@@ -43,10 +43,10 @@ enum slipstream_call {
 };
 
 /* The argument register that carries the cookie: the first one the system call does not read
- * (socket, connect, bind, getsockname, getpeername take 3 arguments, getsockopt and setsockopt
- * 5, shutdown 2). The kernel ignores it. -1: no bypass: listen always registers its listener
- * through the supervisor, and accept/accept4 are not served in-process (docs/design.md), so no
- * leftover cookie can take them past the supervisor. */
+ * (socket, connect, bind, getsockname, getpeername take 3 arguments, accept4 4, getsockopt and
+ * setsockopt 5, shutdown 2). The kernel ignores it. -1: no bypass: listen always registers its
+ * listener through the supervisor, and the library serves accept() as accept4(flags 0), so
+ * accept itself needs none (no leftover cookie can take it past the supervisor). */
 static inline int slipstream_cookie_arg(int call) {
   switch (call) {
     case SLIPSTREAM_CALL_SOCKET:
@@ -55,6 +55,8 @@ static inline int slipstream_cookie_arg(int call) {
     case SLIPSTREAM_CALL_GETSOCKNAME:
     case SLIPSTREAM_CALL_GETPEERNAME:
       return 3;
+    case SLIPSTREAM_CALL_ACCEPT4:
+      return 4;
     case SLIPSTREAM_CALL_GETSOCKOPT:
     case SLIPSTREAM_CALL_SETSOCKOPT:
       return 5;
@@ -67,14 +69,37 @@ static inline int slipstream_cookie_arg(int call) {
 
 /* The daemon's table (one per runtime directory, never unlinked, so a mapping stays current across
  * daemon restarts): bit p of `ports` is set while at least one registered (supervised) listener
- * has TCP port p. A bit is set before the registering listen() returns. */
-#define SLIPSTREAM_TABLE_MAGIC 0x314c425454535353ULL
+ * has TCP port p. A bit is set before the registering listen() returns.
+ *
+ * The two gates of the in-process accept (docs/design.md, "Accept in the program") follow; the
+ * supervisors write them, the daemon never clears them (a count belongs to the supervisor that
+ * raised it, which may outlive a daemon):
+ * - switching[p]: connects to port p that a client's supervisor is switching and whose server end
+ *   has not yet been installed or given up. Raised before the connect runs, lowered when the
+ *   daemon reports the end installed (kRelease) or relayed, or the switch is abandoned. An accept
+ *   that finds it non-zero after taking a connection from the kernel offers it to its supervisor
+ *   (SLIPSTREAM_OPT_CLAIM). A supervisor killed mid-switch leaves its count raised: accepts on
+ *   that port then cost a notification each, never a wrong answer.
+ * - parked[p]: connections a server's supervisor took from a listener on port p for an accept the
+ *   program then left (a signal, EMFILE), owed to the next accept on that listener. While
+ *   non-zero, accepts on port p go to the supervisor. */
+#define SLIPSTREAM_TABLE_MAGIC 0x324c425454535353ULL
 #define SLIPSTREAM_TABLE_WORDS (65536 / 64)
 struct slipstream_listener_table {
   uint64_t magic;      /* written last when the daemon (re)initialises the file */
   uint64_t generation; /* bumped on every change */
   uint64_t ports[SLIPSTREAM_TABLE_WORDS];
+  uint32_t switching[65536];
+  uint32_t parked[65536];
 };
+
+/* The late claim: getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_CLAIM, &int, &len), made without
+ * the cookie on a TCP socket the library has just accepted in-process, so that the supervisor
+ * sees it. If a supervised client is its peer, the supervisor installs the AF_UNIX end over `fd`
+ * (ADDFD with SETFD) and writes 1; otherwise 0. The level is no protocol's, so without a
+ * supervisor (fail-open) the kernel answers ENOPROTOOPT and the socket stays TCP. */
+#define SLIPSTREAM_SOL 0x534c4950 /* "SLIP" */
+#define SLIPSTREAM_OPT_CLAIM 1
 
 static inline int slipstream_port_supervised(const struct slipstream_listener_table* t,
                                              uint16_t port) {
@@ -105,6 +130,9 @@ struct slipstream_preload_stats {
   uint64_t in_process[SLIPSTREAM_CALL_COUNT];    /* served in the program with the cookie (no notification) */
   uint64_t to_supervisor[SLIPSTREAM_CALL_COUNT]; /* interposed, but left to the supervisor (trapped) */
   uint64_t tcp_connects;      /* connects to an IP address made in-process: left on TCP */
+  uint64_t tcp_accepts;       /* accepts of TCP/IP connections made in-process, no claim */
+  uint64_t claims;            /* accepts made in-process, then offered to the supervisor */
+  uint64_t claims_switched;   /* of those, the ones the supervisor switched */
   uint32_t trace;             /* --trace: record each call served in-process */
   uint32_t reserved;
   uint64_t trace_next; /* records claimed so far; the ring keeps the first SLIPSTREAM_TRACE_SLOTS */

@@ -210,8 +210,15 @@ std::string PreloadCounters::Format() const {
            "slipstream-trace: left to the supervisor by the preload %llu:", total_passed);
   out += line + passed + "\n";
   snprintf(line, sizeof(line),
-           "slipstream-trace: connections left on TCP in-process (preload) %llu\n",
-           load(stats_->tcp_connects));
+           "slipstream-trace: connections left on TCP in-process (preload) %llu (connect %llu, "
+           "accept %llu)\n",
+           load(stats_->tcp_connects) + load(stats_->tcp_accepts), load(stats_->tcp_connects),
+           load(stats_->tcp_accepts));
+  out += line;
+  snprintf(line, sizeof(line),
+           "slipstream-trace: accepts offered to the supervisor by the preload %llu: switched "
+           "%llu\n",
+           load(stats_->claims), load(stats_->claims_switched));
   out += line;
   return out;
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/socket_info.h"
+#include "preload-fallback/preload_abi.h"
 #include "supervisor/socket_calls_util.h"
 
 namespace slipstream::supervisor {
@@ -214,6 +215,7 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
   if (!get && static_cast<int>(c.arg(4)) == sizeof(int)) {
     if (auto v = target->ReadInt(c.arg(3))) c.trace().args += ", [" + std::to_string(*v) + "]";
   }
+  if (get && level == SLIPSTREAM_SOL && name == SLIPSTREAM_OPT_CLAIM) return OnLateClaim(c);
   if (env_.switcher != nullptr && !get && level == SOL_SOCKET && name == SO_LINGER) {
     return MirrorLinger(c, *target);  // runs the call on a switched socket, else CONTINUE
   }

@@ -56,6 +56,9 @@ class SocketCalls {
   struct Parked {
     UniqueFd tcp;
     UniqueFd unix_end;  // set when the connection was already paired
+    // The listener port's `parked` gate, raised while the connection waits here: the program's
+    // in-process accepts must come to us until it is delivered (preload_abi.h).
+    matcher::AcceptGate::Count gate;
   };
   struct AcceptArgs {
     int fd;
@@ -109,14 +112,24 @@ class SocketCalls {
   // accept: answers `c` unless the listener has nothing to accept yet (returns false).
   bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args);
   void Deliver(PendingCall& c, Parked conn, const FileId& listener_id, const AcceptArgs& args);
+  // getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_CLAIM) from the preload library: it accepted
+  // `fd` in-process while a switch to its port was in flight. Answers 1 in the option when the
+  // connection was switched (its AF_UNIX end now in `fd`), 0 when it stays TCP.
+  void OnLateClaim(PendingCall& c);
+  // Claims the accepted TCP socket `conn` (the program's `fd`) and installs its AF_UNIX end over
+  // `fd` (ADDFD SETFD); false if it is not paired or could not be installed.
+  bool SwitchAccepted(PendingCall& c, int fd, int conn);
   // connect on our copy: answers `c` unless the handshake is still running on a blocking socket.
   // A connection that gets established is switched to AF_UNIX if it was `approved`, or if a
   // supervised listener appeared since the decision.
-  bool TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved);
+  // `switching` is the destination port's raised gate, handed on with a switched connection.
+  bool TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved,
+                  matcher::AcceptGate::Count& switching);
   // Does any other fd of the caller or its descendants name `sock`? (Then it must stay TCP.)
   bool HasOtherFds(PendingCall& c, int sock);
   // Replaces the program's fd with the client end of a new pair; false if it could not.
-  bool SwitchConnected(PendingCall& c, int sock, bool in_progress);
+  bool SwitchConnected(PendingCall& c, int sock, bool in_progress,
+                       matcher::AcceptGate::Count& switching);
   // connect() on a socket that is already switched: answered as TCP would answer it.
   void ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock);
   void EmulateSockopt(PendingCall& c, int tcp, bool get);

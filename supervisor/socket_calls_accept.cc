@@ -83,7 +83,7 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
     }
     return true;
   }
-  Parked accepted{UniqueFd(conn), UniqueFd()};
+  Parked accepted{UniqueFd(conn), UniqueFd(), {}};
   // Only a connection from this host can have a supervised client: others need no round trip.
   if (env_.switcher != nullptr) {
     auto peer = SocketName(conn, true);
@@ -136,6 +136,11 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
   auto fd = env_.installer.Install({c.id(), give, -1, (args.flags & SOCK_CLOEXEC) != 0, true});
   if (!fd) {
+    if (!conn.gate.raised()) {
+      if (auto local = SocketName(conn.tcp.Get(), false)) {
+        conn.gate = env_.switcher->gate().Raise(matcher::AcceptGate::Kind::kParked, local->port());
+      }
+    }
     parked_[listener_id].push_back(std::move(conn));
     if (fd.error().TargetGone()) return c.Abandon();
     return (void)c.Fail(fd.error().err);  // EMFILE: the target's fd table is full
@@ -149,6 +154,62 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
     ArmResetIfAbortive(conn.unix_end.Get(), end_ino, linger_opt);
   }
   c.AnsweredWithFd(*fd);
+}
+
+void SocketCalls::OnLateClaim(PendingCall& c) {
+  int fd = static_cast<int>(c.arg(0));
+  c.trace().args = FdText(c.arg(0)) + ", SLIPSTREAM_OPT_CLAIM";
+  if (env_.switcher == nullptr) return;  // the kernel's ENOPROTOOPT: the socket stays TCP
+  auto target = OpenTarget(c);
+  if (!target) return;
+  auto len = target->ReadInt(c.arg(4));
+  if (!len) return (void)c.Fail(EFAULT);
+  if (*len < static_cast<int>(sizeof(int))) return (void)c.Fail(EINVAL);
+  auto sock = TakeSocket(c, *target, fd);
+  if (!sock) return;
+  // Already switched: the restart of a claim whose answer a signal took away.
+  int32_t switched = sock->switched != nullptr || SwitchAccepted(c, fd, sock->fd.Get());
+  if (c.answered()) return;
+  if (!target->WriteInt(c.arg(3), switched) || !target->WriteInt(c.arg(4), sizeof(int32_t))) {
+    return (void)c.Fail(EFAULT);
+  }
+  c.trace().note = switched ? "switched to unix (accepted in-process)" : "(left on TCP)";
+  c.Return(0);
+}
+
+bool SocketCalls::SwitchAccepted(PendingCall& c, int fd, int conn) {
+  ++env_.stats.accepts;
+  std::optional<UniqueFd> end;
+  if (auto peer = SocketName(conn, true); peer && env_.local.IsLocal(*peer)) {
+    end = env_.switcher->Claim(ProcessOf(c.tid()), conn);
+  }
+  if (!end) {
+    ++env_.stats.left_on_tcp;
+    return false;
+  }
+  auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
+  auto file_flags = GetFileFlags(conn);
+  // The fd must still be the socket the library accepted (ADDFD SETFD replaces whatever is there).
+  if (!fd_flags || !file_flags || (fd_flags->ino != 0 && fd_flags->ino != InodeOf(conn)) ||
+      !SetNonBlocking(end->Get(), (*file_flags & O_NONBLOCK) != 0)) {
+    env_.switcher->Disown(std::move(*end));
+    ++env_.stats.left_on_tcp;
+    return false;
+  }
+  linger linger_opt = fdinject::CopySocketOptions(conn, end->Get());
+  auto installed = env_.installer.Install({c.id(), end->Get(), fd, fd_flags->cloexec, false});
+  if (!installed) {
+    // The program keeps its TCP socket; the client's supervisor relays.
+    env_.switcher->Disown(std::move(*end));
+    if (installed.error().TargetGone()) c.Abandon();
+    ++env_.stats.left_on_tcp;
+    return false;
+  }
+  uint64_t end_ino = InodeOf(end->Get());
+  env_.switcher->Installed(ProcessOf(c.tid()), end_ino, conn);
+  env_.switcher->Book(end_ino, UniqueFd(fcntl(conn, F_DUPFD_CLOEXEC, 0)), /*client=*/false);
+  ArmResetIfAbortive(end->Get(), end_ino, linger_opt);
+  return true;
 }
 
 }  // namespace slipstream::supervisor

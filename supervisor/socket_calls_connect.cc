@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <memory>
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -67,17 +68,22 @@ void SocketCalls::OnConnect(PendingCall c) {
     return;
   }
   bool approved = reason == QueryReason::kSupervised;
+  // Raised before the handshake starts, so that a server accepting in-process sees it once the
+  // connection is in its queue; lowered when the switch is over or given up (preload_abi.h).
+  auto switching = std::make_shared<matcher::AcceptGate::Count>(
+      env_.switcher->BeginSwitch(dest->port()));
   std::optional<UniqueFd> sock = std::move(taken->fd);
-  if (TryConnect(c, sock->Get(), *dest, approved)) return;
+  if (TryConnect(c, sock->Get(), *dest, approved, *switching)) return;
   SockAddr copied = *dest;
   env_.held.Hold(std::move(c), std::move(*sock), HeldCalls::Wait::kWrite,
-                 [this, copied, approved](PendingCall& call, int s) {
-                   return TryConnect(call, s, copied, approved);
+                 [this, copied, approved, switching](PendingCall& call, int s) {
+                   return TryConnect(call, s, copied, approved, *switching);
                  });
   ++env_.stats.held;
 }
 
-bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved) {
+bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved,
+                             matcher::AcceptGate::Count& switching) {
   auto flags = GetFileFlags(sock);
   bool blocking = flags && !(*flags & O_NONBLOCK);
   int rc;
@@ -100,7 +106,7 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   }
   bool shared = connected && approved && HasOtherFds(c, sock);
   if (shared) c.trace().note = "(left on TCP: the socket has other fds)";
-  bool switched = connected && approved && !shared && SwitchConnected(c, sock, rc != 0);
+  bool switched = connected && approved && !shared && SwitchConnected(c, sock, rc != 0, switching);
   if (approved && !switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
   if (!approved || shared) ++env_.stats.left_on_tcp;
   bool delivered = false;
@@ -139,7 +145,8 @@ bool SocketCalls::HasOtherFds(PendingCall& c, int sock) {
   return !count || *count > 1;  // cannot tell: do not risk it
 }
 
-bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
+bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
+                                  matcher::AcceptGate::Count& switching) {
   int fd = static_cast<int>(c.arg(0));
   auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
   auto file_flags = GetFileFlags(sock);
@@ -161,7 +168,8 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress) {
     if (installed.error().TargetGone()) c.Abandon();
     return false;
   }
-  env_.switcher->ClientSwitched(ProcessOf(c.tid()), sock, std::move(server_end), end_ino);
+  env_.switcher->ClientSwitched(ProcessOf(c.tid()), sock, std::move(server_end), end_ino,
+                                std::move(switching));
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
   auto local = SocketName(sock, false), remote = SocketName(sock, true);
   c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +

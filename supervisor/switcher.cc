@@ -15,6 +15,7 @@
 #include "base/syscalls.h"
 #include "fdinject/installer.h"
 #include "matcher/endpoint.h"
+#include "matcher/paths.h"
 #include "matcher/policy.h"
 #include "matcher/protocol.h"
 #include "matcher/unclaimed.h"
@@ -33,6 +34,11 @@ constexpr int kHintCallMs = 50;
 // After the daemon died with pairs in flight, how long a claimer has to finish installing the end
 // it already received before we decide from /proc who holds it.
 constexpr auto kOrphanGrace = std::chrono::seconds(1);
+
+std::string GatePath() {
+  auto dir = matcher::RuntimeDir();
+  return dir ? matcher::ListenerTablePath(*dir) : std::string();
+}
 
 }  // namespace
 
@@ -54,6 +60,7 @@ Switcher::Switcher(asio::io_context& io, Stats& stats)
                       },
                       [this](matcher::Message& push) { OnPush(push); },
                   }),
+      gate_(GatePath()),
       inbox_timer_(io),
       sweep_timer_(io),
       orphan_timer_(io) {
@@ -145,14 +152,16 @@ void Switcher::Abort(pid_t pid, int sock) {
   (void)client_.Send(MsgType::kAbort, pid, matcher::Bytes(body));
 }
 
-void Switcher::ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino) {
+void Switcher::ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino,
+                              matcher::AcceptGate::Count switching) {
   uint64_t server_ino = InodeOf(server_end.Get());
   matcher::InodeBody body{client_end_ino};
   int fds[2] = {sock, server_end.Get()};
   // If the daemon is gone, the copy below is relayed once the loss is noticed (ResolveOrphans).
   (void)client_.Send(MsgType::kConnected, pid, matcher::Bytes(body), fds);
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
-  awaiting_[server_ino] = Awaiting{std::move(server_end), std::move(tcp), client_end_ino};
+  awaiting_[server_ino] =
+      Awaiting{std::move(server_end), std::move(tcp), client_end_ino, std::move(switching)};
   if (!active()) OnLost();
 }
 

@@ -26,6 +26,7 @@
 
 #include "base/sock_diag.h"
 #include "base/sockaddr.h"
+#include "matcher/listener_table.h"
 #include "supervisor/matcher_client.h"
 #include "supervisor/stats.h"
 
@@ -80,7 +81,17 @@ class Switcher {
   // The connect succeeded and the client end of a new pair is in the program: hands the server
   // end to the daemon and keeps a copy until the daemon says who has it. Only after the install:
   // an end whose peer never reached the program would make the server's first write fail.
-  void ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino);
+  // `switching` is the port's raised gate (BeginSwitch), kept until the daemon says who has the
+  // server end.
+  void ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino,
+                      matcher::AcceptGate::Count switching);
+  // Raises the `switching` gate of `port` (the destination's) before a connect that may be
+  // switched runs, so that a program accepting in-process offers the connection to its
+  // supervisor (preload_abi.h); lowered when the returned count is dropped.
+  matcher::AcceptGate::Count BeginSwitch(uint16_t port) {
+    return gate_.Raise(matcher::AcceptGate::Kind::kSwitching, port);
+  }
+  matcher::AcceptGate& gate() { return gate_; }
 
   // Server side: the AF_UNIX end to install instead of `accepted`, if it is paired: pushed to us
   // ahead of the accept (no round trip), or claimed from the daemon. Installed() reports it placed.
@@ -124,6 +135,7 @@ class Switcher {
     UniqueFd server_end;  // our copy, until the daemon says who has it
     UniqueFd tcp;         // for the relay
     uint64_t client_end_ino = 0;
+    matcher::AcceptGate::Count switching;  // lowered with the entry
   };
   struct KnownListener {
     pid_t tgid;
@@ -148,6 +160,7 @@ class Switcher {
   std::optional<SockDiag> diag_;
   std::unordered_map<uint64_t, SwitchedSocket> book_;  // by the program's AF_UNIX end inode
   std::unordered_set<uint64_t> not_switched_;          // AF_UNIX inodes the daemon did not know
+  matcher::AcceptGate gate_;  // before awaiting_, whose counts it must outlive
   std::unordered_map<uint64_t, Awaiting> awaiting_;    // by server end inode
   std::map<uint64_t, KnownListener> listeners_;        // by listener inode (ours)
   std::unordered_set<uint64_t> supervised_listeners_;  // every supervisor's (from the daemon)

@@ -403,13 +403,38 @@ def preload_in_process(path, call):
     return dict(zip(words[::2], map(int, words[1::2]))).get(call, 0)
 
 
+PRELOAD_TCP = re.compile(
+    r"^slipstream-trace: connections left on TCP in-process \(preload\) (?P<tcp>\d+) "
+    r"\(connect (?P<connects>\d+), accept (?P<accepts>\d+)\)$", re.M)
+PRELOAD_CLAIMS = re.compile(
+    r"^slipstream-trace: accepts offered to the supervisor by the preload (?P<claims>\d+): "
+    r"switched (?P<claims_switched>\d+)$", re.M)
+
+
+def preload_connections(text):
+    """The library's connection counts in a --stats text: connections it left on TCP in-process
+    (tcp = connects + accepts) and the accepts it offered to the supervisor (claims, of which
+    claims_switched were switched); all 0 without the library."""
+    out = dict.fromkeys(("tcp", "connects", "accepts", "claims", "claims_switched"), 0)
+    for pattern in (PRELOAD_TCP, PRELOAD_CLAIMS):
+        m = pattern.search(text)
+        if m:
+            out.update({k: int(v) for k, v in m.groupdict().items()})
+    return out
+
+
 def read_stats(path):
-    """The connection counts of a --stats summary in `path`, as ints."""
+    """The connection counts of a --stats summary in `path`, as ints: the supervisor's, plus
+    `preload_tcp_accepts`, the accepts a preloaded program made in-process and left on TCP (they
+    never reach the supervisor)."""
     with open(path) as f:
-        m = STATS_CONNECTIONS.search(f.read())
+        text = f.read()
+    m = STATS_CONNECTIONS.search(text)
     if not m:
         return None
-    return {k: int(v) for k, v in m.groupdict().items()}
+    out = {k: int(v) for k, v in m.groupdict().items()}
+    out["preload_tcp_accepts"] = preload_connections(text)["accepts"]
+    return out
 
 
 def free_port(family=socket.AF_INET):

@@ -27,8 +27,6 @@ IN_PROCESS = re.compile(r"^slipstream-trace: served in-process \(preload\) (\d+)
                         r"(.*)$", re.M)
 TO_SUPERVISOR = re.compile(r"^slipstream-trace: left to the supervisor by the preload (\d+):(.*)$",
                            re.M)
-TCP_IN_PROCESS = re.compile(r"^slipstream-trace: connections left on TCP in-process \(preload\) "
-                            r"(\d+)$", re.M)
 
 
 def dyn(name):
@@ -54,9 +52,8 @@ def parse_counts(text):
             calls = {words[i]: int(words[i + 1]) for i in range(0, len(words), 2)}
             assert sum(calls.values()) == int(m.group(1)), text
             out[key] = calls
-    m = TCP_IN_PROCESS.search(text)
-    if m:
-        out["tcp_in_process"] = int(m.group(1))
+    out["preload"] = ss.preload_connections(text)
+    out["tcp_in_process"] = out["preload"]["tcp"]
     out["connections"] = ss.STATS_CONNECTIONS.search(text)
     return out
 
@@ -263,8 +260,15 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
         client, server = read_counts(client_stats), read_counts(server_stats)
         self.assertEqual(client["trapped"].get("connect"), 1, client)
         self.assertFalse(client["in_process"], client)
+        # The server accepts in-process; a switch to its port is in flight, so it offers the
+        # connection to its supervisor (the late claim: one trapped getsockopt), which switches it.
         self.assertEqual(server["trapped"].get("accept4", 0) + server["trapped"].get("accept", 0),
-                         1, server)
+                         0, server)
+        self.assertEqual(sum(server["in_process"].get(c, 0) for c in ("accept", "accept4")), 1,
+                         server)
+        self.assertEqual(server["trapped"].get("getsockopt"), 1, server)
+        self.assertEqual((server["preload"]["claims"], server["preload"]["claims_switched"]),
+                         (1, 1), server)
 
     def test_parallel_threads_switch_every_connection(self):
         """Threads of a preloaded client connecting at once to a preloaded threaded server: each
