@@ -86,5 +86,59 @@ TEST_F(ListenerTableTest, RefusesASymlink) {
   EXPECT_FALSE(table);
 }
 
+TEST_F(ListenerTableTest, AcceptGateDoesNothingUntilTheDaemonCreatedTheFile) {
+  AcceptGate gate(path_);
+  auto count = gate.Raise(AcceptGate::Kind::kSwitching, 8080);
+  EXPECT_FALSE(count.raised());
+  EXPECT_EQ(gate.Read(AcceptGate::Kind::kSwitching, 8080), 0u);
+}
+
+TEST_F(ListenerTableTest, AcceptGateCountsAreSeenByProgramsAndOutliveADaemonRestart) {
+  auto table = ListenerTable::Open(path_);
+  ASSERT_TRUE(table);
+  const auto* view = MapReadOnly();
+  AcceptGate gate(path_);
+  {
+    auto a = gate.Raise(AcceptGate::Kind::kSwitching, 8080);
+    auto b = gate.Raise(AcceptGate::Kind::kSwitching, 8080);
+    auto parked = gate.Raise(AcceptGate::Kind::kParked, 8080);
+    ASSERT_TRUE(a.raised() && b.raised() && parked.raised());
+    EXPECT_EQ(view->switching[8080], 2u);
+    EXPECT_EQ(view->parked[8080], 1u);
+    EXPECT_EQ(view->switching[8081], 0u);
+    // A new daemon clears the ports, never the supervisors' counts.
+    auto second = ListenerTable::Open(path_);
+    ASSERT_TRUE(second);
+    EXPECT_EQ(view->switching[8080], 2u);
+    AcceptGate::Count moved = std::move(a);
+    EXPECT_FALSE(a.raised());  // NOLINT(bugprone-use-after-move): the point of the check
+    EXPECT_EQ(view->switching[8080], 2u) << "a move keeps the raise";
+    moved.Reset();
+    EXPECT_EQ(view->switching[8080], 1u);
+  }
+  EXPECT_EQ(view->switching[8080], 0u);
+  EXPECT_EQ(view->parked[8080], 0u);
+  munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
+}
+
+TEST_F(ListenerTableTest, AcceptGateNeverLowersBelowZero) {
+  auto table = ListenerTable::Open(path_);
+  ASSERT_TRUE(table);
+  AcceptGate gate(path_);
+  auto count = gate.Raise(AcceptGate::Kind::kParked, 9);
+  // Someone else (another program of the user) zeroed it meanwhile.
+  int fd = open(path_.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  void* p = mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ | PROT_WRITE, MAP_SHARED,
+                 fd, 0);
+  close(fd);
+  ASSERT_NE(p, MAP_FAILED);
+  auto* writable = static_cast<slipstream_listener_table*>(p);
+  writable->parked[9] = 0;
+  count.Reset();
+  EXPECT_EQ(writable->parked[9], 0u) << "no wrap-around to 0xffffffff";
+  munmap(p, sizeof(slipstream_listener_table));
+}
+
 }  // namespace
 }  // namespace slipstream::matcher

@@ -63,6 +63,8 @@ std::string ArgsText(const slipstream_trace_record& r) {
       return fd + ", " + SockoptText(a0, a1);
     case tracer::Call::kShutdown:
       return fd + ", " + ShutdownHowText(a0);
+    case tracer::Call::kAccept4:
+      return fd + ", " + AcceptFlagsText(a0);  // as the supervisor's own line shows it
     default:
       return fd;
   }

@@ -173,16 +173,15 @@ void SocketCalls::OnLateClaim(PendingCall& c) {
   if (!target->WriteInt(c.arg(3), switched) || !target->WriteInt(c.arg(4), sizeof(int32_t))) {
     return (void)c.Fail(EFAULT);
   }
-  c.trace().note = switched ? "switched to unix (accepted in-process)" : "(left on TCP)";
   c.Return(0);
 }
 
 bool SocketCalls::SwitchAccepted(PendingCall& c, int fd, int conn) {
   ++env_.stats.accepts;
+  auto peer = SocketName(conn, true);
+  c.trace().note = "(peer " + (peer ? peer->ToString() : std::string("?")) + ")";
   std::optional<UniqueFd> end;
-  if (auto peer = SocketName(conn, true); peer && env_.local.IsLocal(*peer)) {
-    end = env_.switcher->Claim(ProcessOf(c.tid()), conn);
-  }
+  if (peer && env_.local.IsLocal(*peer)) end = env_.switcher->Claim(ProcessOf(c.tid()), conn);
   if (!end) {
     ++env_.stats.left_on_tcp;
     return false;
@@ -209,6 +208,7 @@ bool SocketCalls::SwitchAccepted(PendingCall& c, int fd, int conn) {
   env_.switcher->Installed(ProcessOf(c.tid()), end_ino, conn);
   env_.switcher->Book(end_ino, UniqueFd(fcntl(conn, F_DUPFD_CLOEXEC, 0)), /*client=*/false);
   ArmResetIfAbortive(end->Get(), end_ino, linger_opt);
+  c.trace().note += " switched to unix (accepted in-process)";
   return true;
 }
 

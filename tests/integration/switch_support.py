@@ -383,6 +383,16 @@ def trace_switches(records, call):
     return [r for r in records if r["call"] == call and "switched to unix" in (r["note"] or "")]
 
 
+def accept_switches(records):
+    """The switched accepts in a server's trace: a trapped accept/accept4, or, in hybrid mode, the
+    late claim (getsockopt SLIPSTREAM_OPT_CLAIM) after an accept served in-process. Both notes
+    name the peer as "(peer ADDR)"."""
+    return [r for r in records
+            if (r["call"] in ("accept", "accept4") or
+                (r["call"] == "getsockopt" and "SLIPSTREAM_OPT_CLAIM" in r["args"]))
+            and "switched to unix" in (r["note"] or "")]
+
+
 STATS_CONNECTIONS = re.compile(
     r"connections seen (?P<seen>\d+) \(connect (?P<connects>\d+), accept (?P<accepts>\d+)\): "
     r"switched (?P<switched>\d+), relayed (?P<relayed>\d+), left on TCP (?P<tcp>\d+)")

@@ -13,6 +13,7 @@ program, where every call is trapped. The proof that a connection was switched i
 
 import os
 import re
+import struct
 
 import fixture_runs as fr
 import harness
@@ -61,6 +62,17 @@ def parse_counts(text):
 def read_counts(path):
     with open(path) as f:
         return parse_counts(f.read())
+
+
+def gate_counts(port):
+    """(switching, parked) of `port` in the daemon's listener table file (preload_abi.h: magic,
+    generation, 1024 words of port bits, then two arrays of 65536 uint32)."""
+    with open(os.path.join(harness.RUNTIME_DIR, "listeners.table"), "rb") as f:
+        data = f.read()
+    base = 16 + 1024 * 8
+    switching, = struct.unpack_from("<I", data, base + 4 * port)
+    parked, = struct.unpack_from("<I", data, base + 4 * 65536 + 4 * port)
+    return switching, parked
 
 
 def maps_library(pid):
@@ -163,6 +175,32 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(connect["result"], "0", lines)
         self.assertEqual(int(connect["tid"]), int(records[0]["tid"]))
 
+    def test_accepts_from_an_unsupervised_client_cost_no_notification(self):
+        """A supervised, preloaded server whose clients are not supervised: no switch is ever in
+        flight to its port, so every accept runs in-process and nothing is offered to the
+        supervisor; only listen() is trapped."""
+        port_file, stats = self.path("port"), self.path("server.stats")
+        server = ss.Gated(self, harness.supervised(
+            [dyn("tcp_server"), "--port-file", port_file, "--mode", "sink", "--count",
+             str(CONNECTIONS)], stats=True, extra=["-o", stats]))
+        server.go()
+        port = fr.read_port(port_file)
+        result = harness.run([dyn("tcp_client"), "--port", str(port), "--mode", "sink",
+                              "--bytes", "10000", "--conns", str(CONNECTIONS)], timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        code, out, err = server.finish()
+        self.assertEqual(code, 0, err)
+        self.assertEqual(ss.program_lines(out)[0].split(" peer_host")[0],
+                         f"server: mode=sink connections={CONNECTIONS} "
+                         f"bytes_in={CONNECTIONS * 10000} bytes_out={CONNECTIONS * 23}")
+        counts = read_counts(stats)
+        self.assertEqual(counts["trapped"], {"listen": 1}, counts)
+        accepts = sum(counts["in_process"].get(c, 0) for c in ("accept", "accept4"))
+        self.assertEqual(accepts, CONNECTIONS, counts)
+        self.assertEqual(counts["preload"]["accepts"], CONNECTIONS, counts)
+        self.assertEqual(counts["preload"]["claims"], 0, counts)
+        self.assertEqual(gate_counts(port), (0, 0))
+
     def test_no_preload_traps_every_call_again(self):
         counts = self.run_tcp_clients(extra=["--no-preload"])
         want = {c: CONNECTIONS for c in ("socket", "connect", "getpeername", "getsockname",
@@ -222,7 +260,15 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
 
     def test_dynamic_pair_switches(self):
         server_stats, client_stats = self.path("server.stats"), self.path("client.stats")
-        c, s = self.switched_pair(self.echo_client(), server_stats, client_stats)
+        def gate_lowered(c, s):
+            # The client's supervisor raised the port's `switching` gate before its connect, and
+            # lowers it once the daemon reports the server end installed (kRelease), while both
+            # programs still run: a stuck count would make every later accept on the port cost
+            # a notification.
+            port = int(s["local"].rsplit(":", 1)[1])
+            fr.wait_until(lambda: gate_counts(port) == (0, 0), 5, "the gates of the port at 0")
+        c, s = self.switched_pair(self.echo_client(), server_stats, client_stats,
+                                  while_held=gate_lowered)
         client, server = read_counts(client_stats), read_counts(server_stats)
         # The port has a supervised listener: the library left the connect to the supervisor.
         self.assertEqual(client["trapped"].get("connect"), 1, client)
@@ -234,8 +280,14 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
             self.assertGreaterEqual(counts["trapped"].get("getpeername", 0), 1, counts)
             self.assertEqual(counts["trapped"].get("getpeername"),
                              counts["to_supervisor"].get("getpeername"), counts)
-        # The listening socket's own calls ran in-process; listen and accept were trapped.
+        # The listening socket's own calls ran in-process, and so did accept, which then offered
+        # the connection to the supervisor (a switch to the port was in flight); listen was
+        # trapped.
         self.assertEqual(server["trapped"].get("listen"), 1, server)
+        self.assertNotIn("accept", server["trapped"], server)
+        self.assertNotIn("accept4", server["trapped"], server)
+        self.assertEqual((server["preload"]["claims"], server["preload"]["claims_switched"]),
+                         (1, 1), server)
         self.assertGreaterEqual(server["in_process"].get("bind", 0), 1, server)
 
     def test_preloaded_client_with_a_static_server(self):

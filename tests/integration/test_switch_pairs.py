@@ -43,7 +43,7 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
         note = ss.SWITCHED_NOTE.search(switched[0]["note"])
         self.assertEqual((note.group("local"), note.group("remote")),
                          (client["local"], client["peer"]))
-        accepts = ss.trace_switches(server_records, "accept4")
+        accepts = ss.accept_switches(server_records)
         self.assertEqual(len(accepts), 1, server_records)
         self.assertEqual(fr.note_addr(accepts[0]), server["peer"])
 
