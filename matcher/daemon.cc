@@ -421,6 +421,10 @@ void Daemon::ScheduleIdleCheck() {
     if (!Idle()) last_activity_ = Clock::now();
     if (Clock::now() - last_activity_ >= config_.idle_exit) {
       spdlog::info("idle for {}s: exiting", config_.idle_exit.count());
+      // No supervisor has been connected for that long (a live one reconnects every second), so
+      // an accept gate still raised was left by one that died: clear them, or every accept on
+      // those ports would go on costing a notification.
+      if (table_) table_->ClearAcceptGates();
       io_.stop();
       return;
     }

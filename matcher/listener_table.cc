@@ -87,6 +87,11 @@ ListenerTable::~ListenerTable() {
   if (table_ != nullptr) munmap(table_, sizeof(*table_));
 }
 
+void ListenerTable::ClearAcceptGates() {
+  for (auto& c : table_->switching) __atomic_store_n(&c, 0, __ATOMIC_RELAXED);
+  for (auto& c : table_->parked) __atomic_store_n(&c, 0, __ATOMIC_RELAXED);
+}
+
 void ListenerTable::Publish(const Ports& ports) {
   bool changed = false;
   for (size_t i = 0; i < ports.size(); ++i) {

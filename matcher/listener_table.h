@@ -29,6 +29,8 @@ class ListenerTable {
   // Makes the table say `ports`: changed words only, each an atomic store, then the generation.
   void Publish(const Ports& ports);
   bool IsSet(uint16_t port) const { return slipstream_port_supervised(table_, port) != 0; }
+  // Zeroes every accept gate (preload_abi.h); only when no supervisor can hold a raise.
+  void ClearAcceptGates();
 
  private:
   explicit ListenerTable(slipstream_listener_table* table) : table_(table) {}

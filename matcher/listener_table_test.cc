@@ -121,6 +121,18 @@ TEST_F(ListenerTableTest, AcceptGateCountsAreSeenByProgramsAndOutliveADaemonRest
   munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
 }
 
+TEST_F(ListenerTableTest, AnIdleDaemonClearsTheGatesOfDeadSupervisors) {
+  auto table = ListenerTable::Open(path_);
+  ASSERT_TRUE(table);
+  const auto* view = MapReadOnly();
+  AcceptGate gate(path_);
+  auto count = gate.Raise(AcceptGate::Kind::kSwitching, 80);
+  EXPECT_EQ(view->switching[80], 1u);
+  table->ClearAcceptGates();
+  EXPECT_EQ(view->switching[80], 0u);
+  munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
+}
+
 TEST_F(ListenerTableTest, AcceptGateNeverLowersBelowZero) {
   auto table = ListenerTable::Open(path_);
   ASSERT_TRUE(table);

@@ -72,14 +72,15 @@ static inline int slipstream_cookie_arg(int call) {
  * has TCP port p. A bit is set before the registering listen() returns.
  *
  * The two gates of the in-process accept (docs/design.md, "Accept in the program") follow; the
- * supervisors write them, the daemon never clears them (a count belongs to the supervisor that
- * raised it, which may outlive a daemon):
+ * supervisors write them, and a new daemon leaves them alone (a count belongs to the supervisor
+ * that raised it, which may outlive a daemon); a daemon leaving after 30 s without supervisors
+ * clears them:
  * - switching[p]: connects to port p that a client's supervisor is switching and whose server end
  *   has not yet been installed or given up. Raised before the connect runs, lowered when the
  *   daemon reports the end installed (kRelease) or relayed, or the switch is abandoned. An accept
  *   that finds it non-zero after taking a connection from the kernel offers it to its supervisor
  *   (SLIPSTREAM_OPT_CLAIM). A supervisor killed mid-switch leaves its count raised: accepts on
- *   that port then cost a notification each, never a wrong answer.
+ *   that port then cost a notification each, never a wrong answer, until the daemon's idle exit.
  * - parked[p]: connections a server's supervisor took from a listener on port p for an accept the
  *   program then left (a signal, EMFILE), owed to the next accept on that listener. While
  *   non-zero, accepts on port p go to the supervisor. */

@@ -112,6 +112,8 @@ HeldCalls::HeldCalls(asio::io_context& io, tracer::Notifier& notifier, bool kill
 
 HeldCalls::~HeldCalls() = default;
 
+void HeldCalls::DropAll() { held_.clear(); }
+
 uint32_t HeldCalls::EventsOf(Wait wait) {
   switch (wait) {
     case Wait::kRead:

@@ -50,6 +50,9 @@ class HeldCalls {
 
   void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt = nullptr);
   size_t size() const { return held_.size(); }
+  // At exit, once every supervised task is gone: drops the calls still held (their notifications
+  // are void), and with them what their retries own (an accept gate's count).
+  void DropAll();
   // `tid` is making a new call, so every call it had held was withdrawn (a thread is in one
   // syscall at a time): ends them as withdrawn now rather than at the next sweep, so that what
   // they did is known before the new call runs.

@@ -212,6 +212,7 @@ int Main(int argc, char** argv) {
   Session session(std::move(config), std::move(launched->listener), launched->pid,
                   std::move(signal_fd), *outstanding);
   int status = session.Run();
+  session.LowerAcceptGates();
   if (shepherd) StopShepherd(*shepherd);
   if (o.stats) {
     std::string text = session.stats().Format();

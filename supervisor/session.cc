@@ -154,4 +154,10 @@ void Session::MaybeFinish() {
   if (program_status_ && listener_hup_) io_.stop();
 }
 
+void Session::LowerAcceptGates() {
+  held_.DropAll();
+  if (switcher_) switcher_->LowerAcceptGates();
+  calls_.LowerAcceptGates();
+}
+
 }  // namespace slipstream::supervisor

@@ -45,6 +45,10 @@ class Session {
   // status.
   int Run();
   const Stats& stats() const { return stats_; }
+  // Lowers the accept gates this session raised (switches awaiting a verdict, parked connections:
+  // preload_abi.h). slipstream-trace ends with ExitLike, which runs no destructors, and a count
+  // left raised would make every later accept on that port cost a notification.
+  void LowerAcceptGates();
 
  private:
   void ArmListener();

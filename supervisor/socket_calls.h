@@ -46,6 +46,12 @@ class SocketCalls {
   // Closes parked connections whose listener is gone (the kernel would have reset them when the
   // listener closed). Called periodically while anything is parked.
   void PurgeParked(SockDiag& diag);
+  // At exit: lowers the `parked` counts of connections still parked (Session::LowerAcceptGates).
+  void LowerAcceptGates() {
+    for (auto& [id, queue] : parked_) {
+      for (Parked& conn : queue) conn.gate.Reset();
+    }
+  }
 
  private:
   struct FileIdLess {

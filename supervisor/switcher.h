@@ -92,6 +92,10 @@ class Switcher {
     return gate_.Raise(matcher::AcceptGate::Kind::kSwitching, port);
   }
   matcher::AcceptGate& gate() { return gate_; }
+  // At exit: lowers the `switching` counts of switches still awaiting a verdict.
+  void LowerAcceptGates() {
+    for (auto& [ino, a] : awaiting_) a.switching.Reset();
+  }
 
   // Server side: the AF_UNIX end to install instead of `accepted`, if it is paired: pushed to us
   // ahead of the accept (no round trip), or claimed from the daemon. Installed() reports it placed.
