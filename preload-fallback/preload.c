@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "names.h"
 #include "peer_closed.h"
 #include "preload_abi.h"
 
@@ -430,14 +431,58 @@ EXPORT int bind(int fd, const struct sockaddr* addr, socklen_t len) {
   FD_CALL(SLIPSTREAM_CALL_BIND, SYS_bind, g.bind, fd, addr, len, 0, 0, 0, 0, addr, len, addr, len);
 }
 
+/* Asks the supervisor for both addresses of the switched socket `fd` (one trapped getsockopt,
+ * preload_abi.h) and keeps them (names.c). */
+static int FetchNames(int fd) {
+  struct slipstream_names names;
+  socklen_t len = sizeof(names);
+  long r;
+  do {
+    r = ScrubbedSyscall(SYS_getsockopt, fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, (long)&names,
+                        (long)&len, 0);
+  } while (r == -EINTR);
+  if (r != 0 || len != sizeof(names)) return 0;
+  slipstream_names_store(fd, &names);
+  return 1;
+}
+
+/* getsockname (peer 0) and getpeername (peer 1): from the kept addresses of a switched socket,
+ * in-process for every other socket, and through the supervisor otherwise; the first call on a
+ * socket the supervisor switched fetches both addresses at once. */
+static int GetName(int call, int fd, struct sockaddr* addr, socklen_t* len) {
+  int peer = call == SLIPSTREAM_CALL_GETPEERNAME;
+  getname_fn real = peer ? g.getpeername : g.getsockname;
+  long nr = peer ? SYS_getpeername : SYS_getsockname;
+  if (g.enabled) {
+    int kept = slipstream_names_answer(fd, peer, addr, len);
+    if (kept > 0) {
+      Count(call, 1);
+      Record(call, 0, fd, 0, 0, 0, NULL, 0);
+      return 0;
+    }
+    if (kept < 0) { /* a switched socket, but the supervisor must answer this one */
+      Count(call, 0);
+      return real ? real(fd, addr, len) : PLAIN(nr, fd, addr, len);
+    }
+    if (!MaySwitched(fd)) {
+      Count(call, 1);
+      return (int)FdCallInProcess(call, nr, fd, (long)addr, (long)len, 0, 0, 0, 0, NULL, 0);
+    }
+    Count(call, 0);
+    int saved = errno;
+    int fetched = g.switching && FetchNames(fd);
+    errno = saved;
+    if (fetched && slipstream_names_answer(fd, peer, addr, len) > 0) return 0;
+  }
+  return real ? real(fd, addr, len) : PLAIN(nr, fd, addr, len);
+}
+
 EXPORT int getsockname(int fd, struct sockaddr* addr, socklen_t* len) {
-  FD_CALL(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, g.getsockname, fd, addr, len, 0, 0, 0, 0,
-          NULL, 0, addr, len);
+  return GetName(SLIPSTREAM_CALL_GETSOCKNAME, fd, addr, len);
 }
 
 EXPORT int getpeername(int fd, struct sockaddr* addr, socklen_t* len) {
-  FD_CALL(SLIPSTREAM_CALL_GETPEERNAME, SYS_getpeername, g.getpeername, fd, addr, len, 0, 0, 0, 0,
-          NULL, 0, addr, len);
+  return GetName(SLIPSTREAM_CALL_GETPEERNAME, fd, addr, len);
 }
 
 EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) {
@@ -497,7 +542,7 @@ static int AcceptInProcess(int listener, uint16_t* port) {
  * AF_UNIX end over `fd` if the client is the one switching. Without a supervisor (fail-open) the
  * kernel answers ENOPROTOOPT and the socket stays TCP. A signal may interrupt the claim after the
  * end was installed; the retry then finds `fd` switched and answers 1. Keeps errno. */
-static void LateClaim(int fd) {
+static int LateClaim(int fd) {
   int32_t switched = 0;
   socklen_t len = sizeof(switched);
   long r;
@@ -509,9 +554,25 @@ static void LateClaim(int fd) {
   if (r == 0 && switched) {
     if (g.stats != NULL) __atomic_fetch_add(&g.stats->claims_switched, 1, __ATOMIC_RELAXED);
     slipstream_note_connection(fd);
-  } else {
-    slipstream_note_tcp(fd);
+    return 1;
   }
+  slipstream_note_tcp(fd);
+  return 0;
+}
+
+/* Both addresses of the TCP socket `fd`, read in-process (the supervisor would read the same ones
+ * from the socket it retains). */
+static int TcpNames(int fd, struct slipstream_names* names) {
+  socklen_t local = sizeof(names->local), peer = sizeof(names->peer);
+  if (Bypass(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, fd, (long)names->local, (long)&local, 0,
+             0) != 0 ||
+      Bypass(SLIPSTREAM_CALL_GETPEERNAME, SYS_getpeername, fd, (long)names->peer, (long)&peer, 0,
+             0) != 0) {
+    return 0;
+  }
+  names->local_len = local;
+  names->peer_len = peer;
+  return local <= sizeof(names->local) && peer <= sizeof(names->peer);
 }
 
 static int Accept(int call, int listener, struct sockaddr* addr, socklen_t* len, int flags) {
@@ -542,7 +603,11 @@ static int Accept(int call, int listener, struct sockaddr* addr, socklen_t* len,
   /* Sequentially consistent, as the client's supervisor raised it: a raise made before the
    * connect of the connection we took is visible here (preload_abi.h). */
   if (port != 0 && t != NULL && __atomic_load_n(&t->switching[port], __ATOMIC_SEQ_CST) != 0) {
-    LateClaim((int)r);
+    /* The addresses are read now, while the fd is still the TCP socket: a switched socket's
+     * getsockname/getpeername are then answered here (names.c). */
+    struct slipstream_names names;
+    int named = TcpNames((int)r, &names);
+    if (LateClaim((int)r) && named) slipstream_names_store((int)r, &names);
   } else {
     if (port != 0 && g.stats != NULL) __atomic_fetch_add(&g.stats->tcp_accepts, 1, __ATOMIC_RELAXED);
     slipstream_note_tcp((int)r);

@@ -102,6 +102,17 @@ struct slipstream_listener_table {
 #define SLIPSTREAM_SOL 0x534c4950 /* "SLIP" */
 #define SLIPSTREAM_OPT_CLAIM 1
 
+/* getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, &struct slipstream_names, &len), made
+ * without the cookie on a socket the supervisor switched: it answers both addresses of the
+ * retained TCP socket at once (what getsockname and getpeername would answer), so that the
+ * library answers the later ones itself. ENOPROTOOPT (from the kernel) on any other socket; the
+ * error of either address otherwise (ENOTCONN after a reset). */
+#define SLIPSTREAM_OPT_NAMES 2
+struct slipstream_names {
+  uint32_t local_len, peer_len;
+  uint8_t local[28], peer[28]; /* a sockaddr_in or sockaddr_in6 */
+};
+
 static inline int slipstream_port_supervised(const struct slipstream_listener_table* t,
                                              uint16_t port) {
   uint64_t word = __atomic_load_n(&t->ports[port / 64], __ATOMIC_ACQUIRE);

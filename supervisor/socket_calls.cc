@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -216,6 +217,7 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
     if (auto v = target->ReadInt(c.arg(3))) c.trace().args += ", [" + std::to_string(*v) + "]";
   }
   if (get && level == SLIPSTREAM_SOL && name == SLIPSTREAM_OPT_CLAIM) return OnLateClaim(c);
+  if (get && level == SLIPSTREAM_SOL && name == SLIPSTREAM_OPT_NAMES) return OnNames(c, *target);
   if (env_.switcher != nullptr && !get && level == SOL_SOCKET && name == SO_LINGER) {
     return MirrorLinger(c, *target);  // runs the call on a switched socket, else CONTINUE
   }
@@ -226,6 +228,33 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
   if (sw == nullptr) return;
   if (!env_.notifier.IdValid(c.id())) return c.Abandon();
   EmulateSockopt(c, sw->tcp.Get(), get);
+}
+
+void SocketCalls::OnNames(PendingCall& c, const TargetAccess& target) {
+  c.trace().args = FdText(c.arg(0)) + ", SLIPSTREAM_OPT_NAMES";
+  auto len = target.ReadInt(c.arg(4));
+  if (!len) return (void)c.Fail(EFAULT);
+  if (*len < static_cast<int>(sizeof(slipstream_names))) return (void)c.Fail(EINVAL);
+  auto sock = TakeSocket(c, target, static_cast<int>(c.arg(0)));
+  if (!sock || !sock->switched) return;  // the kernel's ENOPROTOOPT/EOPNOTSUPP
+  auto local = SocketName(sock->tcp(), false);
+  if (!local) return (void)c.Fail(errno);
+  auto peer = SocketName(sock->tcp(), true);
+  if (!peer) return (void)c.Fail(errno);
+  slipstream_names names{};
+  if (local->len() > sizeof(names.local) || peer->len() > sizeof(names.peer)) {
+    return (void)c.Fail(EINVAL);
+  }
+  names.local_len = local->len();
+  names.peer_len = peer->len();
+  memcpy(names.local, local->get(), local->len());
+  memcpy(names.peer, peer->get(), peer->len());
+  if (!target.Write(c.arg(3), {reinterpret_cast<const uint8_t*>(&names), sizeof(names)}) ||
+      !target.WriteInt(c.arg(4), sizeof(names))) {
+    return (void)c.Fail(EFAULT);
+  }
+  c.trace().note = "(" + local->ToString() + ", " + peer->ToString() + ")";
+  c.Return(0);
 }
 
 // get/setsockopt on the retained TCP socket with the program's arguments, copying the option in

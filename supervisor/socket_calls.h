@@ -122,6 +122,9 @@ class SocketCalls {
   // `fd` in-process while a switch to its port was in flight. Answers 1 in the option when the
   // connection was switched (its AF_UNIX end now in `fd`), 0 when it stays TCP.
   void OnLateClaim(PendingCall& c);
+  // getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES) from the preload library: both
+  // addresses of a switched socket's retained TCP socket at once (preload_abi.h).
+  void OnNames(PendingCall& c, const tracer::TargetAccess& target);
   // Claims the accepted TCP socket `conn` (the program's `fd`) and installs its AF_UNIX end over
   // `fd` (ADDFD SETFD); false if it is not paired or could not be installed.
   bool SwitchAccepted(PendingCall& c, int fd, int conn);

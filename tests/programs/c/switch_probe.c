@@ -105,10 +105,35 @@ static void TcpInfo(const char* section, int fd) {
   Say(section, "get TCP_INFO state=%u len=%u", (unsigned)info.tcpi_state, (unsigned)len);
 }
 
+// getsockname/getpeername at the edges of move_addr_to_user(): a buffer shorter than the
+// address (truncated, the full length returned), a negative length, unwritable memory.
+static void NameEdges(const char* section, int fd, int peer) {
+  int (*get)(int, struct sockaddr*, socklen_t*) = peer ? getpeername : getsockname;
+  const char* what = peer ? "getpeername" : "getsockname";
+  unsigned char buf[16];
+  memset(buf, 0xaa, sizeof(buf));
+  socklen_t len = 6;
+  int rc = get(fd, (struct sockaddr*)buf, &len);
+  // Bytes 2-3 are the port, which differs from run to run.
+  Say(section, "%s short: %d %s len=%u bytes=%02x%02x....%02x%02x%02x", what, rc,
+      rc < 0 ? fx_errno_name(errno) : "", (unsigned)len, buf[0], buf[1], buf[4], buf[5], buf[6]);
+  int negative = -1;
+  rc = get(fd, (struct sockaddr*)buf, (socklen_t*)&negative);
+  Say(section, "%s negative: %d %s", what, rc, rc < 0 ? fx_errno_name(errno) : "");
+  len = sizeof(buf);
+  rc = get(fd, (struct sockaddr*)8, &len);
+  Say(section, "%s bad address: %d %s", what, rc, rc < 0 ? fx_errno_name(errno) : "");
+  rc = get(fd, (struct sockaddr*)buf, (socklen_t*)8);
+  Say(section, "%s bad length: %d %s", what, rc, rc < 0 ? fx_errno_name(errno) : "");
+}
+
 static void Probe(int fd, int family) {
   const char* s = "names";
   Name(s, fd, 0);
   Name(s, fd, 1);
+  NameEdges(s, fd, 0);
+  NameEdges(s, fd, 1);
+  Name(s, fd, 1);  // again: the kept answer, in hybrid mode
   s = "socket";
   GetInt(s, fd, SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN");
   GetInt(s, fd, SOL_SOCKET, SO_PROTOCOL, "SO_PROTOCOL");

@@ -1,0 +1,19 @@
+/* Addresses of switched sockets, kept in the program so that getsockname() and getpeername() of
+ * a switched socket cost no notification (names.c). Internal to libslipstream-preload.so. */
+#ifndef SLIPSTREAM_PRELOAD_NAMES_H_
+#define SLIPSTREAM_PRELOAD_NAMES_H_
+
+#include <sys/socket.h>
+
+#include "preload_abi.h"
+
+/* Remembers the TCP addresses of the switched socket now in `fd` (its inode is read here). */
+void slipstream_names_store(int fd, const struct slipstream_names* names);
+/* Answers getsockname (peer 0) or getpeername (peer 1) of `fd` from what was stored, as the
+ * kernel's move_addr_to_user() would, and returns 1. Otherwise changes nothing and returns 0 when
+ * nothing is stored for the file `fd` names now, or -1 when something is but cannot give the exact
+ * answer here: the connection is no longer fully open, or the caller's memory is not
+ * readable/writable (the supervisor then gives the exact answer or EFAULT). Keeps errno. */
+int slipstream_names_answer(int fd, int peer, struct sockaddr* addr, socklen_t* len);
+
+#endif /* SLIPSTREAM_PRELOAD_NAMES_H_ */
