@@ -1,6 +1,7 @@
 #include "base/credentials.h"
 
 #include <linux/capability.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -22,6 +23,8 @@ bool HasEffectiveCapability(int cap) {
   auto caps = EffectiveCapabilities();
   return caps && ((*caps >> cap) & 1) != 0;
 }
+
+bool InBoundingSet(int cap) { return prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1; }
 
 std::optional<int> ParseSeccompMode(std::string_view status_text) {
   constexpr std::string_view kField = "\nSeccomp:";

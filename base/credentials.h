@@ -21,6 +21,10 @@ namespace slipstream {
 // Is capability `cap` (CAP_SYS_ADMIN, ...) in the effective set? false when capget fails.
 bool HasEffectiveCapability(int cap);
 
+// Is `cap` in the capability bounding set (prctl PR_CAPBSET_READ, Linux 2.6.25)? A container
+// started with `--cap-add CAP` has it there even for a non-root user, whose effective set is empty.
+bool InBoundingSet(int cap);
+
 // The "Seccomp:" field of a /proc/PID/status text (Linux 3.8): 0 none, 1 strict, 2 filter.
 // nullopt when the field is missing or malformed.
 std::optional<int> ParseSeccompMode(std::string_view status_text);

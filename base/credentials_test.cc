@@ -52,6 +52,17 @@ TEST(CredentialsTest, DroppedCapabilityIsSeenInTheChild) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
+TEST(CredentialsTest, BoundingSetEqualsProcStatus) {
+  auto text = ReadSmallFile("/proc/self/status");
+  ASSERT_TRUE(text.has_value());
+  size_t at = text->find("\nCapBnd:");
+  ASSERT_NE(at, std::string::npos);
+  uint64_t bounding = std::strtoull(text->c_str() + at + 8, nullptr, 16);
+  for (int cap : {CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_CHOWN}) {
+    EXPECT_EQ(InBoundingSet(cap), ((bounding >> cap) & 1) != 0) << cap;
+  }
+}
+
 TEST(CredentialsTest, ParsesTheSeccompField) {
   EXPECT_EQ(ParseSeccompMode("Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t1\n"), 2);
   EXPECT_EQ(ParseSeccompMode("Name:\tx\nSeccomp:\t0\n"), 0);

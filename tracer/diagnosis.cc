@@ -84,6 +84,16 @@ Diagnosis FilterRefused(const RefusalEvidence& e, const FeatureInfo& info) {
             "process_vm_writev, e.g. --security-opt seccomp=" +
                 std::string(kDockerProfile) + " (docs/containers.md)"};
   }
+  if (e.sys_ptrace_bounding) {
+    return {Cause::kSeccompFilter,
+            reason +
+                " (the kernel never refuses it on one's own process): the container's "
+                "seccomp profile refuses it although the container has CAP_SYS_PTRACE (in "
+                "the bounding set), so it is not Docker's default profile",
+            "run the container with --security-opt seccomp=" + std::string(kDockerProfile) +
+                " or add pidfd_getfd, process_vm_readv and process_vm_writev to its profile "
+                "(docs/containers.md)"};
+  }
   return {Cause::kSeccompFilter,
           reason +
               " (the kernel never refuses it on one's own process): the container's seccomp "

@@ -60,6 +60,9 @@ struct RefusalEvidence {
   std::string release;              // uname -r
   std::optional<int> seccomp_mode;  // "Seccomp:" of /proc/self/status: 0 none, 2 filter
   bool cap_sys_admin = false;       // CAP_SYS_ADMIN in the effective set
+  // CAP_SYS_PTRACE in the bounding set: the container was given it (docker --cap-add), so a
+  // profile that still refuses pidfd_getfd is not Docker's default, and the capability is no fix.
+  bool sys_ptrace_bounding = false;
 };
 
 struct Diagnosis {

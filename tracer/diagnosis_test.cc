@@ -49,6 +49,17 @@ TEST(DiagnosisTest, PidfdGetfdEpermUnderAFilterBlamesTheProfileAndNamesBothFixes
   EXPECT_FALSE(Has(d.Text(), "lacks")) << d.Text();
 }
 
+// --cap-add SYS_PTRACE was given and the profile still refuses: the capability is no fix.
+TEST(DiagnosisTest, PidfdGetfdRefusedWithSysPtraceInTheBoundingSetNamesOnlyTheProfile) {
+  RefusalEvidence e = Evidence(Feature::kPidfdGetfd, EPERM, "6.18.0", 2);
+  e.sys_ptrace_bounding = true;
+  Diagnosis d = Diagnose(e);
+  EXPECT_EQ(d.cause, Cause::kSeccompFilter);
+  EXPECT_TRUE(Has(d.reason, "not Docker's default profile")) << d.reason;
+  EXPECT_TRUE(Has(d.fix, "--security-opt seccomp=contrib/docker/seccomp.json")) << d.fix;
+  EXPECT_FALSE(Has(d.fix, "SYS_PTRACE")) << d.fix;
+}
+
 // runc's answer for calls a profile does not name: the capability would not help.
 TEST(DiagnosisTest, PidfdGetfdEnosysUnderAFilterOnANewKernelBlamesTheProfile) {
   Diagnosis d = Diagnose(Evidence(Feature::kPidfdGetfd, ENOSYS, "6.1.0", 2));

@@ -160,6 +160,7 @@ KernelFeatures ProbeKernel() {
   f.process_vm = f.process_vm_err == 0;
   f.seccomp_mode = SeccompMode();
   f.cap_sys_admin = HasEffectiveCapability(CAP_SYS_ADMIN);
+  f.sys_ptrace_bounding = InBoundingSet(CAP_SYS_PTRACE);
   f.pidfd_thread = PidfdOpen(getpid(), kPidfdThread).has_value();
   f.addrlen_first = ProbeAddrlenFirst();
   return f;
@@ -173,7 +174,8 @@ std::string KernelFeatures::Describe() const {
          " pidfd_thread=" + yes(pidfd_thread) + " sync_wakeup=" + yes(sync_wakeup) +
          " addrlen_first=" + yes(addrlen_first) +
          " seccomp_mode=" + (seccomp_mode ? std::to_string(*seccomp_mode) : "?") +
-         " cap_sys_admin=" + yes(cap_sys_admin);
+         " cap_sys_admin=" + yes(cap_sys_admin) +
+         " sys_ptrace_bounding=" + yes(sys_ptrace_bounding);
 }
 
 std::optional<Diagnosis> KernelFeatures::WhyNoUserNotif() const {
@@ -185,17 +187,20 @@ std::optional<Diagnosis> KernelFeatures::WhyNoUserNotif() const {
   e.release = release;
   e.seccomp_mode = seccomp_mode;
   e.cap_sys_admin = cap_sys_admin;
+  e.sys_ptrace_bounding = sys_ptrace_bounding;
   return Diagnose(e);
 }
 
 std::optional<Diagnosis> KernelFeatures::WhyNoPidfdGetfd() const {
   if (pidfd_getfd) return std::nullopt;
-  return Diagnose({Feature::kPidfdGetfd, pidfd_getfd_err, release, seccomp_mode, cap_sys_admin});
+  return Diagnose({Feature::kPidfdGetfd, pidfd_getfd_err, release, seccomp_mode, cap_sys_admin,
+                   sys_ptrace_bounding});
 }
 
 std::optional<Diagnosis> KernelFeatures::WhyNoProcessVm() const {
   if (process_vm) return std::nullopt;
-  return Diagnose({Feature::kProcessVm, process_vm_err, release, seccomp_mode, cap_sys_admin});
+  return Diagnose({Feature::kProcessVm, process_vm_err, release, seccomp_mode, cap_sys_admin,
+                   sys_ptrace_bounding});
 }
 
 }  // namespace slipstream::tracer

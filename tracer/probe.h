@@ -24,12 +24,13 @@ struct KernelFeatures {
   bool addrlen_first = false;
 
   // Evidence for the diagnoses: what refused a feature, read from the kernel.
-  int user_notif_err = 0;           // errno of seccomp(NEW_LISTENER) in the probe child
-  bool filter_installed = false;    // it worked, whether or not FLAG_CONTINUE (5.5) did
-  int pidfd_getfd_err = 0;          // errno of pidfd_getfd on our own process
-  int process_vm_err = 0;           // errno of process_vm_readv/writev on our own process
-  std::optional<int> seccomp_mode;  // "Seccomp:" of /proc/self/status (2: a filter is in place)
-  bool cap_sys_admin = false;       // effective: no NO_NEW_PRIVS needed
+  int user_notif_err = 0;            // errno of seccomp(NEW_LISTENER) in the probe child
+  bool filter_installed = false;     // it worked, whether or not FLAG_CONTINUE (5.5) did
+  int pidfd_getfd_err = 0;           // errno of pidfd_getfd on our own process
+  int process_vm_err = 0;            // errno of process_vm_readv/writev on our own process
+  std::optional<int> seccomp_mode;   // "Seccomp:" of /proc/self/status (2: a filter is in place)
+  bool cap_sys_admin = false;        // effective: no NO_NEW_PRIVS needed
+  bool sys_ptrace_bounding = false;  // CAP_SYS_PTRACE in the bounding set (docker --cap-add)
 
   // Can the supervisor act on calls (emulate, switch) rather than only watch them? Emulation
   // reads and writes the program's memory (addresses, lengths) with process_vm_readv/writev.
