@@ -31,7 +31,6 @@ BIN = ds.BIN
 BYTES = "262147"  # not a multiple of any buffer size
 SERVER_TRACE = "/tmp/server.trace"
 CLIENT_TRACE = "/tmp/client.trace"
-# What the trace says when the profile refuses pidfd_getfd (supervisor/main.cc, tracer/diagnosis.cc).
 # What contrib/docker/seccomp.json adds to Docker's default profile.
 ADDED = {"pidfd_getfd", "process_vm_readv", "process_vm_writev"}
 OBSERVING = "pidfd_getfd is unavailable, so socket calls are only observed and nothing is switched"
