@@ -135,6 +135,15 @@ def remove_image(name):
     docker("rmi", "-f", name, check=False)
 
 
+def remove_stale_images(prefix):
+    """Removes images `prefix`PID whose test process is gone (killed before its cleanup ran)."""
+    names = docker("images", "--format", "{{.Repository}}", check=False).stdout.split()
+    for name in names:
+        pid = name[len(prefix):]
+        if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            remove_image(name)
+
+
 class Container:
     """A container of `image` running `sleep` (no network but loopback: --network none), into
     which commands are started with `docker exec`. Removed (docker rm -f) by the test's cleanup."""
@@ -144,7 +153,8 @@ class Container:
         args = ["run", "-d", "--rm", "--network", "none", *options]
         if user:
             args += ["--user", user]
-        args += [image, "/bin/sleep", "600"]
+        # Bounded even if the test is killed before its cleanup: --rm removes it when sleep ends.
+        args += [image, "/bin/sleep", "300"]
         self.id = docker(*args).stdout.strip()
         test.addCleanup(docker, "rm", "-f", self.id, check=False)
 

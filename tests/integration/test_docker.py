@@ -51,6 +51,7 @@ class Docker(fr.FixtureTest):
         except unittest.SkipTest as e:
             cls.skip_reason = str(e)
             return
+        ds.remove_stale_images("slipstream-test-")
         cls.image = f"slipstream-test-{os.getpid()}"
         ds.build_image(cls.image, ["switch_peer"])
 
