@@ -3,7 +3,6 @@
 #include "base/fd_passing.h"
 
 #include <fcntl.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,9 +45,8 @@ Result<UniqueFd> ReceiveFd(int sock) {
   spec.signals->RestoreInChild();
   if (spec.limits != nullptr) spec.limits->RestoreInChild();
   if (spec.program != nullptr) {
-    // Unprivileged seccomp needs NO_NEW_PRIVS. Root does not, and leaving it off keeps set-uid
-    // programs started by the target working as they would without Slipstream.
-    if (geteuid() != 0) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    // NO_NEW_PRIVS only without CAP_SYS_ADMIN (not by uid: root in a container lacks it).
+    tracer::AllowFilterInstall();
     int listener = tracer::InstallFilter(*spec.program, spec.filter_flags);
     if (listener < 0) Fail(err_pipe, 0, -listener);
     if (!SendFd(hand_over, listener)) Fail(err_pipe, 1, errno);

@@ -1,10 +1,10 @@
 // Launcher: starts the program under the seccomp filter and hands its listener fd back.
 //
 // The child restores the signal mask and dispositions the supervisor inherited, sets
-// NO_NEW_PRIVS when unprivileged (seccomp requires it), installs the filter, passes the listener
-// to the supervisor over a socketpair (SCM_RIGHTS), closes its own copy and execs. The listener
-// never stays open in the program: a copy there would keep trapped calls hanging if the
-// supervisor died.
+// NO_NEW_PRIVS unless it has CAP_SYS_ADMIN (seccomp requires one of the two), installs the filter,
+// passes the listener to the supervisor over a socketpair (SCM_RIGHTS), closes its own copy and
+// execs. The listener never stays open in the program: a copy there would keep trapped calls
+// hanging if the supervisor died.
 #ifndef SLIPSTREAM_SUPERVISOR_LAUNCHER_H_
 #define SLIPSTREAM_SUPERVISOR_LAUNCHER_H_
 

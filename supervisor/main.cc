@@ -123,6 +123,23 @@ Hybrid SetUpHybrid(const Options& o, const tracer::KernelFeatures& features) {
   return h;
 }
 
+// Names what keeps the supervisor from acting on calls, each cause with its fix (a cause that
+// refuses two calls, e.g. Docker's default seccomp profile, is named once).
+void WarnIfObservingOnly(const tracer::KernelFeatures& features) {
+  if (features.CanEmulate()) return;
+  constexpr const char* kConsequence = "so socket calls are only observed and nothing is switched";
+  auto pidfd = features.WhyNoPidfdGetfd();
+  if (pidfd) spdlog::warn("pidfd_getfd is unavailable, {}: {}", kConsequence, pidfd->Text());
+  if (auto vm = features.WhyNoProcessVm(); vm && !(pidfd && pidfd->cause == vm->cause)) {
+    spdlog::warn("process_vm_readv/writev are unavailable, {}: {}", kConsequence, vm->Text());
+  }
+  if (!features.addfd || !features.addfd_send) {
+    spdlog::warn("kernel {} lacks {} (Linux {}+), {}", features.release,
+                 features.addfd ? "SECCOMP_ADDFD_FLAG_SEND" : "SECCOMP_IOCTL_NOTIF_ADDFD",
+                 features.addfd ? "5.14" : "5.9", kConsequence);
+  }
+}
+
 UniqueFd BlockSignalsIntoFd() {
   sigset_t set;
   sigemptyset(&set);
@@ -141,17 +158,12 @@ int Main(int argc, char** argv) {
 
   tracer::KernelFeatures features = tracer::ProbeKernel();
   spdlog::debug("{}", features.Describe());
-  if (!features.user_notif) {
-    spdlog::warn("kernel {} has no seccomp user notification (Linux 5.5+): running {} unsupervised",
-                 features.release, o.command[0]);
+  if (auto why = features.WhyNoUserNotif()) {
+    spdlog::warn("no seccomp user notification here ({}): running {} unsupervised", why->Text(),
+                 o.command[0]);
     ExecUnsupervised(o);
   }
-  if (!features.CanEmulate()) {
-    spdlog::warn(
-        "kernel {} lacks ADDFD/ADDFD_FLAG_SEND or pidfd_getfd (Linux 5.14+): "
-        "observing socket calls only",
-        features.release);
-  }
+  WarnIfObservingOnly(features);
   tracer::FilterOptions filter_options;
   filter_options.allow_io_uring = o.allow_io_uring;
   filter_options.trap_socket = o.trace || o.stats;

@@ -1,8 +1,10 @@
 #include "tracer/filter.h"
 
+#include <linux/capability.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -11,6 +13,7 @@
 #include <memory>
 #include <vector>
 
+#include "base/credentials.h"
 #include "base/unique_fd.h"
 #include "preload-fallback/preload_abi.h"
 #include "tracer/calls.h"
@@ -128,7 +131,7 @@ Status AddRules(scmp_filter_ctx ctx, const FilterOptions& options) {
 Result<BpfProgram> BuildFilter(const FilterOptions& options) {
   Ctx ctx(seccomp_init(SCMP_ACT_ALLOW));
   if (!ctx) return Error(ENOMEM, "seccomp_init");
-  // The child sets NO_NEW_PRIVS itself, and only when it must (unprivileged).
+  // The child sets NO_NEW_PRIVS itself, and only when it must (AllowFilterInstall).
   if (auto st = Check(seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 0), "seccomp_attr_set(NNP)");
       !st) {
     return tl::unexpected(st.error());
@@ -160,6 +163,11 @@ int InstallFilter(const BpfProgram& program, unsigned extra_flags) {
   long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
                     SECCOMP_FILTER_FLAG_NEW_LISTENER | extra_flags, &prog);
   return fd < 0 ? -errno : static_cast<int>(fd);
+}
+
+bool AllowFilterInstall() {
+  if (HasEffectiveCapability(CAP_SYS_ADMIN)) return true;
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
 }
 
 }  // namespace slipstream::tracer

@@ -43,6 +43,15 @@ using BpfProgram = std::vector<sock_filter>;
 // so it may run in the child between fork and exec.
 int InstallFilter(const BpfProgram& program, unsigned extra_flags);
 
+// seccomp(2) installs a filter only for a thread with NO_NEW_PRIVS or CAP_SYS_ADMIN in its user
+// namespace (kernel/seccomp.c, seccomp_prepare_filter). Sets NO_NEW_PRIVS unless CAP_SYS_ADMIN is
+// in the effective set: decided by capability, never by uid, since root in a container (Docker
+// drops CAP_SYS_ADMIN) is refused like any unprivileged user. With the capability NO_NEW_PRIVS is
+// left off, so set-uid programs started by a privileged slipstream-trace gain privilege as they
+// would without it. Call before InstallFilter in the thread that installs. Async-signal-safe (two
+// system calls). Returns false when NO_NEW_PRIVS was needed and could not be set.
+bool AllowFilterInstall();
+
 }  // namespace slipstream::tracer
 
 #endif  // SLIPSTREAM_TRACER_FILTER_H_

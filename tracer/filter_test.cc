@@ -6,7 +6,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -75,7 +74,7 @@ class FilteredChild {
     pid_ = fork();
     if (pid_ == 0) {
       close(sv[0]);
-      if (geteuid() != 0) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+      AllowFilterInstall();
       int listener = InstallFilter(*program, flags);
       if (listener < 0) _exit(100);
       SendFd(sv[1], listener);
@@ -410,7 +409,7 @@ TEST_F(FilterTest, InstallFilterReportsErrnoNegated) {
   ASSERT_TRUE(program.has_value());
   pid_t pid = fork();
   if (pid == 0) {
-    if (geteuid() != 0) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    AllowFilterInstall();
     _exit(InstallFilter(*program, 1u << 30) == -EINVAL ? 0 : 1);
   }
   int status;
@@ -469,7 +468,13 @@ TEST(ProbeTest, DescribesWhatItFound) {
   if (f.addfd) {
     EXPECT_TRUE(f.user_notif);
   }
-  EXPECT_EQ(f.CanEmulate(), f.user_notif && f.pidfd_getfd && f.addfd && f.addfd_send);
+  EXPECT_EQ(f.CanEmulate(),
+            f.user_notif && f.pidfd_getfd && f.process_vm && f.addfd && f.addfd_send);
+  // Every refusal comes with a diagnosis, and only a refusal.
+  EXPECT_EQ(f.WhyNoUserNotif().has_value(), !f.user_notif);
+  EXPECT_EQ(f.WhyNoPidfdGetfd().has_value(), !f.pidfd_getfd);
+  EXPECT_EQ(f.WhyNoProcessVm().has_value(), !f.process_vm);
+  EXPECT_NE(text.find("seccomp_mode="), std::string::npos);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "tracer/probe.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
@@ -15,6 +16,7 @@
 
 #include <cerrno>
 
+#include "base/credentials.h"
 #include "base/syscalls.h"
 #include "tracer/filter.h"
 
@@ -27,31 +29,62 @@ enum ProbeBit : unsigned char {
   kAddFd = 1 << 2,
   kAddFdSend = 1 << 3,
   kSyncWakeup = 1 << 4,
+  kInstalled = 1 << 5,
+};
+
+// What the probe child reports through its pipe.
+struct ChildReport {
+  unsigned char bits = 0;
+  int install_err = 0;  // errno of seccomp(SET_MODE_FILTER, NEW_LISTENER), 0 when installed
 };
 
 // Runs in the forked child: only syscalls. An unknown ioctl or flag gives EINVAL (or ENOTTY); a
 // known one gets as far as looking up notification id 0, which does not exist: ENOENT.
-unsigned char ProbeInChild() {
-  if (getuid() != 0) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+ChildReport ProbeInChild() {
+  ChildReport report;
+  AllowFilterInstall();
   BpfProgram allow_all = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
-  unsigned char bits = 0;
   int listener = InstallFilter(allow_all, SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV);
   if (listener >= 0) {
-    bits |= kWaitKillable;
+    report.bits |= kWaitKillable;
   } else {
     listener = InstallFilter(allow_all, 0);
   }
-  if (listener < 0) return 0;
+  if (listener < 0) {
+    report.install_err = -listener;
+    return report;
+  }
+  report.bits |= kInstalled;
   seccomp_notif_resp resp{};
   resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno == ENOENT) bits |= kUserNotif;
+  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno == ENOENT) {
+    report.bits |= kUserNotif;
+  }
   seccomp_notif_addfd addfd{};
   addfd.srcfd = static_cast<uint32_t>(listener);
-  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) bits |= kAddFd;
+  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) {
+    report.bits |= kAddFd;
+  }
   addfd.flags = SECCOMP_ADDFD_FLAG_SEND;
-  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) bits |= kAddFdSend;
-  if (SetSyncWakeup(listener)) bits |= kSyncWakeup;
-  return bits;
+  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) {
+    report.bits |= kAddFdSend;
+  }
+  if (SetSyncWakeup(listener)) report.bits |= kSyncWakeup;
+  return report;
+}
+
+// process_vm_readv and process_vm_writev of a word of our own memory (the same value written back):
+// 0, or the errno of the first that fails.
+int ProbeProcessVm() {
+  uint64_t word = 0x5157;
+  uint64_t copy = 0;
+  auto st = ReadTargetMemory(getpid(), reinterpret_cast<uint64_t>(&word),
+                             {reinterpret_cast<uint8_t*>(&copy), sizeof(copy)});
+  if (st) {
+    st = WriteTargetMemory(getpid(), reinterpret_cast<uint64_t>(&word),
+                           {reinterpret_cast<const uint8_t*>(&copy), sizeof(copy)});
+  }
+  return st ? 0 : st.error().err;
 }
 
 }  // namespace
@@ -91,27 +124,43 @@ KernelFeatures ProbeKernel() {
   UniqueFd rd(pipe_fds[0]), wr(pipe_fds[1]);
   pid_t child = fork();
   if (child == 0) {
-    unsigned char bits = ProbeInChild();
-    (void)!write(wr.Get(), &bits, 1);
+    ChildReport report = ProbeInChild();
+    (void)!write(wr.Get(), &report, sizeof(report));
     _exit(0);
   }
   wr.Reset();
-  unsigned char bits = 0;
+  ChildReport report;
   if (child > 0) {
-    if (read(rd.Get(), &bits, 1) != 1) bits = 0;
+    if (read(rd.Get(), &report, sizeof(report)) != sizeof(report)) report = {0, EPROTO};
     int status;
     while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
+  } else {
+    report.install_err = errno;  // no probe at all: reported as the fork's errno
   }
+  unsigned char bits = report.bits;
+  f.user_notif_err = report.install_err;
+  f.filter_installed = bits & kInstalled;
   f.user_notif = bits & kUserNotif;
   f.wait_killable = f.user_notif && (bits & kWaitKillable);
   f.addfd = f.user_notif && (bits & kAddFd);
   f.addfd_send = f.addfd && (bits & kAddFdSend);
   f.sync_wakeup = f.user_notif && (bits & kSyncWakeup);
 
+  // On our own process the kernel never refuses (ptrace_may_access allows the same thread
+  // group): a refusal here comes from a seccomp filter, a security module or an old kernel.
   if (auto self = PidfdOpen(getpid())) {
-    f.pidfd_getfd = PidfdGetfd(self->Get(), self->Get()).has_value();
+    auto copy = PidfdGetfd(self->Get(), self->Get());
+    f.pidfd_getfd = copy.has_value();
+    if (!copy) f.pidfd_getfd_err = copy.error().err;
+  } else {
+    f.pidfd_getfd_err = self.error().err;
   }
+  f.process_vm_err = ProbeProcessVm();
+  f.process_vm = f.process_vm_err == 0;
+  f.seccomp_mode = SeccompMode();
+  f.cap_sys_admin = HasEffectiveCapability(CAP_SYS_ADMIN);
+  f.sys_ptrace_bounding = InBoundingSet(CAP_SYS_PTRACE);
   f.pidfd_thread = PidfdOpen(getpid(), kPidfdThread).has_value();
   f.addrlen_first = ProbeAddrlenFirst();
   return f;
@@ -121,8 +170,37 @@ std::string KernelFeatures::Describe() const {
   auto yes = [](bool b) { return b ? "yes" : "no"; };
   return "kernel " + release + ": user_notif=" + yes(user_notif) + " addfd=" + yes(addfd) +
          " addfd_send=" + yes(addfd_send) + " wait_killable_recv=" + yes(wait_killable) +
-         " pidfd_getfd=" + yes(pidfd_getfd) + " pidfd_thread=" + yes(pidfd_thread) +
-         " sync_wakeup=" + yes(sync_wakeup) + " addrlen_first=" + yes(addrlen_first);
+         " pidfd_getfd=" + yes(pidfd_getfd) + " process_vm=" + yes(process_vm) +
+         " pidfd_thread=" + yes(pidfd_thread) + " sync_wakeup=" + yes(sync_wakeup) +
+         " addrlen_first=" + yes(addrlen_first) +
+         " seccomp_mode=" + (seccomp_mode ? std::to_string(*seccomp_mode) : "?") +
+         " cap_sys_admin=" + yes(cap_sys_admin) +
+         " sys_ptrace_bounding=" + yes(sys_ptrace_bounding);
+}
+
+std::optional<Diagnosis> KernelFeatures::WhyNoUserNotif() const {
+  if (user_notif) return std::nullopt;
+  RefusalEvidence e;
+  // Installed but no FLAG_CONTINUE: only a kernel before 5.5 answers so.
+  e.feature = filter_installed ? Feature::kNotifContinue : Feature::kUserNotification;
+  e.err = filter_installed ? EINVAL : user_notif_err;
+  e.release = release;
+  e.seccomp_mode = seccomp_mode;
+  e.cap_sys_admin = cap_sys_admin;
+  e.sys_ptrace_bounding = sys_ptrace_bounding;
+  return Diagnose(e);
+}
+
+std::optional<Diagnosis> KernelFeatures::WhyNoPidfdGetfd() const {
+  if (pidfd_getfd) return std::nullopt;
+  return Diagnose({Feature::kPidfdGetfd, pidfd_getfd_err, release, seccomp_mode, cap_sys_admin,
+                   sys_ptrace_bounding});
+}
+
+std::optional<Diagnosis> KernelFeatures::WhyNoProcessVm() const {
+  if (process_vm) return std::nullopt;
+  return Diagnose({Feature::kProcessVm, process_vm_err, release, seccomp_mode, cap_sys_admin,
+                   sys_ptrace_bounding});
 }
 
 }  // namespace slipstream::tracer
