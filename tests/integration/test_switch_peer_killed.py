@@ -9,6 +9,10 @@ next writes get (EPIPE). Each scenario runs natively and switched; the transcrip
 except for the one difference docs/differences.md lists: over TCP the first write after the peer
 closed succeeds and the next fails with EPIPE, while AF_UNIX fails the first at once. Nothing may
 hang: every wait is bounded.
+
+DynamicPeerKilled runs the same with switch_end_dyn in hybrid mode, where libslipstream-preload.so
+answers the first write after the peer's close as TCP does (preload-fallback/peer_closed.c), so
+that difference must be gone there.
 """
 
 import os
@@ -47,7 +51,8 @@ def receive_queue(inode):
     return None
 
 
-class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
+class PeerKilled(ss.HybridMixin, ss.EvidenceMixin, fr.FixtureTest):
+    KNOWN_DIFFERENCES = KNOWN_DIFFERENCES
 
     def run_scenario(self, supervise, *, victim, action, observer_sends=0, victim_sends=0):
         """Returns the survivor's transcript."""
@@ -55,12 +60,12 @@ class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
         port_file = self.path(f"port.{supervise}")
         args = {victim: ["--then", "idle", "--send", str(victim_sends)],
                 observer: ["--then", action, "--send", str(observer_sends)]}
-        cmds = {role: [harness.program("switch_end"), role, "--port-file", port_file, "--hold",
+        cmds = {role: [self.fixture("switch_end"), role, "--port-file", port_file, "--hold",
                        *args[role]] for role in ("server", "client")}
         if supervise:
-            server = ss.Gated(self, harness.supervised(cmds["server"]))
+            server = ss.Gated(self, self.supervise(cmds["server"]))
             fr.read_port(port_file)
-            client = ss.Gated(self, harness.supervised(ss.after_gate(cmds["client"])))
+            client = ss.Gated(self, self.supervise(ss.after_gate(cmds["client"])))
             client.start_program()
         else:
             server = ss.Gated(self, cmds["server"])
@@ -90,8 +95,9 @@ class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
     def compare(self, **kw):
         native = self.run_scenario(False, **kw)
         switched = self.run_scenario(True, **kw)
-        expected = [KNOWN_DIFFERENCES.get(line, line) for line in native]
+        expected = [self.KNOWN_DIFFERENCES.get(line, line) for line in native]
         self.assertEqual(expected, switched, f"native: {native}")
+        self.assert_hybrid_used()
         return native
 
     def test_server_killed_client_reading(self):
@@ -124,6 +130,11 @@ class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
         """The dead server's last bytes still arrive before the end."""
         native = self.compare(victim="server", action="read", victim_sends=UNREAD)
         self.assertIn(f"read: {UNREAD} bytes then EOF", native)
+
+
+class DynamicPeerKilled(PeerKilled):
+    HYBRID = True
+    KNOWN_DIFFERENCES = {"write: ECONNRESET": "write: EPIPE"}
 
 
 if __name__ == "__main__":
