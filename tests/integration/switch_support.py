@@ -414,6 +414,18 @@ def preload_counts(path):
     return dict(zip(words[::2], map(int, words[1::2])))
 
 
+PRELOAD_TCP = re.compile(r"^slipstream-trace: connections left on TCP in-process \(preload\) "
+                         r"(\d+)$", re.M)
+
+
+def preload_left_on_tcp(path):
+    """Connections whose connect libslipstream-preload.so made in-process and left on TCP (no
+    supervised listener on the port): the supervisor never saw them. 0 without the library."""
+    with open(path) as f:
+        m = PRELOAD_TCP.search(f.read())
+    return int(m.group(1)) if m else 0
+
+
 def preload_in_process(path, call):
     """How many `call`s libslipstream-preload.so served in-process; 0 without the library."""
     return preload_counts(path).get(call, 0)
