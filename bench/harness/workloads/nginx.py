@@ -64,7 +64,7 @@ class Nginx(Workload):
             s.start()
 
     def measure(self, case, variant, rep):
-        t = self.p["nginx_time"] if rep >= 0 else 0.5
+        t = int(self.p["nginx_time"]) if rep >= 0 else 1  # wrk takes whole seconds
         header = ["-H", "Connection: close"] if case == "close" else []
         argv = ["wrk", "-t1", "-c10", f"-d{t}s", *header, self.url[VARIANTS[variant][0]]]
         out, err, _ = self.client(argv, case, variant, rep, timeout=60 + 5 * t)
