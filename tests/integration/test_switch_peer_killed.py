@@ -141,8 +141,11 @@ class DynamicPeerKilled(PeerKilled):
     # Library bug (reported, not fixed here): after the read that returned ECONNRESET (the dead
     # peer had unread data: TCP's reset), TCP fails the very next write with EPIPE, but
     # preload-fallback/peer_closed.c still grants its one "accepted" write after the peer's
-    # close: "write after: 1 succeeded first" instead of 0. Reproducer:
-    #   ctest -R integration.switch_peer_killed -V   (these two, without expectedFailure)
+    # close: "write after: 1 succeeded first" instead of 0. Reproducer, in tests/integration:
+    #   SLIPSTREAM_BUILD=../../build python3 -c "import unittest, harness,
+    #   test_switch_peer_killed as t; c = type('Repro', (t.PeerKilled,), {'HYBRID': True});
+    #   unittest.TextTestRunner(verbosity=2).run(unittest.TestSuite([c(
+    #   'test_server_killed_with_unread_data_client_reading')])); harness.stop_daemon()"
     @unittest.expectedFailure
     def test_server_killed_with_unread_data_client_reading(self):
         super().test_server_killed_with_unread_data_client_reading()
