@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Real dynamically linked programs, server and client each under slipstream-trace, in hybrid mode.
 
-nginx (a master and a forked worker) with curl and bash's /dev/tcp, redis-server with redis-cli
+nginx (a master and a forked worker) with curl and bash's /dev/tcp, CPython's http.server with
+curl, redis-server with redis-cli
 and redis-benchmark, memcached with libmemcached's memccp/memccat and bash, PostgreSQL with psql.
 slipstream-trace preloads libslipstream-preload.so into every one of them (docs/design.md,
 "Hybrid mode"). For each pair the test proves:
@@ -21,6 +22,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 
 import fixture_runs as fr
 import harness
@@ -220,6 +222,31 @@ class RealHybrid(fr.FixtureTest):
         counts = self.assert_all_switched(self.stop_server("nginx"))
         self.assertEqual((counts["accepts"], counts["connects"]), (7, 1), counts)
         self.assertEqual(counts["switched"], 8, counts)
+
+    # ---- Python's http.server ---------------------------------------------------------------
+
+    def test_python_http_server_with_curl(self):
+        """CPython's own http.server (a ThreadingHTTPServer) is a dynamically linked program too."""
+        need("curl", "bash")
+        port, root = ss.free_port(), self.path("www")
+        os.mkdir(root)
+        _, body = self.random_file("www/big.bin", 2 << 20, "python")
+        self.serve("python", [sys.executable, "-m", "http.server", str(port), "--bind",
+                              "127.0.0.1", "--directory", root], port)
+        script = (f'exec 3<>/dev/tcp/127.0.0.1/{port}; read _; '
+                  'printf "GET /big.bin HTTP/1.0\r\n\r\n" >&3; cat <&3 | wc -c')
+        bash = self.held_client("bash", ["bash", "-c", script])
+        self.assert_switched_to(bash.pid, "python")
+        code, out, err = bash.finish()
+        self.assertEqual(code, 0, err)
+        self.assertGreater(int(out[-1]), len(body))  # the headers and the whole body
+        self.assert_all_switched(bash.stats, connections=1)
+        got, stats = self.client("curl", ["curl", "-sS", f"http://127.0.0.1:{port}/big.bin",
+                                          f"http://127.0.0.1:{port}/big.bin"])
+        self.assertEqual(sha256(got), sha256(body + body))
+        self.assert_all_switched(stats)
+        server = self.assert_all_switched(self.stop_server("python"))
+        self.assertEqual(server["accepts"], server["switched"], server)
 
     # ---- redis ----------------------------------------------------------------------------------
 
