@@ -24,11 +24,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PROFILES = {
     "quick": {
         "reps": 3, "warmup": True,
-        "variants": ["tcp", "slipstream", "client-only", "unix", "native"],
+        "variants": ["tcp", "slipstream", "no-preload", "client-only", "unix", "native"],
         "syscall_time": 0.1,
         "sweep_max": 4 << 20, "sweep_factor": 4, "sweep_time": 0.03,
         "netpipe_repeats": 7, "netpipe_max": 1 << 20,
         "connrate_time": 1.0,
+        "nginx_time": 1,
         "memcached_conns": [1, 4, 16, 64], "memcached_time": 0.5,
         "redis_conns": [1, 50], "redis_pipeline": [1, 16], "redis_time": 0.3,
         "pg_scales": [1, 10], "pg_time": 1, "pg_clients": 4,
@@ -37,11 +38,12 @@ PROFILES = {
     },
     "full": {
         "reps": 5, "warmup": True,
-        "variants": ["tcp", "slipstream", "client-only", "server-only", "unix", "native"],
+        "variants": ["tcp", "slipstream", "no-preload", "client-only", "server-only", "unix", "native"],
         "syscall_time": 0.5,
         "sweep_max": 4 << 20, "sweep_factor": 2, "sweep_time": 0.1,
         "netpipe_repeats": 30, "netpipe_max": 4 << 20,
         "connrate_time": 3.0,
+        "nginx_time": 3,
         "memcached_conns": [1, 4, 16, 64], "memcached_time": 2.0,
         "redis_conns": [1, 50], "redis_pipeline": [1, 16], "redis_time": 1.5,
         "pg_scales": [1, 10], "pg_time": 3, "pg_clients": 4,
@@ -52,7 +54,7 @@ PROFILES = {
 
 # External programs each workload needs (our own are checked in the build directory).
 REQUIRES = {
-    "syscalls": ["ss-syscalls"], "sweep": ["ss-sweep"], "netpipe": ["NPtcp"], "connrate": ["ss-connrate"],
+    "syscalls": ["ss-syscalls"], "sweep": ["ss-sweep"], "netpipe": ["NPtcp"], "connrate": ["ss-connrate"], "nginx": ["nginx", "wrk"],
     "memcached": ["memcached", "ss-memcload"], "redis": ["redis-server", "redis-benchmark"],
     "pgbench": ["pgbench", "/usr/lib/postgresql/15/bin/postgres", "/usr/lib/postgresql/15/bin/initdb"],
     "iperf3": ["iperf3"], "http": ["ss-http"],
@@ -63,14 +65,16 @@ EPILOG = """workloads (in run order):
   sweep      ss-sweep ping-pong + streaming, 1 B - 4 MiB (issue 3)
   netpipe    NetPIPE NPtcp throughput/latency vs size (paper Figure 5)
   connrate   connect + one echo + close per second
+  nginx      nginx (1 worker) + wrk -t1 -c10: keep-alive and Connection: close
   memcached  memcached + ss-memcload at 1/4/16/64 connections
   redis      redis-benchmark GET/SET, 1 and 50 connections, -P 1 and 16
   pgbench    PostgreSQL 15 pgbench select-only and TPC-B, scale 1 and 10
   iperf3     iperf3 single stream
   http       Go net/http server and keep-alive client (static, CGO_ENABLED=0)
 
-variants: tcp, slipstream (both sides under slipstream-trace), client-only, server-only,
-unix (native AF_UNIX where the program has it), native (syscalls only).
+variants: tcp, slipstream (both sides under slipstream-trace; hybrid mode for dynamically linked
+programs), no-preload (the same with --no-preload: connrate and nginx only), client-only,
+server-only, unix (native AF_UNIX where the program has it), native (syscalls only).
 
 Output: DIR/results.json (machine, every sample, medians, ratios), DIR/summary.md,
 DIR/plots/*.png, DIR/logs/ (every command's output). Default DIR: bench/results/<timestamp>/.

@@ -3,7 +3,10 @@
 Variants (the columns of every table):
   tcp          server and client plain, over TCP loopback: the baseline
   slipstream   server and client each under slipstream-trace: once the switch is active, the
-               connection runs over an AF_UNIX socketpair
+               connection runs over an AF_UNIX socketpair. Dynamically linked programs run in
+               hybrid mode (libslipstream-preload.so serves socket calls in-process)
+  no-preload   the same with slipstream-trace --no-preload: every call through the supervisor, as
+               for static programs (only workloads that list it: connrate, nginx)
   client-only  only the client under slipstream-trace, the server plain: the connection cannot be
                switched; this is the cost Slipstream adds when the peer does not take part
   server-only  the reverse
@@ -21,11 +24,16 @@ from .procs import quote
 VARIANTS = {
     "tcp": ("plain", False, "tcp"),
     "slipstream": ("supervised", True, "tcp"),
+    "no-preload": ("supervised-no-preload", True, "tcp"),
     "client-only": ("plain", True, "tcp"),
     "server-only": ("supervised", False, "tcp"),
     "unix": ("unix", False, "unix"),
 }
-VARIANT_ORDER = ["tcp", "slipstream", "client-only", "server-only", "unix", "native"]
+VARIANT_ORDER = ["tcp", "slipstream", "no-preload", "client-only", "server-only", "unix", "native"]
+
+# Extra slipstream-trace options of a variant's supervised client, and of a server instance.
+VARIANT_TRACE_ARGS = {"no-preload": ["--no-preload"]}
+SERVER_TRACE_ARGS = {"supervised-no-preload": ["--no-preload"]}
 
 
 class Context:
@@ -89,8 +97,9 @@ class Context:
             return None
         return 0 if side == "server" else 1
 
-    def command(self, argv, side, supervised, user=None, stats_name=None):
+    def command(self, argv, side, supervised, user=None, stats_name=None, trace_args=()):
         """Wraps `argv`: [taskset -c CPU] [setpriv --reuid USER ...] [slipstream-trace --] argv.
+        `trace_args`: options of this run's slipstream-trace (after --trace-arg's).
 
         Returns (argv, stats_path or None). slipstream-trace runs as the program's user, as a user
         would run it; taskset's affinity is inherited by the supervisor and the program alike.
@@ -105,7 +114,7 @@ class Context:
         stats_path = None
         if supervised:
             pre.append(self.trace_bin)
-            pre += self.trace_args
+            pre += self.trace_args + list(trace_args)
             if self.stats and stats_name:
                 self._stats_counter += 1
                 stats_path = self.path("stats", f"{self._stats_counter:05d}-{stats_name or 'proc'}.txt")

@@ -10,9 +10,11 @@ from .context import VARIANT_ORDER
 
 # Sizes shown in tables for the curve workloads (all sizes are in the JSON and the plots).
 TABLE_SIZES = [1, 64, 1024, 16384, 65536, 1048576, 4194304]
-REL_COLUMNS = [("slipstream", "slipstream ×tcp"), ("unix", "unix ×tcp"), ("slipstream/unix", "slipstream ×unix"),
+REL_COLUMNS = [("slipstream", "slipstream ×tcp"), ("no-preload", "no-preload ×tcp"), ("unix", "unix ×tcp"),
+               ("slipstream/unix", "slipstream ×unix"),
                ("client-only", "client-only ×tcp"), ("server-only", "server-only ×tcp")]
-COLORS = {"tcp": "#444444", "slipstream": "#d62728", "client-only": "#ff7f0e", "server-only": "#bcbd22",
+COLORS = {"tcp": "#444444", "slipstream": "#d62728", "no-preload": "#9467bd", "client-only": "#ff7f0e",
+          "server-only": "#bcbd22",
           "unix": "#1f77b4", "native": "#444444"}
 
 
@@ -70,7 +72,7 @@ def variants_of(doc, wl):
 
 
 HEADLINE_SIZES = [1, 1024, 65536, 1048576, 4194304]
-HEADLINE_VARIANTS = ["tcp", "slipstream", "client-only", "server-only", "unix"]
+HEADLINE_VARIANTS = ["tcp", "slipstream", "no-preload", "client-only", "server-only", "unix"]
 
 
 def _geomean(values):

@@ -2,7 +2,7 @@
 
 import signal
 
-from .context import VARIANT_ORDER, VARIANTS
+from .context import SERVER_TRACE_ARGS, VARIANT_ORDER, VARIANT_TRACE_ARGS, VARIANTS
 from .procs import SampleError, quote, tcp_listening, unix_listening, wait_until
 
 # Two failures of the same (case, variant) exclude it for the rest of the run: a variant that
@@ -27,7 +27,8 @@ class Server:
     def start(self):
         ctx = self.wl.ctx
         cmd, self.stats_path = ctx.command(self.argv, "server", self.supervised, self.user,
-                                           f"{self.wl.name}-{self.key}-server")
+                                           f"{self.wl.name}-{self.key}-server",
+                                           SERVER_TRACE_ARGS.get(self.key, ()))
         env = dict(ctx.runtime_env(self.user))
         env.update(self.env or {})
         role = "supervised server" if self.supervised else f"{self.key} server"
@@ -65,6 +66,7 @@ class Workload:
 
     def __init__(self, ctx):
         self.ctx = ctx
+        self.chosen = list(self.variants)  # the variants this run measures (set by run_workload)
         self.servers = {}  # "plain" / "supervised" / "unix" -> Server
         self.p = ctx.profile
 
@@ -87,6 +89,10 @@ class Workload:
             s.stop()
 
     # Helpers.
+    def used_servers(self):
+        """The server instances the chosen variants need (plain always: the baseline)."""
+        return {VARIANTS[v][0] for v in self.chosen if v in VARIANTS} | {"plain"}
+
     def server_for(self, variant):
         return self.servers.get(VARIANTS[variant][0])
 
@@ -103,7 +109,8 @@ class Workload:
         # --stats makes slipstream-trace trap socket() too, which would inflate what we measure.
         # Long-running servers always report it; they call socket() only for their listeners.
         with_stats = rep < 0 or ctx.args.client_stats
-        cmd, stats = ctx.command(argv, "client", supervised, user, tag if with_stats else None)
+        cmd, stats = ctx.command(argv, "client", supervised, user, tag if with_stats else None,
+                                 VARIANT_TRACE_ARGS.get(variant, ()))
         ctx.results.command(self.name, variant, "client", quote(cmd))
         run_env = dict(ctx.runtime_env(user))
         run_env.update(env or {})
@@ -119,6 +126,7 @@ def run_workload(ctx, wl, reps, variants, warmup):
     res = ctx.results
     chosen = [v for v in VARIANT_ORDER if v in variants and v in wl.variants]
     res.declare_workload(wl.name, wl.description, wl.baseline, chosen)
+    wl.chosen = chosen
     wl.declare()
     res.log(f"[{wl.name}] setting up ({', '.join(chosen)})")
     try:

@@ -44,12 +44,23 @@ def py_peer(role, *args, api="blocking"):
     return [sys.executable, PY_PEER, role, "--api", api, *args]
 
 
+def c_dyn_peer(role, *args):
+    """switch_peer_dyn: runs in hybrid mode under slipstream-trace (libslipstream-preload.so)."""
+    return [harness.program("switch_peer_dyn"), role, *args]
+
+
 PEERS = {
     "c": c_peer,
+    "c_dyn": c_dyn_peer,
     "go": go_peer,
     "py": lambda role, *args: py_peer(role, *args, api="blocking"),
     "asyncio": lambda role, *args: py_peer(role, *args, api="asyncio"),
 }
+
+
+# Fixtures that are dynamically linked, so that slipstream-trace runs them in hybrid mode: the
+# dynamic C build and CPython (every supported interpreter is a dynamically linked executable).
+DYNAMIC_PEERS = ("c_dyn", "py", "asyncio")
 
 
 # ---- Processes ------------------------------------------------------------------------------
@@ -402,15 +413,32 @@ PRELOAD_IN_PROCESS = re.compile(
     r"^slipstream-trace: served in-process \(preload\) \d+, no notification:(?P<calls>.*)$", re.M)
 
 
-def preload_in_process(path, call):
-    """How many `call`s libslipstream-preload.so served in-process (hybrid mode: dynamically
-    linked programs), from the --stats/--trace output in `path`; 0 without the library."""
+def preload_counts(path):
+    """{call: count} of the calls libslipstream-preload.so served in-process (hybrid mode:
+    dynamically linked programs), from the --stats/--trace output in `path`; {} without it."""
     with open(path) as f:
         m = PRELOAD_IN_PROCESS.search(f.read())
     if not m:
-        return 0
+        return {}
     words = m.group("calls").split()
-    return dict(zip(words[::2], map(int, words[1::2]))).get(call, 0)
+    return dict(zip(words[::2], map(int, words[1::2])))
+
+
+PRELOAD_TCP = re.compile(r"^slipstream-trace: connections left on TCP in-process \(preload\) "
+                         r"(\d+)$", re.M)
+
+
+def preload_left_on_tcp(path):
+    """Connections whose connect libslipstream-preload.so made in-process and left on TCP (no
+    supervised listener on the port): the supervisor never saw them. 0 without the library."""
+    with open(path) as f:
+        m = PRELOAD_TCP.search(f.read())
+    return int(m.group(1)) if m else 0
+
+
+def preload_in_process(path, call):
+    """How many `call`s libslipstream-preload.so served in-process; 0 without the library."""
+    return preload_counts(path).get(call, 0)
 
 
 PRELOAD_TCP = re.compile(
@@ -451,3 +479,65 @@ def free_port(family=socket.AF_INET):
     with socket.socket(family) as s:
         s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class HybridMixin:
+    """Runs a switch test class in hybrid mode: a subclass sets HYBRID = True, and the class's
+    fixtures (self.fixture(name)) are then the dynamically linked builds (NAME_dyn, see
+    tests/CMakeLists.txt), into which slipstream-trace preloads libslipstream-preload.so. Its
+    supervised runs (self.supervise) report --stats, and assert_hybrid_used() proves the library
+    was in use: every such run must show calls served in-process (each fixture makes its first
+    socket() there). Without HYBRID both are the static fixtures and plain harness.supervised."""
+
+    HYBRID = False
+
+    def fixture(self, name):
+        return harness.program(name + "_dyn" if self.HYBRID else name)
+
+    def supervise(self, cmd, *, trace_file=None, stats=False, extra=()):
+        if not self.HYBRID:
+            return harness.supervised(cmd, trace_file=trace_file, stats=stats, extra=extra)
+        extra = list(extra)
+        runs = self.__dict__.setdefault("_hybrid_runs", [])
+        if trace_file is not None:
+            path = trace_file
+        elif "-o" in extra:
+            path = extra[extra.index("-o") + 1]
+        else:
+            path = self.path(f"hybrid.{len(runs)}.stats")
+            extra += ["-o", path]
+        runs.append(path)
+        return harness.supervised(cmd, trace_file=trace_file, stats=True, extra=extra)
+
+    def assert_library_loaded(self, pid):
+        """In hybrid mode: `pid` has libslipstream-preload.so mapped (for runs whose
+        slipstream-trace is killed before it can write its counts)."""
+        if not self.HYBRID:
+            return
+        with open(f"/proc/{pid}/maps") as f:
+            self.assertIn("libslipstream-preload.so", f.read(), f"pid {pid} runs without the "
+                          "library: no hybrid mode")
+
+    def assert_hybrid_used(self, timeout=20.0):
+        """In hybrid mode: each supervised run since the last call served calls in-process (its
+        slipstream-trace writes the counts when its program has exited; waited for)."""
+        if not self.HYBRID:
+            return
+        runs = self.__dict__.get("_hybrid_runs", [])
+        self.assertTrue(runs, "no supervised run to check")
+        for path in runs:
+            def counts():
+                try:
+                    return preload_counts(path)
+                except FileNotFoundError:
+                    return None
+            try:
+                got = fr.wait_until(counts, timeout, f"the in-process counts in {path}")
+            except TimeoutError:
+                with open(path) as f:
+                    self.fail(f"{path} has no calls served in-process (no hybrid mode):\n"
+                              f"{f.read()[-3000:]}")
+            self.assertGreaterEqual(got.get("socket", 0), 1,
+                                    f"{path}: no socket() served in-process, so no hybrid mode: "
+                                    f"{got}")
+        runs.clear()

@@ -7,6 +7,10 @@ the notification the supervisor had received but not answered (a server blocked 
 every later one with CONTINUE, so nothing fails with ENOSYS. Also checked here: the listener fd is
 never left open in the program (before or after an exec), which would make trapped calls hang
 rather than fail open.
+
+DynamicFailOpen runs the client and server tests with tcp_client_dyn and tcp_server_dyn in hybrid
+mode: the library's calls (made with the cookie) never needed the supervisor, and the calls it
+leaves to the supervisor get the shepherd's CONTINUE.
 """
 
 import os
@@ -15,6 +19,7 @@ import time
 
 import fixture_runs as fr
 import harness
+import switch_support as ss
 
 SECCOMP_LISTENER = "anon_inode:seccomp notify"
 
@@ -33,7 +38,7 @@ def parent_of(pid):
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
-class FailOpen(fr.FixtureTest):
+class FailOpen(ss.HybridMixin, fr.FixtureTest):
 
     def kill_supervisor(self, proc):
         """Kills slipstream-trace with SIGKILL; returns (program pid, shepherd pid)."""
@@ -48,6 +53,7 @@ class FailOpen(fr.FixtureTest):
         self.assertTrue(alive(program), "the program must survive its supervisor; its stderr: "
                         f"{proc.err.snapshot()}")
         self.assertTrue(alive(shepherd), "the shepherd takes over")
+        self.assert_library_loaded(program)
         return program, shepherd
 
     # Regression: while held accepts made the listener non-blocking (see test_signals_accept.py),
@@ -55,15 +61,16 @@ class FailOpen(fr.FixtureTest):
     def test_server_blocked_in_accept(self):
         port_file = self.path("port")
         server = self.start(harness.supervised(
-            [harness.program("tcp_server"), "--port-file", port_file, "--mode", "sink",
+            [self.fixture("tcp_server"), "--port-file", port_file, "--mode", "sink",
              "--loop", "blocking", "--concurrency", "single", "--count", "3"]))
         port = fr.read_port(port_file)
         program = fr.program_pid(server.pid)
         fr.wait_blocked_in(program, {fr.SYS_ACCEPT4})
-        fr.wait_held(server.pid, program)
+        if not self.HYBRID:  # an accept the library serves in-process is never held
+            fr.wait_held(server.pid, program)
         program, shepherd = self.kill_supervisor(server)
         # The accept the dead supervisor was holding, and the later ones, take these connections.
-        client = harness.run([harness.program("tcp_client"), "--port", str(port), "--mode", "sink",
+        client = harness.run([self.fixture("tcp_client"), "--port", str(port), "--mode", "sink",
                               "--bytes", "50000", "--conns", "3", "--timeout", "20"], timeout=30)
         self.assertEqual(client.returncode, 0, client.stderr)
         self.assertEqual(client.stdout, "client: mode=sink connections=3 bytes=150000 errors=0\n")
@@ -77,11 +84,11 @@ class FailOpen(fr.FixtureTest):
         port_file = self.path("port")
         total = 300
         server = self.start(self.wrap(
-            [harness.program("tcp_server"), "--port-file", port_file, "--mode", "sink",
+            [self.fixture("tcp_server"), "--port-file", port_file, "--mode", "sink",
              "--loop", "epoll", "--count", str(total)], supervise_server))
         port = fr.read_port(port_file)
         client = self.start(harness.supervised(
-            [harness.program("tcp_client"), "--port", str(port), "--mode", "sink",
+            [self.fixture("tcp_client"), "--port", str(port), "--mode", "sink",
              "--bytes", "20000", "--conns", str(total), "--pause-ms", "3", "--progress",
              "--timeout", "60"]))
         client.out.wait_for(r"^client: progress 20$", 20)
@@ -123,6 +130,11 @@ class FailOpen(fr.FixtureTest):
             self.assertEqual(sorted(links), [0, 1, 2], links)
             os.kill(program, signal.SIGKILL)
             proc.wait(10)
+
+
+class DynamicFailOpen(FailOpen):
+    HYBRID = True
+    test_listener_never_open_in_program = None  # lifecycle has no dynamic build; not a switch test
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ answer), and the call is restarted as a new notification. goserver -spin runs bu
 the runtime preempts all the time, and the test adds a storm of SIGURG to every thread of the
 server and the client (tgkill), as the runtime's own preemption does, while 8 Go workers make 160
 connections. A static C client with an SA_RESTART SIGURG handler and non-blocking connects gets
-the same storm. Every byte is verified; the output equals a native run under the same storm.
+the same storm, and so does its dynamically linked build in hybrid mode (its --stats must show
+calls served in-process: non-blocking connects made by the library with the cookie, interrupted
+by signals). Every byte is verified; the output equals a native run under the same storm.
 """
 
 import ctypes
@@ -19,6 +21,7 @@ import threading
 
 import fixture_runs as fr
 import harness
+import switch_support as ss
 
 SYS_TGKILL = 234  # x86_64
 CONNECTIONS = 160
@@ -60,7 +63,7 @@ class SigurgStorm:
 
 class SignalStorm(fr.FixtureTest):
 
-    def run_under_storm(self, supervise, extra=(), c_client=False):
+    def run_under_storm(self, supervise, extra=(), c_client=None, client_stats=None):
         port_file = self.path("port")
         if os.path.exists(port_file):
             os.unlink(port_file)
@@ -70,13 +73,14 @@ class SignalStorm(fr.FixtureTest):
                       "-bytes", "30000", "-chunk", "3000", "-workers", "8",
                       "-conns", str(CONNECTIONS // 8)]
         if c_client:
-            client_cmd = [harness.program("tcp_client"), "--port-file", port_file,
+            client_cmd = [harness.program(c_client), "--port-file", port_file,
                           "--mode", "sink", "--bytes", "30000", "--chunk", "3000",
                           "--threads", "8", "--conns", str(CONNECTIONS // 8),
                           "--nonblock-connect", "--sigurg-handler", "--timeout", "60"]
         server = self.start(self.wrap(server_cmd, supervise, extra=extra))
         fr.read_port(port_file)
-        client = self.start(self.wrap(client_cmd, supervise, extra=extra))
+        client_extra = [*extra, "--stats", "-o", client_stats] if client_stats else extra
+        client = self.start(self.wrap(client_cmd, supervise, extra=client_extra))
         pids = [server.pid, client.pid]
         if supervise:
             pids = [fr.program_pid(server.pid), fr.program_pid(client.pid)]
@@ -89,10 +93,15 @@ class SignalStorm(fr.FixtureTest):
         self.assertGreater(storm.sent, 0)
         return server_result, client_result
 
-    def check(self, extra, c_client=False):
+    def check(self, extra, c_client=None):
         native = self.run_under_storm(False, c_client=c_client)
         self.assertEqual(native[1][0], 0, native)
-        supervised = self.run_under_storm(True, extra, c_client=c_client)
+        hybrid = c_client is not None and c_client.endswith("_dyn")
+        stats = self.path("client.stats") if hybrid else None
+        supervised = self.run_under_storm(True, extra, c_client=c_client, client_stats=stats)
+        if hybrid:
+            self.assertGreaterEqual(ss.preload_in_process(stats, "socket"), CONNECTIONS,
+                                    "the client's socket() calls served in-process")
         # The client first: its errors name the failing calls.
         self.assertRunsAlike(native[1], supervised[1], "client")
         self.assertRunsAlike(native[0], supervised[0], "Go server")
@@ -112,13 +121,21 @@ class SignalStorm(fr.FixtureTest):
         self.check(["--no-wait-killable"])
 
     def test_c_client_wait_killable(self):
-        self.check([], c_client=True)
+        self.check([], c_client="tcp_client")
 
     # Regression: without WAIT_KILLABLE_RECV, a signal could withdraw a non-blocking connect()
     # after its socket was switched, and the restarted connect got EISCONN instead of EINPROGRESS.
     # Checks that the C client's connections and exit status match the native run.
     def test_c_client_no_wait_killable(self):
-        self.check(["--no-wait-killable"], c_client=True)
+        self.check(["--no-wait-killable"], c_client="tcp_client")
+
+    # Hybrid mode: the library makes the client's socket() and its non-blocking connect() calls
+    # (the Go server is supervised, so the connects go to the supervisor) while the storm lasts.
+    def test_c_dyn_client_wait_killable(self):
+        self.check([], c_client="tcp_client_dyn")
+
+    def test_c_dyn_client_no_wait_killable(self):
+        self.check(["--no-wait-killable"], c_client="tcp_client_dyn")
 
 
 if __name__ == "__main__":

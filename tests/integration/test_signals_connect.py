@@ -8,6 +8,9 @@ retransmission. The test waits until the program is blocked in connect, sends SI
     gets through, and connect returns 0;
   - no SA_RESTART: connect fails with EINTR.
 The socket must still be blocking afterwards. Native, WAIT_KILLABLE_RECV and --no-wait-killable.
+DynamicSignalDuringConnect: connect_signal_dyn in hybrid mode, where the library makes this
+connect itself (the port has no supervised listener), so the signal interrupts a connect made
+with the run's cookie in a register.
 """
 
 import os
@@ -15,12 +18,12 @@ import signal
 import socket
 
 import fixture_runs as fr
-import harness
+import switch_support as ss
 
 NATIVE, KILLABLE, NOT_KILLABLE = "native", "killable", "not-killable"
 
 
-class SignalDuringConnect(fr.FixtureTest):
+class SignalDuringConnect(ss.HybridMixin, fr.FixtureTest):
 
     def run_case(self, how, restart):
         listener = socket.socket()
@@ -30,10 +33,10 @@ class SignalDuringConnect(fr.FixtureTest):
         port = listener.getsockname()[1]
         filler = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.addCleanup(filler.close)
-        cmd = [harness.program("connect_signal"), "--restart" if restart else "--no-restart",
+        cmd = [self.fixture("connect_signal"), "--restart" if restart else "--no-restart",
                "--port", str(port)]
         if how != NATIVE:
-            cmd = harness.supervised(cmd, extra=["--no-wait-killable"] if how == NOT_KILLABLE
+            cmd = self.supervise(cmd, extra=["--no-wait-killable"] if how == NOT_KILLABLE
                                      else [])
         proc = self.start(cmd)
         pid = proc.pid if how == NATIVE else fr.program_pid(proc.pid)
@@ -53,6 +56,8 @@ class SignalDuringConnect(fr.FixtureTest):
         expected = ["handler: SIGUSR1", "connect: 0" if restart else "connect: -1 EINTR",
                     "socket: blocking", "handler calls: 1"]
         self.assertEqual((code, out), (0, expected), f"{how}: stderr {err}")
+        if how != NATIVE:
+            self.assert_hybrid_used()
 
     def test_native_reference(self):
         self.check(NATIVE, True)
@@ -69,6 +74,10 @@ class SignalDuringConnect(fr.FixtureTest):
 
     def test_no_sa_restart_no_wait_killable(self):
         self.check(NOT_KILLABLE, False)
+
+
+class DynamicSignalDuringConnect(SignalDuringConnect):
+    HYBRID = True
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Every byte crosses a switched connection exactly once and in order, in both directions.
 
-Supervised client/server pairs (static C, Go, Python blocking and asyncio, and mixed pairs) move
+Supervised client/server pairs (static C, dynamically linked C, Go, Python blocking and asyncio,
+and mixed pairs) move
 1 B, 1 KiB, 64 KiB, 1 MiB and 64 MiB (C and Go; Python up to 1 MiB): echoed back chunk by chunk
 and compared (both directions), sunk with a half-close (shutdown(SHUT_WR), then the server's
 "<count> <crc32>" reply is read), sourced by a server that speaks first, and 10 000
 request/response round trips; over IPv4, IPv6 and v4-mapped addresses. Each connection is proven switched (the client's --stats and the
 server's) and the CRC-32 each side computed of what it sent must equal what the other side
-computed of what it received.
+computed of what it received. The dynamically linked programs (C and CPython) run in hybrid
+mode, which their --stats must show (calls served in-process by libslipstream-preload.so).
 """
 
 import zlib
@@ -25,6 +27,7 @@ class SwitchedData(fr.FixtureTest):
     def serve(self, lang, mode, count, *, family="ipv4", size=0, seed=0):
         """Starts a supervised server for `count` connections; returns (Gated, port file)."""
         self.servers = getattr(self, "servers", 0) + 1
+        self.server_lang = lang
         port_file = self.path(f"port.{self.servers}")
         stats = self.server_stats = self.path(f"server.{self.servers}.stats")
         server = ss.Gated(self, harness.supervised(
@@ -59,6 +62,7 @@ class SwitchedData(fr.FixtureTest):
         stats_counts = ss.read_stats(stats)
         self.assertEqual((stats_counts["switched"], stats_counts["tcp"]), (1, 0),
                          f"{lang} client {mode} {size} must be switched: {stats_counts}")
+        self.check_hybrid(lang, stats)
         return record
 
     def finish_server(self, server, count):
@@ -68,7 +72,16 @@ class SwitchedData(fr.FixtureTest):
         stats = ss.read_stats(self.server_stats)
         self.assertEqual((stats["accepts"], stats["switched"], stats["tcp"]), (count, count, 0),
                          stats)
+        self.check_hybrid(self.server_lang, self.server_stats)
         return {ss.canonical(c["peer"]): c for c in ss.conn_lines(out)}
+
+    def check_hybrid(self, lang, stats):
+        """Dynamically linked programs ran in hybrid mode (their socket() served in-process)."""
+        served = ss.preload_in_process(stats, "socket")
+        if lang in ss.DYNAMIC_PEERS:
+            self.assertGreaterEqual(served, 1, f"{lang}: no hybrid mode in {stats}")
+        else:
+            self.assertEqual(served, 0, f"{lang}: {stats}")
 
     def check_upstream(self, client_records, server_records):
         """What each client sent is what the server received from that client's address."""
@@ -111,6 +124,16 @@ class SwitchedData(fr.FixtureTest):
         self.echo_sink_source("c", "c", (1, 1 << 20, 1 << 26), family="v4mapped")
         self.round_trips("c", "c", family="v4mapped")
 
+    # Dynamically linked C (hybrid mode).
+    def test_c_dyn_sizes_and_round_trips(self):
+        self.echo_sink_source("c_dyn", "c_dyn", SIZES)
+        self.round_trips("c_dyn", "c_dyn")
+
+    def test_c_dyn_ipv6_and_v4mapped(self):
+        self.echo_sink_source("c_dyn", "c_dyn", (1 << 20,), family="ipv6", host="::1")
+        self.echo_sink_source("c_dyn", "c_dyn", (1 << 20,), family="v4mapped")
+        self.round_trips("c_dyn", "c_dyn", family="v4mapped", host="::ffff:127.0.0.1")
+
     # Go.
     def test_go_sizes_and_round_trips(self):
         self.echo_sink_source("go", "go", SIZES)
@@ -134,7 +157,8 @@ class SwitchedData(fr.FixtureTest):
     # Mixed languages: the protocol is one.
     def test_mixed_pairs(self):
         for server_lang, client_lang in (("go", "c"), ("c", "py"), ("asyncio", "go"),
-                                         ("py", "asyncio")):
+                                         ("py", "asyncio"), ("c", "c_dyn"), ("c_dyn", "c"),
+                                         ("c_dyn", "go"), ("py", "c_dyn")):
             with self.subTest(server=server_lang, client=client_lang):
                 self.echo_sink_source(server_lang, client_lang, (1 << 20,))
 

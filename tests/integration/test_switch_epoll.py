@@ -8,6 +8,9 @@ instance watches exactly that AF_UNIX socket under the fd number with the same e
 (/proc/PID/fdinfo). The program then waits for EPOLLOUT, exchanges lines, asks epoll again
 without reading (level: EPOLLIN again; edge: none), and waits for EPOLLRDHUP when the server
 half-closes; its transcript must equal the native one.
+
+DynamicEpollBeforeConnect runs the same with the dynamically linked build in hybrid mode
+(libslipstream-preload.so loaded; its in-process counts prove it).
 """
 
 import re
@@ -31,20 +34,20 @@ def epoll_items(pid, epfd):
             for m in TFD.finditer(text)}
 
 
-class EpollBeforeConnect(ss.EvidenceMixin, fr.FixtureTest):
+class EpollBeforeConnect(ss.HybridMixin, ss.EvidenceMixin, fr.FixtureTest):
 
     def run_client(self, supervise, *, edge, blocking, family="ipv4", host="127.0.0.1"):
         """Returns (client transcript, server transcript)."""
         port_file = self.path(f"port.{supervise}")
-        server_cmd = [harness.program("switch_epoll"), "server", "--family", family,
+        server_cmd = [self.fixture("switch_epoll"), "server", "--family", family,
                       "--port-file", port_file]
-        client_cmd = [harness.program("switch_epoll"), "client", "--host", host,
+        client_cmd = [self.fixture("switch_epoll"), "client", "--host", host,
                       "--port-file", port_file, "--hold"]
         client_cmd += (["--edge"] if edge else []) + (["--blocking-connect"] if blocking else [])
         if supervise:
-            server = ss.Gated(self, harness.supervised(server_cmd))
+            server = ss.Gated(self, self.supervise(server_cmd))
             fr.read_port(port_file)
-            client = ss.Gated(self, harness.supervised(ss.after_gate(client_cmd)))
+            client = ss.Gated(self, self.supervise(ss.after_gate(client_cmd)))
             client.start_program()
         else:
             server = ss.Gated(self, server_cmd)
@@ -75,6 +78,7 @@ class EpollBeforeConnect(ss.EvidenceMixin, fr.FixtureTest):
         switched = self.run_client(True, **kw)
         self.assertNotIn("timeout", " ".join(native[0]), native)
         self.assertEqual(native, switched)
+        self.assert_hybrid_used()
 
     def test_level_triggered_nonblocking_connect(self):
         self.compare(edge=False, blocking=False)
@@ -90,6 +94,10 @@ class EpollBeforeConnect(ss.EvidenceMixin, fr.FixtureTest):
 
     def test_edge_triggered_ipv6(self):
         self.compare(edge=True, blocking=False, family="ipv6", host="::1")
+
+
+class DynamicEpollBeforeConnect(EpollBeforeConnect):
+    HYBRID = True
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ with SLIPSTREAM_RUNTIME_DIR in a fresh directory nobody owns: the first slipstre
 nobody's own slipstreamd (uid nobody, 0700 directory, 0600 socket), the connection is switched
 (both fds AF_UNIX and connected to each other, the daemon lists the pair), and 1 MiB is echoed
 byte for byte.
+
+DynamicSwitchNonRoot does the same with switch_peer_dyn in hybrid mode, libslipstream-preload.so
+copied where the copied slipstream-trace looks for it (../preload-fallback/): the library maps
+nobody's listener table and counters, and --stats must show calls it served in-process.
 """
 
 import os
@@ -40,6 +44,7 @@ def supervisor_below(pid):
 
 
 class SwitchNonRoot(ss.EvidenceMixin, fr.FixtureTest):
+    HYBRID = False
 
     def setUp(self):
         super().setUp()
@@ -55,10 +60,20 @@ class SwitchNonRoot(ss.EvidenceMixin, fr.FixtureTest):
         self.bin = os.path.join(self.tmp, "bin")
         os.mkdir(self.bin, 0o755)
         os.chmod(self.bin, 0o755)
+        peer = "switch_peer_dyn" if self.HYBRID else "switch_peer"
         for name, src in {"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
-                          "switch_peer": harness.program("switch_peer")}.items():
+                          "switch_peer": harness.program(peer)}.items():
             shutil.copy(src, os.path.join(self.bin, name))
             os.chmod(os.path.join(self.bin, name), 0o755)
+        if self.HYBRID:
+            library = os.path.join(harness.BUILD, "preload-fallback", "libslipstream-preload.so")
+            if not os.path.exists(library):
+                raise unittest.SkipTest("libslipstream-preload.so not built")
+            lib_dir = os.path.join(self.tmp, "preload-fallback")
+            os.mkdir(lib_dir, 0o755)
+            os.chmod(lib_dir, 0o755)
+            shutil.copy(library, lib_dir)
+            os.chmod(os.path.join(lib_dir, os.path.basename(library)), 0o755)
         self.addCleanup(self.kill_copied_binaries)  # nobody's slipstreamd among them
         self.work = os.path.join(self.tmp, "work")
         os.mkdir(self.work, 0o700)
@@ -91,11 +106,15 @@ class SwitchNonRoot(ss.EvidenceMixin, fr.FixtureTest):
         peer = os.path.join(self.bin, "switch_peer")
         port_file = os.path.join(self.work, "port")
         common = ["--mode", "echo", "--bytes", str(1 << 20), "--hold"]
+        stats = {role: os.path.join(self.work, f"{role}.stats") for role in ("server", "client")}
+        opts = {role: ["--stats", "-o", stats[role]] if self.HYBRID else []
+                for role in ("server", "client")}
         server = ss.Gated(self, self.as_user(
-            [trace, "--", peer, "server", "--port-file", port_file, *common]))
+            [trace, *opts["server"], "--", peer, "server", "--port-file", port_file, *common]))
         fr.read_port(port_file)
         client = ss.Gated(self, self.as_user(
-            [trace, "--", *ss.after_gate([peer, "client", "--port-file", port_file, *common])]))
+            [trace, *opts["client"], "--",
+             *ss.after_gate([peer, "client", "--port-file", port_file, *common])]))
         client_supervisor = fr.wait_until(lambda: supervisor_below(client.pid), 10,
                                           "the client's slipstream-trace")
         client.start_program(status=self.status, supervisor=client_supervisor)
@@ -123,6 +142,15 @@ class SwitchNonRoot(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual((server_result[0], ss.program_lines(server_result[1])),
                          (0, [f"server: mode=echo connections=1 bytes_in={n} bytes_out={n} "
                               "errors=0"]), server_result[2])
+        if self.HYBRID:
+            for role, path in stats.items():
+                self.assertGreaterEqual(ss.preload_in_process(path, "socket"), 1,
+                                        f"{role}: no call served in-process")
+                self.assertEqual(ss.read_stats(path)["switched"], 1, role)
+
+
+class DynamicSwitchNonRoot(SwitchNonRoot):
+    HYBRID = True
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ have been switched (--stats), and compares the lines. A hang prints HANG (exit 3
 - linger-taken-back: SO_LINGER {1, 0} then {0, 0} still reset the peer;
 - shutdown-wakes-reader: shutdown(SHUT_RDWR) did not wake a thread blocked in read();
 - sndtimeo-after-shut-rd: the end installed at SHUT_RD lost SO_SNDTIMEO, and writes blocked.
+DynamicSwitchOptions runs them with switch_options_dyn in hybrid mode.
 """
 
 import fixture_runs as fr
@@ -21,20 +22,21 @@ MODES = ["rcvtimeo-before-connect", "linger-before-connect", "linger-taken-back"
          "shutdown-wakes-reader", "sndtimeo-after-shut-rd"]
 
 
-class SwitchOptions(fr.FixtureTest):
+class SwitchOptions(ss.HybridMixin, fr.FixtureTest):
 
     def compare(self, mode):
-        program = harness.program("switch_options")
+        program = self.fixture("switch_options")
         native = harness.run([program, mode], timeout=30)
         self.assertEqual(native.returncode, 0, native.stderr + native.stdout)
         stats = self.path(f"{mode}.stats")
-        switched = harness.run(harness.supervised([program, mode], stats=True,
-                                                  extra=["-o", stats]), timeout=30)
+        switched = harness.run(self.supervise([program, mode], stats=True, extra=["-o", stats]),
+                               timeout=30)
         self.assertEqual(switched.returncode, 0, switched.stderr + switched.stdout)
         counts = ss.read_stats(stats)
         self.assertIsNotNone(counts, f"no --stats summary in {stats}")
         self.assertEqual(counts["switched"], 2, counts)  # the client's end and the server's
         self.assertEqual(switched.stdout, native.stdout)
+        self.assert_hybrid_used()
         return native.stdout
 
     def test_rcvtimeo_set_before_connect(self):
@@ -55,6 +57,10 @@ class SwitchOptions(fr.FixtureTest):
     def test_sndtimeo_survives_shut_rd(self):
         self.assertEqual(self.compare("sndtimeo-after-shut-rd"),
                          "writes to a peer that does not read: -1 EAGAIN\n")
+
+
+class DynamicSwitchOptions(SwitchOptions):
+    HYBRID = True
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 """Supervised client/server pairs are switched to AF_UNIX at connect/accept, whatever their
 language and start order, and the kernel shows it.
 
-Static C, Go (CGO_ENABLED=0) and Python (blocking socket API and asyncio) pairs, started as two
+Static C, dynamically linked C, Go (CGO_ENABLED=0) and Python (blocking socket API and asyncio)
+pairs, started as two
 independent slipstream-trace runs with the server first, with the client first (it is refused,
 then retries once the server listens), and as one process tree
 (`slipstream-trace -- sh -c 'server & client'`). While the connection is held open (both programs
@@ -10,7 +11,9 @@ wait at their gates), the test proves the switch: both fds are AF_UNIX sockets c
 other (/proc/net/unix, ss), neither is in /proc/net/tcp, the real TCP connection lives on in the
 supervisors only, and `slipstreamd --status --json` lists the pair with the programs' pids and
 TCP addresses. Then 1 MiB is echoed and checked byte for byte, and --trace shows
-`switched to unix` with the addresses while --stats counts the connection as switched.
+`switched to unix` with the addresses while --stats counts the connection as switched. The
+dynamically linked programs (C and CPython) run in hybrid mode: their --stats must show the calls
+libslipstream-preload.so served in-process.
 
 The last tests start the second program while the daemon is slow (stopped for a moment), without
 any gate, as users run them, and expect the connection to be switched all the same.
@@ -111,6 +114,17 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
         self.check_traces(client_records, harness.read_trace(server_out), c, s, port)
         self.check_client_stats(client_out, connects)
         self.check_server_stats(server_out)
+        self.check_hybrid(lang, client_out, server_out)
+
+    def check_hybrid(self, lang, *outputs):
+        """A dynamically linked program runs in hybrid mode: its socket() calls were served
+        in-process (and nothing of a static or Go program was)."""
+        for path in outputs:
+            served = ss.preload_in_process(path, "socket")
+            if lang in ss.DYNAMIC_PEERS:
+                self.assertGreaterEqual(served, 1, f"{lang}: no hybrid mode in {path}")
+            else:
+                self.assertEqual(served, 0, f"{lang}: {path}")
 
     def run_as_tree(self, lang):
         """`slipstream-trace -- sh -c 'server & client; wait'`: one supervisor for both."""
@@ -135,6 +149,8 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
         stats = ss.read_stats(out)
         self.assertEqual((stats["connects"], stats["accepts"], stats["switched"]), (1, 1, 2),
                          stats)
+        if lang in ss.DYNAMIC_PEERS:
+            self.assertGreaterEqual(ss.preload_in_process(out, "socket"), 2)
 
     # Static C.
     def test_c_server_first(self):
@@ -175,6 +191,31 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
 
     def test_python_connect_to_unspecified(self):
         self.run_separately("py", family="ipv6", host="::")
+
+    # Dynamically linked C, in hybrid mode.
+    def test_c_dyn_server_first(self):
+        self.run_separately("c_dyn")
+
+    def test_c_dyn_client_first(self):
+        self.run_separately("c_dyn", client_first=True)
+
+    def test_c_dyn_one_tree(self):
+        self.run_as_tree("c_dyn")
+
+    def test_c_dyn_ipv6(self):
+        self.run_separately("c_dyn", family="ipv6", host="::1")
+
+    def test_c_dyn_v4mapped(self):
+        self.run_separately("c_dyn", family="v4mapped", host="127.0.0.1")
+
+    def test_c_dyn_v4mapped_from_ipv6_socket(self):
+        self.run_separately("c_dyn", family="v4mapped", host="::ffff:127.0.0.1")
+
+    def test_c_dyn_connect_to_unspecified(self):
+        self.run_separately("c_dyn", host="0.0.0.0")
+
+    def test_c_dyn_connect_to_unspecified_v4mapped(self):
+        self.run_separately("c_dyn", host="::ffff:0.0.0.0")
 
     # Go.
     def test_go_server_first(self):
@@ -276,15 +317,15 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
     # Regression: a supervisor decided its program's first connect before the daemon's list of
     # supervised listeners had arrived, and left it on TCP. Stopping the daemon while the client
     # starts makes that race certain; the connect must wait for the list (kHello) instead.
-    def test_c_client_started_while_daemon_busy(self):
+    def test_c_client_started_while_daemon_busy(self, peer=ss.c_peer):
         """Server first; a client started while the daemon is slow must still be switched."""
         port_file = self.path("port")
         server = ss.Gated(self, harness.supervised(
-            ss.c_peer("server", "--port-file", port_file, "--hold")))
+            peer("server", "--port-file", port_file, "--hold")))
         fr.read_port(port_file)
         resume = self.stop_daemon_for_a_while()
         client = ss.Gated(self, harness.supervised(
-            ss.c_peer("client", "--port-file", port_file, "--hold")))
+            peer("client", "--port-file", port_file, "--hold")))
         c = self.wait_connected_or_held(client, fr.program_pid(client.pid), fr.SYS_CONNECT)
         self.resume_and_check_switched(resume, client, server, c)
 
@@ -292,21 +333,37 @@ class SwitchedPairs(ss.EvidenceMixin, fr.FixtureTest):
     # TCP around the server's listen() (the listener is registered just before it; a retry that
     # found no listener went to the kernel, which then found one). Stopping the daemon while the
     # server starts widens that window.
-    def test_c_client_retrying_while_daemon_busy(self):
+    def test_c_client_retrying_while_daemon_busy(self, peer=ss.c_peer):
         """Client first, retrying every 10 ms; the server starts while the daemon is slow."""
         port = ss.free_port()
         trace = self.path("client.trace")
         client = ss.Gated(self, harness.supervised(ss.after_gate(
-            ss.c_peer("client", "--port", str(port), "--retry", "30", "--hold")),
+            peer("client", "--port", str(port), "--retry", "30", "--hold")),
             trace_file=trace))
         client.start_program()
-        fr.wait_until(lambda: len(fr.calls(ss.trace_records(trace), "connect")) >= 2, 20,
-                      "the client retrying")
+        if peer is ss.c_peer:
+            fr.wait_until(lambda: len(fr.calls(ss.trace_records(trace), "connect")) >= 2, 20,
+                          "the client retrying")
+        else:
+            # A dynamically linked client's refused connects run in-process, and their records
+            # are written at its exit: let it retry for a while (every 10 ms) instead.
+            fr.wait_until(lambda: fr.current_syscall(fr.program_pid(client.pid)) is not None,
+                          20, "the client started")
+            time.sleep(0.3)
         resume = self.stop_daemon_for_a_while()
         server = ss.Gated(self, harness.supervised(
-            ss.c_peer("server", "--port", str(port), "--hold")))
+            peer("server", "--port", str(port), "--hold")))
         c = self.wait_connected_or_held(client, fr.program_pid(server.pid), SYS_LISTEN)
         self.resume_and_check_switched(resume, client, server, c)
+
+    # The same in hybrid mode: the library serves the client's connects to a port without a
+    # supervised listener in-process, and must send them to the supervisor once the server's
+    # listener is in slipstreamd's table (docs/design.md, "The supervised-listener table").
+    def test_c_dyn_client_started_while_daemon_busy(self):
+        self.test_c_client_started_while_daemon_busy(ss.c_dyn_peer)
+
+    def test_c_dyn_client_retrying_while_daemon_busy(self):
+        self.test_c_client_retrying_while_daemon_busy(ss.c_dyn_peer)
 
 
 def quote(cmd):

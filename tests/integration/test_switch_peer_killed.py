@@ -9,17 +9,22 @@ next writes get (EPIPE). Each scenario runs natively and switched; the transcrip
 except for the one difference docs/differences.md lists: over TCP the first write after the peer
 closed succeeds and the next fails with EPIPE, while AF_UNIX fails the first at once. Nothing may
 hang: every wait is bounded.
+
+DynamicPeerKilled runs the same with switch_end_dyn in hybrid mode, where libslipstream-preload.so
+answers the first write after the peer's close as TCP does (preload-fallback/peer_closed.c), so
+that difference must be gone there.
 """
 
 import os
 import signal
 import subprocess
+import unittest
 
 import fixture_runs as fr
 import harness
 import switch_support as ss
 
-SYS_READ, SYS_WRITE = 0, 1
+SYS_READ, SYS_WRITE, SYS_SENDMSG = 0, 1, 46
 UNREAD = 1000
 
 # Documented in docs/differences.md ("first send after the peer closed"): native -> switched.
@@ -47,7 +52,8 @@ def receive_queue(inode):
     return None
 
 
-class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
+class PeerKilled(ss.HybridMixin, ss.EvidenceMixin, fr.FixtureTest):
+    KNOWN_DIFFERENCES = KNOWN_DIFFERENCES
 
     def run_scenario(self, supervise, *, victim, action, observer_sends=0, victim_sends=0):
         """Returns the survivor's transcript."""
@@ -55,12 +61,12 @@ class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
         port_file = self.path(f"port.{supervise}")
         args = {victim: ["--then", "idle", "--send", str(victim_sends)],
                 observer: ["--then", action, "--send", str(observer_sends)]}
-        cmds = {role: [harness.program("switch_end"), role, "--port-file", port_file, "--hold",
+        cmds = {role: [self.fixture("switch_end"), role, "--port-file", port_file, "--hold",
                        *args[role]] for role in ("server", "client")}
         if supervise:
-            server = ss.Gated(self, harness.supervised(cmds["server"]))
+            server = ss.Gated(self, self.supervise(cmds["server"]))
             fr.read_port(port_file)
-            client = ss.Gated(self, harness.supervised(ss.after_gate(cmds["client"])))
+            client = ss.Gated(self, self.supervise(ss.after_gate(cmds["client"])))
             client.start_program()
         else:
             server = ss.Gated(self, cmds["server"])
@@ -77,7 +83,8 @@ class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
         procs[observer].go()
         procs[observer].wait_line(r"^(reading|writing)$")
         survivor = ends[observer]["pid"]
-        fr.wait_blocked_in(survivor, {SYS_READ if action == "read" else SYS_WRITE})
+        # In hybrid mode the library makes a switched end's write() a sendmsg (MSG_NOSIGNAL).
+        fr.wait_blocked_in(survivor, {SYS_READ} if action == "read" else {SYS_WRITE, SYS_SENDMSG})
         victim_inode = harness.fd_socket_inode(ends[victim]["pid"], ends[victim]["fd"])
         if observer_sends:
             fr.wait_until(lambda: receive_queue(victim_inode) == observer_sends, 10,
@@ -90,8 +97,9 @@ class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
     def compare(self, **kw):
         native = self.run_scenario(False, **kw)
         switched = self.run_scenario(True, **kw)
-        expected = [KNOWN_DIFFERENCES.get(line, line) for line in native]
+        expected = [self.KNOWN_DIFFERENCES.get(line, line) for line in native]
         self.assertEqual(expected, switched, f"native: {native}")
+        self.assert_hybrid_used()
         return native
 
     def test_server_killed_client_reading(self):
@@ -124,6 +132,27 @@ class PeerKilled(ss.EvidenceMixin, fr.FixtureTest):
         """The dead server's last bytes still arrive before the end."""
         native = self.compare(victim="server", action="read", victim_sends=UNREAD)
         self.assertIn(f"read: {UNREAD} bytes then EOF", native)
+
+
+class DynamicPeerKilled(PeerKilled):
+    HYBRID = True
+    KNOWN_DIFFERENCES = {"write: ECONNRESET": "write: EPIPE"}
+
+    # Library bug (reported, not fixed here): after the read that returned ECONNRESET (the dead
+    # peer had unread data: TCP's reset), TCP fails the very next write with EPIPE, but
+    # preload-fallback/peer_closed.c still grants its one "accepted" write after the peer's
+    # close: "write after: 1 succeeded first" instead of 0. Reproducer, in tests/integration:
+    #   SLIPSTREAM_BUILD=../../build python3 -c "import unittest, harness,
+    #   test_switch_peer_killed as t; c = type('Repro', (t.PeerKilled,), {'HYBRID': True});
+    #   unittest.TextTestRunner(verbosity=2).run(unittest.TestSuite([c(
+    #   'test_server_killed_with_unread_data_client_reading')])); harness.stop_daemon()"
+    @unittest.expectedFailure
+    def test_server_killed_with_unread_data_client_reading(self):
+        super().test_server_killed_with_unread_data_client_reading()
+
+    @unittest.expectedFailure
+    def test_client_killed_with_unread_data_server_reading(self):
+        super().test_client_killed_with_unread_data_server_reading()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ rest. Those have their server end waiting in the child's supervisor, unclaimed: 
 supervisor must relay between the AF_UNIX end and the TCP connection the parent accepted. Every
 connection's bytes must be right both ways (echo with half-close; and the parent speaking
 first), the client's --stats must count them as relayed, and the daemon's status too.
+DynamicRelay runs the supervised child and client as switch_peer_dyn, in hybrid mode.
 """
 
 import importlib.util
@@ -93,6 +94,7 @@ class ParentServer:
 
 
 class Relay(fr.FixtureTest):
+    PEER = staticmethod(ss.c_peer)
 
     def run_shared(self, mode, size, parent_mode=None):
         listener = socket.socket()
@@ -102,7 +104,7 @@ class Relay(fr.FixtureTest):
         port = listener.getsockname()[1]
         child_stats, client_stats = self.path("child.stats"), self.path("client.stats")
         child = ss.Gated(self, harness.supervised(
-            ss.c_peer("server", "--listen-fd", str(listener.fileno()), "--count", str(K),
+            self.PEER("server", "--listen-fd", str(listener.fileno()), "--count", str(K),
                       "--mode", mode, "--bytes", str(size), "--seed", "5", "--log",
                       "--hold-exit"), stats=True, extra=["-o", child_stats]),
             pass_fds=(listener.fileno(),))
@@ -113,7 +115,7 @@ class Relay(fr.FixtureTest):
         parent = ParentServer(listener, N - K, parent_mode or mode, size, 5)
         relays_before = ss.daemon_status()["relays_total"]
         client = ss.Gated(self, harness.supervised(ss.after_gate(
-            ss.c_peer("client", "--port", str(port), "--count", str(N), "--mode", mode,
+            self.PEER("client", "--port", str(port), "--count", str(N), "--mode", mode,
                       "--bytes", str(size), "--seed", "5", "--log", "--timeout", "30")),
             stats=True, extra=["-o", client_stats]))
         client.start_program()
@@ -150,6 +152,11 @@ class Relay(fr.FixtureTest):
         counts = ss.read_stats(child_stats)
         self.assertEqual((counts["accepts"], counts["switched"]), (K, K), counts)
         self.assertGreaterEqual(ss.daemon_status()["relays_total"] - relays_before, N - K)
+        if self.PEER is ss.c_dyn_peer:  # hybrid mode: the library served calls in-process
+            for path in (client_stats, child_stats):
+                self.assertGreaterEqual(ss.preload_in_process(path, "socket"),
+                                        N if path == client_stats else 0, path)
+                self.assertTrue(ss.preload_counts(path), f"{path}: nothing served in-process")
 
     def test_echo_both_ways(self):
         self.run_shared("echo", 1 << 20)
@@ -164,6 +171,10 @@ class Relay(fr.FixtureTest):
     # Checks that an orphaned end is relayed and the client receives the whole stream.
     def test_parent_speaks_first_and_closes_at_once(self):
         self.run_shared("source", 1 << 20, parent_mode="source-close")
+
+
+class DynamicRelay(Relay):
+    PEER = staticmethod(ss.c_dyn_peer)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ and a separately supervised program. Every process announces the connection with
 getsockname/getpeername answers it gets; the test checks that every announced fd is the same
 AF_UNIX socket (the switched client end, connected to the server's fd) and that every process
 got the TCP addresses. The output must equal the native run's (ports normalised).
+
+DynamicSharedSocket runs every scenario with the dynamically linked builds (switch_share_dyn and
+switch_peer_dyn, the exec'd program included) in hybrid mode.
 """
 
 import re
@@ -28,25 +31,26 @@ def normalise(lines):
                            line) for line in lines)
 
 
-class SharedSocket(ss.EvidenceMixin, fr.FixtureTest):
+class SharedSocket(ss.HybridMixin, ss.EvidenceMixin, fr.FixtureTest):
 
     def run_scenario(self, scenario, supervise, users, stays_tcp=False):
         """Runs one scenario; `users` processes announce the connection. Returns its output."""
         port_file = self.path(f"port.{supervise}")
-        server_cmd = ss.c_peer("server", "--port-file", port_file, "--mode", "echo", "--hold")
+        server_cmd = [self.fixture("switch_peer"), "server", "--port-file", port_file, "--mode",
+                      "echo", "--hold"]
         sock_path = self.path(f"share.{supervise}.sock")
         receiver = None
         if scenario == "send":
-            receiver_cmd = [harness.program("switch_share"), "receive", "--path", sock_path,
+            receiver_cmd = [self.fixture("switch_share"), "receive", "--path", sock_path,
                             "--hold"]
-            receiver = ss.Gated(self, harness.supervised(receiver_cmd) if supervise
+            receiver = ss.Gated(self, self.supervise(receiver_cmd) if supervise
                                 else receiver_cmd)
-        client_cmd = [harness.program("switch_share"), scenario, "--port-file", port_file,
+        client_cmd = [self.fixture("switch_share"), scenario, "--port-file", port_file,
                       "--path", sock_path, "--hold"]
         if supervise:
-            server = ss.Gated(self, harness.supervised(server_cmd))
+            server = ss.Gated(self, self.supervise(server_cmd))
             fr.read_port(port_file)
-            client = ss.Gated(self, harness.supervised(ss.after_gate(client_cmd)))
+            client = ss.Gated(self, self.supervise(ss.after_gate(client_cmd)))
             client.start_program()
         else:
             server = ss.Gated(self, server_cmd)
@@ -88,6 +92,7 @@ class SharedSocket(ss.EvidenceMixin, fr.FixtureTest):
         native = self.run_scenario(scenario, False, users)
         self.assertFalse([line for line in native if "wrong" in line or "error-" in line], native)
         self.assertEqual(native, self.run_scenario(scenario, True, users, stays_tcp))
+        self.assert_hybrid_used()
 
     # A copy of a socket made before its connect() would go on naming the TCP socket after a
     # switch, and what was written through it would be lost without an error. Such a connection
@@ -121,6 +126,10 @@ class SharedSocket(ss.EvidenceMixin, fr.FixtureTest):
     # answers as natively, as within one supervised tree.
     def test_scm_rights_to_another_supervised_program(self):
         self.compare("send", 2)
+
+
+class DynamicSharedSocket(SharedSocket):
+    HYBRID = True
 
 
 if __name__ == "__main__":

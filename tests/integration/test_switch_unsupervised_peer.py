@@ -2,7 +2,7 @@
 """A supervised program whose peer is not supervised stays on plain TCP, and everything works.
 
 Supervised client with an unsupervised server, and unsupervised client with a supervised server
-(static C, Go, Python asyncio): while connected, both fds are TCP sockets established to each
+(static C, dynamically linked C in hybrid mode, Go, Python asyncio): while connected, both fds are TCP sockets established to each
 other (/proc/net/tcp, never /proc/net/unix), the daemon lists no switched connection, and the
 supervised side's --stats counts the connection as left on TCP with nothing switched or relayed.
 Echo (both directions), half-close sink, server-first source and round trips are byte-exact.
@@ -54,7 +54,17 @@ class UnsupervisedPeer(ss.EvidenceMixin, fr.FixtureTest):
             self.assertEqual(int(sent["bytes_in"]), size)
         self.assertRegex(ss.summary(client_out, "client"), r"connections=1 .*errors=0$")
         counts = ss.read_stats(stats)
-        self.assertEqual((counts["switched"], counts["relayed"], counts["tcp"]), (0, 0, 1), counts)
+        supervised_lang = client_lang if supervise_client else server_lang
+        hybrid_client = supervise_client and supervised_lang in ss.DYNAMIC_PEERS
+        # Hybrid mode: a connect to a port without a supervised listener is made and left on TCP
+        # in-process by the library; the supervisor never sees it.
+        self.assertEqual((counts["switched"], counts["relayed"], counts["tcp"]),
+                         (0, 0, 0 if hybrid_client else 1), counts)
+        self.assertEqual(ss.preload_left_on_tcp(stats), 1 if hybrid_client else 0)
+        if supervised_lang in ss.DYNAMIC_PEERS:  # hybrid mode: calls served in-process
+            served = ss.preload_counts(stats)
+            self.assertGreaterEqual(served.get("socket", 0), 1, served)
+            self.assertEqual(served.get("connect"), 1 if supervise_client else None, served)
 
     def check_all_modes(self, **kw):
         for mode, size in MODES:
@@ -66,6 +76,16 @@ class UnsupervisedPeer(ss.EvidenceMixin, fr.FixtureTest):
 
     def test_native_c_client_supervised_c_server(self):
         self.check_all_modes(client_lang="c", server_lang="c", supervise_client=False)
+
+    def test_supervised_c_dyn_client_native_c_dyn_server(self):
+        self.check_all_modes(client_lang="c_dyn", server_lang="c_dyn", supervise_client=True)
+
+    def test_native_c_dyn_client_supervised_c_dyn_server(self):
+        self.check_all_modes(client_lang="c_dyn", server_lang="c_dyn", supervise_client=False)
+
+    def test_supervised_asyncio_client_native_c_server(self):
+        self.run_pair(client_lang="asyncio", server_lang="c", supervise_client=True, mode="rr",
+                      size=0)
 
     def test_supervised_go_client_native_c_server(self):
         self.run_pair(client_lang="go", server_lang="c", supervise_client=True, mode="echo",

@@ -5,10 +5,11 @@ from .gohttp import GoHttp
 from .iperf import Iperf3
 from .memcached import Memcached
 from .netpipe import NetPipe
+from .nginx import Nginx
 from .pgbench import PgBench
 from .redis import Redis
 from .sweep import Sweep
 from .syscalls import Syscalls
 
-ALL = [Syscalls, Sweep, NetPipe, ConnRate, Memcached, Redis, PgBench, Iperf3, GoHttp]
+ALL = [Syscalls, Sweep, NetPipe, ConnRate, Nginx, Memcached, Redis, PgBench, Iperf3, GoHttp]
 BY_NAME = {w.name: w for w in ALL}
