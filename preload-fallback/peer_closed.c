@@ -36,9 +36,11 @@ enum { kTrackedFds = 65536 };
 
 /* kSwitched: a switched end whose writes go through Send(); kGraceUsed: the one write TCP accepts
  * after the peer's close has been accepted; kWriteShut: the program shut its own write side (its
- * EPIPE is TCP's at once). Written by the thread that owns the call; a racing close/reuse of the
- * same fd number by two threads is the program's own race. */
-enum { kSwitched = 1, kGraceUsed = 2, kWriteShut = 4 };
+ * EPIPE is TCP's at once); kReset: the peer closed with data unread, which over TCP is a reset
+ * (the program read ECONNRESET, or a write found it pending): no write is accepted after it.
+ * Written by the thread that owns the call; a racing close/reuse of the same fd number by two
+ * threads is the program's own race. */
+enum { kSwitched = 1, kGraceUsed = 2, kWriteShut = 4, kReset = 8 };
 static unsigned char g_state[kTrackedFds];
 
 typedef ssize_t (*write_fn)(int, const void*, size_t);
@@ -46,6 +48,11 @@ typedef ssize_t (*writev_fn)(int, const struct iovec*, int);
 typedef ssize_t (*send_fn)(int, const void*, size_t, int);
 typedef ssize_t (*sendto_fn)(int, const void*, size_t, int, const struct sockaddr*, socklen_t);
 typedef ssize_t (*sendmsg_fn)(int, const struct msghdr*, int);
+typedef ssize_t (*read_fn)(int, void*, size_t);
+typedef ssize_t (*readv_fn)(int, const struct iovec*, int);
+typedef ssize_t (*recv_fn)(int, void*, size_t, int);
+typedef ssize_t (*recvfrom_fn)(int, void*, size_t, int, struct sockaddr*, socklen_t*);
+typedef ssize_t (*recvmsg_fn)(int, struct msghdr*, int);
 typedef int (*close_fn)(int);
 typedef int (*dup2_fn)(int, int);
 typedef int (*dup3_fn)(int, int, int);
@@ -57,6 +64,11 @@ static struct {
   send_fn send;
   sendto_fn sendto;
   sendmsg_fn sendmsg;
+  read_fn read;
+  readv_fn readv;
+  recv_fn recv;
+  recvfrom_fn recvfrom;
+  recvmsg_fn recvmsg;
   close_fn close;
   dup2_fn dup2;
   dup3_fn dup3;
@@ -68,6 +80,11 @@ __attribute__((constructor)) static void InitPeerClosed(void) {
   real.send = (send_fn)dlsym(RTLD_NEXT, "send");
   real.sendto = (sendto_fn)dlsym(RTLD_NEXT, "sendto");
   real.sendmsg = (sendmsg_fn)dlsym(RTLD_NEXT, "sendmsg");
+  real.read = (read_fn)dlsym(RTLD_NEXT, "read");
+  real.readv = (readv_fn)dlsym(RTLD_NEXT, "readv");
+  real.recv = (recv_fn)dlsym(RTLD_NEXT, "recv");
+  real.recvfrom = (recvfrom_fn)dlsym(RTLD_NEXT, "recvfrom");
+  real.recvmsg = (recvmsg_fn)dlsym(RTLD_NEXT, "recvmsg");
   real.close = (close_fn)dlsym(RTLD_NEXT, "close");
   real.dup2 = (dup2_fn)dlsym(RTLD_NEXT, "dup2");
   real.dup3 = (dup3_fn)dlsym(RTLD_NEXT, "dup3");
@@ -100,7 +117,15 @@ static ssize_t Send(int fd, const struct msghdr* msg, int flags, size_t total) {
                            : syscall(SYS_sendmsg, fd, msg, flags | MSG_NOSIGNAL);
   if (r >= 0 || errno != EPIPE) return r;
   unsigned char state = g_state[fd];
-  if ((state & (kGraceUsed | kWriteShut)) == 0 && slipstream_may_switched(fd)) {
+  if ((state & (kGraceUsed | kWriteShut | kReset)) == 0 &&
+      slipstream_take_socket_error(fd) == ECONNRESET) {
+    /* The peer closed with our data unread (unix_release_sock() left ECONNRESET pending here):
+     * over TCP its reset is pending, and tcp_sendmsg() reports it, once and without SIGPIPE. */
+    g_state[fd] = (unsigned char)(state | kReset);
+    errno = ECONNRESET;
+    return -1;
+  }
+  if ((state & (kGraceUsed | kWriteShut | kReset)) == 0 && slipstream_may_switched(fd)) {
     g_state[fd] = (unsigned char)(state | kGraceUsed);
     return (ssize_t)total; /* TCP accepted it; the peer's reset made it vanish */
   }
@@ -173,6 +198,41 @@ EXPORT ssize_t sendmsg(int fd, const struct msghdr* msg, int flags) {
     return Send(fd, &copy, flags, Total(msg->msg_iov, (int)msg->msg_iovlen));
   }
   return real.sendmsg ? real.sendmsg(fd, msg, flags) : syscall(SYS_sendmsg, fd, msg, flags);
+}
+
+/* Reads: one branch for fds that are not switched ends; on one, a reset reported by the read
+ * (ECONNRESET) is remembered for the writes that follow. */
+static ssize_t Received(int fd, ssize_t r) {
+  if (r < 0 && errno == ECONNRESET) g_state[fd] |= kReset;
+  return r;
+}
+
+EXPORT ssize_t read(int fd, void* buf, size_t n) {
+  ssize_t r = real.read ? real.read(fd, buf, n) : syscall(SYS_read, fd, buf, n);
+  return Tracked(fd) ? Received(fd, r) : r;
+}
+
+EXPORT ssize_t readv(int fd, const struct iovec* iov, int n) {
+  ssize_t r = real.readv ? real.readv(fd, iov, n) : syscall(SYS_readv, fd, iov, n);
+  return Tracked(fd) ? Received(fd, r) : r;
+}
+
+EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
+  ssize_t r = real.recv ? real.recv(fd, buf, n, flags)
+                        : syscall(SYS_recvfrom, fd, buf, n, flags, NULL, NULL);
+  return Tracked(fd) ? Received(fd, r) : r;
+}
+
+EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, struct sockaddr* addr,
+                        socklen_t* len) {
+  ssize_t r = real.recvfrom ? real.recvfrom(fd, buf, n, flags, addr, len)
+                            : syscall(SYS_recvfrom, fd, buf, n, flags, addr, len);
+  return Tracked(fd) ? Received(fd, r) : r;
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
+  ssize_t r = real.recvmsg ? real.recvmsg(fd, msg, flags) : syscall(SYS_recvmsg, fd, msg, flags);
+  return Tracked(fd) ? Received(fd, r) : r;
 }
 
 EXPORT int close(int fd) {

@@ -7,6 +7,9 @@
  * switched end (an unnamed, connected AF_UNIX socket). Both keep errno. */
 int slipstream_preload_switching(void);
 int slipstream_may_switched(int fd);
+/* getsockopt(SO_ERROR) in-process: the pending error of `fd`, now cleared (0 if none). Keeps
+ * errno. */
+int slipstream_take_socket_error(int fd);
 
 /* preload.c tells: `fd` came out of a connect() or accept() that the supervisor served. */
 void slipstream_note_connection(int fd);

@@ -316,6 +316,17 @@ static int MaySwitched(int fd) {
 }
 
 int slipstream_may_switched(int fd) { return MaySwitched(fd); }
+
+int slipstream_take_socket_error(int fd) {
+  int saved = errno, err = 0;
+  socklen_t len = sizeof(err);
+  if (Bypass(SLIPSTREAM_CALL_GETSOCKOPT, SYS_getsockopt, fd, SOL_SOCKET, SO_ERROR, (long)&err,
+             (long)&len) != 0) {
+    err = 0;
+  }
+  errno = saved;
+  return err;
+}
 int slipstream_preload_switching(void) { return g.enabled && g.switching; }
 
 /* Copies the caller's address without touching memory the caller may not own: where the kernel

@@ -135,24 +135,14 @@ class PeerKilled(ss.HybridMixin, ss.EvidenceMixin, fr.FixtureTest):
 
 
 class DynamicPeerKilled(PeerKilled):
+    """Hybrid mode: the library answers writes on switched ends as TCP would after the peer's
+    death (preload-fallback/peer_closed.c), including the reset of a peer that died with unread
+    data: no write is accepted after the read that reported it (ECONNRESET), and a write that
+    finds the reset still pending fails with ECONNRESET, as tcp_sendmsg() reports it."""
     HYBRID = True
+    # A write blocked when the peer dies: the kernel consumes the pending ECONNRESET inside that
+    # write (it returns the part it sent), so the library's next write can only see EPIPE.
     KNOWN_DIFFERENCES = {"write: ECONNRESET": "write: EPIPE"}
-
-    # Library bug (reported, not fixed here): after the read that returned ECONNRESET (the dead
-    # peer had unread data: TCP's reset), TCP fails the very next write with EPIPE, but
-    # preload-fallback/peer_closed.c still grants its one "accepted" write after the peer's
-    # close: "write after: 1 succeeded first" instead of 0. Reproducer, in tests/integration:
-    #   SLIPSTREAM_BUILD=../../build python3 -c "import unittest, harness,
-    #   test_switch_peer_killed as t; c = type('Repro', (t.PeerKilled,), {'HYBRID': True});
-    #   unittest.TextTestRunner(verbosity=2).run(unittest.TestSuite([c(
-    #   'test_server_killed_with_unread_data_client_reading')])); harness.stop_daemon()"
-    @unittest.expectedFailure
-    def test_server_killed_with_unread_data_client_reading(self):
-        super().test_server_killed_with_unread_data_client_reading()
-
-    @unittest.expectedFailure
-    def test_client_killed_with_unread_data_server_reading(self):
-        super().test_client_killed_with_unread_data_server_reading()
 
 
 if __name__ == "__main__":
