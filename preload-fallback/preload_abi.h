@@ -8,6 +8,7 @@
 #define SLIPSTREAM_PRELOAD_FALLBACK_PRELOAD_ABI_H_
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 /* The run's cookie, 16 hex digits. Without it the library passes every call on unchanged. */
 #define SLIPSTREAM_ENV_COOKIE "SLIPSTREAM_COOKIE"
@@ -64,6 +65,30 @@ static inline int slipstream_cookie_arg(int call) {
       return 2;
     default:
       return -1;
+  }
+}
+
+/* The socket-level options the supervisor answers itself on a switched socket, because the
+ * AF_UNIX end would give a different answer than TCP (its identity: family, protocol, peer
+ * credentials and name, cookie, device, mark, CPU, security context). Every other SOL_SOCKET
+ * option it lets the kernel run on the AF_UNIX end (timeouts, buffers, SO_ERROR, SO_KEEPALIVE...),
+ * so the library runs those in-process on any socket; setsockopt(SO_LINGER) excepted, which the
+ * supervisor mirrors on the retained TCP socket. One list for both (docs/differences.md). */
+static inline int slipstream_identity_option(int name) {
+  switch (name) {
+    case SO_DOMAIN:
+    case SO_PROTOCOL:
+    case SO_PEERCRED:
+    case SO_PEERNAME:
+    case SO_COOKIE:
+    case SO_BINDTODEVICE:
+    case SO_MARK:
+    case SO_INCOMING_CPU:
+    case SO_PEERSEC:
+    case SO_PEERGROUPS:
+      return 1;
+    default:
+      return 0;
   }
 }
 

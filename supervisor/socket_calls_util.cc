@@ -8,6 +8,8 @@
 
 #include <cstdio>
 
+#include "preload-fallback/preload_abi.h"
+
 namespace slipstream::supervisor {
 
 std::string FdText(uint64_t fd) { return std::to_string(static_cast<int>(fd)); }
@@ -29,23 +31,7 @@ bool Established(int sock) {
          info.tcpi_state == TCP_ESTABLISHED;
 }
 
-bool IsIdentityOption(int name) {
-  switch (name) {
-    case SO_DOMAIN:
-    case SO_PROTOCOL:
-    case SO_PEERCRED:
-    case SO_PEERNAME:
-    case SO_COOKIE:
-    case SO_BINDTODEVICE:
-    case SO_MARK:
-    case SO_INCOMING_CPU:
-    case SO_PEERSEC:
-    case SO_PEERGROUPS:
-      return true;
-    default:
-      return false;
-  }
-}
+bool IsIdentityOption(int name) { return slipstream_identity_option(name) != 0; }
 
 bool FdTableFull(pid_t tid) {
   char path[64];
