@@ -85,10 +85,12 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
   }
   Parked accepted{UniqueFd(conn), UniqueFd()};
   // Only a connection from this host can have a supervised client: others need no round trip.
+  // "This host" includes the addresses of other network namespaces with supervisors.
   if (env_.switcher != nullptr) {
     auto peer = SocketName(conn, true);
     std::optional<UniqueFd> end;
-    if (peer && env_.local.IsLocal(*peer)) end = env_.switcher->Claim(ProcessOf(c.tid()), conn);
+    if (peer && (env_.local.IsLocal(*peer) || env_.switcher->FromOtherNetns(*peer)))
+      end = env_.switcher->Claim(ProcessOf(c.tid()), conn);
     if (end) {
       (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
       accepted.unix_end = std::move(*end);
