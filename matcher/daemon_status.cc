@@ -70,7 +70,13 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
   j["namespaces"] = nlohmann::json::array();
   for (const auto& [cookie, e] : netns_table_) {
     nlohmann::json addrs = nlohmann::json::array();
-    for (const auto& a : e.addrs) addrs.push_back(a.ToString());
+    for (const auto& a : e.addrs) {
+      // "10.0.0.1:0" -> "10.0.0.1", "[fd00::1]:0" -> "fd00::1": addresses, no port.
+      std::string text = a.ToString();
+      text = text.substr(0, text.rfind(':'));
+      if (text.size() >= 2 && text.front() == '[') text = text.substr(1, text.size() - 2);
+      addrs.push_back(text);
+    }
     j["namespaces"].push_back({{"netns", cookie},
                                {"supervisors", e.sessions},
                                {"sequence_numbers", e.seq_evidence},

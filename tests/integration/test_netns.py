@@ -19,10 +19,10 @@ each get their own server's bytes (a mispair would show as a CRC mismatch).
 """
 
 import os
-import re
+import pwd
 import shutil
+import signal
 import subprocess
-import time
 
 import fixture_runs as fr
 import harness
@@ -48,18 +48,21 @@ def usable():
 class Topology:
     """Namespaces on one bridge: names[i] gets SUBNET.(i+1)/24 on its eth0."""
 
+    made = 0  # a fresh name for each: a deleted namespace's veth may linger for a moment
+
     def __init__(self, test, tag, count=2):
-        suffix = f"{os.getpid() % 100000}{tag}"
-        self.bridge = f"slbr{suffix}"[:15]
+        Topology.made += 1
+        suffix = f"{os.getpid() % 100000}{tag}{Topology.made}"
+        self.bridge = f"slb{suffix}"[:15]
         self.names = [f"sls-{suffix}-{i}" for i in range(count)]
         self.addrs = [f"{SUBNET}.{i + 1}" for i in range(count)]
         self.rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+        self.hosts = [f"slv{suffix}-{i}"[:15] for i in range(count)]
         test.addCleanup(self.remove)
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         sh("ip", "link", "set", self.bridge, "up")
         sh("iptables", "-I", *self.rule)
-        for i, (ns, addr) in enumerate(zip(self.names, self.addrs)):
-            host = f"slv{suffix}{i}"[:15]
+        for ns, addr, host in zip(self.names, self.addrs, self.hosts):
             sh("ip", "netns", "add", ns)
             sh("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns)
             sh("ip", "link", "set", host, "master", self.bridge, "up")
@@ -75,6 +78,9 @@ class Topology:
         return ["ip", "netns", "exec", self.names[index], *cmd]
 
     def remove(self):
+        # The host ends first: a namespace lives on (with its end) while a socket of it is open.
+        for host in self.hosts:
+            sh("ip", "link", "del", host, check=False)
         for ns in self.names:
             sh("ip", "netns", "del", ns, check=False)
         sh("ip", "link", "del", self.bridge, check=False)
@@ -121,6 +127,8 @@ class AcrossNamespaces(fr.FixtureTest):
 
     @classmethod
     def setUpClass(cls):
+        if usable():
+            return
         # One daemon for the whole file, in the root namespace, as a system-wide one would run.
         daemon = subprocess.run([ss.DAEMON_BIN, "--idle-exit", "600"], capture_output=True,
                                 text=True, timeout=30)
@@ -183,7 +191,9 @@ class AcrossNamespaces(fr.FixtureTest):
         topo = Topology(self, lang[0])
         port = ss.free_port()
         common = ["--mode", "echo", "--bytes", str(ECHO_BYTES), "--hold"]
-        server_args = ["--port", str(port)] + (["--bind", bind] if bind else [])
+        # Listening on every address: C on 0.0.0.0 (or `bind`), Go and Python on :: (dual stack).
+        where = ["--bind", bind or "0.0.0.0"] if lang == "c" else ["--family", "v4mapped"]
+        server_args = ["--port", str(port), *where]
         server, server_out = self.traced(topo, 1, peer("server", *server_args, *common),
                                          "server.out")
         self.wait_listener(port)
@@ -234,8 +244,8 @@ class AcrossNamespaces(fr.FixtureTest):
         topo = Topology(self, "u")
         port = ss.free_port()
         common = ["--mode", "echo", "--bytes", str(ECHO_BYTES), "--hold"]
-        server = ss.Gated(self, topo.run_in(1, ss.c_peer("server", "--port", str(port),
-                                                         *common)))
+        server = ss.Gated(self, topo.run_in(1, ss.c_peer("server", "--port", str(port), "--bind",
+                                                         "0.0.0.0", *common)))
         fr.wait_until(lambda: sh("ip", "netns", "exec", topo.names[1], "ss", "-ltnH",
                                  f"sport = :{port}").stdout.strip() != "", 20, "the listener")
         client, client_out = self.traced(
@@ -270,7 +280,7 @@ class AcrossNamespaces(fr.FixtureTest):
         for i, topo in enumerate((first, second)):
             seed = str(1000 + 5000 * i)
             servers.append(self.traced(topo, 1, ss.c_peer(
-                "server", "--port", str(port), "--mode", "source", "--bytes", str(size),
+                "server", "--port", str(port), "--bind", "0.0.0.0", "--mode", "source", "--bytes", str(size),
                 "--seed", seed, "--count", str(count)), f"server{i}.out"))
         self.wait_listener(port)
         fr.wait_until(lambda: sum(l["address"].endswith(f":{port}")
@@ -296,6 +306,101 @@ class AcrossNamespaces(fr.FixtureTest):
         for server, _ in servers:
             code, _, err = server.finish()
             self.assertEqual(code, 0, err)
+
+
+class UserNamespace(fr.FixtureTest):
+    """As an unprivileged user (nobody): the user's own slipstreamd, in the initial namespaces,
+    pairs a connection inside a network namespace that user created with `unshare -Urn`. Its
+    CAP_NET_ADMIN there comes from owning the user namespace, not from root."""
+
+    USER = "nobody"
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            self.skipTest("needs root to switch to an unprivileged user")
+        for tool in ("runuser", "unshare", "ip"):
+            if shutil.which(tool) is None:
+                self.skipTest(f"{tool} is not installed")
+        try:
+            self.user = pwd.getpwnam(self.USER)
+        except KeyError:
+            self.skipTest(f"no user {self.USER}")
+        if sh("runuser", "-u", self.USER, "--", "unshare", "-Urn", "true",
+              check=False).returncode != 0:
+            self.skipTest("unprivileged user namespaces are disabled")
+        os.chmod(self.tmp, 0o755)
+        self.bin = os.path.join(self.tmp, "bin")
+        os.mkdir(self.bin, 0o755)
+        for name, src in {"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
+                          "switch_peer": harness.program("switch_peer")}.items():
+            shutil.copy(src, os.path.join(self.bin, name))
+            os.chmod(os.path.join(self.bin, name), 0o755)
+        self.addCleanup(self.kill_copied_binaries)
+        self.work = os.path.join(self.tmp, "work")
+        os.mkdir(self.work, 0o700)
+        os.chown(self.work, self.user.pw_uid, self.user.pw_gid)
+        self.runtime = os.path.join(self.work, "runtime")
+
+    def kill_copied_binaries(self):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    exe = os.readlink(f"/proc/{entry}/exe")
+                except OSError:
+                    continue
+                if exe.startswith(self.bin + os.sep):
+                    try:
+                        os.kill(int(entry), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
+    def as_user(self, cmd):
+        return ["runuser", "-u", self.USER, "--", "env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}",
+                f"HOME={self.work}", *cmd]
+
+    def status(self):
+        return ss.daemon_status(prefix=self.as_user([]),
+                                daemon=os.path.join(self.bin, "slipstreamd"))
+
+    def test_pair_in_user_owned_namespace(self):
+        daemon = sh(*self.as_user([os.path.join(self.bin, "slipstreamd"), "--idle-exit", "60"]))
+        self.assertEqual(daemon.returncode, 0, daemon.stderr)
+        trace = os.path.join(self.bin, "slipstream-trace")
+        peer = os.path.join(self.bin, "switch_peer")
+        port_file = os.path.join(self.work, "port")
+        common = "--mode echo --bytes 1048576 --hold"
+        script = (f"ip link set lo up && {trace} -- {peer} server --port-file {port_file} "
+                  f"{common} & {trace} -- sh -c 'read _; exec \"$@\"' sh {peer} client "
+                  f"--port-file {port_file} {common}; wait")
+        tree = ss.Gated(self, self.as_user(["unshare", "-Urn", "sh", "-c", script]))
+        # The client starts once both supervisors are known and the listener is registered.
+        fr.wait_until(lambda: len(self.status().get("supervisors", [])) >= 2 and
+                      self.status().get("listeners"), 20, "both supervisors and the listener")
+        tree.go()
+        first, second = tree.ready(), tree.ready()
+        ends = {first["role"]: first, second["role"]: second}
+        client, server = ends["client"], ends["server"]
+        c_ino = harness.fd_socket_inode(client["pid"], client["fd"])
+        s_ino = harness.fd_socket_inode(server["pid"], server["fd"])
+        unix = proc_unix_inodes(client["pid"])
+        self.assertIn(c_ino, unix)
+        self.assertIn(s_ino, unix)
+        self.assertNotIn(c_ino, [e[3] for e in proc_tcp(client["pid"])])
+        status = self.status()
+        self.assertEqual(os.stat(f"/proc/{status['pid']}").st_uid, self.user.pw_uid)
+        record = ss.status_connection(c_ino, self.status)
+        self.assertEqual(record["server_unix_inode"], s_ino, record)
+        self.assertEqual(record["evidence"], "tcp-sequence-numbers", record)
+        self.assertEqual(record["client_netns"], record["server_netns"], record)
+        self.assertNotEqual(record["client_netns"], status["netns"], record)
+        tree.go(2)
+        code, lines, err = tree.finish()
+        self.assertEqual(code, 0, err)
+        n = 1 << 20
+        self.assertEqual(sorted(ss.program_lines(lines)), sorted([
+            f"client: mode=echo connections=1 bytes_out={n} bytes_in={n} errors=0",
+            f"server: mode=echo connections=1 bytes_in={n} bytes_out={n} errors=0"]), err)
 
 
 if __name__ == "__main__":
