@@ -73,8 +73,8 @@ class Daemon {
   void BroadcastNetns(uint64_t cookie, bool present);
   void SendRemoteListener(Session* to, uint64_t ino, bool added);
   void BroadcastRemoteListener(uint64_t ino, bool added);
-  // A listener outside the daemon's namespace: listed for the other namespaces' supervisors when
-  // the daemon can read sequence numbers in its namespace.
+  // A listener as other namespaces see it (any listener: ours too): listed for the supervisors
+  // of every namespace when the daemon can read sequence numbers in the listener's namespace.
   void RegisterRemoteListener(Session* s, Message& m, uint64_t netns);
   void ForgetNetnsOf(Session* s);
   void OnConnectedBySeq(Session* s, Message& m, uint64_t client_end_ino);
@@ -162,7 +162,9 @@ class Daemon {
     bool v6only;
     std::chrono::steady_clock::time_point since;
   };
-  std::map<uint64_t, RemoteListenerReg> remote_listeners_;  // by listener inode
+  // Every listener reachable from other namespaces (also those of our own namespace, which are in
+  // listeners_ as well), by inode.
+  std::map<uint64_t, RemoteListenerReg> remote_listeners_;
   // listeners_'s ports, for the preload library; republished with every change (Broadcast).
   std::optional<ListenerTable> table_;
   struct Intent {

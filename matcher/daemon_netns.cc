@@ -284,7 +284,7 @@ bool Daemon::AnySeqCandidates() const {
 }
 
 void Daemon::AnswerSeqClaimsIfNoIntents() {
-  if (AnySeqIntents(0)) return;
+  if (draining_ || AnySeqIntents(0)) return;
   for (auto d = deferred_.begin(); d != deferred_.end();) {
     if (!d->key.by_seq()) {
       ++d;
@@ -299,7 +299,10 @@ void Daemon::AnswerSeqClaimsIfNoIntents() {
 }
 
 bool Daemon::ClaimBySeq(Session* s, Message& m, int tcp) {
-  if (!AnySeqCandidates()) return false;
+  // A claim handled while DrainAll reads the sessions (it was queued behind another claim) has
+  // not seen every session's messages yet: a kIntent may still be unread.
+  bool drained = !draining_;
+  if (drained && !AnySeqCandidates()) return false;
   // The accepted socket is read before its program has it (the claim holds its accept()), so
   // nothing writes to it meanwhile.
   auto key_seqs = ClientViewKey(tcp);
@@ -328,7 +331,7 @@ bool Daemon::ClaimBySeq(Session* s, Message& m, int tcp) {
   // its SYN, and read by DrainAll) but not yet reported it connected: wait for its kConnected.
   // Its socket is not read meanwhile (its program still holds it). Not for the claimer's own
   // clients: it cannot send while it waits for this answer.
-  if (!AnySeqIntents(s->id)) return false;
+  if (drained && !AnySeqIntents(s->id)) return false;
   deferred_.push_back(Deferred{s->id, m.header.seq, m.header.pid, key, Clock::now(), InodeOf(tcp),
                                NetnsCookie(tcp).value_or(0)});
   ScheduleSweep();

@@ -71,6 +71,8 @@ void Daemon::OnRegisterListener(Session* s, Message& m) {
     // registering supervisor lets its program's listen() return.
     Broadcast(ino, true);
     spdlog::debug("listener {} registered by pid {}", addr->ToString(), m.header.pid);
+    // Clients of other namespaces may reach it too (paired by sequence numbers).
+    if (cookie) RegisterRemoteListener(s, m, *cookie);
   }
   (void)Send(s, MsgType::kRegistered, m.header.seq, m.header.pid, {});
 }
@@ -377,6 +379,8 @@ void Daemon::DrainAll() {
     if (!s->closed) ReadAll(s);
   }
   draining_ = false;
+  // Claims by sequence numbers that were handled during the drain waited for it.
+  AnswerSeqClaimsIfNoIntents();
 }
 
 }  // namespace slipstream::matcher

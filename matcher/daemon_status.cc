@@ -57,14 +57,17 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
                               {"inode", ino},
                               {"netns", netns_cookie_}});
   }
-  j["listeners_total"] = listeners_.size() + remote_listeners_.size();
+  size_t total = listeners_.size();
   for (const auto& [ino, l] : remote_listeners_) {
-    if (j["listeners"].size() >= kMaxListed) break;
+    if (l.netns == netns_cookie_) continue;  // in listeners_ too
+    ++total;
+    if (j["listeners"].size() >= kMaxListed) continue;
     j["listeners"].push_back({{"address", l.addr.ToString()},
                               {"pid", l.pid},
                               {"inode", ino},
                               {"netns", l.netns}});
   }
+  j["listeners_total"] = total;
   // Namespaces are named by SO_NETNS_COOKIE (the kernel's, unique while the machine runs).
   j["netns"] = netns_cookie_;
   j["namespaces"] = nlohmann::json::array();

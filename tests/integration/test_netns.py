@@ -29,6 +29,7 @@ import harness
 import switch_support as ss
 
 ECHO_BYTES = 1 << 20
+RUNTIME = "SLIPSTREAM_RUNTIME_DIR"
 SUBNET = "10.77.0"
 
 
@@ -239,6 +240,54 @@ class AcrossNamespaces(fr.FixtureTest):
 
     def test_python_pair(self):
         self.echo_pair("py")
+
+    def test_daemon_started_in_the_servers_namespace(self):
+        """No daemon of the file's: the server's supervisor starts one on demand, in its own
+        namespace; the client's, in the other namespace, finds it through the shared runtime
+        directory, and the pair is still made by sequence numbers."""
+        topo = Topology(self, "d")
+        env = dict(os.environ, SLIPSTREAM_RUNTIME_DIR=self.path("runtime"))
+        def status():
+            return ss.daemon_status(prefix=["env", f"SLIPSTREAM_RUNTIME_DIR={env[RUNTIME]}"])
+
+        self.addCleanup(self.stop_daemon, status)
+        port = ss.free_port()
+        common = ["--mode", "echo", "--bytes", str(ECHO_BYTES), "--hold"]
+        server_out, client_out = self.path("server.out"), self.path("client.out")
+        server = ss.Gated(self, topo.run_in(1, harness.supervised(
+            ss.c_peer("server", "--port", str(port), "--bind", "0.0.0.0", *common),
+            trace_file=server_out, stats=True)), env=env)
+        fr.wait_until(lambda: any(l["address"].endswith(f":{port}")
+                                  for l in status().get("listeners", [])), 20, "the listener")
+        client = ss.Gated(self, topo.run_in(0, harness.supervised(ss.after_gate(
+            ss.c_peer("client", "--host", topo.addrs[1], "--port", str(port), *common)),
+            trace_file=client_out, stats=True)), env=env)
+        client.start_program(status=status)
+        c, s = client.ready(), server.ready()
+        daemon = status()
+        self.assertEqual(os.stat(f"/proc/{daemon['pid']}/ns/net").st_ino,
+                         os.stat(f"/run/netns/{topo.names[1]}").st_ino,
+                         "the daemon runs in the server's namespace")
+        c_ino = harness.fd_socket_inode(c["pid"], c["fd"])
+        record = ss.status_connection(c_ino, status)
+        self.assertEqual(record["evidence"], "tcp-sequence-numbers", record)
+        self.assertEqual(record["server_netns"], daemon["netns"], record)
+        self.assertNotEqual(record["client_netns"], daemon["netns"], record)
+        client.go()
+        server.go()
+        (ccode, cout, cerr), (scode, _, serr) = client.finish(), server.finish()
+        self.assertEqual((ccode, scode), (0, 0), (cerr, serr))
+        self.assertIn(f"client: mode=echo connections=1 bytes_out={ECHO_BYTES} "
+                      f"bytes_in={ECHO_BYTES} errors=0", cout)
+        self.assertEqual(ss.read_stats(client_out)["switched"], 1)
+
+    def stop_daemon(self, status):
+        try:
+            pid = status().get("pid", 0)
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
 
     def test_unsupervised_server_stays_tcp(self):
         topo = Topology(self, "u")
