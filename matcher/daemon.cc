@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <set>
@@ -336,7 +337,11 @@ void Daemon::ScheduleLiveSweep() {
     SweepLive();
     RetireListeners(Clock::now());
     RetireRemoteListeners(Clock::now());
-    if (!live_.empty() || !listeners_.empty() || !remote_listeners_.empty()) ScheduleLiveSweep();
+    bool kept_netns = std::any_of(netns_table_.begin(), netns_table_.end(),
+                                  [](const auto& e) { return e.second.sessions == 0; });
+    if (!live_.empty() || !listeners_.empty() || !remote_listeners_.empty() || kept_netns) {
+      ScheduleLiveSweep();
+    }
   });
 }
 
@@ -377,7 +382,7 @@ void Daemon::Sweep() {
 }
 
 void Daemon::SweepLive() {
-  if (live_.empty()) return;
+  if (live_.empty()) return PruneNetns();
   // The ends of a pair are AF_UNIX sockets of the namespace where the client's supervisor made
   // them: ask that namespace's sock_diag (one dump per namespace).
   std::map<uint64_t, std::optional<std::unordered_set<uint64_t>>> dumps;
@@ -418,6 +423,7 @@ void Daemon::SweepLive() {
     }
     it = client || server ? std::next(it) : live_.erase(it);
   }
+  PruneNetns();
 }
 
 void Daemon::RetireListeners(Clock::time_point now) {

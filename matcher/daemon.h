@@ -77,6 +77,8 @@ class Daemon {
   // of every namespace when the daemon can read sequence numbers in the listener's namespace.
   void RegisterRemoteListener(Session* s, Message& m, uint64_t netns);
   void ForgetNetnsOf(Session* s);
+  // Forgets namespaces that have no supervisor and no pair any more.
+  void PruneNetns();
   void OnConnectedBySeq(Session* s, Message& m, uint64_t client_end_ino);
   // A claim that no 4-tuple answered: by sequence numbers. Returns true when it was answered or
   // deferred.

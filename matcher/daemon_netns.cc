@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -81,6 +82,7 @@ void Daemon::OnHello(Session* s, Message& m) {
       s->netns_cookie = *cookie;
       auto [entry, fresh] = netns_table_.try_emplace(*cookie);
       NetnsEntry& e = entry->second;
+      fresh = fresh || e.sessions == 0;  // kept only for its pairs: announce it again
       ++e.sessions;
       if (!e.diag) {
         e.seq_evidence = CanAdminNetns(m.fds[0].Get());
@@ -102,7 +104,7 @@ void Daemon::OnHello(Session* s, Message& m) {
     reply.seq_evidence = it->second.seq_evidence;
   }
   for (const auto& [cookie, e] : netns_table_) {
-    if (cookie != s->netns_cookie) SendNetns(s, cookie, true);
+    if (cookie != s->netns_cookie && e.sessions > 0) SendNetns(s, cookie, true);
   }
   for (const auto& [ino, l] : remote_listeners_) {
     if (Alive(l.session) != nullptr) SendRemoteListener(s, ino, true);
@@ -183,8 +185,23 @@ void Daemon::ForgetNetnsOf(Session* s) {
   auto it = netns_table_.find(s->netns_cookie);
   if (s->netns_cookie == 0 || it == netns_table_.end()) return;
   if (--it->second.sessions > 0) return;
-  netns_table_.erase(it);
   BroadcastNetns(s->netns_cookie, false);
+  PruneNetns();
+  ScheduleLiveSweep();
+}
+
+void Daemon::PruneNetns() {
+  // A namespace without supervisors is kept while pairs made there live: its sock_diag socket
+  // tells when their ends are closed (SweepLive), and where unclaimed ones went.
+  std::set<uint64_t> used;
+  for (const auto& [key, p] : pending_) {
+    used.insert(p.unix_netns);
+    used.insert(p.client_netns);
+  }
+  for (const auto& [ino, l] : live_) used.insert(l.unix_netns);
+  std::erase_if(netns_table_, [&used](const auto& entry) {
+    return entry.second.sessions == 0 && used.count(entry.first) == 0;
+  });
 }
 
 void Daemon::RetireRemoteListeners(Clock::time_point now) {

@@ -23,6 +23,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import time
 
 import fixture_runs as fr
 import harness
@@ -180,6 +181,10 @@ class AcrossNamespaces(fr.FixtureTest):
             self.assertEqual(len(held), 1, held)
             self.assertEqual(held[0][2], ss.TCP_ESTABLISHED)
             self.assertNotIn(held[0][3], fr.socket_inodes(end["pid"]))
+        self.retained = {role: [e[3] for e in table if e[0] == ss.canonical(end["local"])
+                                and e[1] == ss.canonical(end["peer"])][0]
+                         for role, table, end in (("client", c_tcp, client),
+                                                  ("server", s_tcp, server))}
         record = ss.status_connection(c_ino)
         self.assertEqual(record["server_unix_inode"], s_ino, record)
         self.assertEqual(record["evidence"], "tcp-sequence-numbers", record)
@@ -208,9 +213,20 @@ class AcrossNamespaces(fr.FixtureTest):
         spaces = {n["netns"]: n for n in ss.daemon_status()["namespaces"]}
         self.assertIn(topo.addrs[0], spaces[record["client_netns"]]["addresses"])
         self.assertIn(topo.addrs[1], spaces[record["server_netns"]]["addresses"])
+        # Past the supervisors' sweeps (1 s) and the daemon's (2 s): the server's supervisor
+        # still keeps the retained TCP socket (it answers getpeername & co. from it), although
+        # its sock_diag cannot see the end, which lives in the client's namespace.
+        time.sleep(2.5)
+        self.assertIn(self.retained["server"], fr.socket_inodes(server.pid))
+        self.assertIn(self.retained["client"], fr.socket_inodes(client.pid))
+        self.assertTrue(ss.status_connection(harness.fd_socket_inode(c["pid"], c["fd"])))
         client.go()
         server.go()
         (ccode, cout, cerr), (scode, sout, serr) = client.finish(), server.finish()
+        # Once both ends are closed the daemon forgets the pair and the namespaces.
+        fr.wait_until(lambda: not ss.daemon_status()["connections"] and not any(
+            n["netns"] in (record["client_netns"], record["server_netns"])
+            for n in ss.daemon_status()["namespaces"]), 10, "the pair forgotten")
         n = ECHO_BYTES
         self.assertEqual((ccode, ss.program_lines(cout)),
                          (0, [f"client: mode=echo connections=1 bytes_out={n} bytes_in={n} "
