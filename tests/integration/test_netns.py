@@ -335,6 +335,45 @@ class AcrossNamespaces(fr.FixtureTest):
         self.assertIn("no supervised listener in another network namespace",
                       connects[0]["note"] or "")
 
+    def test_wrong_guess_is_relayed(self):
+        """A supervised listener on 10.77.0.2:P in one pair of namespaces makes a client of the
+        other pair try the switch, but its connection reaches an unsupervised server with the same
+        address there: the daemon finds the server side accepted and unclaimed, and the client's
+        supervisor relays. Bytes are exact, and nothing pairs with the supervised server."""
+        first, second = Topology(self, "w"), Topology(self, "v")
+        port = ss.free_port()
+        common = ["--mode", "echo", "--bytes", str(ECHO_BYTES), "--hold"]
+        decoy, _ = self.traced(second, 1, ss.c_peer(
+            "server", "--port", str(port), "--bind", "0.0.0.0", *common), "decoy.out")
+        self.wait_listener(port)
+        server = ss.Gated(self, first.run_in(1, ss.c_peer("server", "--port", str(port), "--bind",
+                                                          "0.0.0.0", *common)))
+        fr.wait_until(lambda: sh("ip", "netns", "exec", first.names[1], "ss", "-ltnH",
+                                 f"sport = :{port}").stdout.strip() != "", 20, "the listener")
+        client, client_out = self.traced(
+            first, 0, ss.c_peer("client", "--host", first.addrs[1], "--port", str(port), *common),
+            "client.out", gate=True)
+        client.start_program()
+        c, s = client.ready(), server.ready()
+        # The client's fd is the AF_UNIX end; the server's is TCP; the two are joined by a relay.
+        self.assertIn(harness.fd_socket_inode(c["pid"], c["fd"]), proc_unix_inodes(c["pid"]))
+        self.assertIn(harness.fd_socket_inode(s["pid"], s["fd"]),
+                      [e[3] for e in proc_tcp(s["pid"])])
+        client.go()
+        server.go()
+        (ccode, cout, cerr), (scode, sout, serr) = client.finish(), server.finish()
+        n = ECHO_BYTES
+        self.assertEqual((ccode, ss.program_lines(cout)),
+                         (0, [f"client: mode=echo connections=1 bytes_out={n} bytes_in={n} "
+                              "errors=0"]), cerr)
+        self.assertEqual((scode, ss.program_lines(sout)),
+                         (0, [f"server: mode=echo connections=1 bytes_in={n} bytes_out={n} "
+                              "errors=0"]), serr)
+        stats = ss.read_stats(client_out)
+        self.assertEqual((stats["switched"], stats["relayed"]), (1, 1), stats)
+        # The supervised server in the other pair never got a connection.
+        self.assertEqual([line for line in decoy.out.snapshot() if line.startswith("ready")], [])
+
     def test_same_addresses_never_mispair(self):
         """Two pairs of namespaces with the same addresses, the same port and the same
         conversation at the same time: each client must get its own server's stream."""
