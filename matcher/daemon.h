@@ -1,7 +1,8 @@
 // slipstreamd: the per-user matcher. Supervisors register the listening sockets of their programs
 // and hand over connected sockets; the daemon pairs the two local ends of a connection by kernel
-// identity — (network namespace, mirrored 4-tuple) of live sockets — and passes the server's end of
-// the AF_UNIX socketpair to the supervisor that accepted the connection.
+// identity — (network namespace, mirrored 4-tuple) of live sockets, or, across network namespaces,
+// their TCP sequence numbers (daemon_netns.cc) — and passes the server's end of the AF_UNIX
+// socketpair to the supervisor that accepted the connection.
 //
 // Threading: one thread, one io_context.
 #ifndef SLIPSTREAM_MATCHER_DAEMON_H_

@@ -24,6 +24,12 @@
 //                                                 kRelease {server end ino}: claimed, drop your
 //                                                 copy kRelay {server end ino}: never claimed,
 //                                                 relay it
+//                                                 kNetns {cookie, addresses}: a namespace with
+//                                                 supervisors (or gone)
+//                                                 kRemoteListener {ino, netns, addr}: a listener
+//                                                 other namespaces may reach
+//                                                 kEndClosed {server end ino}: closed, in
+//                                                 another namespace
 //   anything malformed                            kError {errno, text}
 #ifndef SLIPSTREAM_MATCHER_PROTOCOL_H_
 #define SLIPSTREAM_MATCHER_PROTOCOL_H_
