@@ -74,8 +74,8 @@ class Daemon {
   void BroadcastNetns(uint64_t cookie, bool present);
   void SendRemoteListener(Session* to, uint64_t ino, bool added);
   void BroadcastRemoteListener(uint64_t ino, bool added);
-  // A listener as other namespaces see it (any listener: ours too): listed for the supervisors
-  // of every namespace when the daemon can read sequence numbers in the listener's namespace.
+  // A listener as other namespaces see it (any listener: ours too), listed for the supervisors of
+  // every namespace; whether the daemon can read sequence numbers there is in kNetns.
   void RegisterRemoteListener(Session* s, Message& m, uint64_t netns);
   void ForgetNetnsOf(Session* s);
   // Forgets namespaces that have no supervisor and no pair any more.

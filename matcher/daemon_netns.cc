@@ -151,13 +151,10 @@ void Daemon::BroadcastRemoteListener(uint64_t ino, bool added) {
 
 void Daemon::RegisterRemoteListener(Session* s, Message& m, uint64_t netns) {
   int fd = m.fds[0].Get();
-  auto it = netns_table_.find(netns);
-  // Without CAP_NET_ADMIN over its namespace we could never prove a pair: connections to it stay
-  // TCP, and no client is told to try.
-  if (it == netns_table_.end() || !it->second.seq_evidence) {
-    spdlog::debug("listener in namespace {:#x} not listed: {}", netns,
-                  it == netns_table_.end() ? "no supervisor of that namespace said hello"
-                                           : "no CAP_NET_ADMIN over it (sequence numbers)");
+  // Listed also when we cannot read sequence numbers in its namespace (no CAP_NET_ADMIN over it):
+  // kNetns says so, and a client then stays on TCP and its trace names the missing capability.
+  if (netns_table_.find(netns) == netns_table_.end()) {
+    spdlog::debug("listener in namespace {:#x} not listed: no supervisor there said hello", netns);
     return;
   }
   auto addr = Name(fd, false);

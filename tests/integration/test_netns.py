@@ -506,6 +506,46 @@ class UserNamespace(fr.FixtureTest):
             f"client: mode=echo connections=1 bytes_out={n} bytes_in={n} errors=0",
             f"server: mode=echo connections=1 bytes_in={n} bytes_out={n} errors=0"]), err)
 
+    def test_without_capability_stays_tcp_and_says_why(self):
+        """nobody's slipstreamd, in the initial namespaces, has no CAP_NET_ADMIN over namespaces
+        root made: it cannot read sequence numbers there, so a connection between two of them
+        stays TCP (no relay), and the client's trace names the missing capability."""
+        if usable():
+            self.skipTest(usable())
+        topo = Topology(self, "n")
+        daemon = sh(*self.as_user([os.path.join(self.bin, "slipstreamd"), "--idle-exit", "60"]))
+        self.assertEqual(daemon.returncode, 0, daemon.stderr)
+        trace = os.path.join(self.bin, "slipstream-trace")
+        peer = os.path.join(self.bin, "switch_peer")
+        port = ss.free_port()
+        common = ["--mode", "echo", "--bytes", str(ECHO_BYTES), "--hold"]
+        client_out = os.path.join(self.work, "client.out")
+        server = ss.Gated(self, topo.run_in(1, self.as_user(
+            [trace, "--", peer, "server", "--port", str(port), "--bind", "0.0.0.0", *common])))
+        fr.wait_until(lambda: self.status().get("listeners"), 20, "the listener registered")
+        client = ss.Gated(self, topo.run_in(0, self.as_user(
+            [trace, "--trace", "-o", client_out, "--stats", "--", *ss.after_gate(
+                [peer, "client", "--host", topo.addrs[1], "--port", str(port), *common])])))
+        fr.wait_until(lambda: len(self.status().get("supervisors", [])) >= 2, 20,
+                      "both supervisors")
+        client.go()
+        c, s = client.ready(), server.ready()
+        c_ino = harness.fd_socket_inode(c["pid"], c["fd"])
+        self.assertNotIn(c_ino, proc_unix_inodes(c["pid"]))
+        self.assertIn(c_ino, [e[3] for e in proc_tcp(c["pid"])])
+        self.assertTrue(all(not n["sequence_numbers"] for n in self.status()["namespaces"]),
+                        self.status()["namespaces"])
+        client.go()
+        server.go()
+        (ccode, cout, cerr), (scode, _, serr) = client.finish(), server.finish()
+        self.assertEqual((ccode, scode), (0, 0), (cerr, serr))
+        stats = ss.read_stats(client_out)
+        self.assertEqual((stats["switched"], stats["relayed"], stats["tcp"]), (0, 0, 1), stats)
+        connects = fr.calls(harness.read_trace(client_out), "connect")
+        self.assertEqual(len(connects), 1, connects)
+        self.assertIn("cannot read TCP sequence numbers", connects[0]["note"] or "")
+        self.assertIn("CAP_NET_ADMIN", connects[0]["note"] or "")
+
 
 if __name__ == "__main__":
     harness.main()
