@@ -32,6 +32,7 @@ import switch_support as ss
 ECHO_BYTES = 1 << 20
 RUNTIME = "SLIPSTREAM_RUNTIME_DIR"
 SUBNET = "10.77.0"
+SUBNET6 = "fd77::"
 
 
 def sh(*cmd, check=True):
@@ -69,6 +70,8 @@ class Topology:
             sh("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns)
             sh("ip", "link", "set", host, "master", self.bridge, "up")
             sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+            sh("ip", "-n", ns, "addr", "add", f"{SUBNET6}{addr.rsplit('.', 1)[1]}/64", "dev",
+               "eth0", "nodad")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         # The bridge forwards once its ports are up; wait until the namespaces reach each other.
@@ -170,8 +173,8 @@ class AcrossNamespaces(fr.FixtureTest):
         self.assertNotIn(c_ino, [e[3] for e in c_tcp])
         self.assertNotIn(s_ino, [e[3] for e in s_tcp])
         # getpeername/getsockname: the bridge addresses, mirrored.
-        self.assertEqual(client["local"].rsplit(":", 1)[0], topo.addrs[0])
-        self.assertEqual(client["peer"].rsplit(":", 1)[0], topo.addrs[1])
+        self.assertEqual(client["local"].rsplit(":", 1)[0].strip("[]"), topo.addrs[0])
+        self.assertEqual(client["peer"].rsplit(":", 1)[0].strip("[]"), topo.addrs[1])
         self.assertEqual(ss.canonical(client["local"]), ss.canonical(server["peer"]))
         self.assertEqual(ss.canonical(client["peer"]), ss.canonical(server["local"]))
         # The TCP connection lives on, established, in the supervisors of both namespaces.
@@ -192,13 +195,17 @@ class AcrossNamespaces(fr.FixtureTest):
         self.assertNotEqual(record["client_netns"], 0, record)
         return record
 
-    def echo_pair(self, lang, bind=None):
+    def echo_pair(self, lang, bind=None, ipv6=False):
         peer = ss.PEERS[lang]
         topo = Topology(self, lang[0])
+        if ipv6:
+            topo.addrs = [f"{SUBNET6}{a.rsplit('.', 1)[1]}" for a in topo.addrs]
         port = ss.free_port()
         common = ["--mode", "echo", "--bytes", str(ECHO_BYTES), "--hold"]
         # Listening on every address: C on 0.0.0.0 (or `bind`), Go and Python on :: (dual stack).
         where = ["--bind", bind or "0.0.0.0"] if lang == "c" else ["--family", "v4mapped"]
+        if ipv6:
+            where = ["--family", "ipv6", "--bind", bind or "::"]
         server_args = ["--port", str(port), *where]
         server, server_out = self.traced(topo, 1, peer("server", *server_args, *common),
                                          "server.out")
@@ -250,6 +257,9 @@ class AcrossNamespaces(fr.FixtureTest):
 
     def test_c_pair_specific_address(self):
         self.echo_pair("c", bind=f"{SUBNET}.2")
+
+    def test_c_pair_ipv6(self):
+        self.echo_pair("c", ipv6=True)
 
     def test_go_pair(self):
         self.echo_pair("go")
