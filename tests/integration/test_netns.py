@@ -216,6 +216,13 @@ class AcrossNamespaces(fr.FixtureTest):
         client.start_program()
         c, s = client.ready(), server.ready()
         record = self.assert_switched_across(topo, c, s)
+        # The human-readable status names both namespaces and the evidence.
+        text = sh(ss.DAEMON_BIN, "--status").stdout
+        row = [line for line in text.splitlines()
+               if line.split()[:1] == [str(record["client_pid"])]]
+        self.assertEqual(len(row), 1, text)
+        self.assertIn(f"{record['client_netns']}->{record['server_netns']}", row[0])
+        self.assertTrue(row[0].endswith("tcp seq"), row[0])
         # Both namespaces are listed, with the addresses their supervisors reported.
         spaces = {n["netns"]: n for n in ss.daemon_status()["namespaces"]}
         self.assertIn(topo.addrs[0], spaces[record["client_netns"]]["addresses"])
