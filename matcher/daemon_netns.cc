@@ -246,8 +246,10 @@ void Daemon::OnConnectedBySeq(Session* s, Message& m, uint64_t client_end_ino) {
   ConnKey key = ConnKey::BySeq(seqs->Key());
   if (auto dup = pending_.find(key); dup != pending_.end()) {
     // Two connections with the same sequence numbers: no evidence tells them apart. Neither pairs.
-    spdlog::warn("two connections with {}: both relayed", key.ToString());
-    Resolve(dup, /*claimed=*/false);
+    // The earlier one is relayed too unless its end was already handed to a claimer (then that
+    // claimer reports on it: the end may already be in its program).
+    spdlog::warn("two connections with {}: not paired", key.ToString());
+    if (dup->second.handed_to == 0) Resolve(dup, /*claimed=*/false);
     return relay("ambiguous sequence numbers");
   }
   Pending p;
