@@ -26,6 +26,10 @@ struct TcpSocketInfo {
 class SockDiag {
  public:
   static Result<SockDiag> Open();
+  // A NETLINK_SOCK_DIAG socket opened by someone else: it answers for the network namespace it
+  // was created in (a supervisor in another namespace hands one to slipstreamd).
+  static SockDiag FromFd(UniqueFd fd) { return SockDiag(std::move(fd)); }
+  int fd() const { return fd_.Get(); }
 
   // Every TCP listener on `port`, IPv4 and IPv6 (ss -ltn sport = :port).
   Result<std::vector<TcpSocketInfo>> TcpListeners(uint16_t port);

@@ -12,15 +12,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <set>
+#include <unordered_set>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/netns.h"
 #include "base/proc_scan.h"
 #include "base/socket_info.h"
 #include "base/syscalls.h"
@@ -87,6 +90,7 @@ Daemon::Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t 
       idle_timer_(io_),
       accept_retry_timer_(io_),
       last_activity_(Clock::now()) {
+  if (auto cookie = NetnsCookie(listener_.native_handle())) netns_cookie_ = *cookie;
   auto table = ListenerTable::Open(ListenerTablePath(config_.dir));
   if (table) {
     table_.emplace(std::move(*table));
@@ -208,10 +212,12 @@ void Daemon::Close(Session* s) {
     it = listeners_.erase(it);
     Broadcast(ino, false);
   }
+  ForgetNetnsOf(s);
   for (auto it = intents_.begin(); it != intents_.end();) {
     it = it->second.session == s->id ? intents_.erase(it) : std::next(it);
   }
   std::erase_if(deferred_, [s](const Deferred& d) { return d.session == s->id; });
+  AnswerSeqClaimsIfNoIntents();
   // Ends this supervisor received and had not reported on: where are they now? Its socket buffer
   // died with it, so an end is either in some program (claimed) or gone (relay).
   for (auto it = pending_.begin(); it != pending_.end();) {
@@ -250,8 +256,7 @@ void Daemon::Handle(Session* s, Message m) {
     case MsgType::kAdopt:
       return OnAdopt(s, m);
     case MsgType::kHello:
-      // The listener list went out when the session was accepted, so it precedes this reply.
-      return (void)Send(s, MsgType::kHelloReply, m.header.seq, m.header.pid, {});
+      return OnHello(s, m);
     case MsgType::kStatus:
       return OnStatus(s, m);
     case MsgType::kPeerPid:
@@ -331,7 +336,12 @@ void Daemon::ScheduleLiveSweep() {
     if (ec) return;
     SweepLive();
     RetireListeners(Clock::now());
-    if (!live_.empty() || !listeners_.empty()) ScheduleLiveSweep();
+    RetireRemoteListeners(Clock::now());
+    bool kept_netns = std::any_of(netns_table_.begin(), netns_table_.end(),
+                                  [](const auto& e) { return e.second.sessions == 0; });
+    if (!live_.empty() || !listeners_.empty() || !remote_listeners_.empty() || kept_netns) {
+      ScheduleLiveSweep();
+    }
   });
 }
 
@@ -340,6 +350,7 @@ void Daemon::Sweep() {
   for (auto it = intents_.begin(); it != intents_.end();) {
     it = now - it->second.when > kApprovalLifetime ? intents_.erase(it) : std::next(it);
   }
+  AnswerSeqClaimsIfNoIntents();
   for (auto d = deferred_.begin(); d != deferred_.end();) {
     if (now - d->since < config_.deferred_claim_limit) {
       ++d;
@@ -358,7 +369,9 @@ void Daemon::Sweep() {
   for (auto it = pending_.begin(); it != pending_.end();) {
     auto next = std::next(it);
     Pending& p = it->second;
-    if (p.handed_to == 0) {
+    if (p.handed_to == 0 && it->first.by_seq()) {
+      if (ShouldRelayBySeq(p, now)) Resolve(it, /*claimed=*/false);
+    } else if (p.handed_to == 0) {
       if (ShouldRelay(diag_, it->first.local, it->first.remote, &p.accepted_since, now,
                       config_.claim_grace)) {
         Resolve(it, /*claimed=*/false);
@@ -369,19 +382,48 @@ void Daemon::Sweep() {
 }
 
 void Daemon::SweepLive() {
-  if (live_.empty()) return;
-  auto inodes = diag_.UnixInodes();
-  if (!inodes) return;
+  if (live_.empty()) return PruneNetns();
+  // The ends of a pair are AF_UNIX sockets of the namespace where the client's supervisor made
+  // them: ask that namespace's sock_diag (one dump per namespace).
+  std::map<uint64_t, std::optional<std::unordered_set<uint64_t>>> dumps;
+  auto alive_in = [&](uint64_t netns) -> const std::unordered_set<uint64_t>* {
+    auto [it, fresh] = dumps.try_emplace(netns);
+    if (fresh) {
+      SockDiag* diag = &diag_;
+      if (netns != 0 && netns != netns_cookie_) {
+        auto ns = netns_table_.find(netns);
+        diag = ns != netns_table_.end() && ns->second.diag ? &*ns->second.diag : nullptr;
+      }
+      if (diag != nullptr) {
+        if (auto inodes = diag->UnixInodes()) it->second = std::move(*inodes);
+      }
+    }
+    return it->second ? &*it->second : nullptr;
+  };
   for (auto it = live_.begin(); it != live_.end();) {
     Live& l = it->second;
+    const auto* inodes = alive_in(l.unix_netns);
+    if (inodes == nullptr) {  // cannot tell now
+      ++it;
+      continue;
+    }
     bool client = inodes->count(l.client_end_ino) != 0,
          server = inodes->count(l.server_end_ino) != 0;
     // Our copy of a side's TCP socket must not keep it open once its program closed the end:
     // the supervisor's release then sends the FIN, and the peer's TCP_INFO says CLOSE_WAIT.
     if (!client) l.client_tcp.Reset();
     if (!server) l.server_tcp.Reset();
+    // A server's supervisor in another namespace cannot see its end there: tell it.
+    if (!server && l.by_seq && l.server_session != 0) {
+      if (Session* to = Alive(l.server_session)) {
+        InodeBody body{l.server_end_ino};
+        (void)Send(to, MsgType::kEndClosed, 0, l.server_pid, Bytes(body));
+      }
+      l.server_session = 0;
+    }
     it = client || server ? std::next(it) : live_.erase(it);
   }
+  PruneNetns();
 }
 
 void Daemon::RetireListeners(Clock::time_point now) {

@@ -1,7 +1,8 @@
 // slipstreamd: the per-user matcher. Supervisors register the listening sockets of their programs
 // and hand over connected sockets; the daemon pairs the two local ends of a connection by kernel
-// identity — (network namespace, mirrored 4-tuple) of live sockets — and passes the server's end of
-// the AF_UNIX socketpair to the supervisor that accepted the connection.
+// identity — (network namespace, mirrored 4-tuple) of live sockets, or, across network namespaces,
+// their TCP sequence numbers (daemon_netns.cc) — and passes the server's end of the AF_UNIX
+// socketpair to the supervisor that accepted the connection.
 //
 // Threading: one thread, one io_context.
 #ifndef SLIPSTREAM_MATCHER_DAEMON_H_
@@ -66,6 +67,33 @@ class Daemon {
   void OnAdopt(Session* s, Message& m);
   void OnPeerPid(Session* s, Message& m);
   void OnStatus(Session* s, Message& m);
+
+  // Across network namespaces (daemon_netns.cc; docs/design.md, "Across network namespaces").
+  void OnHello(Session* s, Message& m);
+  void SendNetns(Session* to, uint64_t cookie, bool present);
+  void BroadcastNetns(uint64_t cookie, bool present);
+  void SendRemoteListener(Session* to, uint64_t ino, bool added);
+  void BroadcastRemoteListener(uint64_t ino, bool added);
+  // A listener as other namespaces see it (any listener: ours too), listed for the supervisors of
+  // every namespace; whether the daemon can read sequence numbers there is in kNetns.
+  void RegisterRemoteListener(Session* s, Message& m, uint64_t netns);
+  void ForgetNetnsOf(Session* s);
+  // Forgets namespaces that have no supervisor and no pair any more.
+  void PruneNetns();
+  void OnConnectedBySeq(Session* s, Message& m, uint64_t client_end_ino);
+  // A claim that no 4-tuple answered: by sequence numbers. Returns true when it was answered or
+  // deferred.
+  bool ClaimBySeq(Session* s, Message& m, int tcp);
+  bool AnySeqCandidates() const;
+  bool AnySeqIntents(uint64_t except_session) const;
+  // Claims keyed by sequence numbers wait while some client may still announce their pair; once
+  // no such client is connecting, the rest are answered "no".
+  void AnswerSeqClaimsIfNoIntents();
+  // Should an unclaimed pending pair keyed by sequence numbers be relayed? Looks for its server
+  // side in every namespace whose sock_diag socket we hold.
+  bool ShouldRelayBySeq(Pending& p, std::chrono::steady_clock::time_point now);
+  void RetireRemoteListeners(std::chrono::steady_clock::time_point now);
+  void PublishTable();
   void ReplyError(Session* s, const Message& m, int err, const char* text);
   // Never blocks: what the socket cannot take now is queued and flushed when it can. A daemon that
   // waited on one supervisor could deadlock with it (each waiting for the other to read).
@@ -100,6 +128,7 @@ class Daemon {
   boost::asio::posix::stream_descriptor listener_;
   uint64_t sock_ino_;
   uint64_t netns_;
+  uint64_t netns_cookie_ = 0;  // SO_NETNS_COOKIE of our own namespace
   SockDiag diag_;
   boost::asio::steady_timer sweep_timer_;       // pairs in flight: every 100 ms
   boost::asio::steady_timer live_sweep_timer_;  // live pairs and listeners: every 2 s
@@ -119,11 +148,34 @@ class Daemon {
     std::chrono::steady_clock::time_point since;
   };
   std::map<uint64_t, ListenerReg> listeners_;  // by listener inode
+  // Network namespaces with supervisors, by cookie: the sock_diag socket their first supervisor
+  // gave us (kHello), their addresses (reported), and whether we may read sequence numbers there.
+  struct NetnsEntry {
+    std::optional<SockDiag> diag;
+    std::vector<SockAddr> addrs;
+    bool seq_evidence = false;
+    int sessions = 0;
+  };
+  std::map<uint64_t, NetnsEntry> netns_table_;
+  struct RemoteListenerReg {
+    uint64_t session;
+    SockAddr addr;
+    int32_t pid;
+    uint64_t netns;
+    bool v6only;
+    std::chrono::steady_clock::time_point since;
+  };
+  // Every listener reachable from other namespaces (also those of our own namespace, which are in
+  // listeners_ as well), by inode.
+  std::map<uint64_t, RemoteListenerReg> remote_listeners_;
   // listeners_'s ports, for the preload library; republished with every change (Broadcast).
   std::optional<ListenerTable> table_;
   struct Intent {
     uint64_t session;
     std::chrono::steady_clock::time_point when;
+    // To be paired by sequence numbers. Its socket is not read then: the program still holds it,
+    // and a write racing with repair mode would be misplaced (tcp_sendmsg_locked).
+    bool by_seq = false;
   };
   std::map<uint64_t, Intent> intents_;  // by client TCP socket inode
   std::map<ConnKey, Pending> pending_;  // by the server side's (local, remote)
@@ -133,6 +185,9 @@ class Daemon {
     int32_t pid;
     ConnKey key;
     std::chrono::steady_clock::time_point since;
+    // Claims keyed by sequence numbers: the claimed socket's inode and namespace.
+    uint64_t claimed_ino = 0;
+    uint64_t claimed_netns = 0;
   };
   std::vector<Deferred> deferred_;
   std::map<uint64_t, Live> live_;  // switched connections, by server end inode

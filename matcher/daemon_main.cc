@@ -51,7 +51,7 @@ int PrintStatus(const std::string& dir, bool json) {
   if (!SendMessage(fd.Get(), MsgType::kStatus, 1, getpid(), {})) return 1;
   // A new session is first told the supervised listeners (kListener): skip to our reply.
   auto reply = ReceiveMessage(fd.Get());
-  while (reply && reply->type() == MsgType::kListener) reply = ReceiveMessage(fd.Get());
+  while (reply && reply->type() != MsgType::kStatusReply) reply = ReceiveMessage(fd.Get());
   if (!reply || reply->type() != MsgType::kStatusReply) {
     fprintf(stderr, "slipstreamd: no status reply from %s%s\n", path.c_str(),
             reply ? "" : " within 5 s");
@@ -72,14 +72,18 @@ int PrintStatus(const std::string& dir, bool json) {
       j["pending"].get<int>(), static_cast<unsigned long long>(j["pairs_total"].get<uint64_t>()),
       static_cast<unsigned long long>(j["relays_total"].get<uint64_t>()));
   if (!j["connections"].empty()) {
-    printf("%-8s %-28s %-8s %-28s %s\n", "CLIENT", "CLIENT ADDRESS", "SERVER", "SERVER ADDRESS",
-           "UNIX INODES");
+    // NAMESPACES: the SO_NETNS_COOKIE of the client's and the server's network namespace.
+    printf("%-8s %-28s %-8s %-28s %-16s %-12s %s\n", "CLIENT", "CLIENT ADDRESS", "SERVER",
+           "SERVER ADDRESS", "UNIX INODES", "NAMESPACES", "PAIRED BY");
     for (const auto& c : j["connections"]) {
-      printf("%-8d %-28s %-8d %-28s %llu<->%llu\n", c["client_pid"].get<int>(),
+      std::string inodes = std::to_string(c["client_unix_inode"].get<uint64_t>()) + "<->" +
+                           std::to_string(c["server_unix_inode"].get<uint64_t>());
+      std::string namespaces = std::to_string(c.value("client_netns", uint64_t{0})) + "->" +
+                               std::to_string(c.value("server_netns", uint64_t{0}));
+      printf("%-8d %-28s %-8d %-28s %-16s %-12s %s\n", c["client_pid"].get<int>(),
              c["client"].get<std::string>().c_str(), c["server_pid"].get<int>(),
-             c["server"].get<std::string>().c_str(),
-             static_cast<unsigned long long>(c["client_unix_inode"].get<uint64_t>()),
-             static_cast<unsigned long long>(c["server_unix_inode"].get<uint64_t>()));
+             c["server"].get<std::string>().c_str(), inodes.c_str(), namespaces.c_str(),
+             c.value("evidence", std::string()) == "tcp-sequence-numbers" ? "tcp seq" : "4-tuple");
     }
     if (j["connections"].size() < j["connections_total"].get<size_t>()) {
       printf("(%zu of %llu listed)\n", j["connections"].size(),

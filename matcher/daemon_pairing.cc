@@ -21,6 +21,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/netns.h"
 #include "base/proc_scan.h"
 #include "base/socket_info.h"
 #include "base/syscalls.h"
@@ -42,11 +43,7 @@ void Daemon::SendListener(Session* to, uint64_t ino, bool added) {
 void Daemon::Broadcast(uint64_t ino, bool added) {
   // listeners_ has just changed. The table first: a registration's listen() returns after this,
   // and the preload library reads only the table.
-  if (table_) {
-    ListenerTable::Ports ports{};
-    for (const auto& [listener_ino, reg] : listeners_) ListenerTable::Mark(ports, reg.addr.port());
-    table_->Publish(ports);
-  }
+  PublishTable();
   for (auto& [id, s] : sessions_) {
     if (!s->closed) SendListener(s.get(), ino, added);
   }
@@ -61,8 +58,12 @@ void Daemon::OnRegisterListener(Session* s, Message& m) {
   if (!IsTcpSocket(fd) || !addr || addr->port() == 0 || Name(fd, true)) {
     return ReplyError(s, m, EINVAL, "not a bound, unconnected TCP socket");
   }
-  // Pairing happens only in the daemon's own network namespace (sock_diag looks there).
-  if (SocketNetns(fd, s->netns) == netns_) {
+  // Pairing by 4-tuple happens only in the daemon's own network namespace (sock_diag looks
+  // there); a listener elsewhere is paired by sequence numbers (daemon_netns.cc).
+  auto cookie = NetnsCookie(fd);
+  if (cookie && *cookie != netns_cookie_) {
+    RegisterRemoteListener(s, m, *cookie);
+  } else if (SocketNetns(fd, s->netns) == netns_) {
     uint64_t ino = InodeOf(fd);
     listeners_[ino] = ListenerReg{s->id, *addr, m.header.pid, Clock::now()};
     ScheduleLiveSweep();
@@ -70,15 +71,28 @@ void Daemon::OnRegisterListener(Session* s, Message& m) {
     // registering supervisor lets its program's listen() return.
     Broadcast(ino, true);
     spdlog::debug("listener {} registered by pid {}", addr->ToString(), m.header.pid);
+    // Clients of other namespaces may reach it too (paired by sequence numbers).
+    if (cookie) RegisterRemoteListener(s, m, *cookie);
   }
   (void)Send(s, MsgType::kRegistered, m.header.seq, m.header.pid, {});
 }
 
+void Daemon::PublishTable() {
+  if (!table_) return;
+  ListenerTable::Ports ports{};
+  for (const auto& [listener_ino, reg] : listeners_) ListenerTable::Mark(ports, reg.addr.port());
+  for (const auto& [listener_ino, reg] : remote_listeners_) {
+    ListenerTable::Mark(ports, reg.addr.port());
+  }
+  table_->Publish(ports);
+}
+
 void Daemon::OnIntent(Session* s, Message& m) {
-  if (m.fds.size() != 1 || !m.body.empty() || !IsTcpSocket(m.fds[0].Get())) {
+  const auto* body = m.As<IntentBody>();
+  if (m.fds.size() != 1 || (!m.body.empty() && body == nullptr) || !IsTcpSocket(m.fds[0].Get())) {
     return ReplyError(s, m, EINVAL, "intent needs a TCP socket");
   }
-  intents_[InodeOf(m.fds[0].Get())] = Intent{s->id, Clock::now()};
+  intents_[InodeOf(m.fds[0].Get())] = Intent{s->id, Clock::now(), body != nullptr && body->by_seq};
   ScheduleSweep();
 }
 
@@ -88,10 +102,15 @@ void Daemon::OnAbort(Session* s, Message& m) {
   auto it = intents_.find(body->inode);
   if (it == intents_.end() || it->second.session != s->id) return;
   intents_.erase(it);
+  AnswerSeqClaimsIfNoIntents();
   // A claim waiting for this connection's kConnected will not get it: answer it now.
   for (auto d = deferred_.begin(); d != deferred_.end();) {
-    auto peer = diag_.LookupTcp(d->key.remote, d->key.local);
-    if (!peer || peer->inode != body->inode) {
+    bool waits_for_it = false;
+    if (!d->key.by_seq()) {
+      auto peer = diag_.LookupTcp(d->key.remote, d->key.local);
+      waits_for_it = peer && peer->inode == body->inode;
+    }
+    if (!waits_for_it) {
       ++d;
       continue;
     }
@@ -104,11 +123,16 @@ void Daemon::OnAbort(Session* s, Message& m) {
 }
 
 void Daemon::OnConnected(Session* s, Message& m) {
-  const auto* body = m.As<InodeBody>();
+  const auto* body = m.As<ConnectedBody>();
   if (body == nullptr || m.fds.size() != 2 || !IsUnixStreamSocket(m.fds[1].Get())) {
     return ReplyError(s, m, EINVAL, "connected needs a TCP socket and an AF_UNIX stream end");
   }
   int tcp = m.fds[0].Get();
+  // Another namespace, on either side: the 4-tuple is not unique there, sequence numbers are.
+  if (auto cookie = NetnsCookie(tcp);
+      body->by_seq || (cookie && *cookie != netns_cookie_ && IsTcpSocket(tcp))) {
+    return OnConnectedBySeq(s, m, body->inode);
+  }
   // The fd is the proof of possession; an intent only lets an early claim wait for this message.
   if (auto intent = intents_.find(InodeOf(tcp));
       intent != intents_.end() && intent->second.session == s->id) {
@@ -125,6 +149,9 @@ void Daemon::OnConnected(Session* s, Message& m) {
   }
   ConnKey key{netns_, *remote, *local};  // as the accepting side will see it
   Pending p;
+  p.server_local = *remote;
+  p.server_remote = *local;
+  p.client_netns = p.server_netns = netns_cookie_;
   p.server_end = std::move(m.fds[1]);
   p.client_tcp = std::move(m.fds[0]);
   p.owner = s->id;
@@ -208,8 +235,13 @@ void Daemon::Resolve(std::map<ConnKey, Pending>::iterator it, bool claimed) {
     live.server_tcp = std::move(p.server_tcp);
     live.client_pid = p.client_pid;
     live.server_pid = p.server_pid;
-    live.client = it->first.remote;
-    live.server = it->first.local;
+    live.client = p.server_remote;
+    live.server = p.server_local;
+    live.client_netns = p.client_netns;
+    live.server_netns = p.server_netns;
+    live.by_seq = it->first.by_seq();
+    live.unix_netns = p.unix_netns;
+    live.server_session = p.handed_to;
     live.client_end_ino = p.client_end_ino;
     live.server_end_ino = p.server_end_ino;
     live.since = std::chrono::system_clock::now();
@@ -231,12 +263,19 @@ void Daemon::OnClaim(Session* s, Message& m) {
   if (!IsTcpSocket(tcp) || !local || !remote)
     return ReplyError(s, m, EINVAL, "claim needs a TCP connection");
   ConnKey key{netns_, *local, *remote};
-  auto it = pending_.find(key);
+  auto cookie = NetnsCookie(tcp);
+  bool here = !cookie || *cookie == netns_cookie_;  // the 4-tuple is unique only in our namespace
+  auto it = here ? pending_.find(key) : pending_.end();
   if (it == pending_.end()) {
     // The client's supervisor may have sent kConnected just now: read what is queued first.
     DrainAll();
     if (s->closed) return;
-    it = pending_.find(key);
+    if (here) it = pending_.find(key);
+  }
+  if (it == pending_.end() && ClaimBySeq(s, m, tcp)) return;
+  if (!here) {
+    ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kNo)};
+    return (void)Send(s, MsgType::kClaimReply, m.header.seq, m.header.pid, Bytes(reply));
   }
   auto answer = [&](ClaimResult r) {
     ClaimReplyBody reply{static_cast<uint8_t>(r)};
@@ -256,7 +295,7 @@ void Daemon::OnClaim(Session* s, Message& m) {
   auto peer = diag_.LookupTcp(*remote, *local);
   auto intent = peer ? intents_.find(peer->inode) : intents_.end();
   if (intent != intents_.end() && intent->second.session != s->id) {
-    deferred_.push_back(Deferred{s->id, m.header.seq, m.header.pid, key, Clock::now()});
+    deferred_.push_back(Deferred{s->id, m.header.seq, m.header.pid, key, Clock::now(), 0, 0});
     ScheduleSweep();
     return;
   }
@@ -272,7 +311,10 @@ void Daemon::OnInstalled(Session* s, Message& m) {
   // The accepted TCP socket, if it is the one of this pair, is kept for kAdopt.
   if (m.fds.size() == 1 && IsTcpSocket(m.fds[0].Get())) {
     auto local = Name(m.fds[0].Get(), false), remote = Name(m.fds[0].Get(), true);
-    if (local && remote && ConnKey{netns_, *local, *remote} == it->first) {
+    bool same = it->first.by_seq()
+                    ? InodeOf(m.fds[0].Get()) == it->second.claimed_tcp_ino
+                    : local && remote && ConnKey{netns_, *local, *remote} == it->first;
+    if (same) {
       it->second.server_tcp = std::move(m.fds[0]);
     }
   }
@@ -337,6 +379,8 @@ void Daemon::DrainAll() {
     if (!s->closed) ReadAll(s);
   }
   draining_ = false;
+  // Claims by sequence numbers that were handled during the drain waited for it.
+  AnswerSeqClaimsIfNoIntents();
 }
 
 }  // namespace slipstream::matcher

@@ -31,6 +31,8 @@ struct Daemon::Session {
   pid_t pid = 0;
   uid_t uid = 0;
   uint64_t netns = 0;
+  uint64_t netns_cookie = 0;  // from the sock_diag socket sent with kHello (0: none)
+  bool hello = false;         // said kHello: gets namespace and remote-listener news
   bool closed = false;
   int fd() { return desc.native_handle(); }
 };
@@ -47,6 +49,14 @@ struct Daemon::Pending {
   uint64_t handed_to = 0;  // the session that got the end (push or claim), 0 while we hold it
   int32_t server_pid = 0;
   std::optional<Clock::time_point> accepted_since;  // the server side left the accept queue
+  // The connection as the server sees it (the mirror of the client's addresses) and the
+  // namespaces of both sides; for pairs keyed by sequence numbers, the claimed socket's inode.
+  SockAddr server_local;
+  SockAddr server_remote;
+  uint64_t client_netns = 0;
+  uint64_t server_netns = 0;
+  uint64_t claimed_tcp_ino = 0;
+  uint64_t unix_netns = 0;  // where the socketpair lives: the client's supervisor's namespace
 };
 
 struct Daemon::Live {
@@ -60,6 +70,11 @@ struct Daemon::Live {
   uint64_t client_end_ino = 0;
   uint64_t server_end_ino = 0;
   std::chrono::system_clock::time_point since;
+  uint64_t client_netns = 0;  // SO_NETNS_COOKIE of each side's TCP socket
+  uint64_t server_netns = 0;
+  bool by_seq = false;  // paired by TCP sequence numbers (else by namespace and 4-tuple)
+  uint64_t unix_netns = 0;
+  uint64_t server_session = 0;  // told when the server's end is closed (kEndClosed)
 };
 
 // A socket's address, v4-mapped spelled as IPv4.

@@ -52,7 +52,38 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
   j["listeners_total"] = listeners_.size();
   for (const auto& [ino, l] : listeners_) {
     if (j["listeners"].size() >= kMaxListed) break;
-    j["listeners"].push_back({{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}});
+    j["listeners"].push_back({{"address", l.addr.ToString()},
+                              {"pid", l.pid},
+                              {"inode", ino},
+                              {"netns", netns_cookie_}});
+  }
+  size_t total = listeners_.size();
+  for (const auto& [ino, l] : remote_listeners_) {
+    if (l.netns == netns_cookie_) continue;  // in listeners_ too
+    ++total;
+    if (j["listeners"].size() >= kMaxListed) continue;
+    j["listeners"].push_back({{"address", l.addr.ToString()},
+                              {"pid", l.pid},
+                              {"inode", ino},
+                              {"netns", l.netns}});
+  }
+  j["listeners_total"] = total;
+  // Namespaces are named by SO_NETNS_COOKIE (the kernel's, unique while the machine runs).
+  j["netns"] = netns_cookie_;
+  j["namespaces"] = nlohmann::json::array();
+  for (const auto& [cookie, e] : netns_table_) {
+    nlohmann::json addrs = nlohmann::json::array();
+    for (const auto& a : e.addrs) {
+      // "10.0.0.1:0" -> "10.0.0.1", "[fd00::1]:0" -> "fd00::1": addresses, no port.
+      std::string text = a.ToString();
+      text = text.substr(0, text.rfind(':'));
+      if (text.size() >= 2 && text.front() == '[') text = text.substr(1, text.size() - 2);
+      addrs.push_back(text);
+    }
+    j["namespaces"].push_back({{"netns", cookie},
+                               {"supervisors", e.sessions},
+                               {"sequence_numbers", e.seq_evidence},
+                               {"addresses", addrs}});
   }
   j["connections"] = nlohmann::json::array();
   j["connections_total"] = live_.size();
@@ -65,6 +96,9 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
          {"server_pid", c.server_pid},
          {"client_unix_inode", c.client_end_ino},
          {"server_unix_inode", c.server_end_ino},
+         {"client_netns", c.client_netns},
+         {"server_netns", c.server_netns},
+         {"evidence", c.by_seq ? "tcp-sequence-numbers" : "netns-4-tuple"},
          {"since",
           std::chrono::duration_cast<std::chrono::seconds>(c.since.time_since_epoch()).count()}});
   }

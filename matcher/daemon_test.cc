@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
+#include <tuple>
 
 #include "base/sock_diag.h"
 #include "base/socket_info.h"
@@ -118,7 +119,7 @@ class DaemonTest : public ::testing::Test {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     c.client_end.Reset(sv[0]);
     c.server_end.Reset(sv[1]);
-    InodeBody body{Ino(c.client_end.Get())};
+    ConnectedBody body{Ino(c.client_end.Get()), 0, {}};
     int fds[2] = {fd, c.server_end.Get()};
     EXPECT_TRUE(SendMessage(session, MsgType::kConnected, 0, getpid(), Bytes(body), fds));
     return c;
@@ -328,7 +329,7 @@ TEST_F(DaemonTest, ClaimOvertakingConnectedWaitsForIt) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   UniqueFd client_end(sv[0]), server_end(sv[1]);
-  InodeBody body{Ino(client_end.Get())};
+  ConnectedBody body{Ino(client_end.Get()), 0, {}};
   int fds[2] = {cfd, server_end.Get()};
   ASSERT_TRUE(
       SendMessage(client_session.Get(), MsgType::kConnected, 0, getpid(), Bytes(body), fds));
@@ -338,6 +339,112 @@ TEST_F(DaemonTest, ClaimOvertakingConnectedWaitsForIt) {
   EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
   ASSERT_EQ(reply->fds.size(), 1u);
   EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(server_end.Get()));
+}
+
+// Pairing by TCP sequence numbers (what connections across network namespaces use), exercised in
+// one namespace: the kernel evidence is the same. Needs CAP_NET_ADMIN over our namespace (root);
+// without it the daemon cannot read them and must relay instead.
+class SeqPairing {
+ public:
+  static void Intent(int session, int fd) {
+    IntentBody body{1, {}};
+    EXPECT_TRUE(SendMessage(session, MsgType::kIntent, 0, getpid(), Bytes(body), {&fd, 1}));
+  }
+  static void Connected(int session, int fd, int client_end, int server_end) {
+    ConnectedBody body{Ino(client_end), 1, {}};
+    int fds[2] = {fd, server_end};
+    EXPECT_TRUE(SendMessage(session, MsgType::kConnected, 0, getpid(), Bytes(body), fds));
+  }
+  static bool Privileged() { return geteuid() == 0; }
+};
+
+TEST_F(DaemonTest, PairsBySequenceNumbersWhenAsked) {
+  UniqueFd server_session = Session(), client_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  // Two connections to the same listener: each claim must get its own connection's end.
+  UniqueFd c1(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd c2(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int sv1[2], sv2[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv1), 0);
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv2), 0);
+  UniqueFd e1(sv1[0]), s1(sv1[1]), e2(sv2[0]), s2(sv2[1]);
+  for (auto [c, e, s] :
+       {std::tuple{c1.Get(), e1.Get(), s1.Get()}, std::tuple{c2.Get(), e2.Get(), s2.Get()}}) {
+    SeqPairing::Intent(client_session.Get(), c);
+    ASSERT_EQ(connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    SeqPairing::Connected(client_session.Get(), c, e, s);
+  }
+  if (!SeqPairing::Privileged()) {
+    EXPECT_TRUE(Expect(client_session.Get(), MsgType::kRelay));
+    return;
+  }
+  UniqueFd a1(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+  UniqueFd a2(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+  // Claimed in the opposite order, so that order cannot be what pairs them.
+  for (auto [accepted, end, seq] :
+       {std::tuple{a2.Get(), s2.Get(), 7u}, std::tuple{a1.Get(), s1.Get(), 8u}}) {
+    ASSERT_TRUE(
+        SendMessage(server_session.Get(), MsgType::kClaim, seq, getpid(), {}, {&accepted, 1}));
+    auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(reply->header.seq, seq);
+    EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
+    ASSERT_EQ(reply->fds.size(), 1u);
+    EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(end));
+  }
+  // The reads left both connections working (no byte lost, no probe answered as data).
+  ASSERT_EQ(write(c1.Get(), "one", 3), 3);
+  ASSERT_EQ(write(a1.Get(), "uno", 3), 3);
+  char buf[8] = {};
+  EXPECT_EQ(read(a1.Get(), buf, sizeof(buf)), 3);
+  EXPECT_EQ(std::string(buf, 3), "one");
+  EXPECT_EQ(read(c1.Get(), buf, sizeof(buf)), 3);
+  EXPECT_EQ(std::string(buf, 3), "uno");
+}
+
+TEST_F(DaemonTest, ClaimBySequenceNumbersWaitsForConnected) {
+  if (!SeqPairing::Privileged()) GTEST_SKIP() << "needs CAP_NET_ADMIN";
+  UniqueFd server_session = Session(), client_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  SeqPairing::Intent(client_session.Get(), c.Get());
+  ASSERT_EQ(connect(c.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  UniqueFd accepted(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+  int afd = accepted.Get();
+  ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kClaim, 5, getpid(), {}, {&afd, 1}));
+  EXPECT_FALSE(Expect(server_session.Get(), MsgType::kClaimReply, 100));  // deferred
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd client_end(sv[0]), server_end(sv[1]);
+  SeqPairing::Connected(client_session.Get(), c.Get(), client_end.Get(), server_end.Get());
+  auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
+  ASSERT_EQ(reply->fds.size(), 1u);
+  EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(server_end.Get()));
+}
+
+TEST_F(DaemonTest, UnclaimedConnectionBySequenceNumbersIsRelayed) {
+  if (!SeqPairing::Privileged()) GTEST_SKIP() << "needs CAP_NET_ADMIN";
+  UniqueFd client_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  UniqueFd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  SeqPairing::Intent(client_session.Get(), c.Get());
+  ASSERT_EQ(connect(c.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd client_end(sv[0]), server_end(sv[1]);
+  SeqPairing::Connected(client_session.Get(), c.Get(), client_end.Get(), server_end.Get());
+  // Still in the accept queue: no verdict.
+  EXPECT_FALSE(Expect(client_session.Get(), MsgType::kRelay, 300));
+  // Taken by someone who does not claim it: relayed after the grace.
+  UniqueFd accepted(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+  auto relay = Expect(client_session.Get(), MsgType::kRelay);
+  ASSERT_TRUE(relay);
+  EXPECT_EQ(relay->As<InodeBody>()->inode, Ino(server_end.Get()));
 }
 
 TEST_F(DaemonTest, DisownedEndIsRelayed) {
@@ -413,7 +520,7 @@ TEST_F(DaemonTest, ConnectedWithoutIntentNobodyCanTakeIsRelayed) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   UniqueFd a(sv[0]), b(sv[1]);
-  InodeBody body{Ino(a.Get())};
+  ConnectedBody body{Ino(a.Get()), 0, {}};
   int fds[2] = {c.Get(), b.Get()};
   ASSERT_TRUE(SendMessage(session.Get(), MsgType::kConnected, 4, getpid(), Bytes(body), fds));
   auto reply = Expect(session.Get(), MsgType::kRelay);

@@ -1,5 +1,6 @@
 #include "matcher/endpoint.h"
 
+#include <cstdio>
 #include <cstring>
 #include <tuple>
 
@@ -16,11 +17,17 @@ SockAddr Canonical(const SockAddr& addr) {
 }
 
 std::string ConnKey::ToString() const {
+  if (by_seq()) {
+    char text[64];
+    snprintf(text, sizeof(text), "tcp seq %08x/%08x", static_cast<unsigned>(seqs >> 32),
+             static_cast<unsigned>(seqs));
+    return text;
+  }
   return local.ToString() + " -> " + remote.ToString() + " (netns " + std::to_string(netns) + ")";
 }
 
 bool operator==(const ConnKey& a, const ConnKey& b) {
-  return a.netns == b.netns && Canonical(a.local) == Canonical(b.local) &&
+  return a.seqs == b.seqs && a.netns == b.netns && Canonical(a.local) == Canonical(b.local) &&
          Canonical(a.remote) == Canonical(b.remote);
 }
 
@@ -32,8 +39,8 @@ std::string Bytes(const SockAddr& a) {
 }  // namespace
 
 bool operator<(const ConnKey& a, const ConnKey& b) {
-  return std::make_tuple(a.netns, Bytes(a.local), Bytes(a.remote)) <
-         std::make_tuple(b.netns, Bytes(b.local), Bytes(b.remote));
+  return std::make_tuple(a.seqs, a.netns, Bytes(a.local), Bytes(a.remote)) <
+         std::make_tuple(b.seqs, b.netns, Bytes(b.local), Bytes(b.remote));
 }
 
 }  // namespace slipstream::matcher

@@ -16,6 +16,11 @@ struct ConnKey {
   uint64_t netns = 0;  // inode of the socket's network namespace
   SockAddr local;
   SockAddr remote;
+  // Paired by TCP sequence numbers instead (the client's send << 32 | receive, at byte 0): then
+  // netns, local and remote are empty.
+  uint64_t seqs = 0;
+  static ConnKey BySeq(uint64_t seqs) { return ConnKey{0, SockAddr(), SockAddr(), seqs}; }
+  bool by_seq() const { return seqs != 0; }
 
   ConnKey Mirror() const { return ConnKey{netns, remote, local}; }
   std::string ToString() const;

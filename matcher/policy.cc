@@ -77,3 +77,81 @@ QueryReason DecideConnect(const std::vector<TcpSocketInfo>& listeners, const Soc
 }
 
 }  // namespace slipstream::matcher
+
+namespace slipstream::matcher {
+namespace {
+
+bool SameHost(const SockAddr& a, const SockAddr& b) {
+  SockAddr ca = Canonical(a), cb = Canonical(b);
+  if (ca.family() != cb.family()) return false;
+  if (ca.family() == AF_INET) {
+    return reinterpret_cast<const sockaddr_in*>(ca.get())->sin_addr.s_addr ==
+           reinterpret_cast<const sockaddr_in*>(cb.get())->sin_addr.s_addr;
+  }
+  if (ca.family() != AF_INET6) return false;
+  return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(ca.get())->sin6_addr,
+                     &reinterpret_cast<const sockaddr_in6*>(cb.get())->sin6_addr,
+                     sizeof(in6_addr)) == 0;
+}
+
+bool HasAddress(const NetnsView& view, const SockAddr& addr) {
+  for (const auto& a : view.addrs) {
+    if (SameHost(a, addr)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+const char* CrossReasonText(CrossReason reason) {
+  switch (reason) {
+    case CrossReason::kSupervised:
+      return "a supervised listener in another network namespace";
+    case CrossReason::kNoEvidenceHere:
+      return "slipstreamd cannot read TCP sequence numbers in this network namespace (no "
+             "CAP_NET_ADMIN over it)";
+    case CrossReason::kNoEvidenceThere:
+      return "slipstreamd cannot read TCP sequence numbers in the listener's network namespace "
+             "(no CAP_NET_ADMIN over it)";
+    case CrossReason::kNoListener:
+      return "not local, and no supervised listener in another network namespace has that "
+             "address and port";
+  }
+  return "?";
+}
+
+CrossReason DecideCrossNetns(uint64_t own_netns, bool own_evidence,
+                             const std::map<uint64_t, NetnsView>& namespaces,
+                             const std::vector<RemoteListenerView>& listeners, const SockAddr& dest,
+                             std::vector<uint64_t>* netns) {
+  bool no_evidence_there = false;
+  for (const auto& l : listeners) {
+    if (l.netns == own_netns || l.addr.port() != dest.port()) continue;
+    auto view = namespaces.find(l.netns);
+    if (view == namespaces.end()) continue;
+    TcpSocketInfo info;
+    info.local = l.addr;
+    info.v6only = l.v6only;
+    if (!ListenerCanReceive(info, dest)) continue;
+    if (Canonical(l.addr).IsAny() && !HasAddress(view->second, dest)) continue;
+    if (!view->second.seq_evidence) {
+      no_evidence_there = true;
+      continue;
+    }
+    if (netns != nullptr) netns->push_back(l.netns);
+  }
+  if (netns != nullptr && !netns->empty()) {
+    return own_evidence ? CrossReason::kSupervised : CrossReason::kNoEvidenceHere;
+  }
+  return no_evidence_there ? CrossReason::kNoEvidenceThere : CrossReason::kNoListener;
+}
+
+bool InOtherNetns(uint64_t own_netns, const std::map<uint64_t, NetnsView>& namespaces,
+                  const SockAddr& addr) {
+  for (const auto& [cookie, view] : namespaces) {
+    if (cookie != own_netns && view.seq_evidence && HasAddress(view, addr)) return true;
+  }
+  return false;
+}
+
+}  // namespace slipstream::matcher

@@ -3,6 +3,7 @@
 #define SLIPSTREAM_MATCHER_POLICY_H_
 
 #include <functional>
+#include <map>
 #include <vector>
 
 #include "base/sock_diag.h"
@@ -28,6 +29,39 @@ SockAddr KernelDestination(const SockAddr& dest, const SockAddr* bound);
 // the other end (SO_REUSEPORT groups included, since each member is listed separately).
 QueryReason DecideConnect(const std::vector<TcpSocketInfo>& listeners, const SockAddr& dest,
                           const std::function<bool(uint64_t inode)>& is_supervised);
+
+// Across network namespaces. What a client's supervisor knows of the other namespaces (from the
+// daemon): their addresses, as their own supervisors read them, and whether the daemon can read
+// TCP sequence numbers there; and the supervised listeners in them.
+struct NetnsView {
+  bool seq_evidence = false;
+  std::vector<SockAddr> addrs;  // canonical (IPv4 as IPv4), port 0
+};
+struct RemoteListenerView {
+  uint64_t netns = 0;
+  SockAddr addr;
+  bool v6only = false;
+};
+enum class CrossReason : uint8_t {
+  kSupervised,       // a supervised listener in another namespace could take it: try
+  kNoEvidenceHere,   // the daemon cannot read sequence numbers in our namespace
+  kNoEvidenceThere,  // ... nor in the namespace of the only listeners that could take it
+  kNoListener,       // no supervised listener elsewhere has that address and port
+};
+const char* CrossReasonText(CrossReason reason);
+// A destination that is not local in our namespace: try the switch when some supervised listener
+// of another namespace could take it (same port; its own address, or a wildcard and the address
+// is one of its namespace's) and the daemon can prove the pair there and here. The guess may be
+// wrong (another namespace, or another host, with the same address): that costs a relay, since
+// pairing is by sequence numbers. `netns` receives the namespaces that could take it.
+CrossReason DecideCrossNetns(uint64_t own_netns, bool own_evidence,
+                             const std::map<uint64_t, NetnsView>& namespaces,
+                             const std::vector<RemoteListenerView>& listeners, const SockAddr& dest,
+                             std::vector<uint64_t>* netns);
+// Is `addr` (any port) an address of another namespace where the daemon can read sequence
+// numbers? The accepting side asks before it claims a connection from a non-local peer.
+bool InOtherNetns(uint64_t own_netns, const std::map<uint64_t, NetnsView>& namespaces,
+                  const SockAddr& addr);
 
 }  // namespace slipstream::matcher
 

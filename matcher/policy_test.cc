@@ -94,5 +94,56 @@ TEST(DecideConnect, NoListener) {
             QueryReason::kNoListener);
 }
 
+TEST(DecideCrossNetns, WildcardListenerTakesItsNamespacesAddressesOnly) {
+  std::map<uint64_t, NetnsView> ns;
+  ns[2] = NetnsView{true, {A("10.0.0.2:0")}};
+  ns[3] = NetnsView{true, {A("10.0.0.3:0")}};
+  std::vector<RemoteListenerView> ls = {{2, A("0.0.0.0:80"), false}, {3, A("10.0.0.3:81"), false}};
+  std::vector<uint64_t> found;
+  EXPECT_EQ(DecideCrossNetns(1, true, ns, ls, A("10.0.0.2:80"), &found), CrossReason::kSupervised);
+  EXPECT_EQ(found, std::vector<uint64_t>{2});
+  found.clear();
+  EXPECT_EQ(DecideCrossNetns(1, true, ns, ls, A("10.0.0.3:80"), &found), CrossReason::kNoListener);
+  EXPECT_EQ(DecideCrossNetns(1, true, ns, ls, A("10.0.0.3:81"), &found), CrossReason::kSupervised);
+  found.clear();
+  // A remote host, or an address no namespace with supervisors has.
+  EXPECT_EQ(DecideCrossNetns(1, true, ns, ls, A("192.0.2.1:80"), &found), CrossReason::kNoListener);
+  // Our own namespace's listeners are not "another namespace".
+  EXPECT_EQ(DecideCrossNetns(2, true, ns, ls, A("10.0.0.2:80"), &found), CrossReason::kNoListener);
+}
+
+TEST(DecideCrossNetns, SameAddressInTwoNamespacesListsBoth) {
+  std::map<uint64_t, NetnsView> ns;
+  ns[2] = NetnsView{true, {A("10.0.0.2:0")}};
+  ns[3] = NetnsView{true, {A("10.0.0.2:0")}};
+  std::vector<RemoteListenerView> ls = {{2, A("0.0.0.0:80"), false}, {3, A("0.0.0.0:80"), false}};
+  std::vector<uint64_t> found;
+  EXPECT_EQ(DecideCrossNetns(1, true, ns, ls, A("10.0.0.2:80"), &found), CrossReason::kSupervised);
+  EXPECT_EQ(found.size(), 2u);  // either may take it: sequence numbers will tell
+}
+
+TEST(DecideCrossNetns, NeedsEvidenceOnBothSides) {
+  std::map<uint64_t, NetnsView> ns;
+  ns[2] = NetnsView{false, {A("10.0.0.2:0")}};
+  std::vector<RemoteListenerView> ls = {{2, A("0.0.0.0:80"), false}};
+  std::vector<uint64_t> found;
+  EXPECT_EQ(DecideCrossNetns(1, true, ns, ls, A("10.0.0.2:80"), &found),
+            CrossReason::kNoEvidenceThere);
+  ns[2].seq_evidence = true;
+  found.clear();
+  EXPECT_EQ(DecideCrossNetns(1, false, ns, ls, A("10.0.0.2:80"), &found),
+            CrossReason::kNoEvidenceHere);
+}
+
+TEST(InOtherNetns, OnlyNamespacesWithEvidenceAndNotOurs) {
+  std::map<uint64_t, NetnsView> ns;
+  ns[1] = NetnsView{true, {A("10.0.0.1:0")}};
+  ns[2] = NetnsView{false, {A("10.0.0.2:0")}};
+  EXPECT_TRUE(InOtherNetns(3, ns, A("10.0.0.1:5555")));
+  EXPECT_FALSE(InOtherNetns(1, ns, A("10.0.0.1:5555")));
+  EXPECT_FALSE(InOtherNetns(3, ns, A("10.0.0.2:5555")));
+  EXPECT_FALSE(InOtherNetns(3, ns, A("192.0.2.1:5555")));
+}
+
 }  // namespace
 }  // namespace slipstream::matcher

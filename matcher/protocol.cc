@@ -105,6 +105,12 @@ const char* MsgTypeName(MsgType type) {
       return "listener";
     case MsgType::kPush:
       return "push";
+    case MsgType::kNetns:
+      return "netns";
+    case MsgType::kRemoteListener:
+      return "remote-listener";
+    case MsgType::kEndClosed:
+      return "end-closed";
   }
   return "unknown";
 }

@@ -10,7 +10,8 @@
 //   kHello                                        the supervised listeners (kListener...), then
 //                                                 kHelloReply: the supervisor knows them all
 //   kRegisterListener [listener]                  kRegistered (after broadcasting kListener)
-//   kIntent [client socket]                       (no reply) a supervised client is connecting
+//   kHello {addresses} [sock_diag socket]         kNetns..., kRemoteListener..., kHelloReply
+//   kIntent {by_seq} [client socket]              (no reply) a supervised client is connecting
 //   kAbort {client socket ino}                    (no reply) ...and gave up
 //   kConnected {client end ino} [tcp, server end] (no reply) -> kPush to the listeners' supervisor
 //                                                   or, if not every listener is supervised, kRelay
@@ -23,10 +24,17 @@
 //                                                 kRelease {server end ino}: claimed, drop your
 //                                                 copy kRelay {server end ino}: never claimed,
 //                                                 relay it
+//                                                 kNetns {cookie, addresses}: a namespace with
+//                                                 supervisors (or gone)
+//                                                 kRemoteListener {ino, netns, addr}: a listener
+//                                                 other namespaces may reach
+//                                                 kEndClosed {server end ino}: closed, in
+//                                                 another namespace
 //   anything malformed                            kError {errno, text}
 #ifndef SLIPSTREAM_MATCHER_PROTOCOL_H_
 #define SLIPSTREAM_MATCHER_PROTOCOL_H_
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <cstdint>
@@ -73,6 +81,13 @@ enum class MsgType : uint16_t {
   kRelay = 202,
   kListener = 203,
   kPush = 204,
+  // A network namespace in which supervisors run (NetnsBody), sent after kHello and on changes.
+  kNetns = 205,
+  // A supervised listener in a network namespace other than the daemon's (RemoteListenerBody).
+  kRemoteListener = 206,
+  // The program closed the end `inode` (InodeBody) that this supervisor installed, and that end
+  // lives in another network namespace, where the supervisor's sock_diag cannot see it.
+  kEndClosed = 207,
 };
 
 struct Header {
@@ -116,6 +131,53 @@ struct PushBody {
   uint32_t local_len;
   uint32_t remote_len;
   uint64_t server_end_ino;
+};
+// Addresses of a network namespace (its interfaces, loopback excepted), IPv4 as v4-mapped. Sent by
+// each supervisor with kHello, read from its own namespace: a hint that lets a supervisor in another
+// namespace decide to try a switch. Pairing never depends on it (sequence numbers do).
+inline constexpr size_t kMaxNetnsAddrs = 32;
+struct NetnsAddrs {
+  uint32_t count;
+  uint32_t reserved;
+  in6_addr addrs[kMaxNetnsAddrs];
+};
+// kHello carries NetnsAddrs and, attached, a NETLINK_SOCK_DIAG socket of the supervisor's
+// namespace: the daemon learns the namespace from the kernel (SO_NETNS_COOKIE of that socket) and
+// can look at its sockets later. The reply says which namespace that is, which is the daemon's,
+// and whether the daemon may read sequence numbers there (CAP_NET_ADMIN over it).
+struct HelloReplyBody {
+  uint64_t your_netns;
+  uint64_t daemon_netns;
+  uint8_t seq_evidence;
+  uint8_t reserved[7];
+};
+struct NetnsBody {
+  uint64_t cookie;
+  uint8_t present;       // 0: the last supervisor of that namespace left
+  uint8_t seq_evidence;  // the daemon can read sequence numbers there
+  uint8_t reserved[6];
+  NetnsAddrs addrs;
+};
+struct RemoteListenerBody {
+  uint64_t inode;
+  uint64_t netns;  // cookie
+  sockaddr_storage addr;
+  uint32_t addr_len;
+  uint8_t added;
+  uint8_t v6only;
+  uint8_t reserved[2];
+};
+// kIntent and kConnected: pair this connection by TCP sequence numbers (its server side is, or may
+// be, in another network namespace than the client's, or the client is not in the daemon's), not
+// by (namespace, 4-tuple). kIntent's body may be empty (by 4-tuple).
+struct IntentBody {
+  uint8_t by_seq;
+  uint8_t reserved[7];
+};
+struct ConnectedBody {
+  uint64_t inode;  // the client's AF_UNIX end
+  uint8_t by_seq;
+  uint8_t reserved[7];
 };
 struct ErrorBody {
   int32_t err;

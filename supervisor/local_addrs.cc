@@ -28,6 +28,26 @@ bool SameHost(const SockAddr& a, const SockAddr& b) {
 
 }  // namespace
 
+std::vector<SockAddr> NamespaceAddresses() {
+  std::vector<SockAddr> out;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) < 0) return out;
+  for (ifaddrs* it = list; it != nullptr; it = it->ifa_next) {
+    if (it->ifa_addr == nullptr) continue;
+    int family = it->ifa_addr->sa_family;
+    if (family != AF_INET && family != AF_INET6) continue;
+    SockAddr a(it->ifa_addr, family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
+    if (a.IsLoopback() || a.IsAny()) continue;
+    if (family == AF_INET6 &&
+        IN6_IS_ADDR_LINKLOCAL(&reinterpret_cast<const sockaddr_in6*>(a.get())->sin6_addr)) {
+      continue;
+    }
+    out.push_back(a);
+  }
+  freeifaddrs(list);
+  return out;
+}
+
 LocalAddresses::LocalAddresses() : netns_inode_(PathInode("/proc/self/ns/net")) {}
 
 bool LocalAddresses::SameNetns(pid_t tid) const {

@@ -12,6 +12,10 @@
 
 namespace slipstream::supervisor {
 
+// The addresses of our network namespace's interfaces that another namespace could reach:
+// loopback and link-local addresses left out.
+std::vector<SockAddr> NamespaceAddresses();
+
 class LocalAddresses {
  public:
   LocalAddresses();

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <linux/netlink.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -14,9 +15,11 @@
 
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 
 #include "base/socket_info.h"
 #include "matcher/paths.h"
+#include "supervisor/local_addrs.h"
 
 namespace slipstream::supervisor {
 namespace asio = boost::asio;
@@ -103,7 +106,24 @@ Status MatcherClient::Connect(bool spawn) {
   spdlog::debug("connected to slipstreamd in {}", dir_);
   // Learn every supervised listener before the program makes its first connect: the daemon
   // sends the list ahead of this reply, and Call() handles it on the way.
-  auto hello = Call(MsgType::kHello, getpid(), {});
+  // With our namespace's addresses and a sock_diag socket of it: the daemon learns from the kernel
+  // which namespace we are in (docs/design.md, "Across network namespaces").
+  matcher::NetnsAddrs addrs{};
+  for (const SockAddr& a : NamespaceAddresses()) {
+    if (addrs.count >= matcher::kMaxNetnsAddrs) break;
+    in6_addr& out = addrs.addrs[addrs.count++];
+    if (a.family() == AF_INET6) {
+      out = reinterpret_cast<const sockaddr_in6*>(a.get())->sin6_addr;
+    } else {
+      out.s6_addr[10] = out.s6_addr[11] = 0xff;
+      std::memcpy(&out.s6_addr[12], &reinterpret_cast<const sockaddr_in*>(a.get())->sin_addr, 4);
+    }
+  }
+  UniqueFd diag(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  int diag_fd = diag.Get();
+  auto hello = Call(MsgType::kHello, getpid(), matcher::Bytes(addrs),
+                    diag ? std::span<const int>(&diag_fd, 1) : std::span<const int>());
+  if (hello && hello->type() == MsgType::kHelloReply) Dispatch(std::move(*hello));
   if (!hello && !desc_) return tl::unexpected(hello.error());  // the session broke (Lost ran)
   // A daemon that is only slow (stopped, busy) still serves this session: its list and its
   // answer arrive later and are read like any message.
@@ -163,6 +183,12 @@ void MatcherClient::Dispatch(Message m) {
       break;
     case MsgType::kPush:
       if (callbacks_.on_push) callbacks_.on_push(m);
+      break;
+    case MsgType::kHelloReply:
+    case MsgType::kNetns:
+    case MsgType::kRemoteListener:
+    case MsgType::kEndClosed:
+      if (callbacks_.on_netns) callbacks_.on_netns(m);
       break;
     case MsgType::kClaimReply:
       // The answer to a claim whose Call() gave up waiting: an end in it is ours to give back.

@@ -32,6 +32,8 @@ class MatcherClient {
     std::function<void()> on_connected;  // (re)connected: re-register listeners
     std::function<void(uint64_t ino, bool added)> on_listener;  // the supervised listeners
     std::function<void(matcher::Message& push)> on_push;        // a server end for our accept()
+    // Across network namespaces: kHelloReply, kNetns, kRemoteListener and kEndClosed.
+    std::function<void(const matcher::Message& m)> on_netns;
   };
 
   MatcherClient(boost::asio::io_context& io, Callbacks callbacks);

@@ -128,6 +128,10 @@ class SocketCalls {
   // Claims the accepted TCP socket `conn` (the program's `fd`) and installs its AF_UNIX end over
   // `fd` (ADDFD SETFD); false if it is not paired or could not be installed.
   bool SwitchAccepted(PendingCall& c, int fd, int conn);
+  // The AF_UNIX end paired with the accepted TCP socket `conn` whose peer address is `peer`, if
+  // a supervised client on this host (any network namespace with supervisors) made it.
+  std::optional<UniqueFd> ClaimFromThisHost(PendingCall& c, int conn,
+                                            const std::optional<SockAddr>& peer);
   // connect on our copy: answers `c` unless the handshake is still running on a blocking socket.
   // A connection that gets established is switched to AF_UNIX if it was `approved`, or if a
   // supervised listener appeared since the decision.

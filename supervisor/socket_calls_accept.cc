@@ -84,11 +84,8 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
     return true;
   }
   Parked accepted{UniqueFd(conn), UniqueFd(), {}};
-  // Only a connection from this host can have a supervised client: others need no round trip.
   if (env_.switcher != nullptr) {
-    auto peer = SocketName(conn, true);
-    std::optional<UniqueFd> end;
-    if (peer && env_.local.IsLocal(*peer)) end = env_.switcher->Claim(ProcessOf(c.tid()), conn);
+    std::optional<UniqueFd> end = ClaimFromThisHost(c, conn, SocketName(conn, true));
     if (end) {
       (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
       accepted.unix_end = std::move(*end);
@@ -98,6 +95,16 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
   }
   Deliver(c, std::move(accepted), listener_id, args);
   return true;
+}
+
+std::optional<UniqueFd> SocketCalls::ClaimFromThisHost(PendingCall& c, int conn,
+                                                       const std::optional<SockAddr>& peer) {
+  // Only a connection from this host can have a supervised client: others need no round trip.
+  // "This host" includes the addresses of other network namespaces with supervisors.
+  if (!peer || !(env_.local.IsLocal(*peer) || env_.switcher->FromOtherNetns(*peer))) {
+    return std::nullopt;
+  }
+  return env_.switcher->Claim(ProcessOf(c.tid()), conn);
 }
 
 void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id,
@@ -180,8 +187,7 @@ bool SocketCalls::SwitchAccepted(PendingCall& c, int fd, int conn) {
   ++env_.stats.accepts;
   auto peer = SocketName(conn, true);
   c.trace().note = "(peer " + (peer ? peer->ToString() : std::string("?")) + ")";
-  std::optional<UniqueFd> end;
-  if (peer && env_.local.IsLocal(*peer)) end = env_.switcher->Claim(ProcessOf(c.tid()), conn);
+  std::optional<UniqueFd> end = ClaimFromThisHost(c, conn, peer);
   if (!end) {
     ++env_.stats.left_on_tcp;
     return false;

@@ -41,7 +41,11 @@ void SocketCalls::OnConnect(PendingCall c) {
   auto taken = TakeSocket(c, *target, fd);
   if (taken && taken->switched) return ConnectSwitched(c, *dest, *taken);
   ++env_.stats.connects;
-  if (!env_.local.SameNetns(c.tid()) || !env_.local.IsLocal(*dest)) {
+  // A destination that is not local here may be a supervised server in another network
+  // namespace of this host (docs/design.md, "Across network namespaces").
+  bool cross = !env_.local.IsLocal(*dest);
+  bool daemon = env_.switcher != nullptr && env_.switcher->active();
+  if (!env_.local.SameNetns(c.tid()) || (cross && !daemon)) {
     ++env_.stats.left_on_tcp;
     return;
   }
@@ -60,9 +64,12 @@ void SocketCalls::OnConnect(PendingCall c) {
   // ourselves (the kernel would refuse just the same): a supervised server may start listening
   // in between, and that connection must be switched, not left on TCP.
   using matcher::QueryReason;
-  auto reason = env_.switcher == nullptr || !env_.switcher->active()
-                    ? QueryReason::kError
+  std::string why;
+  auto reason = !daemon ? QueryReason::kError
+                : cross
+                    ? env_.switcher->ApproveCross(ProcessOf(c.tid()), taken->fd.Get(), *dest, &why)
                     : env_.switcher->Approve(ProcessOf(c.tid()), taken->fd.Get(), *dest);
+  if (reason == QueryReason::kOtherNamespace) c.trace().note = "(left on TCP: " + why + ")";
   if (reason != QueryReason::kSupervised && reason != QueryReason::kNoListener) {
     ++env_.stats.left_on_tcp;
     return;
@@ -168,12 +175,15 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
     if (installed.error().TargetGone()) c.Abandon();
     return false;
   }
+  const std::string* by_seq = env_.switcher->BySeq(sock);
+  std::string seq_note = by_seq != nullptr ? " (" + *by_seq + ")" : "";
   env_.switcher->ClientSwitched(ProcessOf(c.tid()), sock, std::move(server_end), end_ino,
                                 std::move(switching));
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
   auto local = SocketName(sock, false), remote = SocketName(sock, true);
   c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
                    (remote ? remote->ToString() : "?") + ")";
+  c.trace().note += seq_note;
   // epoll registrations made before the connect (register-then-connect: Go, Java NIO, libuv)
   // still name the TCP socket: move them to the AF_UNIX end.
   if (auto moved =

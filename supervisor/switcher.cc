@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/netns.h"
 #include "base/proc_scan.h"
 #include "base/socket_info.h"
 #include "base/syscalls.h"
@@ -59,6 +60,7 @@ Switcher::Switcher(asio::io_context& io, Stats& stats)
                         }
                       },
                       [this](matcher::Message& push) { OnPush(push); },
+                      [this](const matcher::Message& m) { OnNetns(m); },
                   }),
       gate_(GatePath()),
       inbox_timer_(io),
@@ -132,7 +134,14 @@ matcher::QueryReason Switcher::Approve(pid_t pid, int sock, const SockAddr& lite
     // listen() runs, so a client retrying meanwhile must look again on its next connect.
     if (!listeners.empty()) listener_cache_[dest.port()] = CachedListeners{listeners, now};
   }
-  auto supervised = [this](uint64_t ino) { return supervised_listeners_.count(ino) != 0; };
+  // Listeners of our own namespace that the daemon lists as remote (we are not in its namespace)
+  // are supervised too; their connections are paired by sequence numbers.
+  auto supervised = [this](uint64_t ino) {
+    if (supervised_listeners_.count(ino) != 0) return true;
+    auto it = remote_listeners_.find(ino);
+    return it != remote_listeners_.end() && netns_ != daemon_netns_ &&
+           it->second.netns == netns_ && seq_evidence_;
+  };
   auto reason = matcher::DecideConnect(listeners, dest, supervised);
   if (reason == QueryReason::kUnsupervisedListener) {
     // A supervised listener is announced to us before its listen() runs, but that announcement
@@ -143,11 +152,110 @@ matcher::QueryReason Switcher::Approve(pid_t pid, int sock, const SockAddr& lite
   if (reason != QueryReason::kSupervised) return reason;
   // Announced before the handshake starts, so that a claim racing ahead of our kConnected waits
   // for it instead of giving the server plain TCP.
-  if (!client_.Send(MsgType::kIntent, pid, {}, {&sock, 1})) return QueryReason::kError;
+  bool by_seq = netns_ != 0 && netns_ != daemon_netns_;
+  if (!SendIntent(pid, sock, by_seq,
+                  "to be paired by TCP sequence numbers: slipstreamd runs in another network "
+                  "namespace")) {
+    return QueryReason::kError;
+  }
   return QueryReason::kSupervised;
 }
 
+bool Switcher::SendIntent(pid_t pid, int sock, bool by_seq, std::string why) {
+  if (!by_seq) return static_cast<bool>(client_.Send(MsgType::kIntent, pid, {}, {&sock, 1}));
+  matcher::IntentBody body{};
+  body.by_seq = 1;
+  if (!client_.Send(MsgType::kIntent, pid, matcher::Bytes(body), {&sock, 1})) return false;
+  if (seq_intents_.size() >= 4096) seq_intents_.clear();  // stale: bound it
+  seq_intents_[InodeOf(sock)] = std::move(why);
+  return true;
+}
+
+matcher::QueryReason Switcher::ApproveCross(pid_t pid, int sock, const SockAddr& dest,
+                                            std::string* why) {
+  using matcher::QueryReason;
+  client_.Poll();  // the freshest list of namespaces and listeners
+  if (!active()) return QueryReason::kError;
+  std::vector<matcher::RemoteListenerView> listeners;
+  for (const auto& [ino, l] : remote_listeners_) listeners.push_back(l);
+  std::vector<uint64_t> candidates;
+  auto reason = matcher::DecideCrossNetns(netns_, seq_evidence_, namespaces_, listeners,
+                                          matcher::Canonical(dest), &candidates);
+  if (reason != matcher::CrossReason::kSupervised) {
+    *why = matcher::CrossReasonText(reason);
+    return QueryReason::kOtherNamespace;
+  }
+  std::string text =
+      "to be paired by TCP sequence numbers: a supervised listener in network "
+      "namespace";
+  text += candidates.size() > 1 ? "s" : "";
+  for (uint64_t c : candidates) text += " " + std::to_string(c);
+  if (!SendIntent(pid, sock, /*by_seq=*/true, text)) return QueryReason::kError;
+  *why = std::move(text);
+  return QueryReason::kSupervised;
+}
+
+const std::string* Switcher::BySeq(int sock) const {
+  auto it = seq_intents_.find(InodeOf(sock));
+  return it == seq_intents_.end() ? nullptr : &it->second;
+}
+
+bool Switcher::FromOtherNetns(const SockAddr& peer) const {
+  return active() && seq_evidence_ && matcher::InOtherNetns(netns_, namespaces_, peer);
+}
+
+void Switcher::OnNetns(const matcher::Message& m) {
+  switch (m.type()) {
+    case MsgType::kHelloReply:
+      if (const auto* r = m.As<matcher::HelloReplyBody>()) {
+        netns_ = r->your_netns;
+        daemon_netns_ = r->daemon_netns;
+        seq_evidence_ = r->seq_evidence != 0;
+      }
+      break;
+    case MsgType::kNetns:
+      if (const auto* n = m.As<matcher::NetnsBody>()) {
+        if (!n->present) {
+          namespaces_.erase(n->cookie);
+          break;
+        }
+        matcher::NetnsView view;
+        view.seq_evidence = n->seq_evidence != 0;
+        for (uint32_t i = 0; i < n->addrs.count && i < matcher::kMaxNetnsAddrs; ++i) {
+          sockaddr_in6 sin6{};
+          sin6.sin6_family = AF_INET6;
+          sin6.sin6_addr = n->addrs.addrs[i];
+          view.addrs.push_back(matcher::Canonical(SockAddr(&sin6, sizeof(sin6))));
+        }
+        namespaces_[n->cookie] = std::move(view);
+      }
+      break;
+    case MsgType::kEndClosed:
+      if (const auto* e = m.As<matcher::InodeBody>()) {
+        if (auto it = book_.find(e->inode); it != book_.end() && it->second.foreign) {
+          book_.erase(it);
+        }
+      }
+      break;
+    case MsgType::kRemoteListener:
+      if (const auto* l = m.As<matcher::RemoteListenerBody>();
+          l != nullptr && l->addr_len <= sizeof(sockaddr_storage)) {
+        listener_cache_.clear();
+        if (!l->added) {
+          remote_listeners_.erase(l->inode);
+          break;
+        }
+        remote_listeners_[l->inode] =
+            matcher::RemoteListenerView{l->netns, SockAddr(&l->addr, l->addr_len), l->v6only != 0};
+      }
+      break;
+    default:
+      break;
+  }
+}
+
 void Switcher::Abort(pid_t pid, int sock) {
+  seq_intents_.erase(InodeOf(sock));
   matcher::InodeBody body{InodeOf(sock)};
   (void)client_.Send(MsgType::kAbort, pid, matcher::Bytes(body));
 }
@@ -155,7 +263,9 @@ void Switcher::Abort(pid_t pid, int sock) {
 void Switcher::ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino,
                               matcher::AcceptGate::Count switching) {
   uint64_t server_ino = InodeOf(server_end.Get());
-  matcher::InodeBody body{client_end_ino};
+  matcher::ConnectedBody body{};
+  body.inode = client_end_ino;
+  body.by_seq = seq_intents_.erase(InodeOf(sock)) != 0;
   int fds[2] = {sock, server_end.Get()};
   // If the daemon is gone, the copy below is relayed once the loss is noticed (ResolveOrphans).
   (void)client_.Send(MsgType::kConnected, pid, matcher::Bytes(body), fds);
@@ -203,8 +313,12 @@ std::optional<UniqueFd> Switcher::Claim(pid_t pid, int accepted) {
   if (body == nullptr) return std::nullopt;
   switch (static_cast<matcher::ClaimResult>(body->found)) {
     case matcher::ClaimResult::kHere:
-      if (reply->fds.size() == 1) return std::move(reply->fds[0]);
-      return std::nullopt;
+      if (reply->fds.size() != 1) return std::nullopt;
+      if (auto cookie = NetnsCookie(reply->fds[0].Get()); cookie && *cookie != netns_) {
+        if (foreign_ends_.size() >= 4096) foreign_ends_.clear();  // stale: bound it
+        foreign_ends_.insert(InodeOf(reply->fds[0].Get()));
+      }
+      return std::move(reply->fds[0]);
     case matcher::ClaimResult::kPushedToYou:
       // The push was queued before this reply, so Call() has handled it already.
       return TakeFromInbox(*local, *remote);
@@ -256,7 +370,8 @@ void Switcher::SweepInbox() {
 void Switcher::Disown(UniqueFd end) { client_.Disown(std::move(end)); }
 
 void Switcher::Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported) {
-  book_[end_ino] = SwitchedSocket{std::move(tcp), connect_unreported, !client};
+  SwitchedSocket& sw = book_[end_ino] = SwitchedSocket{std::move(tcp), connect_unreported, !client};
+  sw.foreign = foreign_ends_.erase(end_ino) != 0;
   ++stats_.switched;
   ScheduleSweep();
 }
@@ -371,7 +486,7 @@ void Switcher::ReleaseClosed(uint16_t port) {
       auto local = SocketName(sw.tcp.Get(), false);
       sw.local_port = local ? local->port() : 0;
     }
-    if (sw.local_port != port) {
+    if (sw.local_port != port || sw.foreign) {
       ++it;
       continue;
     }
@@ -421,6 +536,11 @@ void Switcher::OnLost() {
   // The next daemon sends the whole list again (kHello); what we knew may be stale by then.
   supervised_listeners_.clear();
   listener_cache_.clear();
+  namespaces_.clear();
+  remote_listeners_.clear();
+  seq_intents_.clear();
+  netns_ = daemon_netns_ = 0;
+  seq_evidence_ = false;
   if (awaiting_.empty()) return;
   // The daemon may have handed some of these ends to a claimer just before it died. Give such a
   // claimer time to install the end, then look who holds each one.
@@ -463,7 +583,7 @@ void Switcher::Sweep() {
   std::erase_if(released_ports_,
                 [now](const auto& p) { return now - p.second > 2 * kSweepPeriod; });
   for (auto it = book_.begin(); it != book_.end();) {
-    if (alive->count(it->first)) {
+    if (alive->count(it->first) || it->second.foreign) {
       ++it;
       continue;
     }

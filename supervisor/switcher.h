@@ -27,6 +27,7 @@
 #include "base/sock_diag.h"
 #include "base/sockaddr.h"
 #include "matcher/listener_table.h"
+#include "matcher/policy.h"
 #include "supervisor/matcher_client.h"
 #include "supervisor/stats.h"
 
@@ -52,6 +53,9 @@ struct SwitchedSocket {
   bool abortive = false;    // SO_LINGER {1, 0}: releasing `tcp` frees its port at once
   // An out-of-band byte waits in the program's end so that its close resets the peer (ArmReset).
   bool reset_armed = false;
+  // The end is an AF_UNIX socket of another network namespace (made by a client's supervisor
+  // there): our sock_diag cannot see it, and the daemon says when it is closed (kEndClosed).
+  bool foreign = false;
 };
 
 class Switcher {
@@ -77,6 +81,17 @@ class Switcher {
   // listens on the port while supervised listeners exist) means "ask again if it connects": a
   // supervised server registers its listener just before its listen() runs.
   matcher::QueryReason Approve(pid_t pid, int sock, const SockAddr& dest);
+  // The same for a destination that is not local in our network namespace (docs/design.md,
+  // "Across network namespaces"): kSupervised when a supervised listener of another namespace
+  // could take it and the daemon can pair it by sequence numbers; otherwise kOtherNamespace, and
+  // `why` says what was missing.
+  matcher::QueryReason ApproveCross(pid_t pid, int sock, const SockAddr& dest, std::string* why);
+  // Will the connection of `sock` be paired by sequence numbers (announced so in its kIntent)?
+  // Then the reason, for the trace; else nullptr.
+  const std::string* BySeq(int sock) const;
+  // Could a client of another namespace, under a supervisor, be at `peer`? Then an accepted
+  // connection from it is claimed although it is not local.
+  bool FromOtherNetns(const SockAddr& peer) const;
   void Abort(pid_t pid, int sock);
   // The connect succeeded and the client end of a new pair is in the program: hands the server
   // end to the daemon and keeps a copy until the daemon says who has it. Only after the install:
@@ -147,6 +162,8 @@ class Switcher {
   };
 
   void OnPush(matcher::Message& push);
+  void OnNetns(const matcher::Message& m);
+  bool SendIntent(pid_t pid, int sock, bool by_seq, std::string why = {});
   std::optional<UniqueFd> TakeFromInbox(const SockAddr& local, const SockAddr& remote);
   void ScheduleInboxSweep();
   void SweepInbox();
@@ -168,6 +185,16 @@ class Switcher {
   std::unordered_map<uint64_t, Awaiting> awaiting_;    // by server end inode
   std::map<uint64_t, KnownListener> listeners_;        // by listener inode (ours)
   std::unordered_set<uint64_t> supervised_listeners_;  // every supervisor's (from the daemon)
+  // Across network namespaces (from the daemon): ours, the daemon's, whether it can read sequence
+  // numbers in ours, the other namespaces and their supervised listeners.
+  uint64_t netns_ = 0;
+  uint64_t daemon_netns_ = 0;
+  bool seq_evidence_ = false;
+  std::map<uint64_t, matcher::NetnsView> namespaces_;
+  std::map<uint64_t, matcher::RemoteListenerView> remote_listeners_;  // by inode
+  // Client sockets announced as paired by sequence numbers (by inode), with the reason.
+  std::unordered_map<uint64_t, std::string> seq_intents_;
+  std::unordered_set<uint64_t> foreign_ends_;  // claimed ends of another namespace, until Book
   // sock_diag listener dumps by port, reused for a second and dropped whenever the daemon reports a
   // change. A stale entry can only make us switch a connection that an unsupervised listener then
   // takes, which the relay covers; it saves two netlink dumps per connect.
