@@ -424,16 +424,12 @@ def preload_counts(path):
     return dict(zip(words[::2], map(int, words[1::2])))
 
 
-PRELOAD_TCP = re.compile(r"^slipstream-trace: connections left on TCP in-process \(preload\) "
-                         r"(\d+)$", re.M)
-
-
 def preload_left_on_tcp(path):
-    """Connections whose connect libslipstream-preload.so made in-process and left on TCP (no
-    supervised listener on the port): the supervisor never saw them. 0 without the library."""
+    """Connections libslipstream-preload.so made in-process and left on TCP (a connect to a port
+    without a supervised listener, an accept with no switch in flight to its port): the
+    supervisor never saw them. 0 without the library."""
     with open(path) as f:
-        m = PRELOAD_TCP.search(f.read())
-    return int(m.group(1)) if m else 0
+        return preload_connections(f.read())["tcp"]
 
 
 def preload_in_process(path, call):

@@ -253,8 +253,8 @@ class AcrossNamespaces(fr.FixtureTest):
         self.assertEqual(len(switched), 1, records)
         self.assertIn("paired by TCP sequence numbers", switched[0]["note"])
         self.assertIn(str(record["server_netns"]), switched[0]["note"])
-        self.assertEqual(len(ss.trace_switches(harness.read_trace(server_out), "accept4")) +
-                         len(ss.trace_switches(harness.read_trace(server_out), "accept")), 1)
+        # A trapped accept, or (a preloaded server) the late claim after an in-process accept.
+        self.assertEqual(len(ss.accept_switches(harness.read_trace(server_out))), 1)
         for path in (client_out, server_out):
             stats = ss.read_stats(path)
             self.assertEqual((stats["switched"], stats["relayed"]), (1, 0), (path, stats))

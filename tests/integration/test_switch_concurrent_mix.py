@@ -115,8 +115,11 @@ class ConcurrentMix(ss.HybridMixin, ss.EvidenceMixin, fr.FixtureTest):
             self.assertEqual((record["bytes_in"], record["crc_in"]),
                              (sent[addr]["bytes_out"], sent[addr]["crc_out"]), addr)
         counts = ss.read_stats(server_stats)
-        self.assertEqual((counts["accepts"], counts["switched"], counts["tcp"]),
-                         (TOTAL, TOTAL // 2, TOTAL // 2), counts)
+        # A preloaded server accepts an unsupervised client's connection in-process when no switch
+        # to its port is in flight at that moment: the library counts it, not the supervisor.
+        in_process = counts["preload_tcp_accepts"]
+        self.assertEqual((counts["accepts"] + in_process, counts["switched"],
+                          counts["tcp"] + in_process), (TOTAL, TOTAL // 2, TOTAL // 2), counts)
         self.assert_hybrid_used()
 
 

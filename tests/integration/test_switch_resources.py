@@ -78,7 +78,11 @@ class Resources(fr.FixtureTest):
               file=sys.stderr)
         self.assertEqual(summary, f"client: mode=echo connections={made} bytes_out={16 * made} "
                                   f"bytes_in={16 * made} errors=0")
-        self.assertGreaterEqual(made, 20000, "far too slow")
+        # Not a speed check (bench/ measures speed): enough connections for a leak of one fd or a
+        # few hundred bytes per connection to stand out above the margins. The sanitized build
+        # runs several times slower.
+        self.assertGreaterEqual(made, 5000 if not CHECK_RSS else 20000,
+                                "too few connections for the leak checks to mean anything")
 
         self.settled()
         after = self.measure(self.pids)
