@@ -55,6 +55,16 @@ def _docker_answers():
         return False
 
 
+def _mount_cgroups():
+    """dockerd refuses to start without cgroups; a machine whose init mounted none gets them
+    from cgroupfs-mount (scripts/setup installs it)."""
+    with open("/proc/self/mounts") as f:
+        if any(line.split()[2] in ("cgroup", "cgroup2") for line in f if len(line.split()) > 2):
+            return
+    if shutil.which("cgroupfs-mount"):
+        subprocess.run(["cgroupfs-mount"], check=False, capture_output=True, timeout=30)
+
+
 def ensure_dockerd():
     """Makes sure a dockerd answers; raises SkipTest naming what is missing, or RuntimeError."""
     if os.geteuid() != 0:
@@ -70,6 +80,7 @@ def ensure_dockerd():
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _docker_answers():
             return
+        _mount_cgroups()
         with open(DOCKERD_LOG, "ab") as log:
             subprocess.Popen(["dockerd"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                              start_new_session=True)
