@@ -179,7 +179,8 @@ void Switcher::OnPush(matcher::Message& push) {
   }
   SockAddr local(&body->local, body->local_len), remote(&body->remote, body->remote_len);
   inbox_[{CanonicalText(local), CanonicalText(remote)}] =
-      InboxEntry{std::move(push.fds[0]), std::nullopt};
+      InboxEntry{std::move(push.fds[0]), std::nullopt,
+                 gate_.Raise(matcher::AcceptGate::Kind::kSwitching, local.port())};
   ScheduleInboxSweep();
 }
 
