@@ -47,6 +47,10 @@ struct Daemon::Pending {
   uint64_t handed_to = 0;  // the session that got the end (push or claim), 0 while we hold it
   int32_t server_pid = 0;
   std::optional<Clock::time_point> accepted_since;  // the server side left the accept queue
+  // The port's `switching` gate, raised while the pair is pending: the client's supervisor lowers
+  // its own raise when it exits, and a server accepting in-process after that must still offer
+  // the connection to its supervisor, or the end, with what the client wrote, is lost.
+  AcceptGate::Count switching;
 };
 
 struct Daemon::Live {

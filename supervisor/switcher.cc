@@ -254,6 +254,17 @@ void Switcher::SweepInbox() {
   }
 }
 
+void Switcher::LowerAcceptGates() {
+  // One round trip first: the daemon has then handled our kConnected messages and raised its own
+  // count for each pair still pending (matcher::Daemon::Pending), which a server's in-process
+  // accept must still see once ours are gone.
+  if (!awaiting_.empty() && active()) {
+    (void)client_.Call(MsgType::kSweep, getpid(), {}, {}, kHintCallMs);
+  }
+  for (auto& [ino, a] : awaiting_) a.switching.Reset();
+  for (auto& [key, entry] : inbox_) entry.switching.Reset();
+}
+
 void Switcher::Disown(UniqueFd end) { client_.Disown(std::move(end)); }
 
 void Switcher::Book(uint64_t end_ino, UniqueFd tcp, bool client, bool connect_unreported) {

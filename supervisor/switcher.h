@@ -94,10 +94,7 @@ class Switcher {
   matcher::AcceptGate& gate() { return gate_; }
   // At exit: lowers the `switching` counts of switches still awaiting a verdict, and those of
   // ends pushed to us.
-  void LowerAcceptGates() {
-    for (auto& [ino, a] : awaiting_) a.switching.Reset();
-    for (auto& [key, entry] : inbox_) entry.switching.Reset();
-  }
+  void LowerAcceptGates();
 
   // Server side: the AF_UNIX end to install instead of `accepted`, if it is paired: pushed to us
   // ahead of the accept (no round trip), or claimed from the daemon. Installed() reports it placed.
