@@ -94,6 +94,7 @@ Daemon::Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t 
   auto table = ListenerTable::Open(ListenerTablePath(config_.dir));
   if (table) {
     table_.emplace(std::move(*table));
+    gate_.emplace(ListenerTablePath(config_.dir));
   } else {
     spdlog::warn("no listener table ({}): preloaded programs ask the supervisor on every connect",
                  table.error().ToString());

@@ -170,6 +170,9 @@ class Daemon {
   std::map<uint64_t, RemoteListenerReg> remote_listeners_;
   // listeners_'s ports, for the preload library; republished with every change (Broadcast).
   std::optional<ListenerTable> table_;
+  // Raises the `switching` gate of each pending pair's port (Pending::switching); before
+  // pending_, whose counts it must outlive.
+  std::optional<AcceptGate> gate_;
   struct Intent {
     uint64_t session;
     std::chrono::steady_clock::time_point when;

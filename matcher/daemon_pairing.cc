@@ -160,6 +160,7 @@ void Daemon::OnConnected(Session* s, Message& m) {
   p.client_end_ino = body->inode;
   p.server_end_ino = InodeOf(p.server_end.Get());
   auto it = pending_.insert_or_assign(key, std::move(p)).first;
+  if (gate_) it->second.switching = gate_->Raise(AcceptGate::Kind::kSwitching, key.local.port());
 
   // The client's supervisor decided from the kernel's listeners (sock_diag) and our list of
   // supervised ones. Whose registered listeners can take the connection? If that was wrong (an

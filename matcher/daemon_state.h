@@ -57,6 +57,10 @@ struct Daemon::Pending {
   uint64_t server_netns = 0;
   uint64_t claimed_tcp_ino = 0;
   uint64_t unix_netns = 0;  // where the socketpair lives: the client's supervisor's namespace
+  // The port's `switching` gate, raised while the pair is pending: the client's supervisor lowers
+  // its own raise when it exits, and a server accepting in-process after that must still offer
+  // the connection to its supervisor, or the end, with what the client wrote, is lost.
+  AcceptGate::Count switching;
 };
 
 struct Daemon::Live {

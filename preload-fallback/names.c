@@ -51,8 +51,10 @@ static uint64_t InodeOf(int fd) {
   return (uint64_t)st.st_ino;
 }
 
+int slipstream_names_keeps(int fd) { return fd >= 0 && fd < kNamedFds; }
+
 void slipstream_names_store(int fd, const struct slipstream_names* names) {
-  if (fd < 0 || fd >= kNamedFds) return;
+  if (!slipstream_names_keeps(fd)) return;
   int saved = errno;
   uint64_t ino = InodeOf(fd);
   errno = saved;

@@ -7,6 +7,8 @@
 
 #include "preload_abi.h"
 
+/* Whether addresses can be kept for `fd` at all (the table has a fixed size). */
+int slipstream_names_keeps(int fd);
 /* Remembers the TCP addresses of the switched socket now in `fd` (its inode is read here). */
 void slipstream_names_store(int fd, const struct slipstream_names* names);
 /* Answers getsockname (peer 0) or getpeername (peer 1) of `fd` from what was stored, as the

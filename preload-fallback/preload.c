@@ -480,6 +480,9 @@ static int GetName(int call, int fd, struct sockaddr* addr, socklen_t* len) {
       return (int)FdCallInProcess(call, nr, fd, (long)addr, (long)len, 0, 0, 0, 0, NULL, 0);
     }
     Count(call, 0);
+    /* Addresses that cannot be kept (an fd beyond the table) would be fetched at every call, and
+     * the call passed on anyway: two notifications instead of one. */
+    if (!slipstream_names_keeps(fd)) return real ? real(fd, addr, len) : PLAIN(nr, fd, addr, len);
     int saved = errno;
     int fetched = g.switching && FetchNames(fd);
     errno = saved;

@@ -102,7 +102,9 @@ static inline int slipstream_identity_option(int name) {
  * clears them:
  * - switching[p]: connects to port p that a client's supervisor is switching and whose server end
  *   has not yet been installed or given up. Raised before the connect runs, lowered when the
- *   daemon reports the end installed (kRelease) or relayed, or the switch is abandoned. An accept
+ *   daemon reports the end installed (kRelease) or relayed, or the switch is abandoned. The
+ *   daemon (per pending pair) and a server's supervisor (per end pushed to it) raise it too, so
+ *   that it stays raised when the client's supervisor exits before the server accepts. An accept
  *   that finds it non-zero after taking a connection from the kernel offers it to its supervisor
  *   (SLIPSTREAM_OPT_CLAIM). A supervisor killed mid-switch leaves its count raised: accepts on
  *   that port then cost a notification each, never a wrong answer, until the daemon's idle exit.

@@ -289,7 +289,8 @@ void Switcher::OnPush(matcher::Message& push) {
   }
   SockAddr local(&body->local, body->local_len), remote(&body->remote, body->remote_len);
   inbox_[{CanonicalText(local), CanonicalText(remote)}] =
-      InboxEntry{std::move(push.fds[0]), std::nullopt};
+      InboxEntry{std::move(push.fds[0]), std::nullopt,
+                 gate_.Raise(matcher::AcceptGate::Kind::kSwitching, local.port())};
   ScheduleInboxSweep();
 }
 
@@ -365,6 +366,17 @@ void Switcher::SweepInbox() {
     it = inbox_.erase(it);
     Disown(std::move(end));
   }
+}
+
+void Switcher::LowerAcceptGates() {
+  // One round trip first: the daemon has then handled our kConnected messages and raised its own
+  // count for each pair still pending (matcher::Daemon::Pending), which a server's in-process
+  // accept must still see once ours are gone.
+  if (!awaiting_.empty() && active()) {
+    (void)client_.Call(MsgType::kSweep, getpid(), {}, {}, kHintCallMs);
+  }
+  for (auto& [ino, a] : awaiting_) a.switching.Reset();
+  for (auto& [key, entry] : inbox_) entry.switching.Reset();
 }
 
 void Switcher::Disown(UniqueFd end) { client_.Disown(std::move(end)); }

@@ -107,10 +107,9 @@ class Switcher {
     return gate_.Raise(matcher::AcceptGate::Kind::kSwitching, port);
   }
   matcher::AcceptGate& gate() { return gate_; }
-  // At exit: lowers the `switching` counts of switches still awaiting a verdict.
-  void LowerAcceptGates() {
-    for (auto& [ino, a] : awaiting_) a.switching.Reset();
-  }
+  // At exit: lowers the `switching` counts of switches still awaiting a verdict, and those of
+  // ends pushed to us.
+  void LowerAcceptGates();
 
   // Server side: the AF_UNIX end to install instead of `accepted`, if it is paired: pushed to us
   // ahead of the accept (no round trip), or claimed from the daemon. Installed() reports it placed.
@@ -206,6 +205,11 @@ class Switcher {
   struct InboxEntry {
     UniqueFd server_end;
     std::optional<std::chrono::steady_clock::time_point> accepted_since;
+    // The local port's `switching` gate, raised while the end waits here: the client's raise
+    // may be gone before our program accepts (its supervisor exited, or released the switch to
+    // us when the daemon died), and an in-process accept must still offer the connection to us,
+    // or the end, with what the client wrote into it, would be lost.
+    matcher::AcceptGate::Count switching;
   };
   std::map<std::pair<std::string, std::string>, InboxEntry> inbox_;  // by (local, remote)
   boost::asio::steady_timer inbox_timer_;
