@@ -77,8 +77,8 @@ void AcceptGate::Count::Reset() {
   // Never below zero: another program of the user may have written the file (it only harms
   // that user's accepts), and a count must not wrap around to "always busy".
   uint32_t old = __atomic_load_n(counter_, __ATOMIC_RELAXED);
-  while (old != 0 && !__atomic_compare_exchange_n(counter_, &old, old - 1, false,
-                                                   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+  while (old != 0 && !__atomic_compare_exchange_n(counter_, &old, old - 1, false, __ATOMIC_SEQ_CST,
+                                                  __ATOMIC_RELAXED)) {
   }
   counter_ = nullptr;
 }

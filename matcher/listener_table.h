@@ -49,8 +49,7 @@ class AcceptGate {
   class Count {
    public:
     Count() = default;
-    Count(Count&& other) noexcept
-        : counter_(std::exchange(other.counter_, nullptr)) {}
+    Count(Count&& other) noexcept : counter_(std::exchange(other.counter_, nullptr)) {}
     Count& operator=(Count&& other) noexcept;
     ~Count() { Reset(); }
     void Reset();

@@ -141,8 +141,8 @@ TEST_F(ListenerTableTest, AcceptGateNeverLowersBelowZero) {
   // Someone else (another program of the user) zeroed it meanwhile.
   int fd = open(path_.c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(fd, 0);
-  void* p = mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ | PROT_WRITE, MAP_SHARED,
-                 fd, 0);
+  void* p =
+      mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   ASSERT_NE(p, MAP_FAILED);
   auto* writable = static_cast<slipstream_listener_table*>(p);

@@ -551,8 +551,8 @@ static int AcceptInProcess(int listener, uint16_t* port) {
   struct sockaddr_in6 name;
   socklen_t len = sizeof(name);
   int saved = errno;
-  long r = Bypass(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, listener, (long)&name, (long)&len,
-                  0, 0);
+  long r =
+      Bypass(SLIPSTREAM_CALL_GETSOCKNAME, SYS_getsockname, listener, (long)&name, (long)&len, 0, 0);
   int err = errno;
   errno = saved;
   if (r != 0) return err == EBADF || err == ENOTSOCK;
@@ -639,7 +639,8 @@ static int Accept(int call, int listener, struct sockaddr* addr, socklen_t* len,
     int named = TcpNames((int)r, &names);
     if (LateClaim((int)r) && named) slipstream_names_store((int)r, &names);
   } else {
-    if (port != 0 && g.stats != NULL) __atomic_fetch_add(&g.stats->tcp_accepts, 1, __ATOMIC_RELAXED);
+    if (port != 0 && g.stats != NULL)
+      __atomic_fetch_add(&g.stats->tcp_accepts, 1, __ATOMIC_RELAXED);
     slipstream_note_tcp((int)r);
   }
   errno = saved;

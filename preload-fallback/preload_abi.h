@@ -166,13 +166,15 @@ struct slipstream_trace_record {
 #define SLIPSTREAM_STATS_MAGIC 0x3254535453535353ULL
 struct slipstream_preload_stats {
   uint64_t magic;
-  uint64_t in_process[SLIPSTREAM_CALL_COUNT];    /* served in the program with the cookie (no notification) */
-  uint64_t to_supervisor[SLIPSTREAM_CALL_COUNT]; /* interposed, but left to the supervisor (trapped) */
-  uint64_t tcp_connects;      /* connects to an IP address made in-process: left on TCP */
-  uint64_t tcp_accepts;       /* accepts of TCP/IP connections made in-process, no claim */
-  uint64_t claims;            /* accepts made in-process, then offered to the supervisor */
-  uint64_t claims_switched;   /* of those, the ones the supervisor switched */
-  uint32_t trace;             /* --trace: record each call served in-process */
+  uint64_t in_process[SLIPSTREAM_CALL_COUNT]; /* served in the program with the cookie (no
+                                                 notification) */
+  uint64_t
+      to_supervisor[SLIPSTREAM_CALL_COUNT]; /* interposed, but left to the supervisor (trapped) */
+  uint64_t tcp_connects;    /* connects to an IP address made in-process: left on TCP */
+  uint64_t tcp_accepts;     /* accepts of TCP/IP connections made in-process, no claim */
+  uint64_t claims;          /* accepts made in-process, then offered to the supervisor */
+  uint64_t claims_switched; /* of those, the ones the supervisor switched */
+  uint32_t trace;           /* --trace: record each call served in-process */
   uint32_t reserved;
   uint64_t trace_next; /* records claimed so far; the ring keeps the first SLIPSTREAM_TRACE_SLOTS */
   struct slipstream_trace_record trace_ring[SLIPSTREAM_TRACE_SLOTS];

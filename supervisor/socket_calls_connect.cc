@@ -77,8 +77,8 @@ void SocketCalls::OnConnect(PendingCall c) {
   bool approved = reason == QueryReason::kSupervised;
   // Raised before the handshake starts, so that a server accepting in-process sees it once the
   // connection is in its queue; lowered when the switch is over or given up (preload_abi.h).
-  auto switching = std::make_shared<matcher::AcceptGate::Count>(
-      env_.switcher->BeginSwitch(dest->port()));
+  auto switching =
+      std::make_shared<matcher::AcceptGate::Count>(env_.switcher->BeginSwitch(dest->port()));
   std::optional<UniqueFd> sock = std::move(taken->fd);
   if (TryConnect(c, sock->Get(), *dest, approved, *switching)) return;
   SockAddr copied = *dest;

@@ -139,8 +139,8 @@ matcher::QueryReason Switcher::Approve(pid_t pid, int sock, const SockAddr& lite
   auto supervised = [this](uint64_t ino) {
     if (supervised_listeners_.count(ino) != 0) return true;
     auto it = remote_listeners_.find(ino);
-    return it != remote_listeners_.end() && netns_ != daemon_netns_ &&
-           it->second.netns == netns_ && seq_evidence_;
+    return it != remote_listeners_.end() && netns_ != daemon_netns_ && it->second.netns == netns_ &&
+           seq_evidence_;
   };
   auto reason = matcher::DecideConnect(listeners, dest, supervised);
   if (reason == QueryReason::kUnsupervisedListener) {
