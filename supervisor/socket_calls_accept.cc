@@ -192,6 +192,16 @@ bool SocketCalls::SwitchAccepted(PendingCall& c, int fd, int conn) {
     ++env_.stats.left_on_tcp;
     return false;
   }
+  // The program took the socket from the kernel itself, so unlike our own accept another thread
+  // may have forked or dup'ed it before this claim: such a copy would go on naming the TCP socket
+  // after the switch, and bytes written through it would be lost. As for a connect, it stays TCP
+  // (and the client's supervisor relays). Expected race: a copy made after this scan.
+  if (HasOtherFds(c, conn)) {
+    c.trace().note += " (left on TCP: the socket has other fds)";
+    env_.switcher->Disown(std::move(*end));
+    ++env_.stats.left_on_tcp;
+    return false;
+  }
   auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
   auto file_flags = GetFileFlags(conn);
   // The fd must still be the socket the library accepted (ADDFD SETFD replaces whatever is there).
