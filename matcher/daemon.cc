@@ -353,16 +353,7 @@ void Daemon::Sweep() {
   }
   AnswerSeqClaimsIfNoIntents();
   for (auto d = deferred_.begin(); d != deferred_.end();) {
-    if (now - d->since < config_.deferred_claim_limit) {
-      ++d;
-      continue;
-    }
-    auto s = sessions_.find(d->session);
-    if (s != sessions_.end() && !s->second->closed) {
-      ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kNo)};
-      (void)Send(s->second.get(), MsgType::kClaimReply, d->seq, 0, Bytes(reply));
-    }
-    d = deferred_.erase(d);
+    d = now - d->since < config_.deferred_claim_limit ? d + 1 : RefuseDeferred(d);
   }
   // Pending pairs we still hold: the server side accepted by someone who does not claim it (an
   // unsupervised process sharing the listener), or gone altogether, must be relayed by the client's

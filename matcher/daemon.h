@@ -193,6 +193,9 @@ class Daemon {
     uint64_t claimed_netns = 0;
   };
   std::vector<Deferred> deferred_;
+  // Answers the deferred claim `d` "no" (if its supervisor is still there) and forgets it;
+  // returns the next one.
+  std::vector<Deferred>::iterator RefuseDeferred(std::vector<Deferred>::iterator d);
   std::map<uint64_t, Live> live_;  // switched connections, by server end inode
   uint64_t pairs_total_ = 0;
   uint64_t relays_total_ = 0;

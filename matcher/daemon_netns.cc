@@ -302,15 +302,7 @@ bool Daemon::AnySeqCandidates() const {
 void Daemon::AnswerSeqClaimsIfNoIntents() {
   if (draining_ || AnySeqIntents(0)) return;
   for (auto d = deferred_.begin(); d != deferred_.end();) {
-    if (!d->key.by_seq()) {
-      ++d;
-      continue;
-    }
-    if (Session* claimer = Alive(d->session)) {
-      ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kNo)};
-      (void)Send(claimer, MsgType::kClaimReply, d->seq, 0, Bytes(reply));
-    }
-    d = deferred_.erase(d);
+    d = d->key.by_seq() ? RefuseDeferred(d) : d + 1;
   }
 }
 

@@ -35,6 +35,14 @@ Daemon::Session* Daemon::Alive(uint64_t session) {
   return it == sessions_.end() || it->second->closed ? nullptr : it->second.get();
 }
 
+std::vector<Daemon::Deferred>::iterator Daemon::RefuseDeferred(std::vector<Deferred>::iterator d) {
+  if (Session* claimer = Alive(d->session)) {
+    ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kNo)};
+    (void)Send(claimer, MsgType::kClaimReply, d->seq, 0, Bytes(reply));
+  }
+  return deferred_.erase(d);
+}
+
 void Daemon::SendListener(Session* to, uint64_t ino, bool added) {
   ListenerBody body{ino, static_cast<uint8_t>(added)};
   (void)Send(to, MsgType::kListener, 0, 0, Bytes(body));
@@ -110,15 +118,7 @@ void Daemon::OnAbort(Session* s, Message& m) {
       auto peer = diag_.LookupTcp(d->key.remote, d->key.local);
       waits_for_it = peer && peer->inode == body->inode;
     }
-    if (!waits_for_it) {
-      ++d;
-      continue;
-    }
-    if (Session* claimer = Alive(d->session)) {
-      ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kNo)};
-      (void)Send(claimer, MsgType::kClaimReply, d->seq, 0, Bytes(reply));
-    }
-    d = deferred_.erase(d);
+    d = waits_for_it ? RefuseDeferred(d) : d + 1;
   }
 }
 

@@ -128,10 +128,11 @@ def sha256_file(path):
     return h.hexdigest()
 
 
-def unix_inodes():
-    """Inodes of every AF_UNIX socket in this network namespace (/proc/net/unix)."""
+def unix_inodes(table="/proc/net/unix"):
+    """Inodes of every AF_UNIX socket in this network namespace (/proc/net/unix), or in that of a
+    given /proc/PID/net/unix."""
     inodes = set()
-    with open("/proc/net/unix") as f:
+    with open(table) as f:
         next(f)
         for line in f:
             fields = line.split()

@@ -254,6 +254,11 @@ def unix_peers():
     if shutil.which("ss") is None:
         return None
     out = subprocess.run(["ss", "-xnH"], capture_output=True, text=True, timeout=20).stdout
+    return parse_unix_peers(out)
+
+
+def parse_unix_peers(out):
+    """{inode: peer inode} from `ss -xnH` output."""
     peers = {}
     for line in out.splitlines():
         fields = line.split()

@@ -95,14 +95,7 @@ class Topology:
 
 def proc_unix_inodes(pid):
     """AF_UNIX inodes of the network namespace of `pid`."""
-    inodes = set()
-    with open(f"/proc/{pid}/net/unix") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            if len(fields) >= 7:
-                inodes.add(int(fields[6]))
-    return inodes
+    return harness.unix_inodes(f"/proc/{pid}/net/unix")
 
 
 def proc_tcp(pid):
@@ -118,14 +111,7 @@ def proc_tcp(pid):
 
 
 def unix_peers_in(ns):
-    out = sh("ip", "netns", "exec", ns, "ss", "-xnH").stdout
-    peers = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 8 and fields[0] == "u_str" and fields[-1].isdigit() \
-                and fields[-3].isdigit():
-            peers[int(fields[-3])] = int(fields[-1])
-    return peers
+    return ss.parse_unix_peers(sh("ip", "netns", "exec", ns, "ss", "-xnH").stdout)
 
 
 class AcrossNamespaces(fr.FixtureTest):
