@@ -4,7 +4,7 @@
 A supervised static C client makes up to 100 000 short connections (connect, echo 16 bytes,
 half-close, close) to a supervised server, every one switched. On this 2-core test machine such
 a cycle costs about 0.8 ms, so 100 000 take about 80 s alone and more under ctest -j2: the
-client stops after 60 s of cycles (--duration) or at 100 000, whichever comes first, and the test
+client stops after 40 s of cycles (--duration) or at 100 000, whichever comes first, and the test
 prints how many it made (SLIPSTREAM_RESOURCES_SECONDS=300 lets it reach 100 000). Baselines are taken after a warm-up of 2 000 connections, once the
 daemon lists no live connection. At the end, with both programs still running and every
 connection closed: slipstreamd --status lists no live connection within seconds, and the fd counts
@@ -21,7 +21,7 @@ import harness
 import switch_support as ss
 
 WARM_UP, MOST = 2000, 100000
-SECONDS = int(os.environ.get("SLIPSTREAM_RESOURCES_SECONDS", "60"))
+SECONDS = int(os.environ.get("SLIPSTREAM_RESOURCES_SECONDS", "40"))
 FD_MARGIN, RSS_MARGIN_KIB = 3, 4096
 # AddressSanitizer keeps freed memory in quarantine (256 MiB by default): RSS says nothing there.
 CHECK_RSS = os.environ.get("SLIPSTREAM_SANITIZED", "0") != "1"
