@@ -144,10 +144,14 @@ class FixtureTest(unittest.TestCase):
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def wrap(self, cmd, supervise, trace=None, extra=()):
-        """`cmd` itself, or `cmd` under slipstream-trace (with --trace -o `trace`)."""
+    def wrap(self, cmd, supervise, trace=None, extra=(), stats=None):
+        """`cmd` itself, or `cmd` under slipstream-trace (with --trace -o `trace`; with --stats
+        into `stats`, which must then be `trace` if both are given: -o takes both)."""
         if not supervise:
             return list(cmd)
+        if stats is not None:
+            assert trace in (None, stats), "--trace and --stats share one -o file"
+            extra = [*extra, "--stats"] + ([] if trace else ["-o", stats])
         return harness.supervised(cmd, trace_file=trace, extra=extra)
 
     def assertRunsAlike(self, native, supervised, what):
@@ -296,17 +300,19 @@ def note_addr(record):
 
 def run_client_server(test, server_cmd, client_cmd, port_file, *, supervise,
                       server_trace=None, client_trace=None, extra=(), timeout=60.0,
-                      server_timeout=15.0):
+                      server_timeout=15.0, server_stats=None, client_stats=None):
     """Starts the server, runs the client to completion, waits for the server.
 
     Returns (server (code, out, err), client (code, out, err), port). The two programs run as
-    separate processes; when `supervise` is true each has its own slipstream-trace.
+    separate processes; when `supervise` is true each has its own slipstream-trace, which writes
+    its --stats summary into `server_stats` / `client_stats` when given (switch_support's
+    read_stats parses them).
     """
     if os.path.exists(port_file):
         os.unlink(port_file)
-    server = test.start(test.wrap(server_cmd, supervise, server_trace, extra))
+    server = test.start(test.wrap(server_cmd, supervise, server_trace, extra, server_stats))
     port = read_port(port_file)
-    client = test.start(test.wrap(client_cmd, supervise, client_trace, extra))
+    client = test.start(test.wrap(client_cmd, supervise, client_trace, extra, client_stats))
     client_result = client.wait(timeout)
     server_result = server.wait(server_timeout)
     return server_result, client_result, port
