@@ -568,20 +568,33 @@ static int AcceptInProcess(int listener, uint16_t* port) {
 }
 
 /* The connection `fd` was accepted here while a client's supervisor was switching a connect to
- * this port: offer it to our supervisor (a trapped getsockopt, preload_abi.h), which installs the
- * AF_UNIX end over `fd` if the client is the one switching. Without a supervisor (fail-open) the
- * kernel answers ENOPROTOOPT and the socket stays TCP. A signal may interrupt the claim after the
- * end was installed; the retry then finds `fd` switched and answers 1. Keeps errno. */
+ * this port: offer it to our supervisor (a trapped getsockopt, preload_abi.h). If the client is
+ * the one switching, the call returns a new fd naming the AF_UNIX end, which replaces `fd` here.
+ * Without a supervisor (fail-open) the kernel answers ENOPROTOOPT and the socket stays TCP. A
+ * signal that interrupts the claim before the answer leaves nothing installed: the claim is made
+ * again. Keeps errno. */
 static int LateClaim(int fd) {
-  int32_t switched = 0;
-  socklen_t len = sizeof(switched);
+  int32_t claim = SLIPSTREAM_CLAIM_TCP;
+  socklen_t len = sizeof(claim);
   long r;
   do {
-    r = ScrubbedSyscall(SYS_getsockopt, fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_CLAIM, (long)&switched,
+    r = ScrubbedSyscall(SYS_getsockopt, fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_CLAIM, (long)&claim,
                         (long)&len, 0);
   } while (r == -EINTR);
   if (g.stats != NULL) __atomic_fetch_add(&g.stats->claims, 1, __ATOMIC_RELAXED);
-  if (r == 0 && switched) {
+  int switched = r >= 0 && claim != SLIPSTREAM_CLAIM_TCP;
+  if (r >= 0 && claim == SLIPSTREAM_CLAIM_NEW_FD) {
+    /* `fd` is not the program's yet (its accept has not returned), so nothing else uses it. dup3
+     * fails only with EBUSY (a racing open() in another thread holds the slot): try again. */
+    long cloexec = ScrubbedSyscall(SYS_fcntl, fd, F_GETFD, 0, 0, 0, 0);
+    int flags = cloexec > 0 && (cloexec & FD_CLOEXEC) ? O_CLOEXEC : 0;
+    long d;
+    do {
+      d = ScrubbedSyscall(SYS_dup3, r, fd, flags, 0, 0, 0);
+    } while (d == -EBUSY || d == -EINTR);
+    (void)ScrubbedSyscall(SYS_close, r, 0, 0, 0, 0, 0);
+  }
+  if (switched) {
     if (g.stats != NULL) __atomic_fetch_add(&g.stats->claims_switched, 1, __ATOMIC_RELAXED);
     slipstream_note_connection(fd);
     return 1;

@@ -123,11 +123,19 @@ struct slipstream_listener_table {
 
 /* The late claim: getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_CLAIM, &int, &len), made without
  * the cookie on a TCP socket the library has just accepted in-process, so that the supervisor
- * sees it. If a supervised client is its peer, the supervisor installs the AF_UNIX end over `fd`
- * (ADDFD with SETFD) and writes 1; otherwise 0. The level is no protocol's, so without a
- * supervisor (fail-open) the kernel answers ENOPROTOOPT and the socket stays TCP. */
+ * sees it. The int says what happened:
+ *  - SLIPSTREAM_CLAIM_NEW_FD: a supervised client is the peer; the call returned a new fd (ADDFD
+ *    with SEND, Linux 5.14: install and answer in one wake-up), close-on-exec, naming the AF_UNIX
+ *    end, which the library moves over `fd` with dup3;
+ *  - SLIPSTREAM_CLAIM_TCP (0): not paired, the socket stays TCP;
+ *  - SLIPSTREAM_CLAIM_SWITCHED: `fd` was switched already (nothing new).
+ * The level is no protocol's, so without a supervisor (fail-open) the kernel answers ENOPROTOOPT
+ * and the socket stays TCP. */
 #define SLIPSTREAM_SOL 0x534c4950 /* "SLIP" */
 #define SLIPSTREAM_OPT_CLAIM 1
+#define SLIPSTREAM_CLAIM_TCP 0
+#define SLIPSTREAM_CLAIM_SWITCHED 1
+#define SLIPSTREAM_CLAIM_NEW_FD 2
 
 /* getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, &struct slipstream_names, &len), made
  * without the cookie on a socket the supervisor switched: it answers both addresses of the

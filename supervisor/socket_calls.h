@@ -125,9 +125,10 @@ class SocketCalls {
   // getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES) from the preload library: both
   // addresses of a switched socket's retained TCP socket at once (preload_abi.h).
   void OnNames(PendingCall& c, const tracer::TargetAccess& target);
-  // Claims the accepted TCP socket `conn` (the program's `fd`) and installs its AF_UNIX end over
-  // `fd` (ADDFD SETFD); false if it is not paired or could not be installed.
-  bool SwitchAccepted(PendingCall& c, int fd, int conn);
+  // Claims the accepted TCP socket `conn` and, if it is paired, answers the late claim `c` with
+  // its AF_UNIX end at a new fd of the program (ADDFD SEND); false if it is not paired or could
+  // not be installed (`c` is then unanswered, unless the target left it).
+  bool SwitchAccepted(PendingCall& c, int conn);
   // The AF_UNIX end paired with the accepted TCP socket `conn` whose peer address is `peer`, if
   // a supervised client on this host (any network namespace with supervisors) made it.
   std::optional<UniqueFd> ClaimFromThisHost(PendingCall& c, int conn,

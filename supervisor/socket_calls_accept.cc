@@ -10,6 +10,7 @@
 
 #include "base/socket_info.h"
 #include "fdinject/installer.h"
+#include "preload-fallback/preload_abi.h"
 #include "supervisor/blocking_guard.h"
 #include "supervisor/socket_calls_util.h"
 
@@ -174,16 +175,25 @@ void SocketCalls::OnLateClaim(PendingCall& c) {
   if (*len < static_cast<int>(sizeof(int))) return (void)c.Fail(EINVAL);
   auto sock = TakeSocket(c, *target, fd);
   if (!sock) return;
-  // Already switched: the restart of a claim whose answer a signal took away.
-  int32_t switched = sock->switched != nullptr || SwitchAccepted(c, fd, sock->fd.Get());
-  if (c.answered()) return;
-  if (!target->WriteInt(c.arg(3), switched) || !target->WriteInt(c.arg(4), sizeof(int32_t))) {
-    return (void)c.Fail(EFAULT);
+  auto answer = [&](int32_t claim) {
+    if (!target->WriteInt(c.arg(3), claim) || !target->WriteInt(c.arg(4), sizeof(int32_t))) {
+      return false;
+    }
+    return true;
+  };
+  if (sock->switched != nullptr) {  // claimed twice: nothing new to give
+    if (!answer(SLIPSTREAM_CLAIM_SWITCHED)) return (void)c.Fail(EFAULT);
+    return (void)c.Return(0);
   }
+  // Written before the answer, which the target waits for in the call: if the switch succeeds,
+  // the answer is ADDFD's SEND and the call returns the new fd (preload_abi.h).
+  if (!answer(SLIPSTREAM_CLAIM_NEW_FD)) return (void)c.Fail(EFAULT);
+  if (SwitchAccepted(c, sock->fd.Get()) || c.answered()) return;
+  if (!answer(SLIPSTREAM_CLAIM_TCP)) return (void)c.Fail(EFAULT);
   c.Return(0);
 }
 
-bool SocketCalls::SwitchAccepted(PendingCall& c, int fd, int conn) {
+bool SocketCalls::SwitchAccepted(PendingCall& c, int conn) {
   ++env_.stats.accepts;
   auto peer = SocketName(conn, true);
   c.trace().note = "(peer " + (peer ? peer->ToString() : std::string("?")) + ")";
@@ -193,26 +203,26 @@ bool SocketCalls::SwitchAccepted(PendingCall& c, int fd, int conn) {
     return false;
   }
   // The program took the socket from the kernel itself, so unlike our own accept another thread
-  // may have forked or dup'ed it before this claim: such a copy would go on naming the TCP socket
-  // after the switch, and bytes written through it would be lost. As for a connect, it stays TCP
-  // (and the client's supervisor relays). Expected race: a copy made after this scan.
+  // may have forked before this claim: the child's copy would go on naming the TCP socket after
+  // the switch, and bytes written through it would be lost. As for a connect, it stays TCP (and
+  // the client's supervisor relays). Expected race: a fork after this scan.
   if (HasOtherFds(c, conn)) {
     c.trace().note += " (left on TCP: the socket has other fds)";
     env_.switcher->Disown(std::move(*end));
     ++env_.stats.left_on_tcp;
     return false;
   }
-  auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
   auto file_flags = GetFileFlags(conn);
-  // The fd must still be the socket the library accepted (ADDFD SETFD replaces whatever is there).
-  if (!fd_flags || !file_flags || (fd_flags->ino != 0 && fd_flags->ino != InodeOf(conn)) ||
-      !SetNonBlocking(end->Get(), (*file_flags & O_NONBLOCK) != 0)) {
+  if (!file_flags || !SetNonBlocking(end->Get(), (*file_flags & O_NONBLOCK) != 0)) {
     env_.switcher->Disown(std::move(*end));
     ++env_.stats.left_on_tcp;
     return false;
   }
   linger linger_opt = fdinject::CopySocketOptions(conn, end->Get());
-  auto installed = env_.installer.Install({c.id(), end->Get(), fd, fd_flags->cloexec, false});
+  // ADDFD with SEND (Linux 5.14) installs the end at a new fd and answers the call in one wake-up
+  // of the target; the library moves it over the accepted fd with dup3. (SETFD over the fd, then
+  // an answer, would wake the target twice.) The new fd is close-on-exec until then.
+  auto installed = env_.installer.Install({c.id(), end->Get(), -1, true, true});
   if (!installed) {
     // The program keeps its TCP socket; the client's supervisor relays.
     env_.switcher->Disown(std::move(*end));
@@ -220,11 +230,12 @@ bool SocketCalls::SwitchAccepted(PendingCall& c, int fd, int conn) {
     ++env_.stats.left_on_tcp;
     return false;
   }
+  c.trace().note += " switched to unix (accepted in-process)";
+  c.AnsweredWithFd(*installed);
   uint64_t end_ino = InodeOf(end->Get());
   env_.switcher->Installed(ProcessOf(c.tid()), end_ino, conn);
   env_.switcher->Book(end_ino, UniqueFd(fcntl(conn, F_DUPFD_CLOEXEC, 0)), /*client=*/false);
   ArmResetIfAbortive(end->Get(), end_ino, linger_opt);
-  c.trace().note += " switched to unix (accepted in-process)";
   return true;
 }
 

@@ -86,6 +86,13 @@ def environ_of(pid):
         return dict(e.split("=", 1) for e in f.read().decode().split("\0") if "=" in e)
 
 
+def fd_link(pid, fd):
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except FileNotFoundError:
+        return None
+
+
 class Preload(ss.EvidenceMixin, fr.FixtureTest):
 
     def setUp(self):
@@ -230,14 +237,15 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
     # ---- What the supervisor must still see -----------------------------------------------------
 
     def switched_pair(self, client_cmd, server_stats, client_stats, server_peer=dyn_peer,
-                      while_held=lambda c, s: None):
+                      while_held=lambda c, s: None, server_extra=()):
         """A supervised `server_peer` server (echo; switch_peer_dyn by default) and
         `client_cmd`(port) supervised; asserts the kernel's evidence of the switch and the echo;
         returns the ready lines."""
         port_file = self.path("port")
         server = ss.Gated(self, harness.supervised(
             server_peer("server", "--port-file", port_file, "--mode", "echo", "--bytes",
-                        str(ECHO_BYTES), "--hold"), stats=True, extra=["-o", server_stats]))
+                        str(ECHO_BYTES), "--hold", *server_extra), stats=True,
+            extra=["-o", server_stats]))
         port = fr.read_port(port_file)
         client = self.supervised_client(client_cmd(port), client_stats)
         c, s = client.ready(), server.ready()
@@ -296,6 +304,30 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual((server["preload"]["claims"], server["preload"]["claims_switched"]),
                          (1, 1), server)
         self.assertGreaterEqual(server["in_process"].get("bind", 0), 1, server)
+
+    def test_late_claim_keeps_the_fd_and_its_close_on_exec_flag(self):
+        """The late claim's end arrives at a new fd (ADDFD SEND) that the library moves over the
+        accepted fd: same number, the accept's close-on-exec flag, no second fd left behind."""
+        for inheritable in (False, True):
+            with self.subTest(inheritable=inheritable):
+                if os.path.exists(self.path("port")):
+                    os.unlink(self.path("port"))  # the first pair's
+                seen = {}
+                def fd_table(c, s):
+                    pid, fd = int(s["pid"]), int(s["fd"])
+                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                        flags = int(f.read().split("flags:")[1].split()[0], 8)
+                    seen["cloexec"] = bool(flags & os.O_CLOEXEC)
+                    end = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    seen["copies"] = sum(1 for n in os.listdir(f"/proc/{pid}/fd")
+                                         if fd_link(pid, n) == end)
+                stats = (self.path("server.stats"), self.path("client.stats"))
+                self.switched_pair(self.echo_client(), *stats, while_held=fd_table,
+                                   server_extra=["--inheritable"] if inheritable else [])
+                self.assertEqual(seen, {"cloexec": not inheritable, "copies": 1})
+                server = read_counts(stats[0])
+                self.assertEqual((server["preload"]["claims"],
+                                  server["preload"]["claims_switched"]), (1, 1), server)
 
     def test_preloaded_client_with_a_static_server(self):
         server_stats, client_stats = self.path("server.stats"), self.path("client.stats")

@@ -3,7 +3,7 @@
 //   switch_peer server [--family ipv4|ipv6|v4mapped] [--bind HOST] [--port P] [--port-file F]
 //                      [--listen-fd FD] [--backlog N] [--count N] [--threads]
 //                      [--mode echo|sink|source|rr] [--bytes N] [--seed S]
-//                      [--hold] [--hold-exit] [--log]
+//                      [--hold] [--hold-exit] [--log] [--inheritable]
 //   switch_peer client [--host H] (--port P | --port-file F) [--retry SECONDS] [--count N]
 //                      [--parallel P] [--nonblock-connect] [--mode echo|sink|source|rr]
 //                      [--bytes N] [--chunk C] [--rounds R] [--seed S] [--duration SECONDS]
@@ -33,6 +33,7 @@
 //   --hold-mid      "midway pid=P conn=C" halfway through each transfer (client)
 //   --pause-at N    "paused pid=P conn=N" once N connections are finished (client)
 //   --hold-exit     "done pid=P" before exiting
+//   --inheritable   accept4 without SOCK_CLOEXEC (server)
 // --thread makes the client's connections from a second thread (the main thread only waits).
 // --log prints one line per finished connection: "conn local=ADDR peer=ADDR seed=S bytes_out=N
 // crc_out=X bytes_in=N crc_in=X" (client) or "conn local=ADDR peer=ADDR bytes_in=N crc_in=X
@@ -75,6 +76,7 @@ static struct {
   int hold;
   int hold_mid;
   int hold_exit;
+  int inheritable;
   long long pause_at;
   int log;
   int timeout_s;
@@ -250,6 +252,7 @@ static void ParseArgs(int argc, char** argv) {
                 : strcmp(opt, "--hold-exit") == 0        ? &config.hold_exit
                 : strcmp(opt, "--log") == 0              ? &config.log
                 : strcmp(opt, "--thread") == 0           ? &config.client_thread
+                : strcmp(opt, "--inheritable") == 0      ? &config.inheritable
                                                          : NULL;
     if (flag != NULL) {
       *flag = 1;
@@ -742,7 +745,8 @@ static void RunServer(void) {
     struct Accepted* a = malloc(sizeof(*a));
     a->peer_len = sizeof(a->peer);
     do {
-      a->fd = accept4(listener, (struct sockaddr*)&a->peer, &a->peer_len, SOCK_CLOEXEC);
+      a->fd = accept4(listener, (struct sockaddr*)&a->peer, &a->peer_len,
+                      config.inheritable ? 0 : SOCK_CLOEXEC);
     } while (a->fd < 0 && (errno == EINTR || errno == ECONNABORTED));
     if (a->fd < 0) fx_die("accept4");
     if (!config.threads) {
