@@ -378,6 +378,44 @@ EXPORT int socket(int domain, int type, int protocol) {
   return (int)r;
 }
 
+/* A connect left to the supervisor, which may switch it and then answer with the AF_UNIX end at
+ * a new fd (preload_abi.h): the end replaces the socket at `fd`, with its close-on-exec flag. If
+ * another thread closed `fd` and reused its number meanwhile (the program's own race), the end is
+ * dropped rather than put over an unrelated file: the peer sees the connection closed.
+ * Difference from libc's connect: not a cancellation point (a pthread_cancel acts at the thread's
+ * next one). */
+static int ConnectThroughSupervisor(int fd, const struct sockaddr* addr, socklen_t len) {
+  struct stat before;
+  int known = fstat(fd, &before) == 0;
+  struct slipstream_connect_answer answer = {SLIPSTREAM_CLAIM_TCP, 0};
+  long r =
+      ScrubbedSyscall(SYS_connect, fd, (long)addr, len, 0, (long)&answer, SLIPSTREAM_CONNECT_MARK);
+  if (r < 0) {
+    errno = (int)-r;
+    return -1;
+  }
+  if (answer.kind != SLIPSTREAM_CLAIM_NEW_FD) return (int)r;
+  struct stat now;
+  long cloexec = ScrubbedSyscall(SYS_fcntl, fd, F_GETFD, 0, 0, 0, 0);
+  if (!known || fstat(fd, &now) != 0 || now.st_ino != before.st_ino ||
+      now.st_dev != before.st_dev) {
+    (void)ScrubbedSyscall(SYS_close, r, 0, 0, 0, 0, 0);
+    errno = ECONNRESET;
+    return -1;
+  }
+  long d;
+  do {
+    d = ScrubbedSyscall(SYS_dup3, r, fd, cloexec > 0 && (cloexec & FD_CLOEXEC) ? O_CLOEXEC : 0, 0,
+                        0, 0);
+  } while (d == -EBUSY || d == -EINTR);
+  (void)ScrubbedSyscall(SYS_close, r, 0, 0, 0, 0, 0);
+  if (answer.err != 0) {
+    errno = answer.err;
+    return -1;
+  }
+  return 0;
+}
+
 EXPORT int connect(int fd, const struct sockaddr* addr, socklen_t len) {
   int tcp = 0;
   struct sockaddr_in6 dest;
@@ -389,7 +427,9 @@ EXPORT int connect(int fd, const struct sockaddr* addr, socklen_t len) {
     return (int)r;
   }
   if (g.enabled) Count(SLIPSTREAM_CALL_CONNECT, 0);
-  int r = g.connect ? g.connect(fd, addr, len) : PLAIN(SYS_connect, fd, addr, len);
+  int r = g.enabled && g.switching ? ConnectThroughSupervisor(fd, addr, len)
+          : g.connect              ? g.connect(fd, addr, len)
+                                   : PLAIN(SYS_connect, fd, addr, len);
   if (r == 0 || errno == EINPROGRESS) {
     int saved = errno;
     slipstream_note_connection(fd); /* switched by the supervisor? */

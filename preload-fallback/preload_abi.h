@@ -137,6 +137,22 @@ struct slipstream_listener_table {
 #define SLIPSTREAM_CLAIM_SWITCHED 1
 #define SLIPSTREAM_CLAIM_NEW_FD 2
 
+/* A connect the library leaves to the supervisor carries, past connect's three arguments,
+ * SLIPSTREAM_CONNECT_MARK in the sixth and the address of a struct slipstream_connect_answer in
+ * the fifth (the kernel reads neither; the filter does not let them bypass it). If the supervisor
+ * switches the connection and the target waits killably for the answer (WAIT_KILLABLE_RECV, Linux
+ * 5.19: only a fatal signal can take the answer away), it answers with ADDFD SEND (Linux 5.14):
+ * the call returns a new close-on-exec fd naming the AF_UNIX end, `kind` says
+ * SLIPSTREAM_CLAIM_NEW_FD and `err` the connect's own result (0, or EINPROGRESS for a
+ * non-blocking socket); the library moves the fd over the socket's with dup3. Otherwise `kind`
+ * stays SLIPSTREAM_CLAIM_TCP and the call returns connect's answer. One wake-up of the target
+ * instead of two (ADDFD SETFD, then the answer). */
+#define SLIPSTREAM_CONNECT_MARK 0x534c495043304e4eLL /* "SLIPC0NN" */
+struct slipstream_connect_answer {
+  int32_t kind;
+  int32_t err;
+};
+
 /* getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, &struct slipstream_names, &len), made
  * without the cookie on a socket the supervisor switched: it answers both addresses of the
  * retained TCP socket at once (what getsockname and getpeername would answer), so that the

@@ -1,5 +1,6 @@
 #include "supervisor/pending_call.h"
 
+#include <string>
 #include <utility>
 
 namespace slipstream::supervisor {
@@ -25,6 +26,7 @@ PendingCall::~PendingCall() {
 
 void PendingCall::Finish(const Status& sent, TraceRecord::Outcome outcome) {
   answered_ = true;
+  delivered_ = sent.has_value();
   sinks_->outstanding.Remove(std::exchange(slot_, -1));
   if (!sent) {
     // ENOENT: the target was interrupted or died between our receive and our answer.
@@ -61,6 +63,17 @@ bool PendingCall::Fail(int err) {
 void PendingCall::AnsweredWithFd(int fd) {
   ++sinks_->stats.emulated;
   record_.value = fd;
+  Finish({}, TraceRecord::Outcome::kValue);
+}
+
+void PendingCall::AnsweredThroughLibrary(int fd, int err) {
+  ++sinks_->stats.emulated;
+  record_.note += " (its end sent as fd " + std::to_string(fd) + " to the preload library)";
+  if (err != 0) {
+    record_.err = err;
+    return Finish({}, TraceRecord::Outcome::kError);
+  }
+  record_.value = 0;
   Finish({}, TraceRecord::Outcome::kValue);
 }
 

@@ -36,6 +36,8 @@ class PendingCall {
   pid_t tid() const { return n_.tid; }
   uint64_t arg(int i) const { return n_.args[static_cast<size_t>(i)]; }
   bool answered() const { return answered_; }
+  // The answer reached the target (false also while unanswered).
+  bool delivered() const { return delivered_; }
   TraceRecord& trace() { return record_; }
 
   // Each answers the call once; ENOENT (the target left the call) is recorded, not an error.
@@ -46,6 +48,9 @@ class PendingCall {
   bool Fail(int err);
   // The call was answered by ADDFD with SECCOMP_ADDFD_FLAG_SEND, returning `fd`.
   void AnsweredWithFd(int fd);
+  // The same for the preload library, which moves the new fd over the program's own and returns
+  // 0 (`err` 0) or -1 with errno `err` to the program: --trace shows that answer and the fd.
+  void AnsweredThroughLibrary(int fd, int err);
   // The target left the call: nothing can be answered any more.
   void Abandon();
 
@@ -55,6 +60,7 @@ class PendingCall {
   tracer::Notification n_;
   int slot_;
   bool answered_ = false;
+  bool delivered_ = false;
   TraceRecord record_;
 };
 

@@ -129,6 +129,13 @@ class SocketCalls {
   // its AF_UNIX end at a new fd of the program (ADDFD SEND); false if it is not paired or could
   // not be installed (`c` is then unanswered, unless the target left it).
   bool SwitchAccepted(PendingCall& c, int conn);
+  // The connect `c` came from the preload library, which takes its end by ADDFD SEND.
+  bool AnswersBySend(const PendingCall& c) const;
+  // Puts `end` over the program's fd of `c` (ADDFD SETFD) if that fd still names `sock`.
+  bool InstallOverFd(PendingCall& c, int sock, int end);
+  // Answers the switched connect `c` with `end` at a new fd (ADDFD SEND), `in_progress` giving
+  // EINPROGRESS (preload_abi.h); falls back to InstallOverFd if the program has no free fd.
+  void AnswerWithEnd(PendingCall& c, int sock, int end, bool in_progress);
   // The AF_UNIX end paired with the accepted TCP socket `conn` whose peer address is `peer`, if
   // a supervised client on this host (any network namespace with supervisors) made it.
   std::optional<UniqueFd> ClaimFromThisHost(PendingCall& c, int conn,

@@ -231,7 +231,7 @@ bool SocketCalls::SwitchAccepted(PendingCall& c, int conn) {
     return false;
   }
   c.trace().note += " switched to unix (accepted in-process)";
-  c.AnsweredWithFd(*installed);
+  c.AnsweredThroughLibrary(*installed, 0);
   uint64_t end_ino = InodeOf(end->Get());
   env_.switcher->Installed(ProcessOf(c.tid()), end_ino, conn);
   env_.switcher->Book(end_ino, UniqueFd(fcntl(conn, F_DUPFD_CLOEXEC, 0)), /*client=*/false);

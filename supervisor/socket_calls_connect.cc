@@ -116,14 +116,14 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   bool switched = connected && approved && !shared && SwitchConnected(c, sock, rc != 0, switching);
   if (approved && !switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
   if (!approved || shared) ++env_.stats.left_on_tcp;
-  bool delivered = false;
-  if (!c.answered()) {
+  if (!c.answered()) {  // a switch by ADDFD SEND has answered already
     if (IsSupervisorResourceError(err) && rc != 0) {
       c.Continue();
       return true;
     }
-    delivered = rc == 0 ? c.Return(0) : c.Fail(err);
+    (void)(rc == 0 ? c.Return(0) : c.Fail(err));
   }
+  bool delivered = c.delivered();
   if (!delivered && (rc == 0 || err == EINPROGRESS)) {
     // The program left the call after the connection was made (a signal without WAIT_KILLABLE,
     // before or after the switch). Its restarted connect() must report that connection, not
@@ -152,29 +152,46 @@ bool SocketCalls::HasOtherFds(PendingCall& c, int sock) {
   return !count || *count > 1;  // cannot tell: do not risk it
 }
 
-bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
-                                  matcher::AcceptGate::Count& switching) {
+bool SocketCalls::AnswersBySend(const PendingCall& c) const {
+  // Only where a signal cannot take the answer away between the announcement of the switch and
+  // the SEND (preload_abi.h): then only the target's death can, and its end goes with it.
+  return env_.held.killable() && c.arg(5) == static_cast<uint64_t>(SLIPSTREAM_CONNECT_MARK) &&
+         c.arg(4) != 0;
+}
+
+bool SocketCalls::InstallOverFd(PendingCall& c, int sock, int end) {
   int fd = static_cast<int>(c.arg(0));
   auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
-  auto file_flags = GetFileFlags(sock);
-  if (!fd_flags || !file_flags) return false;
+  if (!fd_flags) return false;
   // Another thread may have closed the fd and reused its number while this connect ran (the
   // kernel's connect holds its own reference): SETFD must not replace an unrelated file.
   if (fd_flags->ino != 0 && fd_flags->ino != InodeOf(sock)) return false;
-  auto pair = fdinject::MakeStreamPair((*file_flags & O_NONBLOCK) != 0, false);
-  if (!pair) return false;
-  auto& [end, server_end] = *pair;
-  linger linger_opt = fdinject::CopySocketOptions(sock, end.Get());
-  uint64_t end_ino = InodeOf(end.Get());
   // SETFD swaps the slot like dup2: epoll registrations made after this point see the AF_UNIX end,
   // and the TCP socket lives on in our copy (no FIN is sent).
-  auto installed = env_.installer.Install({c.id(), end.Get(), fd, fd_flags->cloexec, false});
+  auto installed = env_.installer.Install({c.id(), end, fd, fd_flags->cloexec, false});
   if (!installed) {
     // The target left the call (signal, exit) before the switch: its fd is still the TCP socket,
     // connected, and stays so; nothing was announced, so nobody pairs with it.
     if (installed.error().TargetGone()) c.Abandon();
     return false;
   }
+  return true;
+}
+
+bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
+                                  matcher::AcceptGate::Count& switching) {
+  int fd = static_cast<int>(c.arg(0));
+  auto file_flags = GetFileFlags(sock);
+  if (!file_flags) return false;
+  auto pair = fdinject::MakeStreamPair((*file_flags & O_NONBLOCK) != 0, false);
+  if (!pair) return false;
+  auto& [end, server_end] = *pair;
+  linger linger_opt = fdinject::CopySocketOptions(sock, end.Get());
+  uint64_t end_ino = InodeOf(end.Get());
+  // From the library (preload_abi.h), the end is installed and the call answered at once, after
+  // the switch is announced; otherwise the end replaces the program's fd before.
+  bool by_send = AnswersBySend(c);
+  if (!by_send && !InstallOverFd(c, sock, end.Get())) return false;
   const std::string* by_seq = env_.switcher->BySeq(sock);
   std::string seq_note = by_seq != nullptr ? " (" + *by_seq + ")" : "";
   env_.switcher->ClientSwitched(ProcessOf(c.tid()), sock, std::move(server_end), end_ino,
@@ -195,7 +212,27 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
   ArmResetIfAbortive(end.Get(), end_ino, linger_opt);
   switched_end_ino_ = end_ino;
-  return true;  // the caller answers with the connect's own result
+  if (by_send) AnswerWithEnd(c, sock, end.Get(), in_progress);
+  return true;  // unless answered here, the caller answers with the connect's own result
+}
+
+void SocketCalls::AnswerWithEnd(PendingCall& c, int sock, int end, bool in_progress) {
+  auto target = OpenTarget(c);
+  slipstream_connect_answer answer{SLIPSTREAM_CLAIM_NEW_FD, in_progress ? EINPROGRESS : 0};
+  if (target && target->WriteInt(c.arg(4), answer.kind) &&
+      target->WriteInt(c.arg(4) + sizeof(int32_t), answer.err)) {
+    auto installed = env_.installer.Install({c.id(), end, -1, true, true});
+    if (installed) return c.AnsweredThroughLibrary(*installed, answer.err);
+    // Killable: only the target's death takes the call away, and its end closes with it.
+    if (installed.error().TargetGone()) return c.Abandon();
+    // EMFILE (no room for a new fd): put the end over the socket's fd, then answer as usual.
+  }
+  if (target) (void)target->WriteInt(c.arg(4), SLIPSTREAM_CLAIM_TCP);
+  if (!InstallOverFd(c, sock, end) && !c.answered()) {
+    // Announced, but the end is in no fd of the program: it must not use its TCP socket as if
+    // nothing happened, and cannot be given the end: fail the connect as a reset connection.
+    c.Fail(ECONNRESET);
+  }
 }
 
 void SocketCalls::ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock) {

@@ -305,26 +305,28 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
                          (1, 1), server)
         self.assertGreaterEqual(server["in_process"].get("bind", 0), 1, server)
 
-    def test_late_claim_keeps_the_fd_and_its_close_on_exec_flag(self):
-        """The late claim's end arrives at a new fd (ADDFD SEND) that the library moves over the
-        accepted fd: same number, the accept's close-on-exec flag, no second fd left behind."""
+    def test_ends_keep_the_fd_and_its_close_on_exec_flag(self):
+        """Both ends reach the library at a new fd (ADDFD SEND: the server's late claim, the
+        client's connect), which it moves over the socket's fd: same number, the socket's
+        close-on-exec flag (the server's both ways), no second fd left behind."""
         for inheritable in (False, True):
             with self.subTest(inheritable=inheritable):
                 if os.path.exists(self.path("port")):
                     os.unlink(self.path("port"))  # the first pair's
                 seen = {}
-                def fd_table(c, s):
-                    pid, fd = int(s["pid"]), int(s["fd"])
-                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                        flags = int(f.read().split("flags:")[1].split()[0], 8)
-                    seen["cloexec"] = bool(flags & os.O_CLOEXEC)
-                    end = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    seen["copies"] = sum(1 for n in os.listdir(f"/proc/{pid}/fd")
-                                         if fd_link(pid, n) == end)
+                def fd_tables(c, s):
+                    for side, ready in (("client", c), ("server", s)):
+                        pid, fd = int(ready["pid"]), int(ready["fd"])
+                        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                            flags = int(f.read().split("flags:")[1].split()[0], 8)
+                        end = os.readlink(f"/proc/{pid}/fd/{fd}")
+                        copies = sum(1 for n in os.listdir(f"/proc/{pid}/fd")
+                                     if fd_link(pid, n) == end)
+                        seen[side] = (bool(flags & os.O_CLOEXEC), copies)
                 stats = (self.path("server.stats"), self.path("client.stats"))
-                self.switched_pair(self.echo_client(), *stats, while_held=fd_table,
+                self.switched_pair(self.echo_client(), *stats, while_held=fd_tables,
                                    server_extra=["--inheritable"] if inheritable else [])
-                self.assertEqual(seen, {"cloexec": not inheritable, "copies": 1})
+                self.assertEqual(seen, {"client": (True, 1), "server": (not inheritable, 1)})
                 server = read_counts(stats[0])
                 self.assertEqual((server["preload"]["claims"],
                                   server["preload"]["claims_switched"]), (1, 1), server)
