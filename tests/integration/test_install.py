@@ -134,13 +134,21 @@ class Install(unittest.TestCase):
                 env.setdefault("XDG_RUNTIME_DIR", self.tmp)
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
             self.assertEqual((out.returncode, out.stderr), (0, ""), f"{scope} units")
-        # The check can fail: a unit whose binary does not exist is refused.
-        broken = os.path.join(self.tmp, "slipstreamd.service")
-        with open(units[1]) as f, open(broken, "w") as g:
+        # The check can fail: a unit whose binary does not exist is refused (both units in one
+        # directory: verify loads a unit named by another from that one's directory).
+        broken_dir = os.path.join(self.tmp, "broken")
+        os.makedirs(broken_dir, exist_ok=True)
+        system = os.path.join(self.prefix, "lib/systemd/system")
+        shutil.copy(os.path.join(system, "slipstreamd.socket"), broken_dir)
+        with open(os.path.join(system, "slipstreamd.service")) as f, \
+                open(os.path.join(broken_dir, "slipstreamd.service"), "w") as g:
             g.write(f.read().replace(self.daemon, os.path.join(self.tmp, "missing")))
-        out = subprocess.run(["systemd-analyze", "verify", "--man=no", units[0], broken],
+        out = subprocess.run(["systemd-analyze", "verify", "--man=no",
+                              os.path.join(broken_dir, "slipstreamd.socket"),
+                              os.path.join(broken_dir, "slipstreamd.service")],
                              capture_output=True, text=True, timeout=60)
-        self.assertNotEqual(out.returncode, 0)
+        self.assertNotEqual(out.returncode, 0, out.stderr)
+        self.assertIn("is not executable", out.stderr)
 
     def activated(self, runtime, sock_type=socket.SOCK_SEQPACKET):
         """slipstreamd started the systemd way: a listening socket at fd 3, LISTEN_FDS=1,
