@@ -240,7 +240,4 @@ class Install(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    try:
-        unittest.main(verbosity=2)
-    finally:
-        harness.stop_daemon()
+    harness.main()
