@@ -24,6 +24,7 @@
 #include "matcher/paths.h"
 #include "matcher/protocol.h"
 #include "matcher/socket_activation.h"
+#include "slipstream_version.h"
 
 namespace slipstream::matcher {
 namespace {
@@ -171,7 +172,8 @@ int WatchStatus(const std::string& dir, bool json) {
   bool tty = isatty(STDOUT_FILENO) == 1;
   for (;;) {
     auto r = FetchStatus(dir);
-    std::string body = !r     ? "slipstreamd: no answer\n"
+    // No answer (FetchStatus said so on stderr): JSON readers get no line for that second.
+    std::string body = !r     ? (json ? "" : "slipstreamd: no answer\n")
                        : json ? StatusJsonLine(*r)
                               : FormatStatus(dir, *r);
     time_t now = time(nullptr);

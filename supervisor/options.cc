@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "matcher/cli_man.h"
+#include "slipstream_version.h"
 
 namespace slipstream::supervisor {
 
