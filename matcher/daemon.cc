@@ -58,18 +58,23 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(DaemonConfig config) {
   UniqueFd lock(open(LockPath(config.dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!lock) return Errno("open(lock)");
   if (flock(lock.Get(), LOCK_EX | LOCK_NB) < 0) return Errno("flock");
-  // We hold the lock, so any socket file left there belongs to a daemon that is gone.
   std::string path = SocketPath(config.dir);
-  unlink(path.c_str());
-  UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) return Errno("socket");
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) return Error(ENAMETOOLONG, "socket path");
-  path.copy(addr.sun_path, path.size());
-  if (bind(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) return Errno("bind");
-  chmod(path.c_str(), 0600);
-  if (listen(fd.Get(), SOMAXCONN) < 0) return Errno("listen");
+  UniqueFd fd;
+  if (config.listen_fd >= 0) {
+    fd = UniqueFd(config.listen_fd);  // systemd bound and listens; the file is its own
+  } else {
+    // We hold the lock, so any socket file left there belongs to a daemon that is gone.
+    unlink(path.c_str());
+    fd = UniqueFd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) return Errno("socket");
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof(addr.sun_path)) return Error(ENAMETOOLONG, "socket path");
+    path.copy(addr.sun_path, path.size());
+    if (bind(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) return Errno("bind");
+    chmod(path.c_str(), 0600);
+    if (listen(fd.Get(), SOMAXCONN) < 0) return Errno("listen");
+  }
   auto diag = SockDiag::Open();
   if (!diag) return tl::unexpected(diag.error());
   uint64_t ino = PathInode(path);
@@ -102,9 +107,10 @@ Daemon::Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t 
 }
 
 Daemon::~Daemon() {
-  // Remove the socket only if it is still ours (a successor may have replaced it).
+  // Remove the socket only if it is still ours (a successor may have replaced it); an activated
+  // socket's file belongs to systemd, which keeps listening on it and starts us again.
   std::string path = SocketPath(config_.dir);
-  if (PathInode(path) == sock_ino_) unlink(path.c_str());
+  if (config_.listen_fd < 0 && PathInode(path) == sock_ino_) unlink(path.c_str());
 }
 
 void Daemon::Run() {

@@ -26,17 +26,26 @@
 
 namespace slipstream::matcher {
 
+// Version of the object slipstreamd --status --json prints (docs/stats-schema.md): a field's
+// meaning never changes within a version; fields may be added.
+inline constexpr int kStatusSchema = 1;
+
 struct DaemonConfig {
   std::string dir;                             // runtime directory (socket, lock)
   std::chrono::seconds idle_exit{30};          // leave after this long without supervisors
   std::chrono::milliseconds claim_grace{250};  // accepted but unclaimed -> relay
   std::chrono::milliseconds deferred_claim_limit{2000};
   int ready_fd = -1;  // written to once listening
+  // A listening socket bound at SocketPath(dir) by systemd (socket activation,
+  // matcher/socket_activation.h): used instead of binding one, and its file is left in place at
+  // exit (systemd owns it). -1: bind our own.
+  int listen_fd = -1;
 };
 
 class Daemon {
  public:
-  // Takes the lock (EWOULDBLOCK: another daemon runs), replaces a stale socket, binds, listens.
+  // Takes the lock (EWOULDBLOCK: another daemon runs), replaces a stale socket, binds, listens
+  // (or takes config.listen_fd).
   static Result<std::unique_ptr<Daemon>> Create(DaemonConfig config);
   ~Daemon();
   void Run();

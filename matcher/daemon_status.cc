@@ -38,6 +38,8 @@ void Daemon::OnStatus(Session* s, Message& m) {
 
 std::string Daemon::StatusJson(uint64_t asking_session) const {
   nlohmann::json j;
+  j["schema"] = kStatusSchema;
+  j["running"] = true;
   j["pid"] = getpid();
   j["socket"] = SocketPath(config_.dir);
   j["supervisors"] = nlohmann::json::array();
@@ -52,20 +54,16 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
   j["listeners_total"] = listeners_.size();
   for (const auto& [ino, l] : listeners_) {
     if (j["listeners"].size() >= kMaxListed) break;
-    j["listeners"].push_back({{"address", l.addr.ToString()},
-                              {"pid", l.pid},
-                              {"inode", ino},
-                              {"netns", netns_cookie_}});
+    j["listeners"].push_back(
+        {{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}, {"netns", netns_cookie_}});
   }
   size_t total = listeners_.size();
   for (const auto& [ino, l] : remote_listeners_) {
     if (l.netns == netns_cookie_) continue;  // in listeners_ too
     ++total;
     if (j["listeners"].size() >= kMaxListed) continue;
-    j["listeners"].push_back({{"address", l.addr.ToString()},
-                              {"pid", l.pid},
-                              {"inode", ino},
-                              {"netns", l.netns}});
+    j["listeners"].push_back(
+        {{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}, {"netns", l.netns}});
   }
   j["listeners_total"] = total;
   // Namespaces are named by SO_NETNS_COOKIE (the kernel's, unique while the machine runs).

@@ -226,15 +226,22 @@ int Main(int argc, char** argv) {
   int status = session.Run();
   session.LowerAcceptGates();
   if (shepherd) StopShepherd(*shepherd);
-  if (o.stats) {
+  if (o.stats && !o.stats_json) {
     std::string text = session.stats().Format();
     fwrite(text.data(), 1, text.size(), out);
   }
   // Calls served in-process: their --trace lines ("preload: ...", recorded by the library) and
   // their counts.
   if ((o.stats || o.trace) && hybrid.counters) {
-    std::string text = (o.trace ? hybrid.counters->TraceLines() : "") + hybrid.counters->Format();
+    std::string text = (o.trace ? hybrid.counters->TraceLines() : "") +
+                       (o.stats_json ? "" : hybrid.counters->Format());
     fwrite(text.data(), 1, text.size(), out);
+  }
+  if (o.stats_json) {  // last: one line that a reader finds at the end of the output
+    std::optional<PreloadTotals> preload;
+    if (hybrid.counters) preload = hybrid.counters->Totals();
+    std::string json = FormatJson(session.stats(), preload ? &*preload : nullptr);
+    fwrite(json.data(), 1, json.size(), out);
   }
   hybrid.counters.reset();  // ExitLike does not unwind
   fflush(out);

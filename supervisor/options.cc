@@ -3,6 +3,9 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "matcher/cli_man.h"
+#include "slipstream_version.h"
+
 namespace slipstream::supervisor {
 
 namespace {
@@ -11,12 +14,34 @@ constexpr const char* kDescription =
     "Runs PROGRAM under a seccomp user-notification supervisor that sees its TCP socket calls\n"
     "(and those of every descendant), including static and Go binaries.";
 
-constexpr const char* kFooter =
-    "Environment:\n"
-    "  SLIPSTREAM_LOG=trace|debug|info|warn|error|off   log level (default: warn)\n"
-    "\n"
-    "Exit status: that of PROGRAM (a death by signal is reproduced); 126/127 when PROGRAM\n"
-    "cannot be executed or found; 2 for a usage error.";
+// EXIT STATUS and ENVIRONMENT of --help and of slipstream-trace(1).
+const std::vector<matcher::ManEntry> kExitStatus = {
+    {"PROGRAM's status",
+     "slipstream-trace exits with the exit status of PROGRAM; when PROGRAM was killed by a "
+     "signal, slipstream-trace kills itself with the same signal (no core dump)."},
+    {"126", "PROGRAM was found but could not be executed, or supervision could not be set up."},
+    {"127", "PROGRAM was not found."},
+    {"2", "usage error (an unknown option, no PROGRAM), or -o FILE cannot be opened."},
+};
+
+const std::vector<matcher::ManEntry> kEnvironment = {
+    {"SLIPSTREAM_LOG",
+     "log level of slipstream-trace and of the slipstreamd it starts: trace, debug, info, warn "
+     "(the default), error or off. -v is the same as debug."},
+    {"SLIPSTREAM_RUNTIME_DIR",
+     "the runtime directory shared with slipstreamd (its socket, lock, log and listeners.table). "
+     "Supervisors pair connections only through one daemon, that is one runtime directory."},
+    {"XDG_RUNTIME_DIR",
+     "when SLIPSTREAM_RUNTIME_DIR is unset: the runtime directory is $XDG_RUNTIME_DIR/slipstream "
+     "if XDG_RUNTIME_DIR is writable, else /tmp/slipstream-UID."},
+    {"SLIPSTREAMD",
+     "the slipstreamd binary to start on demand. Default: slipstreamd beside slipstream-trace "
+     "(the installed layout), then ../matcher/slipstreamd (the build tree), then slipstreamd in "
+     "PATH."},
+    {"SLIPSTREAM_COOKIE, SLIPSTREAM_LISTENER_TABLE, SLIPSTREAM_PRELOAD_STATS",
+     "set by slipstream-trace for libslipstream-preload.so in the programs it starts (hybrid "
+     "mode); not meant to be set by hand."},
+};
 
 }  // namespace
 
@@ -25,12 +50,21 @@ std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code) {
   CLI::App app(
       std::string(kDescription) + "\n\nUsage: slipstream-trace [OPTIONS] [--] PROGRAM [ARGS...]",
       "slipstream-trace");
-  app.footer(kFooter);
-  app.set_version_flag("--version", std::string("slipstream-trace ") + SLIPSTREAM_VERSION);
+  app.footer(matcher::HelpEntries("Exit status", kExitStatus) + "\n" +
+             matcher::HelpEntries("Environment", kEnvironment) +
+             "\nSee slipstream-trace(1) for files and kernel requirements.");
+  app.set_version_flag("--version", std::string("slipstream-trace ") + SLIPSTREAM_VERSION +
+                                        " (commit " + SLIPSTREAM_COMMIT + ")");
+  bool help_man = false;
+  app.add_flag("--help-man", help_man, "print the generated man page sections (build)")->group("");
   app.add_flag("--trace", o.trace, "print one line per trapped socket call");
   app.add_option("-o,--output", o.output, "write --trace and --stats output to FILE")
       ->type_name("FILE");
-  app.add_flag("--stats", o.stats, "print a summary of calls and connections at exit");
+  std::string stats_format;
+  app.add_flag("--stats", stats_format,
+               "print a summary of calls and connections at exit; FORMAT is text (the default) or "
+               "json (one object, schema in docs/stats-schema.md)")
+      ->type_name("[=FORMAT]");
   app.add_flag("-v,--verbose", o.verbose, "debug logging (same as SLIPSTREAM_LOG=debug)");
   bool no_wait_killable = false;
   app.add_flag("--no-wait-killable", no_wait_killable,
@@ -55,6 +89,26 @@ std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code) {
     return std::nullopt;
   } catch (const CLI::ParseError& e) {
     fprintf(stderr, "slipstream-trace: %s\nTry 'slipstream-trace --help'.\n", e.what());
+    *exit_code = 2;
+    return std::nullopt;
+  }
+  if (help_man) {
+    std::string roff = matcher::RoffOptions(app) +
+                       matcher::RoffEntries("EXIT STATUS", kExitStatus, false) +
+                       matcher::RoffEntries("ENVIRONMENT", kEnvironment, true);
+    fwrite(roff.data(), 1, roff.size(), stdout);
+    *exit_code = 0;
+    return std::nullopt;
+  }
+  if (stats_format == "true" || stats_format == "text") {
+    o.stats = true;
+  } else if (stats_format == "json") {
+    o.stats = o.stats_json = true;
+  } else if (!stats_format.empty()) {
+    fprintf(stderr,
+            "slipstream-trace: --stats=%s: FORMAT is text or json\nTry 'slipstream-trace "
+            "--help'.\n",
+            stats_format.c_str());
     *exit_code = 2;
     return std::nullopt;
   }

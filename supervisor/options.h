@@ -11,7 +11,8 @@ namespace slipstream::supervisor {
 struct Options {
   bool trace = false;
   std::string output;  // -o FILE; empty: stderr
-  bool stats = false;
+  bool stats = false;       // --stats or --stats=FORMAT
+  bool stats_json = false;  // --stats=json: one JSON object (docs/stats-schema.md)
   bool verbose = false;
   bool wait_killable = true;  // --no-wait-killable turns it off
   bool allow_io_uring = false;
@@ -20,8 +21,8 @@ struct Options {
   std::vector<std::string> command;
 };
 
-// Parses argv. On --help/--version prints and returns exit code 0 in `exit_code`; on a usage error
-// prints a message and returns 2. Otherwise returns the options.
+// Parses argv. On --help/--version/--help-man prints and returns exit code 0 in `exit_code`; on a
+// usage error prints a message and returns 2. Otherwise returns the options.
 std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code);
 
 }  // namespace slipstream::supervisor

@@ -225,4 +225,18 @@ std::string PreloadCounters::Format() const {
   return out;
 }
 
+PreloadTotals PreloadCounters::Totals() const {
+  auto load = [](const uint64_t& v) { return __atomic_load_n(&v, __ATOMIC_RELAXED); };
+  PreloadTotals t;
+  for (int i = 0; i < tracer::kCallCount; ++i) {
+    t.in_process[i] = load(stats_->in_process[i]);
+    t.to_supervisor[i] = load(stats_->to_supervisor[i]);
+  }
+  t.tcp_connects = load(stats_->tcp_connects);
+  t.tcp_accepts = load(stats_->tcp_accepts);
+  t.claims = load(stats_->claims);
+  t.claims_switched = load(stats_->claims_switched);
+  return t;
+}
+
 }  // namespace slipstream::supervisor

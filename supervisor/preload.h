@@ -9,6 +9,7 @@
 
 #include "base/result.h"
 #include "preload-fallback/preload_abi.h"
+#include "supervisor/stats.h"
 
 namespace slipstream::supervisor {
 
@@ -49,6 +50,8 @@ class PreloadCounters {
   std::string TraceLines() const;
   // "slipstream-trace: served in-process by ...: ..." lines for --stats/--trace.
   std::string Format() const;
+  // The same counts, for --stats=json.
+  PreloadTotals Totals() const;
 
  private:
   PreloadCounters(std::string path, slipstream_preload_stats* stats)

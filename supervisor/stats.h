@@ -28,6 +28,22 @@ struct Stats {
   std::string Format() const;
 };
 
+// What libslipstream-preload.so counted in the programs (hybrid mode), read at exit.
+struct PreloadTotals {
+  std::array<uint64_t, tracer::kCallCount> in_process{};     // served with the cookie
+  std::array<uint64_t, tracer::kCallCount> to_supervisor{};  // interposed, then trapped
+  uint64_t tcp_connects = 0;                                 // connects left on TCP in-process
+  uint64_t tcp_accepts = 0;  // accepts of TCP connections in-process, no claim
+  uint64_t claims = 0;       // accepts offered to the supervisor
+  uint64_t claims_switched = 0;
+};
+
+// --stats=json: one line holding one JSON object, schema version kStatsSchema
+// (docs/stats-schema.md; a field's meaning never changes within a version, fields may be added).
+// `preload` is null when no program was preloaded.
+constexpr int kStatsSchema = 1;
+std::string FormatJson(const Stats& stats, const PreloadTotals* preload);
+
 }  // namespace slipstream::supervisor
 
 #endif  // SLIPSTREAM_SUPERVISOR_STATS_H_

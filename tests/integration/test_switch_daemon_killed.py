@@ -101,7 +101,7 @@ class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
         ss.kill_daemon(self)
         killed_at = time.monotonic()
         self.assertTrue(os.path.exists(socket_path), "kill -9 leaves the socket file")
-        self.assertEqual(ss.daemon_status(), {"running": False})
+        self.assertEqual(ss.daemon_status(), {"schema": 1, "running": False})
 
         big.go()  # the switched connection finishes its 4 MiB without the daemon
         second = self.next_connection(small)
@@ -181,7 +181,7 @@ class DaemonKilled(ss.EvidenceMixin, fr.FixtureTest):
         socket_path = status["socket"]
         ss.kill_daemon(self)
         self.assertTrue(os.path.exists(socket_path), "kill -9 leaves the socket file")
-        self.assertEqual(ss.daemon_status(), {"running": False}, "nobody answers on it")
+        self.assertEqual(ss.daemon_status(), {"schema": 1, "running": False}, "nobody answers on it")
         server, port_file = self.start_server(1)
         new_pid = ss.daemon_status()["pid"]  # answering on the same path
         self.assertNotEqual(new_pid, status["pid"])

@@ -92,7 +92,7 @@ class DaemonLifecycle(ss.EvidenceMixin, fr.FixtureTest):
     def test_started_on_demand_and_shared(self):
         directory = self.runtime_dir(create=False)
         status = self.status_of(directory)
-        self.assertEqual(status(), {"running": False})
+        self.assertEqual(status(), {"schema": 1, "running": False})
         result = harness.run(harness.supervised([harness.program("lifecycle"), "exit", "0"]),
                              env=self.env(directory))
         self.assertEqual((result.returncode, result.stdout), (0, "exiting 0\n"), result.stderr)
@@ -126,7 +126,7 @@ class DaemonLifecycle(ss.EvidenceMixin, fr.FixtureTest):
         self.assertTrue(any("paired" in line for line in err), "-v logs the pairing")
         self.assertFalse(os.path.exists(os.path.join(directory, "matcher.sock")),
                          "a clean stop removes the socket")
-        self.assertEqual(status(), {"running": False})
+        self.assertEqual(status(), {"schema": 1, "running": False})
 
     def test_idle_exit(self):
         directory = self.runtime_dir()

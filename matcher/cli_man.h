@@ -1,0 +1,110 @@
+// The parts of a man page that --help also prints, made from one source: the CLI11 application
+// that parses the command line (OPTIONS) and the tables below (EXIT STATUS, ENVIRONMENT). Both
+// programs print them as troff with the hidden option --help-man; the build pastes that into the
+// hand-written prose of packaging/man/*.in, so --help and the man page cannot drift apart.
+//
+// Header-only: only slipstream-trace's and slipstreamd's option parsers include it (they link
+// CLI11; the rest of matcher/ does not).
+#ifndef SLIPSTREAM_MATCHER_CLI_MAN_H_
+#define SLIPSTREAM_MATCHER_CLI_MAN_H_
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace slipstream::matcher {
+
+// One row of EXIT STATUS or ENVIRONMENT: what the --help footer and the man page both list.
+struct ManEntry {
+  const char* term;  // "2", "SLIPSTREAM_LOG=LEVEL"
+  const char* text;  // one sentence or a few; no troff
+};
+
+// Escapes text for troff: backslashes and hyphens (so that options can be searched and copied),
+// and a leading '.' or '\'' that would start a request.
+inline std::string RoffEscape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\') {
+      out += "\\e";
+    } else if (c == '-') {
+      out += "\\-";
+    } else {
+      out += c;
+    }
+  }
+  if (!out.empty() && (out[0] == '.' || out[0] == '\'')) out.insert(0, "\\&");
+  return out;
+}
+
+// "-o, --output FILE" as troff: names bold, the argument italic ("[=FORMAT]": optional value).
+inline std::string RoffOptionTerm(const CLI::Option& opt) {
+  std::string term;
+  for (const auto& s : opt.get_snames())
+    term += (term.empty() ? "" : ", ") + ("\\fB\\-" + s + "\\fR");
+  for (const auto& l : opt.get_lnames()) {
+    term += (term.empty() ? "" : ", ") + ("\\fB" + RoffEscape("--" + l) + "\\fR");
+  }
+  std::string type = opt.get_type_name();
+  if (type.rfind("[=", 0) == 0 && type.back() == ']') {
+    term += "[=\\fI" + RoffEscape(type.substr(2, type.size() - 3)) + "\\fR]";
+  } else if (opt.get_items_expected_max() > 0 && !type.empty()) {
+    term += " \\fI" + RoffEscape(type) + "\\fR";
+  }
+  return term;
+}
+
+// The visible options of `app`, as .TP paragraphs (hidden options, group "", are left out).
+inline std::string RoffOptions(const CLI::App& app) {
+  std::string out = ".SH OPTIONS\n";
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->get_group().empty() || !opt->nonpositional()) continue;
+    std::string text = opt->get_description();
+    if (text.empty()) text = opt->get_name();
+    out += ".TP\n" + RoffOptionTerm(*opt) + "\n" + RoffEscape(text) + "\n";
+  }
+  return out;
+}
+
+inline std::string RoffEntries(const char* title, const std::vector<ManEntry>& entries,
+                               bool bold_term) {
+  std::string out = std::string(".SH ") + title + "\n";
+  for (const ManEntry& e : entries) {
+    std::string term = RoffEscape(e.term);
+    out += ".TP\n" + (bold_term ? "\\fB" + term + "\\fR" : term) + "\n" + RoffEscape(e.text) + "\n";
+  }
+  return out;
+}
+
+// `text` filled to lines of at most `width` columns, each starting with `indent`.
+inline std::string FillText(std::string_view text, const std::string& indent, size_t width) {
+  std::string out, line;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find(' ', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view word = text.substr(pos, end - pos);
+    if (!line.empty() && indent.size() + line.size() + 1 + word.size() > width) {
+      out += indent + line + "\n";
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + std::string(word);
+    pos = end + 1;
+  }
+  if (!line.empty()) out += indent + line + "\n";
+  return out;
+}
+
+// The --help footer: the same entries as plain text, the term on its own line.
+inline std::string HelpEntries(const char* title, const std::vector<ManEntry>& entries) {
+  std::string out = std::string(title) + ":\n";
+  for (const ManEntry& e : entries) {
+    out += std::string("  ") + e.term + "\n" + FillText(e.text, "      ", 80);
+  }
+  return out;
+}
+
+}  // namespace slipstream::matcher
+
+#endif  // SLIPSTREAM_MATCHER_CLI_MAN_H_
