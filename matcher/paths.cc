@@ -11,6 +11,12 @@ namespace {
 
 Status EnsurePrivateDir(const std::string& dir) {
   if (mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST) return Errno("mkdir(runtime dir)");
+  return CheckPrivateDir(dir);
+}
+
+}  // namespace
+
+Status CheckPrivateDir(const std::string& dir) {
   struct stat st;
   if (lstat(dir.c_str(), &st) < 0) return Errno("stat(runtime dir)");
   if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
@@ -18,8 +24,6 @@ Status EnsurePrivateDir(const std::string& dir) {
   }
   return {};
 }
-
-}  // namespace
 
 Result<std::string> RuntimeDir() {
   std::string dir;

@@ -13,6 +13,8 @@ namespace slipstream::matcher {
 // (EPERM) when it exists but belongs to another user or is open to others, because whoever can
 // write there could impersonate the daemon.
 Result<std::string> RuntimeDir();
+// EPERM unless `dir` is a directory (not a symlink) of this user, closed to others.
+Status CheckPrivateDir(const std::string& dir);
 inline std::string SocketPath(const std::string& dir) { return dir + "/matcher.sock"; }
 inline std::string LockPath(const std::string& dir) { return dir + "/matcher.lock"; }
 // The supervised listener ports, for the preload library (matcher/listener_table.h).

@@ -55,17 +55,6 @@ Result<std::string> BoundDir(int fd) {
   return dir;
 }
 
-// The runtime directory holds the lock and listeners.table: like RuntimeDir(), it must be ours
-// and closed to others (slipstreamd.socket: DirectoryMode=0700).
-Status CheckPrivateDir(const std::string& dir) {
-  struct stat st;
-  if (lstat(dir.c_str(), &st) < 0) return Errno("stat(runtime dir)");
-  if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-    return Error(EPERM, "runtime dir not private to this user");
-  }
-  return {};
-}
-
 }  // namespace
 
 Result<std::optional<ActivatedSocket>> TakeActivatedSocket() {
@@ -94,6 +83,8 @@ Result<std::optional<ActivatedSocket>> TakeActivatedSocket() {
   }
   auto dir = BoundDir(fd.Get());
   if (!dir) return tl::unexpected(dir.error());
+  // The runtime directory holds the lock and listeners.table: as with RuntimeDir(), it must be
+  // ours and closed to others (slipstreamd.socket: DirectoryMode=0700).
   if (auto st = CheckPrivateDir(*dir); !st) return tl::unexpected(st.error());
   return ActivatedSocket{std::move(fd), std::move(*dir)};
 }

@@ -163,6 +163,23 @@ def children_of(pid):
     return kids
 
 
+def kill_by_exe(wanted):
+    """SIGKILLs every process whose executable path `wanted(path)` accepts (e.g. daemons that
+    installed binaries started, which no test tracks)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            exe = os.readlink(f"/proc/{entry}/exe")
+        except OSError:
+            continue
+        if wanted(exe):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def kill_tree(proc, sig=signal.SIGKILL):
     try:
         os.killpg(proc.pid, sig)

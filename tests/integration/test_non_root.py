@@ -11,7 +11,6 @@ and write the programs' memory without privileges.
 import os
 import pwd
 import shutil
-import signal
 import stat
 import unittest
 
@@ -56,18 +55,7 @@ class NonRoot(fr.FixtureTest):
         self.runtime = os.path.join(self.work, "runtime")
 
     def kill_copied_binaries(self):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                exe = os.readlink(f"/proc/{entry}/exe")
-            except OSError:
-                continue
-            if exe.startswith(self.bin + os.sep):
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        harness.kill_by_exe(lambda exe: exe.startswith(self.bin + os.sep))
 
     def as_user(self, cmd):
         return ["runuser", "-u", USER, "--", "env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}",

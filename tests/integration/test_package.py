@@ -42,18 +42,7 @@ def snapshot():
 
 
 def kill_installed_daemons():
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            exe = os.readlink(f"/proc/{entry}/exe")
-        except OSError:
-            continue
-        if exe in (DAEMON, TRACE):
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    harness.kill_by_exe(lambda exe: exe in (DAEMON, TRACE))
 
 
 class Package(unittest.TestCase):
