@@ -35,7 +35,8 @@ class Scale(fr.FixtureTest):
 
     def run_scale(self, supervise):
         peer = harness.program("scale_peer")
-        port_file, gate = self.path("port"), self.path("gate")
+        tag = "supervised" if supervise else "native"
+        port_file, gate = self.path(f"port-{tag}"), self.path(f"gate-{tag}")
         started = time.monotonic()
         server = self.start(self.wrap([peer, "server", "--port-file", port_file,
                                        "--count", str(TOTAL), "--timeout", "50"], supervise))
@@ -60,7 +61,11 @@ class Scale(fr.FixtureTest):
         for code, out, err in results:
             self.assertEqual(code, 0, err)
             conns += [CONN.match(line).groupdict() for line in out if line.startswith("conn ")]
-        self.assertEqual(server_result[0], 0, server_result)
+        summary = {}
+        for c in conns:
+            key = (c["own"], c["server"], c["res"], c["errno"])
+            summary[key] = summary.get(key, 0) + 1
+        self.assertEqual(server_result[0], 0, f"{server_result}; clients: {summary}")
         return conns, server_result[1], elapsed
 
     def report(self, what, conns, elapsed):

@@ -62,6 +62,7 @@ import harness  # noqa: E402  (sets SLIPSTREAM_RUNTIME_DIR to a private director
 DAEMON_BIN = os.path.join(harness.BUILD, "matcher", "slipstreamd")
 PY_PEER = os.path.join(harness.SOURCE, "tests", "programs", "py", "soak_peer.py")
 HANG_S = 20          # every client call is bounded by this (its watchdog adds 5 s)
+SELF_CHECK_HANG_S = 3
 SETTLE_S = 4.0       # release sweeps are 1-2 s; after this the survivors must be at baseline
 IMMUNE = ("c", "go")  # servers chaos never kills: their fds/threads/RSS are checked at the end
 FD_SLACK, THREAD_SLACK = 2, 2
@@ -272,7 +273,7 @@ class Client:
         self.out_path = os.path.join(soak.tmp, f"client-{soak.next_id()}.out")
         out = open(self.out_path, "w")
         self.started = now()
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()
         self.program = None if supervised else self.proc.pid
@@ -309,6 +310,7 @@ class Soak:
         self.stop_chaos = threading.Event()
         self.clients, self.finished = [], []
         self.counts = collections.Counter()   # (client kind, server, verdict)
+        self.failures = collections.Counter()  # "stage:errno" of the explained failures
         self.problems = []                    # text lines of LOST/MISPAIRED/HUNG details
         self.bytes_verified = 0
         self.conns = 0
@@ -341,9 +343,10 @@ class Soak:
         c, cdyn, go = (self.program("soak_peer"), self.program("soak_peer_dyn"),
                        self.program("soakpeer"))
         pf = lambda name: os.path.join(self.tmp, f"{name}.port")  # noqa: E731
+        bad = ["--sabotage", "4"] if self.args.self_check else []
         self.servers = {
             "c": Server(self, "c", lambda p: [c, "server", "--name", "c", "--port", str(p),
-                                              "--port-file", pf("c")], True),
+                                              "--port-file", pf("c"), *bad], True),
             "go": Server(self, "go", lambda p: [go, "-name", "go", "-port", str(p),
                                                 "-port-file", pf("go")], True),
             "py": Server(self, "py", lambda p: [sys.executable, PY_PEER, "server", "--name", "py",
@@ -352,7 +355,8 @@ class Soak:
                                                     str(p), "--port-file", pf("cdyn"),
                                                     "--nofile", "64"], True),
             "plain": Server(self, "plain", lambda p: [c, "server", "--name", "plain", "--port",
-                                                      str(p), "--port-file", pf("plain")], False),
+                                                      str(p), "--port-file", pf("plain"), *bad],
+                            False),
         }
         redis = shutil.which("redis-server")
         if redis:
@@ -366,8 +370,11 @@ class Soak:
             s.start()
 
     def targets(self, with_redis):
-        return [f"--target={name}=127.0.0.1:{s.port}" for name, s in self.servers.items()
-                if name != "redis" or with_redis]
+        out = []
+        for name, s in self.servers.items():
+            if name != "redis" or with_redis:
+                out += ["--target", f"{name}=127.0.0.1:{s.port}"]
+        return out
 
     CLIENT_KINDS = ("c-sup", "cdyn-hyb", "cdyn-sup", "py-hyb", "c-plain", "c-lowfd")
 
@@ -378,7 +385,8 @@ class Soak:
         seed = self.rng.randrange(1 << 30)
         common = ["--conns", str(conns), "--threads", str(threads), "--seed", str(seed),
                   "--max-bytes", str(self.rng.choice((4096, 65536, 1 << 20))),
-                  "--max-hold-ms", str(self.rng.choice((0, 200, 1500))), "--hang-s", str(HANG_S)]
+                  "--max-hold-ms", str(self.rng.choice((0, 200, 1500))),
+                  "--hang-s", str(SELF_CHECK_HANG_S if self.args.self_check else HANG_S)]
         trace = [harness.TRACE_BIN, "--"]
         lowfd = False
         if kind == "c-sup":
@@ -407,10 +415,12 @@ class Soak:
             log("fault", kind, detail)
 
     def chaos(self):
-        kinds = ["kill-client-supervisor", "kill-server-supervisor", "kill-daemon", "stop-daemon",
-                 "kill-client", "kill-server"]
+        # A killed daemon leaves new connections on TCP until supervisors start another (10 s):
+        # killed less often than the rest, so that most of the run switches.
+        kinds = {"kill-client-supervisor": 3, "kill-server-supervisor": 2, "kill-daemon": 1,
+                 "stop-daemon": 2, "kill-client": 3, "kill-server": 2}
         while not self.stop_chaos.wait(self.rng.uniform(0.2, 1.5)):
-            kind = self.rng.choice(kinds)
+            kind = self.rng.choices(list(kinds), weights=list(kinds.values()))[0]
             try:
                 getattr(self, "chaos_" + kind.replace("-", "_"))(kind)
             except Exception as e:  # a fault that could not be injected is just skipped
@@ -509,6 +519,11 @@ class Soak:
     def collect(self, client):
         with open(client.out_path) as f:
             lines = f.read().splitlines()
+        code = client.proc.returncode
+        if code != 0 and not client.killed and client.supervisor_killed_at is None:
+            # A client that could not run at all would otherwise go unnoticed.
+            self.problems.append(f"ERROR {client.kind}: exit status {code}: {lines[-3:]}")
+            self.counts[(client.kind, "?", "ERROR")] += 1
         for line in lines:
             if line.startswith("hung "):
                 self.problems.append(f"HUNG {client.kind}: {line}")
@@ -520,6 +535,8 @@ class Soak:
             self.conns += 1
             verdict = self.verdict(client, x)
             self.counts[(client.kind, x["target"], verdict)] += 1
+            if verdict == "failed":
+                self.failures[f'{x["stage"]}:{x["errno"]}'] += 1
             if verdict in ("LOST", "MISPAIRED", "HUNG"):
                 self.problems.append(f"{verdict} {client.kind}: {line}")
             if verdict in ("switched", "relayed", "tcp", "unix"):
@@ -619,20 +636,25 @@ class Soak:
         log(f"soak: {duration:.0f} s, seed {self.args.seed}, runtime dir {harness.RUNTIME_DIR}")
         self.make_servers()
         self.warm_up()
+        warm = sum(self.counts.values())
+        if warm < len(self.CLIENT_KINDS):
+            self.problems.append(f"ERROR warm-up: {warm} connections")
         self.counts.clear()
-        self.problems = [p for p in self.problems]  # warm-up problems stay problems
+        self.failures.clear()
         base = self.measure()
         log("baseline:", {k: v[1] for k, v in base.items()})
         chaos = threading.Thread(target=self.chaos, daemon=True)
         start = now()
-        chaos.start()
+        if not self.args.self_check:
+            chaos.start()
         while now() - start < duration:
             while len(self.live_clients()) < self.args.clients:
                 self.spawn_client()
             self.reap_clients()
             time.sleep(0.05)
         self.stop_chaos.set()
-        chaos.join(timeout=30)
+        if chaos.is_alive():
+            chaos.join(timeout=30)
         pid = daemon_pid()
         if pid:
             kill(pid, signal.SIGCONT)
@@ -676,7 +698,8 @@ class Soak:
                 pass
 
     def report(self, elapsed, leaks, zombies):
-        verdicts = ("switched", "relayed", "unix", "tcp", "failed", "LOST", "MISPAIRED", "HUNG")
+        verdicts = ("switched", "relayed", "unix", "tcp", "failed", "LOST", "MISPAIRED", "HUNG",
+                    "ERROR")
         by_kind = collections.defaultdict(collections.Counter)
         by_server = collections.defaultdict(collections.Counter)
         for (kind, server, verdict), n in self.counts.items():
@@ -699,6 +722,8 @@ class Soak:
         for server in sorted(by_server):
             print("  " + f"{server:10}" + "".join(f"{by_server[server][v]:>10}" for v in verdicts))
         print("  " + f"{'total':10}" + "".join(f"{total[v]:>10}" for v in verdicts))
+        print("failed (explained) by stage:errno: " +
+              ", ".join(f"{k} {v}" for k, v in self.failures.most_common()))
         print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
               + f" (server restarts: "
               + ", ".join(f"{s.name} {s.restarts}" for s in self.servers.values()) + ")")
@@ -707,9 +732,17 @@ class Soak:
             print("  " + p)
         lost, mispaired, hung = total["LOST"], total["MISPAIRED"], total["HUNG"]
         print(f"{lost} lost, {mispaired} mispaired, {hung} hung")
-        ok = not (lost or mispaired or hung or leaks or zombies) and total["switched"] > 0
+        if total["ERROR"]:
+            print(f"{total['ERROR']} client processes failed to run")
+        ok = not (lost or mispaired or hung or leaks or zombies or total["ERROR"]) \
+            and total["switched"] > 0
         if total["switched"] == 0:
             print("soak: no connection was switched at all")
+        if self.args.self_check:
+            # Servers c and plain lied on purpose (--sabotage): the verdicts must have seen it.
+            caught = lost > 0 and mispaired > 0 and hung > 0
+            print("self-check: sabotage " + ("detected" if caught else "NOT detected"))
+            return 0 if caught else 1
         return 0 if ok else 1
 
 
@@ -721,6 +754,10 @@ def main():
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--clients", type=int, default=4, help="client processes at a time")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--self-check", action="store_true",
+                   help="no chaos; servers c and plain corrupt, mispair, cut or delay every 4th "
+                        "reply on purpose: exit 0 only if the soak reports lost, mispaired and "
+                        "hung connections")
     args = p.parse_args()
     args.seconds = args.minutes * 60 if args.minutes else (args.seconds or 60)
     if args.seed is None:

@@ -1,7 +1,7 @@
 // soak_peer: the C server and client of the chaos soak (tests/soak/soak.py); protocol in
 // soak_proto.h.
 //
-//   soak_peer server --name NAME --port-file PATH [--port P] [--nofile N]
+//   soak_peer server --name NAME --port-file PATH [--port P] [--nofile N] [--sabotage N]
 //   soak_peer client --target NAME=HOST:PORT [--target ...] --conns N [--threads T] [--seed S]
 //                    [--max-bytes B] [--max-hold-ms H] [--hang-s S] [--nofile N]
 //
@@ -61,6 +61,11 @@ static void SleepMs(long ms) {
 // ---- Server ---------------------------------------------------------------------------------
 
 static char server_name[SOAK_NAME_LEN + 1];
+// --sabotage N: every Nth reply is wrong on purpose, in turn: one reply byte flipped, another
+// nonce echoed, half the reply followed by a clean close, or a reply 15 s late. Only for soak.py --self-check, which
+// proves that the soak's verdicts can fail.
+static long long sabotage;
+static atomic_llong replies;
 static const double kServerStallS = 60.0;
 
 struct ServedConn {
@@ -91,12 +96,16 @@ static int ReadRequest(int fd, const uint8_t* header, uint64_t req_len, double d
 static int SendReply(int fd, const uint8_t* req, int status, uint64_t got, int domain,
                      double deadline) {
   uint64_t nonce = soak_get64(req + 8), reply_len = soak_get64(req + 24);
+  long long k = atomic_fetch_add(&replies, 1) + 1;
+  int wrong = sabotage > 0 && k % sabotage == 0 ? (int)(k / sabotage % 4) + 1 : 0;
+  if (wrong == 1 && reply_len == 0) wrong = 2;
+  if (wrong == 4) SleepMs(15000);  // past the client's --hang-s in the self-check
   uint32_t pause_ms = soak_get32(req + 4);
   uint8_t h[SOAK_REPLY_HEADER] = {0};
   memcpy(h, "SSKR", 4);
   soak_put32(h + 4, (uint32_t)status);
   memcpy(h + 8, server_name, strlen(server_name));
-  soak_put64(h + 24, nonce);
+  soak_put64(h + 24, wrong == 2 ? nonce + 1 : nonce);
   soak_put64(h + 32, got);
   soak_put64(h + 40, reply_len);
   soak_put32(h + 48, (uint32_t)domain);
@@ -110,7 +119,9 @@ static int SendReply(int fd, const uint8_t* req, int status, uint64_t got, int d
       pause_ms = 0;
     }
     size_t n = reply_len - off < sizeof(buf) ? (size_t)(reply_len - off) : sizeof(buf);
+    if (wrong == 3 && off + n >= reply_len / 2) return 1;  // a clean close, bytes missing
     soak_fill(&s, off, buf, n);
+    if (wrong == 1 && off == 0) buf[n / 2] ^= 0x20;
     if (soak_send_all(fd, buf, n, deadline) != 0) return -1;
     off += n;
   }
@@ -132,21 +143,22 @@ static void* Serve(void* arg) {
     int failed = 0;
     int status = ReadRequest(c.fd, req, soak_get64(req + 16), deadline, &body, &failed);
     if (failed == 0) {
-      if (SendReply(c.fd, req, status, body, c.domain, deadline) == 0) {
+      int sent = SendReply(c.fd, req, status, body, c.domain, deadline);
+      if (sent == 0) {
         // The client half-closes once it has everything; wait for that EOF, then close.
         uint8_t tail[256];
         ssize_t n;
         while ((n = soak_recv_some(c.fd, tail, sizeof(tail), deadline)) > 0) {
         }
         if (n < 0 && errno == ETIMEDOUT) failed = ETIMEDOUT;
-      } else if (errno == ETIMEDOUT) {
+      } else if (sent < 0 && errno == ETIMEDOUT) {
         failed = ETIMEDOUT;
       }
     } else if (failed == ETIMEDOUT) {
       failed = ETIMEDOUT;
     }
-    if (failed == ETIMEDOUT) Say("stall nonce=%016llx server=%s\n", (unsigned long long)nonce,
-                                server_name);
+    if (failed == ETIMEDOUT)
+      Say("stall nonce=%016llx server=%s\n", (unsigned long long)nonce, server_name);
   } else if (r < 0 && errno == ETIMEDOUT) {
     Say("stall nonce=- server=%s\n", server_name);
   }
@@ -473,6 +485,8 @@ int main(int argc, char** argv) {
       max_bytes = fx_parse_count(opt, val);
     else if (strcmp(opt, "--max-hold-ms") == 0)
       max_hold_ms = fx_parse_count(opt, val);
+    else if (strcmp(opt, "--sabotage") == 0)
+      sabotage = fx_parse_count(opt, val);
     else if (strcmp(opt, "--hang-s") == 0)
       hang_s = (double)fx_parse_count(opt, val);
     else {
