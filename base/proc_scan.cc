@@ -216,8 +216,9 @@ bool AppendChildrenByParent(pid_t pid, long at_most, std::vector<pid_t>& out) {
 // reading it costs an open, a read and a close: for a process with many threads (a thread per
 // connection: 1000 threads made each switched connect cost milliseconds, test_scale.py) it is
 // cheaper to read the parent pid of every process of the host, when there are fewer of those.
+// Below 256 threads the listing of /proc that decides it would cost more than it saves.
 void AppendChildren(pid_t pid, std::vector<pid_t>& out) {
-  constexpr long kManyThreads = 64;
+  constexpr long kManyThreads = 256;
   long threads = StatField(pid, kStatNumThreads);
   if (threads > kManyThreads && AppendChildrenByParent(pid, threads, out)) return;
   AppendThreadChildren(pid, out);

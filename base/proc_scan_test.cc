@@ -51,14 +51,14 @@ TEST(SocketFdCount, CountsCopiesInChildren) {
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 1);
 }
 
-// Above 64 threads the children are found from every process's parent pid instead of each
+// Above 256 threads the children are found from every process's parent pid instead of each
 // thread's children list (proc_scan.cc, AppendChildren): the same copies must be seen.
 TEST(SocketFdCount, CountsCopiesInChildrenOfAProcessWithManyThreads) {
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
   std::vector<std::thread> threads;
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < 300; ++i) {
     threads.emplace_back([&] {
       std::unique_lock<std::mutex> lock(mu);
       cv.wait(lock, [&] { return done; });
