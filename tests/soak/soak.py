@@ -425,7 +425,11 @@ class Soak:
                 getattr(self, "chaos_" + kind.replace("-", "_"))(kind)
             except Exception as e:  # a fault that could not be injected is just skipped
                 log("chaos:", kind, "skipped:", repr(e))
-            self.restart_servers()
+            try:
+                self.restart_servers()
+            except Exception as e:  # a server that cannot come back (30 s) fails the soak
+                self.problems.append(f"ERROR restarting a server: {e!r}")
+                self.counts[("server", "?", "ERROR")] += 1
 
     def live_clients(self, supervised=None):
         return [c for c in self.clients if c.proc.poll() is None and not c.killed and
