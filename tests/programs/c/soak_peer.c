@@ -62,8 +62,8 @@ static void SleepMs(long ms) {
 
 static char server_name[SOAK_NAME_LEN + 1];
 // --sabotage N: every Nth reply is wrong on purpose, in turn: one reply byte flipped, another
-// nonce echoed, half the reply followed by a clean close, or a reply 15 s late. Only for soak.py --self-check, which
-// proves that the soak's verdicts can fail.
+// nonce echoed, half the reply followed by a clean close, or a reply 15 s late. Only for soak.py
+// --self-check, which proves that the soak's verdicts can fail.
 static long long sabotage;
 static atomic_llong replies;
 static const double kServerStallS = 60.0;
