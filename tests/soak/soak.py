@@ -94,17 +94,35 @@ def alive(pid):
     return st is not None and st[0] != "Z"
 
 
+def fd_kinds(pid):
+    """Counter of what the fds of `pid` are ("socket:", "anon_inode:[pidfd]", a path, ...)."""
+    kinds = collections.Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kinds[link.split("[")[0] if link.startswith(("socket:", "pipe:")) else link] += 1
+    return kinds
+
+
+PIDFD = "anon_inode:[pidfd]"
+PIDFD_CACHE = 512  # tracer/pidfd_cache.h: pidfds of recently trapping threads, kept up to this
+
+
 def usage(pid):
-    """(fds, threads, rss KiB) of `pid`, or None when it is gone."""
+    """(fds, threads, rss KiB, fd kinds) of `pid`, or None when it is gone. The fds do not count
+    pidfds: slipstream-trace caches one per thread that trapped (bounded, checked separately)."""
     try:
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        kinds = fd_kinds(pid)
+        fds = sum(kinds.values()) - kinds[PIDFD]
         threads = len(os.listdir(f"/proc/{pid}/task"))
         rss = 0
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1])
-        return fds, threads, rss
+        return fds, threads, rss, kinds
     except OSError:
         return None
 
@@ -625,13 +643,17 @@ class Soak:
                 continue
             # A daemon started during the run serves the same supervisors and listeners at the
             # end as the first one did at baseline: it is held to the same figures.
-            fds, threads, rss = after
+            fds, threads, rss, kinds = after
             pids = str(pid) if pid2 == pid else f"{pid} -> {pid2}"
-            line = (f"  {name} (pid {pids}): fds {before[0]} -> {fds}, threads {before[1]} -> "
-                    f"{threads}, RSS {before[2]} -> {rss} KiB")
+            line = (f"  {name} (pid {pids}): fds {before[0]} -> {fds} (+ pidfds {before[3][PIDFD]}"
+                    f" -> {kinds[PIDFD]}), threads {before[1]} -> {threads}, RSS {before[2]} -> "
+                    f"{rss} KiB")
             problem = []
             if fds > before[0] + FD_SLACK:
-                problem.append("fds")
+                grown = {k: v - before[3][k] for k, v in kinds.items() if v > before[3][k]}
+                problem.append(f"fds {grown}")
+            if kinds[PIDFD] > PIDFD_CACHE:
+                problem.append("pidfds beyond the cache's bound")
             # Go keeps the OS threads it made for blocking calls; the others must come back.
             if threads > before[1] + THREAD_SLACK and not name.startswith("go program"):
                 problem.append("threads")
@@ -653,7 +675,7 @@ class Soak:
         self.counts.clear()
         self.failures.clear()
         base = self.measure()
-        log("baseline:", {k: v[1] for k, v in base.items()})
+        log("baseline:", {k: v[1][:3] if v[1] else None for k, v in base.items()})
         chaos = threading.Thread(target=self.chaos, daemon=True)
         start = now()
         if not self.args.self_check:
