@@ -47,6 +47,7 @@ import collections
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -329,6 +330,7 @@ class Soak:
         self.clients, self.finished = [], []
         self.counts = collections.Counter()   # (client kind, server, verdict)
         self.failures = collections.Counter()  # "stage:errno" of the explained failures
+        self.messages = collections.Counter()  # slipstream-trace's messages (digits as N)
         self.problems = []                    # text lines of LOST/MISPAIRED/HUNG details
         self.bytes_verified = 0
         self.conns = 0
@@ -546,7 +548,9 @@ class Soak:
             # A client that could not run at all would otherwise go unnoticed.
             self.problems.append(f"ERROR {client.kind}: exit status {code}: {lines[-3:]}")
             self.counts[(client.kind, "?", "ERROR")] += 1
+        os.unlink(client.out_path)
         for line in lines:
+            self.note_message(f"client {client.kind}", line)
             if line.startswith("hung "):
                 self.problems.append(f"HUNG {client.kind}: {line}")
                 self.counts[(client.kind, "?", "HUNG")] += 1
@@ -565,6 +569,15 @@ class Soak:
                 self.bytes_verified += int(x["sent"]) + int(x["recvd"])
             else:
                 self.bytes_verified += int(x["recvd"])
+
+    def note_message(self, who, line):
+        """Counts what slipstream-trace printed; a Python traceback or a sanitizer report is an
+        error."""
+        if line.startswith("slipstream-trace:"):
+            self.messages[re.sub(r"\d+", "N", line)[:140]] += 1
+        elif "Traceback" in line or "Sanitizer" in line or "runtime error:" in line:
+            self.problems.append(f"ERROR {who}: {line}")
+            self.counts[(who, "?", "ERROR")] += 1
 
     def verdict(self, client, x):
         res = x["res"]
@@ -730,6 +743,7 @@ class Soak:
             try:
                 with open(os.path.join(self.tmp, f"server-{name}.out")) as f:
                     for line in f:
+                        self.note_message(f"server {name}", line.rstrip("\n"))
                         if line.startswith("stall "):
                             self.problems.append(f"HUNG server {name}: {line.strip()}")
                             self.counts[("server", name, "HUNG")] += 1
@@ -763,6 +777,8 @@ class Soak:
         print("  " + f"{'total':10}" + "".join(f"{total[v]:>10}" for v in verdicts))
         print("failed (explained) by stage:errno: " +
               ", ".join(f"{k} {v}" for k, v in self.failures.most_common()))
+        print("slipstream-trace messages: " + ("; ".join(
+            f"{n} x {m}" for m, n in self.messages.most_common(8)) or "none"))
         print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
               + f" (server restarts: "
               + ", ".join(f"{s.name} {s.restarts}" for s in self.servers.values()) + ")")
