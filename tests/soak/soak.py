@@ -50,6 +50,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -197,11 +198,31 @@ def kill(pid, sig=signal.SIGKILL):
 
 # ---- Servers ------------------------------------------------------------------------------------
 
+def server_port(rng):
+    """A free port below the ephemeral range: a server is restarted on its port, and a client's
+    connection (ours, or another test's) must not be holding it as its local port meanwhile."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError):
+        pass
+    for _ in range(100):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    return harness.free_port()
+
+
 class Server:
     def __init__(self, soak, name, cmd_for_port, supervised, extra=()):
         self.soak, self.name = soak, name
         self.cmd_for_port, self.supervised, self.extra = cmd_for_port, supervised, extra
-        self.port = harness.free_port()
+        self.port = server_port(soak.rng)
         self.proc = None         # Popen: slipstream-trace, or the program when unsupervised
         self.program = None      # pid of the program
         self.down = []           # [start, end] windows when nothing listened on the port
