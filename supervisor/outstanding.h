@@ -25,13 +25,23 @@ class OutstandingTable {
   OutstandingTable& operator=(OutstandingTable&&) = delete;
   ~OutstandingTable();
 
+  // What the shepherd answers for a call: kContinue, kReturnZero, or a negative errno.
+  static constexpr int32_t kContinue = 0;
+  static constexpr int32_t kReturnZero = 1;
+
   // Supervisor side. Add returns the slot, or -1 when every slot is taken (the shepherd then falls
   // back to probing ids just above the highest one recorded).
   int Add(uint64_t id);
   void Remove(int slot);
+  void SetFallback(int slot, int32_t fallback);
 
   // Shepherd side, after the supervisor died.
-  std::vector<uint64_t> Snapshot() const;
+  struct Entry {
+    uint64_t id;
+    int32_t fallback;
+  };
+  std::vector<Entry> Entries() const;
+  std::vector<uint64_t> Snapshot() const;  // the ids of Entries()
   uint64_t highest_id() const;
   bool any_received() const;
 
@@ -41,6 +51,7 @@ class OutstandingTable {
     std::atomic<uint32_t> any_received;
     std::atomic<uint8_t> used[kSlots];
     std::atomic<uint64_t> ids[kSlots];
+    std::atomic<int32_t> fallbacks[kSlots];
   };
   explicit OutstandingTable(Page* page);
   Page* page_;

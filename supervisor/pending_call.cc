@@ -35,6 +35,10 @@ void PendingCall::Finish(const Status& sent, TraceRecord::Outcome outcome) {
   if (sinks_->trace.enabled()) sinks_->trace.Write(record_);
 }
 
+void PendingCall::SetFallback(int32_t fallback) {
+  sinks_->outstanding.SetFallback(slot_, fallback);
+}
+
 // Every call ends in exactly one of continued, emulated or interrupted.
 void PendingCall::Continue() {
   Status sent = sinks_->notifier.Continue(n_.id);

@@ -48,6 +48,9 @@ class PendingCall {
   void AnsweredWithFd(int fd);
   // The target left the call: nothing can be answered any more.
   void Abandon();
+  // What the shepherd answers for this call should the supervisor die before answering it
+  // (OutstandingTable::kReturnZero or a negative errno; CONTINUE by default).
+  void SetFallback(int32_t fallback);
 
  private:
   void Finish(const Status& sent, TraceRecord::Outcome outcome);

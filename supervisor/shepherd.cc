@@ -19,8 +19,11 @@ namespace {
 // Ids a receive in flight may have taken when the supervisor died, beyond the highest recorded.
 constexpr uint64_t kProbeAhead = 64;
 
-bool AnswerIfSent(tracer::KernelNotifier& notifier, uint64_t id) {
+bool AnswerIfSent(tracer::KernelNotifier& notifier, uint64_t id,
+                  int32_t fallback = OutstandingTable::kContinue) {
   if (!notifier.IdValid(id)) return false;
+  if (fallback == OutstandingTable::kReturnZero) return notifier.Return(id, 0).has_value();
+  if (fallback < 0) return notifier.Fail(id, -fallback).has_value();
   return notifier.Continue(id).has_value();
 }
 
@@ -29,7 +32,7 @@ bool AnswerIfSent(tracer::KernelNotifier& notifier, uint64_t id) {
 long ShepherdTakeOver(int listener_fd, const OutstandingTable& table) {
   tracer::KernelNotifier notifier(listener_fd);
   long answered = 0;
-  for (uint64_t id : table.Snapshot()) answered += AnswerIfSent(notifier, id);
+  for (const auto& e : table.Entries()) answered += AnswerIfSent(notifier, e.id, e.fallback);
   if (table.any_received()) {
     for (uint64_t id = table.highest_id() + 1; id <= table.highest_id() + kProbeAhead; ++id) {
       answered += AnswerIfSent(notifier, id);

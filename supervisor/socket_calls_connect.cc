@@ -102,6 +102,11 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     err = errno;
   }
   if (rc < 0 && err == EINTR && blocking) return false;  // handshake still running: hold
+  // The connect is made, on the program's socket. Should we die before answering, the shepherd's
+  // CONTINUE would run it again (EISCONN, or EINVAL once the AF_UNIX end is installed): it must
+  // answer what the first connect() said instead (found by the chaos soak, tests/soak).
+  if (rc == 0) c.SetFallback(OutstandingTable::kReturnZero);
+  if (rc < 0 && err == EINPROGRESS) c.SetFallback(-EINPROGRESS);
   // Switch only a connection that is established; one still in its handshake (a full SYN queue,
   // or TCP_FASTOPEN_CONNECT, whose connect() returns 0 before the SYN) stays TCP rather than
   // making a non-blocking program wait.
