@@ -44,6 +44,13 @@ void OutstandingTable::SetFallback(int slot, int32_t fallback) {
   if (slot >= 0) page_->fallbacks[slot].store(fallback, std::memory_order_release);
 }
 
+void OutstandingTable::SetConnectProbe(int slot, pid_t pid, int fd) {
+  if (slot < 0) return;
+  page_->probe_pids[slot].store(pid, std::memory_order_relaxed);
+  page_->probe_fds[slot].store(fd, std::memory_order_relaxed);
+  page_->fallbacks[slot].store(kConnectProbe, std::memory_order_release);
+}
+
 void OutstandingTable::Remove(int slot) {
   if (slot < 0) return;
   page_->used[slot].store(0, std::memory_order_release);
@@ -54,8 +61,10 @@ std::vector<OutstandingTable::Entry> OutstandingTable::Entries() const {
   std::vector<Entry> entries;
   for (int i = 0; i < kSlots; ++i) {
     if (page_->used[i].load(std::memory_order_acquire)) {
-      entries.push_back({page_->ids[i].load(std::memory_order_relaxed),
-                         page_->fallbacks[i].load(std::memory_order_acquire)});
+      int32_t fallback = page_->fallbacks[i].load(std::memory_order_acquire);
+      entries.push_back({page_->ids[i].load(std::memory_order_relaxed), fallback,
+                         page_->probe_pids[i].load(std::memory_order_relaxed),
+                         page_->probe_fds[i].load(std::memory_order_relaxed)});
     }
   }
   return entries;

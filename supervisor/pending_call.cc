@@ -39,6 +39,10 @@ void PendingCall::SetFallback(int32_t fallback) {
   sinks_->outstanding.SetFallback(slot_, fallback);
 }
 
+void PendingCall::SetConnectProbe(pid_t pid, int fd) {
+  sinks_->outstanding.SetConnectProbe(slot_, pid, fd);
+}
+
 // Every call ends in exactly one of continued, emulated or interrupted.
 void PendingCall::Continue() {
   Status sent = sinks_->notifier.Continue(n_.id);

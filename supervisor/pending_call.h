@@ -51,6 +51,7 @@ class PendingCall {
   // What the shepherd answers for this call should the supervisor die before answering it
   // (OutstandingTable::kReturnZero or a negative errno; CONTINUE by default).
   void SetFallback(int32_t fallback);
+  void SetConnectProbe(pid_t pid, int fd);
 
  private:
   void Finish(const Status& sent, TraceRecord::Outcome outcome);
