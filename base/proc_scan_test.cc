@@ -6,6 +6,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 #include "base/unique_fd.h"
 
 namespace slipstream {
@@ -44,6 +49,45 @@ TEST(SocketFdCount, CountsCopiesInChildren) {
   close(go[1]);
   waitpid(child, nullptr, 0);
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 1);
+}
+
+// Above 256 threads the children are found from every process's parent pid instead of each
+// thread's children list (proc_scan.cc, AppendChildren): the same copies must be seen.
+TEST(SocketFdCount, CountsCopiesInChildrenOfAProcessWithManyThreads) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 300; ++i) {
+    threads.emplace_back([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return done; });
+    });
+  }
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(go[1]);
+    char c;
+    (void)!read(go[0], &c, 1);
+    _exit(0);
+  }
+  close(go[0]);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 2);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024, /*include_pid=*/false), 1);
+  close(go[1]);
+  waitpid(child, nullptr, 0);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 1);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  for (auto& t : threads) t.join();
 }
 
 TEST(SocketFdCount, GivesUpBeyondItsBudget) {

@@ -41,7 +41,8 @@ Result<UniqueFd> ReceiveFd(int sock) {
 }
 
 [[noreturn]] void RunChild(const LaunchSpec& spec, char* const* argv, char* const* envp,
-                           int hand_over, int err_pipe) {
+                           int parent_end, int hand_over, int err_pipe) {
+  close(parent_end);  // so that the read of the supervisor's go sees EOF if it dies
   spec.signals->RestoreInChild();
   if (spec.limits != nullptr) spec.limits->RestoreInChild();
   if (spec.program != nullptr) {
@@ -51,6 +52,13 @@ Result<UniqueFd> ReceiveFd(int sock) {
     if (listener < 0) Fail(err_pipe, 0, -listener);
     if (!SendFd(hand_over, listener)) Fail(err_pipe, 1, errno);
     close(listener);
+    // The supervisor's go: EOF means it died before its shepherd was there (read, not recv: the
+    // filter traps only socket calls, and this one must not wait for a notification answer).
+    char go = 0;
+    ssize_t n;
+    while ((n = read(hand_over, &go, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1) Fail(err_pipe, 1, n < 0 ? errno : EPIPE);
   }
   close(hand_over);
   if (envp != nullptr) {
@@ -114,7 +122,8 @@ Result<Launched> Launch(const LaunchSpec& spec) {
   pid_t pid = fork();
   if (pid < 0) return Errno("fork");
   if (pid == 0)
-    RunChild(spec, argv.data(), spec.env ? envp.data() : nullptr, theirs.Get(), err_write.Get());
+    RunChild(spec, argv.data(), spec.env ? envp.data() : nullptr, ours.Get(), theirs.Get(),
+             err_write.Get());
   theirs.Reset();
   err_write.Reset();
 
@@ -122,7 +131,12 @@ Result<Launched> Launch(const LaunchSpec& spec) {
   launched.pid = pid;
   if (spec.program != nullptr) {
     auto listener = ReceiveFd(ours.Get());
-    if (listener) launched.listener = std::move(*listener);
+    if (listener) {
+      launched.listener = std::move(*listener);
+      if (spec.before_exec) spec.before_exec(launched.listener.Get());
+      char go = 1;
+      (void)!write(ours.Get(), &go, 1);
+    }
   }
   // EOF: exec succeeded (the pipe is close-on-exec). Otherwise the child says why it gave up.
   ChildFailure failure{};

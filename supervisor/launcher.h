@@ -2,9 +2,11 @@
 //
 // The child restores the signal mask and dispositions the supervisor inherited, sets
 // NO_NEW_PRIVS unless it has CAP_SYS_ADMIN (seccomp requires one of the two), installs the filter,
-// passes the listener to the supervisor over a socketpair (SCM_RIGHTS), closes its own copy and
-// execs. The listener never stays open in the program: a copy there would keep trapped calls
-// hanging if the supervisor died.
+// passes the listener to the supervisor over a socketpair (SCM_RIGHTS), closes its own copy, waits
+// for the supervisor's go (one byte; the supervisor starts its shepherd first, so that no trapped
+// call of the program can find the listener without a holder that fails open) and execs. The
+// listener never stays open in the program: a copy there would keep trapped calls hanging if the
+// supervisor died.
 #ifndef SLIPSTREAM_SUPERVISOR_LAUNCHER_H_
 #define SLIPSTREAM_SUPERVISOR_LAUNCHER_H_
 
@@ -12,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,6 +48,10 @@ struct LaunchSpec {
   const InheritedLimits* limits = nullptr;
   // The program's environment; nullptr: slipstream-trace's own.
   const std::vector<std::string>* env = nullptr;
+  // Called with the listener before the program may exec (the shepherd starts here). Should the
+  // supervisor die before it returns, the child exits without running the program: every trapped
+  // call it made would fail with ENOSYS, the kernel's answer once no process holds the listener.
+  std::function<void(int listener)> before_exec;
 };
 
 struct Launched {

@@ -198,10 +198,21 @@ int Main(int argc, char** argv) {
   // The program stays in our process group: job control (Ctrl-Z, fg, background reads) works
   // unchanged, and a group kill (kill -9 -PGID) still ends it. The price: a signal sent to the
   // whole group reaches the program directly and once more through us (docs/design.md).
+  auto outstanding = OutstandingTable::Create();
+  if (!outstanding) {
+    spdlog::error("{}", outstanding.error().ToString());
+    return 126;
+  }
+  // The shepherd starts before the program runs: killed between the two, we would leave it with
+  // no holder of the listener, and every trapped call would fail with ENOSYS (found by the chaos
+  // soak, tests/soak: kill -9 of slipstream-trace just after it started a client).
+  Result<ShepherdHandle> shepherd = Error(ESRCH, "not started");
   LaunchSpec spec{o.command,  &*program, flags,
                   &inherited, &limits,   hybrid.cookie != 0 ? &hybrid.env : nullptr};
+  spec.before_exec = [&](int listener) { shepherd = StartShepherd(listener, *outstanding); };
   auto launched = Launch(spec);
   if (!launched) {
+    if (shepherd) StopShepherd(*shepherd);  // nothing of the program runs: it leaves at once
     const SysError& e = launched.error();
     if (std::strcmp(e.op, "execvp") == 0) {
       fprintf(stderr, "slipstream-trace: %s: %s\n", o.command[0].c_str(), strerror(e.err));
@@ -212,12 +223,6 @@ int Main(int argc, char** argv) {
     return 126;
   }
 
-  auto outstanding = OutstandingTable::Create();
-  if (!outstanding) {
-    spdlog::error("{}", outstanding.error().ToString());
-    return 126;
-  }
-  auto shepherd = StartShepherd(launched->listener.Get(), *outstanding);
   if (!shepherd) spdlog::warn("no shepherd ({}): not fail-open", shepherd.error().ToString());
 
   SessionConfig config{features, killable, o.trace ? out : nullptr, o.switching};

@@ -35,8 +35,20 @@ int OutstandingTable::Add(uint64_t id) {
   int slot = free_.back();
   free_.pop_back();
   page_->ids[slot].store(id, std::memory_order_relaxed);
+  page_->fallbacks[slot].store(kContinue, std::memory_order_relaxed);
   page_->used[slot].store(1, std::memory_order_release);
   return slot;
+}
+
+void OutstandingTable::SetFallback(int slot, int32_t fallback) {
+  if (slot >= 0) page_->fallbacks[slot].store(fallback, std::memory_order_release);
+}
+
+void OutstandingTable::SetConnectProbe(int slot, pid_t pid, int fd) {
+  if (slot < 0) return;
+  page_->probe_pids[slot].store(pid, std::memory_order_relaxed);
+  page_->probe_fds[slot].store(fd, std::memory_order_relaxed);
+  page_->fallbacks[slot].store(kConnectProbe, std::memory_order_release);
 }
 
 void OutstandingTable::Remove(int slot) {
@@ -45,13 +57,22 @@ void OutstandingTable::Remove(int slot) {
   free_.push_back(slot);
 }
 
-std::vector<uint64_t> OutstandingTable::Snapshot() const {
-  std::vector<uint64_t> ids;
+std::vector<OutstandingTable::Entry> OutstandingTable::Entries() const {
+  std::vector<Entry> entries;
   for (int i = 0; i < kSlots; ++i) {
     if (page_->used[i].load(std::memory_order_acquire)) {
-      ids.push_back(page_->ids[i].load(std::memory_order_relaxed));
+      int32_t fallback = page_->fallbacks[i].load(std::memory_order_acquire);
+      entries.push_back({page_->ids[i].load(std::memory_order_relaxed), fallback,
+                         page_->probe_pids[i].load(std::memory_order_relaxed),
+                         page_->probe_fds[i].load(std::memory_order_relaxed)});
     }
   }
+  return entries;
+}
+
+std::vector<uint64_t> OutstandingTable::Snapshot() const {
+  std::vector<uint64_t> ids;
+  for (const Entry& e : Entries()) ids.push_back(e.id);
   return ids;
 }
 

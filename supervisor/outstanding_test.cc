@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -226,6 +227,154 @@ TEST_F(ShepherdTest, AnswersACallReceivedButNeverRecorded) {
   long answered = ShepherdTakeOver(listener.Get(), table);
   EXPECT_EQ(WaitExit(child), 0);
   EXPECT_EQ(answered, 1);
+}
+
+// The supervisor died after it had made the program's connect() on its copy of the socket, before
+// answering: CONTINUE would make the kernel connect the socket a second time (EISCONN). The
+// fallback recorded with the call is answered instead (found by tests/soak/soak.py).
+TEST_F(ShepherdTest, AnswersAConnectTheSupervisorMadeWithItsResult) {
+  UniqueFd server(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(server.Get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(server.Get(), 4), 0);
+  ASSERT_EQ(getsockname(server.Get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  auto program = tracer::BuildFilter({});
+  ASSERT_TRUE(program.has_value());
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);  // before the filter: the test answers only connect
+    tracer::AllowFilterInstall();
+    int l = tracer::InstallFilter(*program, 0);
+    if (l < 0) _exit(100);
+    char byte = static_cast<char>(s);
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &l, sizeof(int));
+    (void)!sendmsg(sv[1], &msg, 0);
+    close(l);
+    close(sv[1]);
+    if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) _exit(errno);
+    sockaddr_in peer{};
+    socklen_t peer_len = sizeof(peer);
+    _exit(getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 ? 0 : 99);
+  }
+  close(sv[1]);
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ASSERT_EQ(recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC), 1);
+  int raw_listener;
+  std::memcpy(&raw_listener, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
+  UniqueFd listener(raw_listener);
+  close(sv[0]);
+  int child_sock = static_cast<unsigned char>(byte);
+  // What the supervisor does before it dies: receive, record, connect its copy.
+  OutstandingTable table = NewTable();
+  tracer::Notification n = ReceiveOne(listener.Get());
+  int slot = table.Add(n.id);
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, child, 0)));
+  ASSERT_TRUE(pidfd);
+  UniqueFd copy(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.Get(), child_sock, 0)));
+  ASSERT_TRUE(copy);
+  ASSERT_EQ(connect(copy.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  table.SetFallback(slot, OutstandingTable::kReturnZero);
+  copy.Reset();
+  long answered = ShepherdTakeOver(listener.Get(), table);
+  EXPECT_EQ(WaitExit(child), 0) << "the child's connect() failed with that errno (EISCONN: 106)";
+  EXPECT_EQ(answered, 2);  // the connect, then the child's getpeername (CONTINUE)
+}
+
+// Killed during its connect() on the copy, the supervisor dies when that call returns, the
+// connection made and nothing more recorded than the probe set before it: the shepherd finds the
+// socket connected and answers 0 (the soak's remaining EISCONN, tests/soak/soak.py).
+TEST_F(ShepherdTest, AnswersAConnectTheSupervisorWasMakingWhenKilled) {
+  UniqueFd server(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(bind(server.Get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(server.Get(), 4), 0);
+  ASSERT_EQ(getsockname(server.Get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  auto program = tracer::BuildFilter({});
+  ASSERT_TRUE(program.has_value());
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);  // before the filter: the test answers only connect
+    tracer::AllowFilterInstall();
+    int l = tracer::InstallFilter(*program, 0);
+    if (l < 0) _exit(100);
+    char byte = static_cast<char>(s);
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cmsg), &l, sizeof(int));
+    (void)!sendmsg(sv[1], &msg, 0);
+    close(l);
+    close(sv[1]);
+    if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) _exit(errno);
+    sockaddr_in peer{};
+    socklen_t peer_len = sizeof(peer);
+    _exit(getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 ? 0 : 99);
+  }
+  close(sv[1]);
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ASSERT_EQ(recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC), 1);
+  int raw_listener;
+  std::memcpy(&raw_listener, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
+  UniqueFd listener(raw_listener);
+  close(sv[0]);
+  int child_sock = static_cast<unsigned char>(byte);
+  // What the supervisor does before it dies: receive, record, connect its copy.
+  OutstandingTable table = NewTable();
+  tracer::Notification n = ReceiveOne(listener.Get());
+  int slot = table.Add(n.id);
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, child, 0)));
+  ASSERT_TRUE(pidfd);
+  UniqueFd copy(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.Get(), child_sock, 0)));
+  ASSERT_TRUE(copy);
+  table.SetConnectProbe(slot, child, child_sock);
+  ASSERT_EQ(connect(copy.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  copy.Reset();
+  long answered = ShepherdTakeOver(listener.Get(), table);
+  EXPECT_EQ(WaitExit(child), 0) << "the child's connect() failed with that errno (EISCONN: 106)";
+  EXPECT_EQ(answered, 2);  // the connect, then the child's getpeername (CONTINUE)
 }
 
 }  // namespace

@@ -37,6 +37,14 @@ void PendingCall::Finish(const Status& sent, TraceRecord::Outcome outcome) {
   if (sinks_->trace.enabled()) sinks_->trace.Write(record_);
 }
 
+void PendingCall::SetFallback(int32_t fallback) {
+  sinks_->outstanding.SetFallback(slot_, fallback);
+}
+
+void PendingCall::SetConnectProbe(pid_t pid, int fd) {
+  sinks_->outstanding.SetConnectProbe(slot_, pid, fd);
+}
+
 // Every call ends in exactly one of continued, emulated or interrupted.
 void PendingCall::Continue() {
   Status sent = sinks_->notifier.Continue(n_.id);

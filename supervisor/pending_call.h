@@ -53,6 +53,10 @@ class PendingCall {
   void AnsweredThroughLibrary(int fd, int err);
   // The target left the call: nothing can be answered any more.
   void Abandon();
+  // What the shepherd answers for this call should the supervisor die before answering it
+  // (OutstandingTable::kReturnZero or a negative errno; CONTINUE by default).
+  void SetFallback(int32_t fallback);
+  void SetConnectProbe(pid_t pid, int fd);
 
  private:
   void Finish(const Status& sent, TraceRecord::Outcome outcome);

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,8 +20,31 @@ namespace {
 // Ids a receive in flight may have taken when the supervisor died, beyond the highest recorded.
 constexpr uint64_t kProbeAhead = 64;
 
-bool AnswerIfSent(tracer::KernelNotifier& notifier, uint64_t id) {
-  if (!notifier.IdValid(id)) return false;
+// Is the socket behind fd `fd` of process `pid` connected (a TCP connection made, or an AF_UNIX
+// end installed)? pidfd_getfd: Linux 5.6.
+bool SocketConnected(pid_t pid, int fd) {
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return false;
+  int copy = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0));
+  close(pidfd);
+  if (copy < 0) return false;
+  sockaddr_storage peer{};
+  socklen_t len = sizeof(peer);
+  bool connected = getpeername(copy, reinterpret_cast<sockaddr*>(&peer), &len) == 0;
+  close(copy);
+  return connected;
+}
+
+bool AnswerIfSent(tracer::KernelNotifier& notifier, const OutstandingTable::Entry& e) {
+  if (!notifier.IdValid(e.id)) return false;
+  int32_t fallback = e.fallback;
+  if (fallback == OutstandingTable::kConnectProbe) {
+    fallback = SocketConnected(e.probe_pid, e.probe_fd) ? OutstandingTable::kReturnZero
+                                                        : OutstandingTable::kContinue;
+  }
+  uint64_t id = e.id;
+  if (fallback == OutstandingTable::kReturnZero) return notifier.Return(id, 0).has_value();
+  if (fallback < 0) return notifier.Fail(id, -fallback).has_value();
   return notifier.Continue(id).has_value();
 }
 
@@ -29,10 +53,10 @@ bool AnswerIfSent(tracer::KernelNotifier& notifier, uint64_t id) {
 long ShepherdTakeOver(int listener_fd, const OutstandingTable& table) {
   tracer::KernelNotifier notifier(listener_fd);
   long answered = 0;
-  for (uint64_t id : table.Snapshot()) answered += AnswerIfSent(notifier, id);
+  for (const auto& e : table.Entries()) answered += AnswerIfSent(notifier, e);
   if (table.any_received()) {
     for (uint64_t id = table.highest_id() + 1; id <= table.highest_id() + kProbeAhead; ++id) {
-      answered += AnswerIfSent(notifier, id);
+      answered += AnswerIfSent(notifier, {id, OutstandingTable::kContinue, 0, -1});
     }
   }
   for (;;) {

@@ -95,6 +95,9 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   bool blocking = flags && !(*flags & O_NONBLOCK);
   int rc;
   int err;
+  // Killed while this connect() runs, we would die at its return, the connection made, before we
+  // could record that: the shepherd then looks at the socket itself (OutstandingTable).
+  c.SetConnectProbe(ProcessOf(c.tid()), static_cast<int>(c.arg(0)));
   {
     std::optional<BlockingGuard> guard;
     if (blocking) guard.emplace();
@@ -102,6 +105,12 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     err = errno;
   }
   if (rc < 0 && err == EINTR && blocking) return false;  // handshake still running: hold
+  // The connect is made, on the program's socket. Should we die before answering, the shepherd's
+  // CONTINUE would run it again (EISCONN, or EINVAL once the AF_UNIX end is installed): it must
+  // answer what the first connect() said instead (found by the chaos soak, tests/soak).
+  if (rc == 0) c.SetFallback(OutstandingTable::kReturnZero);
+  if (rc < 0 && err == EINPROGRESS) c.SetFallback(-EINPROGRESS);
+  if (rc < 0 && err != EINPROGRESS) c.SetFallback(OutstandingTable::kContinue);
   // Switch only a connection that is established; one still in its handshake (a full SYN queue,
   // or TCP_FASTOPEN_CONNECT, whose connect() returns 0 before the SYN) stays TCP rather than
   // making a non-blocking program wait.
