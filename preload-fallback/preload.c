@@ -387,7 +387,7 @@ EXPORT int socket(int domain, int type, int protocol) {
 static int ConnectThroughSupervisor(int fd, const struct sockaddr* addr, socklen_t len) {
   struct stat before;
   int known = fstat(fd, &before) == 0;
-  struct slipstream_connect_answer answer = {SLIPSTREAM_CLAIM_TCP, 0};
+  struct slipstream_connect_answer answer = {SLIPSTREAM_CLAIM_TCP, 0, 0};
   long r =
       ScrubbedSyscall(SYS_connect, fd, (long)addr, len, 0, (long)&answer, SLIPSTREAM_CONNECT_MARK);
   if (r < 0) {

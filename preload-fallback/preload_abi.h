@@ -143,14 +143,18 @@ struct slipstream_listener_table {
  * switches the connection and the target waits killably for the answer (WAIT_KILLABLE_RECV, Linux
  * 5.19: only a fatal signal can take the answer away), it answers with ADDFD SEND (Linux 5.14):
  * the call returns a new close-on-exec fd naming the AF_UNIX end, `kind` says
- * SLIPSTREAM_CLAIM_NEW_FD and `err` the connect's own result (0, or EINPROGRESS for a
- * non-blocking socket); the library moves the fd over the socket's with dup3. Otherwise `kind`
- * stays SLIPSTREAM_CLAIM_TCP and the call returns connect's answer. One wake-up of the target
+ * SLIPSTREAM_CLAIM_NEW_FD, `err` the connect's own result (0, or EINPROGRESS for a non-blocking
+ * socket) and `ino` the end's inode; the library moves the fd over the socket's with dup3.
+ * Otherwise `kind` stays SLIPSTREAM_CLAIM_TCP and the call returns connect's answer. The answer
+ * is written before the SEND, so a supervisor killed in between leaves it written while the
+ * shepherd answers the call itself (0 for a connect already made): the library takes the
+ * returned number for the end only if it names the inode `ino`. One wake-up of the target
  * instead of two (ADDFD SETFD, then the answer). */
 #define SLIPSTREAM_CONNECT_MARK 0x534c495043304e4eLL /* "SLIPC0NN" */
 struct slipstream_connect_answer {
   int32_t kind;
   int32_t err;
+  uint64_t ino;
 };
 
 /* getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, &struct slipstream_names, &len), made

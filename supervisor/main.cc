@@ -207,9 +207,13 @@ int Main(int argc, char** argv) {
   // no holder of the listener, and every trapped call would fail with ENOSYS (found by the chaos
   // soak, tests/soak: kill -9 of slipstream-trace just after it started a client).
   Result<ShepherdHandle> shepherd = Error(ESRCH, "not started");
-  LaunchSpec spec{o.command,  &*program, flags,
-                  &inherited, &limits,   hybrid.cookie != 0 ? &hybrid.env : nullptr};
-  spec.before_exec = [&](int listener) { shepherd = StartShepherd(listener, *outstanding); };
+  LaunchSpec spec{o.command,
+                  &*program,
+                  flags,
+                  &inherited,
+                  &limits,
+                  hybrid.cookie != 0 ? &hybrid.env : nullptr,
+                  [&](int listener) { shepherd = StartShepherd(listener, *outstanding); }};
   auto launched = Launch(spec);
   if (!launched) {
     if (shepherd) StopShepherd(*shepherd);  // nothing of the program runs: it leaves at once

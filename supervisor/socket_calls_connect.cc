@@ -227,9 +227,10 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
 
 void SocketCalls::AnswerWithEnd(PendingCall& c, int sock, int end, bool in_progress) {
   auto target = OpenTarget(c);
-  slipstream_connect_answer answer{SLIPSTREAM_CLAIM_NEW_FD, in_progress ? EINPROGRESS : 0};
-  if (target && target->WriteInt(c.arg(4), answer.kind) &&
-      target->WriteInt(c.arg(4) + sizeof(int32_t), answer.err)) {
+  slipstream_connect_answer answer{SLIPSTREAM_CLAIM_NEW_FD, in_progress ? EINPROGRESS : 0,
+                                   InodeOf(end)};
+  const auto* bytes = reinterpret_cast<const uint8_t*>(&answer);
+  if (target && target->Write(c.arg(4), {bytes, sizeof(answer)})) {
     auto installed = env_.installer.Install({c.id(), end, -1, true, true});
     if (installed) return c.AnsweredThroughLibrary(*installed, answer.err);
     // Killable: only the target's death takes the call away, and its end closes with it.
