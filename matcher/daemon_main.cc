@@ -10,26 +10,17 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include <cstdio>
 
 #include "matcher/daemon.h"
+#include "matcher/daemon_options.h"
 #include "matcher/paths.h"
 #include "matcher/protocol.h"
+#include "matcher/status_text.h"
 
 namespace slipstream::matcher {
 namespace {
-
-struct Options {
-  bool foreground = false;
-  bool status = false;
-  bool json = false;
-  bool verbose = false;
-  int idle_exit = 30;
-  int ready_fd = -1;
-};
 
 int PrintStatus(const std::string& dir, bool json) {
   UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
@@ -62,39 +53,17 @@ int PrintStatus(const std::string& dir, bool json) {
     printf("%s\n", text.c_str());
     return 0;
   }
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded()) return 1;
-  printf(
-      "slipstreamd pid %d, %zu supervisor(s), %zu listener(s), %llu switched connection(s), "
-      "%d pending, %llu paired, %llu relayed since start\n",
-      j["pid"].get<int>(), j["supervisors"].size(), j.value("listeners_total", size_t{0}),
-      static_cast<unsigned long long>(j["connections_total"].get<uint64_t>()),
-      j["pending"].get<int>(), static_cast<unsigned long long>(j["pairs_total"].get<uint64_t>()),
-      static_cast<unsigned long long>(j["relays_total"].get<uint64_t>()));
-  if (!j["connections"].empty()) {
-    // NAMESPACES: the SO_NETNS_COOKIE of the client's and the server's network namespace.
-    printf("%-8s %-28s %-8s %-28s %-16s %-12s %s\n", "CLIENT", "CLIENT ADDRESS", "SERVER",
-           "SERVER ADDRESS", "UNIX INODES", "NAMESPACES", "PAIRED BY");
-    for (const auto& c : j["connections"]) {
-      std::string inodes = std::to_string(c["client_unix_inode"].get<uint64_t>()) + "<->" +
-                           std::to_string(c["server_unix_inode"].get<uint64_t>());
-      std::string namespaces = std::to_string(c.value("client_netns", uint64_t{0})) + "->" +
-                               std::to_string(c.value("server_netns", uint64_t{0}));
-      printf("%-8d %-28s %-8d %-28s %-16s %-12s %s\n", c["client_pid"].get<int>(),
-             c["client"].get<std::string>().c_str(), c["server_pid"].get<int>(),
-             c["server"].get<std::string>().c_str(), inodes.c_str(), namespaces.c_str(),
-             c.value("evidence", std::string()) == "tcp-sequence-numbers" ? "tcp seq" : "4-tuple");
-    }
-    if (j["connections"].size() < j["connections_total"].get<size_t>()) {
-      printf("(%zu of %llu listed)\n", j["connections"].size(),
-             static_cast<unsigned long long>(j["connections_total"].get<uint64_t>()));
-    }
+  auto status = StatusText(text);
+  if (!status) {
+    fprintf(stderr, "slipstreamd: unreadable status reply from %s\n", path.c_str());
+    return 1;
   }
+  fputs(status->c_str(), stdout);
   return 0;
 }
 
 // Detaches from the caller: returns in the caller once the daemon listens (exit 0), or exits 1.
-void Daemonize(const std::string& dir, Options* o) {
+void Daemonize(const std::string& dir, DaemonOptions* o) {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) < 0) exit(1);
   pid_t child = fork();
@@ -121,27 +90,10 @@ void Daemonize(const std::string& dir, Options* o) {
 }
 
 int Main(int argc, char** argv) {
-  Options o;
-  CLI::App app("slipstreamd: the Slipstream matcher. slipstream-trace starts it on demand.",
-               "slipstreamd");
-  app.set_version_flag("--version", std::string("slipstreamd ") + SLIPSTREAM_VERSION);
-  app.add_flag("--foreground", o.foreground, "stay in the foreground and log to stderr");
-  app.add_flag("--status", o.status, "print the running daemon's switched connections and exit");
-  app.add_flag("--json", o.json, "with --status: print JSON");
-  app.add_option("--idle-exit", o.idle_exit, "leave after SECONDS without supervisors (30)")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--ready-fd", o.ready_fd, "write a byte to FD once listening (internal)");
-  app.add_flag("-v,--verbose", o.verbose, "debug logging");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fprintf(stderr, "slipstreamd: %s\nTry 'slipstreamd --help'.\n", e.what());
-    return 2;
-  }
+  int exit_code = 0;
+  auto parsed = ParseDaemonOptions(argc, argv, &exit_code);
+  if (!parsed) return exit_code;
+  DaemonOptions o = *parsed;
   auto dir = RuntimeDir();
   if (!dir) {
     fprintf(stderr, "slipstreamd: runtime directory: %s\n", dir.error().ToString().c_str());

@@ -55,6 +55,35 @@ Result<Message> ReceiveMessage(int sock, bool nonblocking) {
   return m;
 }
 
+std::vector<SockAddr> NetnsAddrList(const NetnsAddrs& body) {
+  std::vector<SockAddr> out;
+  for (uint32_t i = 0; i < body.count && i < kMaxNetnsAddrs; ++i) {
+    sockaddr_in6 sin6{};
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_addr = body.addrs[i];
+    out.emplace_back(&sin6, sizeof(sin6));
+  }
+  return out;
+}
+
+bool PushAddrs(const PushBody& body, SockAddr* local, SockAddr* remote) {
+  if (body.local_len > sizeof(sockaddr_storage) || body.remote_len > sizeof(sockaddr_storage)) {
+    return false;
+  }
+  *local = SockAddr(&body.local, body.local_len);
+  *remote = SockAddr(&body.remote, body.remote_len);
+  return true;
+}
+
+std::optional<SockAddr> RemoteListenerAddr(const RemoteListenerBody& body) {
+  if (body.addr_len > sizeof(sockaddr_storage)) return std::nullopt;
+  return SockAddr(&body.addr, body.addr_len);
+}
+
+std::string ErrorText(const ErrorBody& body) {
+  return std::string(body.text, strnlen(body.text, sizeof(body.text)));
+}
+
 const char* MsgTypeName(MsgType type) {
   switch (type) {
     case MsgType::kRegisterListener:
