@@ -22,6 +22,12 @@ inline int LowestFreeFd() {
 inline void CheckNoFdLeak(int lowest, const char* what) {
   if (LowestFreeFd() != lowest) {
     fprintf(stderr, "fd leak in %s: lowest free fd %d, was %d\n", what, LowestFreeFd(), lowest);
+    for (int fd = 0; fd < LowestFreeFd() + 8; ++fd) {
+      char path[64], link[256];
+      snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+      ssize_t n = readlink(path, link, sizeof(link) - 1);
+      if (n > 0) fprintf(stderr, "  fd %d -> %.*s\n", fd, static_cast<int>(n), link);
+    }
     abort();
   }
 }

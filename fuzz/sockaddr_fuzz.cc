@@ -82,8 +82,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(rest), size - 1);
   if (auto parsed = SockAddr::Parse(text)) {
     Exercise(*parsed);
-    // What follows the last colon is the port, exactly as ToString writes it.
-    if (text.substr(text.rfind(':') + 1) != std::to_string(parsed->port())) abort();
+    // What follows the last colon is the port: decimal digits, nothing else.
+    std::string digits = text.substr(text.rfind(':') + 1);
+    if (digits.empty() || digits.size() > 5 ||
+        digits.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(digits) != parsed->port()) {
+      abort();
+    }
     auto again = SockAddr::Parse(parsed->ToString());
     if (!again || !(*again == *parsed)) abort();
   }

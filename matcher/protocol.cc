@@ -43,7 +43,15 @@ Result<Message> ReceiveMessage(int sock, bool nonblocking) {
   auto r = ReceiveWithFds(sock, iov, nonblocking ? MSG_DONTWAIT : 0);
   if (!r) return tl::unexpected(r.error());
   m.fds = std::move(r->fds);  // owned from here on: no rejection below can leak one
-  if (r->bytes == 0) return Error(0, "eof");
+  if (r->bytes == 0) {
+    // recvmsg() returns 0 at EOF and for an empty datagram alike (SOCK_SEQPACKET keeps zero-length
+    // records): only a peer that closed or shut down is EOF; an empty message is malformed.
+    pollfd p{sock, POLLRDHUP, 0};
+    if (m.fds.empty() && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP))) {
+      return Error(0, "eof");
+    }
+    return Error(EPROTO, "empty matcher message");
+  }
   if ((r->msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || m.fds.size() > static_cast<size_t>(kMaxFds)) {
     return Error(EPROTO, "matcher message truncated or too many fds");
   }

@@ -115,6 +115,25 @@ TEST_F(ProtocolTest, OrderlyCloseIsEof) {
   EXPECT_EQ(m.error().err, 0);
 }
 
+// Found by fuzz/daemon_fuzz.cc (fuzz/corpus/daemon_fuzz/crash-empty-datagram): an empty datagram
+// was taken for EOF, and the daemon closed the session of whoever sent it.
+TEST_F(ProtocolTest, EmptyDatagramIsMalformedNotEof) {
+  ASSERT_EQ(send(a_.Get(), "", 0, 0), 0);
+  ASSERT_TRUE(SendMessage(a_.Get(), MsgType::kStatus, 9, 0, {}));
+  auto m = ReceiveMessage(b_.Get());
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().err, EPROTO);
+  m = ReceiveMessage(b_.Get());
+  ASSERT_TRUE(m) << m.error().ToString();
+  EXPECT_EQ(m->header.seq, 9u);
+  // An empty datagram and then the close: EOF.
+  ASSERT_EQ(send(a_.Get(), "", 0, 0), 0);
+  a_.Reset();
+  m = ReceiveMessage(b_.Get());
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().err, 0);
+}
+
 TEST_F(ProtocolTest, SendRefusesOversizedMessages) {
   std::vector<uint8_t> big(kMaxBody + 1);
   EXPECT_FALSE(SendMessage(a_.Get(), MsgType::kStatusReply, 1, 0, big));
