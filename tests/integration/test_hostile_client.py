@@ -26,6 +26,7 @@ connected to B.
 """
 
 import os
+import collections
 import random
 import socket
 import struct
@@ -117,12 +118,11 @@ class HostileBase(ss.EvidenceMixin, fr.FixtureTest):
             self.received.append(socket_kind(fd))
             os.close(fd)
 
-    def start_server(self, count):
+    def start_server(self, count=0):
         port_file = self.path("port")
         server = ss.Gated(self, harness.supervised(
             ss.c_peer("server", "--port-file", port_file, "--threads", "--count", str(count),
-                      "--mode", "echo", "--log", "--timeout", "180"),
-            stats=True, extra=["-o", self.path("server.stats")]))
+                      "--mode", "echo", "--log", "--timeout", "180")))
         port = fr.read_port(port_file)
         fr.wait_until(lambda: server.pid in ss.supervisor_pids(), 20, "server's supervisor")
         return server, port
@@ -131,103 +131,150 @@ class HostileBase(ss.EvidenceMixin, fr.FixtureTest):
         return ss.daemon_status()["pid"]
 
 
+class OwnListener:
+    """An unsupervised TCP listener of the hostile process: its own connections go there."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+
+
 class HostileClient(HostileBase):
+    DURATION = 20  # seconds of client load, longer than the attack
 
     def test_hostile_client_while_pairs_switch(self):
-        total = CLIENTS * PER_CLIENT
-        server, port = self.start_server(total)
+        server, port = self.start_server()
         daemon = self.daemon_pid()
         probe = Session(self.on_fds)  # an idle session: the daemon's fds with one session
         probe.drain()
         fds_before, rss_before = ss.fd_count(daemon), ss.rss_kib(daemon)
 
+        # Four pairs held open through the attack (its targets), and two clients that connect,
+        # echo 16 KiB and close, over and over, meanwhile.
+        holder = ss.Gated(self, harness.supervised(
+            ss.c_peer("client", "--port", str(port), "--count", "4", "--parallel", "4", "--mode",
+                      "echo", "--bytes", "65536", "--seed", "9000", "--hold", "--log")))
+        held = [holder.ready(30) for _ in range(4)]
+        for h in held:  # switched: an AF_UNIX fd in the program, listed by the daemon
+            ino = harness.fd_socket_inode(h["pid"], h["fd"])
+            self.assertIn(ino, harness.unix_inodes())
+            ss.status_connection(ino)
         clients = []
-        for k in range(CLIENTS):
+        for k in range(2):
             stats = self.path(f"client{k}.stats")
             cmd = harness.supervised(
-                ss.c_peer("client", "--port", str(port), "--count", str(PER_CLIENT), "--mode",
-                          "echo", "--bytes", str(BYTES), "--chunk", "4096", "--seed",
-                          str(1000 * (k + 1)), "--log", "--timeout", "180"),
+                ss.c_peer("client", "--port", str(port), "--count", "0", "--duration",
+                          str(self.DURATION), "--mode", "echo", "--bytes", "16384", "--chunk",
+                          "4096", "--seed", str(100000 * (k + 1)), "--log", "--timeout", "180"),
                 stats=True, extra=["-o", stats])
             clients.append((self.start(cmd), stats))
 
-        counts = self.hostile(port)
+        counts = self.hostile()
 
+        code, h_out, h_err = holder.finish(60)
+        self.assertEqual(code, 0, h_err[-10:])
         results = [(c.wait(180), stats) for c, stats in clients]
-        code, out, err = server.finish(60)
-        self.assertEqual(code, 0, f"server: {err[-10:]}")
-        server_conns = {c["peer"]: c for c in ss.conn_lines(out)}
+        expected = ss.conn_lines(h_out)
         for (c_code, c_out, c_err), stats in results:
-            self.assertEqual(c_code, 0, f"client: {c_err[-2000:]}")
-            self.assertIn("errors=0", ss.summary(c_out, "client"))
+            self.assertEqual(c_code, 0, f"client: {c_err[-20:]}")
+            summary = ss.summary(c_out, "client")
+            self.assertIn("errors=0", summary)
             conns = ss.conn_lines(c_out)
-            self.assertEqual(len(conns), PER_CLIENT)
-            for c in conns:
-                # The server saw this very connection (its peer is the client's local address)
-                # and got, byte for byte, what the client sent; the client got it back.
-                s = server_conns.get(c["local"])
-                self.assertIsNotNone(s, f"no server connection from {c['local']}: mispaired?")
-                self.assertEqual(s["crc_in"], c["crc_out"], f"{c} vs {s}")
-                self.assertEqual(c["crc_in"], c["crc_out"])
-                self.assertEqual(int(s["bytes_in"]), BYTES)
+            self.assertGreater(len(conns), 20, summary)
             got = ss.read_stats(stats)
-            self.assertEqual(got["switched"], PER_CLIENT, f"{stats}: {got}")
-        self.assertEqual(len(server_conns), total)
+            self.assertEqual(got["switched"], len(conns), f"{stats}: {got}")
+            expected += conns
+        # The server saw each client connection (its peer is the client's local address) and got,
+        # byte for byte, what the client sent; each client got it back (crc_in == crc_out). As
+        # multisets: a port may be reused over thousands of connections.
+        for c in expected:
+            self.assertEqual(c["crc_in"], c["crc_out"], c)
+        want = collections.Counter((ss.canonical(c["local"]), c["bytes_out"], c["crc_out"])
+                                   for c in expected)
 
-        # Nothing was handed to the hostile client but what it asked for legitimately: no
-        # socket end and no TCP socket of anyone's pair.
+        def seen():
+            return collections.Counter((ss.canonical(c["peer"]), c["bytes_in"], c["crc_in"])
+                                       for c in ss.conn_lines(server.out.snapshot()))
+        try:
+            fr.wait_until(lambda: sum(seen().values()) >= len(expected), 30,
+                          f"the server logging {len(expected)} connections")
+        except TimeoutError:
+            self.fail(f"server logged {sum(seen().values())} of {len(expected)} connections; "
+                      f"missing e.g. {list((want - seen()).items())[:5]}")
+        self.assertEqual(seen(), want, "connections the server and the clients disagree on")
+
+        # Nothing was handed to the hostile client: no socket end and no TCP socket of anyone.
         self.assertEqual(self.received, [], "the hostile client was handed fds")
         self.assertGreaterEqual(counts["errors"], 10000, counts)
         self.assertEqual(self.daemon_pid(), daemon, "slipstreamd restarted")
         probe.close()
+        server.kill()
         fr.wait_until(lambda: ss.fd_count(daemon) <= fds_before, 20,
                       f"slipstreamd's fds back to {fds_before} (now {ss.fd_count(daemon)})")
         # 10 000 unread error replies and 253-fd messages leave no lasting cost.
         self.assertLess(ss.rss_kib(daemon) - rss_before, 32 * 1024)
 
-    def hostile(self, port):
+    def hostile(self):
         counts = {"errors": 0}
         rng = random.Random(12)
         s = Session(self.on_fds)
         s.drain()
+        listener = OwnListener()
+        self.addCleanup(listener.close)
 
-        # 1. Claims of connections it does not hold, and requests naming live pairs by inode.
-        deadline = time.monotonic() + 30
-        live = []
-        while not live and time.monotonic() < deadline:
-            live = ss.daemon_status().get("connections", [])
+        def count_errors():
+            counts["errors"] += sum(1 for m in s.drain() if m[0] == T["error"])
+
+        # 1. Requests naming the live pairs by inode (as slipstreamd --status lists them): the
+        # TCP socket of a pair (kAdopt, with no end or with an end of our own), and the
+        # verdicts that belong to their supervisors.
+        live = ss.daemon_status().get("connections", [])
         self.assertTrue(live, "no live pair to attack")
-        for c in live[:20]:
+        for c in live:
             for ino in (c["client_unix_inode"], c["server_unix_inode"]):
                 body = struct.pack("<Q", ino)
                 for t in ("adopt", "installed", "disown", "abort", "peer_pid"):
                     s.send(message(T[t], body, seq=500))
-                # kAdopt with an AF_UNIX end of our own that is not that end.
                 a, b = socket.socketpair()
                 s.send(message(T["adopt"], body, seq=501), [a.fileno()])
                 a.close()
                 b.close()
-        with socket.create_connection(("127.0.0.1", port)) as own:
-            # Our own TCP connection to the supervised server: a claim of its client side is
-            # answered "no" and hands out nothing.
+        count_errors()
+        with socket.create_connection(("127.0.0.1", listener.port)) as own:
+            # 2. A claim of a connection it does not hold the server side of: "no", nothing
+            # handed out.
             s.send(message(T["claim"], seq=502), [own.fileno()])
             reply = s.until(T["claim_reply"], 502)
             self.assertIsNotNone(reply)
             self.assertEqual(reply[2][:1], b"\0")
-            # 2. Replays of a client supervisor's messages on it, twice.
+            # 3. A client supervisor's messages replayed on a connection of its own, twice.
             for _ in range(2):
                 a, b = socket.socketpair()
                 s.send(message(T["intent"], bytes(8), seq=503), [own.fileno()])
-                s.send(message(T["connected"], struct.pack("<QB7x", os.fstat(a.fileno()).st_ino, 0),
-                               seq=504), [own.fileno(), b.fileno()])
+                s.send(message(T["connected"], struct.pack("<QB7x", os.fstat(a.fileno()).st_ino,
+                                                           0), seq=504),
+                       [own.fileno(), b.fileno()])
                 a.close()
                 b.close()
-            own.sendall(b"x" * 100)
-        counts["errors"] += sum(1 for m in s.drain() if m[0] == T["error"])
+        count_errors()
 
-        # 3. A flood of 10 000 bogus messages, not read while sent.
+        # 4. A flood of 10 000 bogus messages, read only when the socket is full.
         s.sock.setblocking(False)
-        sent = 0
         flood = []
         for i in range(10000):
             kind = rng.randrange(4)
@@ -242,41 +289,44 @@ class HostileClient(HostileBase):
                 data = message(rng.choice([T["installed"], T["abort"], T["peer_pid"]]), body[:7],
                                seq=i)
             flood.append(data)
+        sent = 0
         while sent < len(flood):
             try:
-                s.send(flood[sent])
+                s.sock.send(flood[sent])
                 sent += 1
             except BlockingIOError:
-                counts["errors"] += sum(1 for m in s.drain() if m[0] == T["error"])
+                count_errors()
         s.sock.setblocking(True)
-        counts["errors"] += sum(1 for m in s.drain() if m[0] == T["error"])
+        count_errors()
 
-        # 4. Truncated and oversized messages.
+        # 5. Truncated and oversized messages.
         s.sock.setsockopt(socket.SOL_SOCKET, 32, 4 << 20)  # SO_SNDBUFFORCE (root), else ignored
         for data in (b"", b"S", message(T["status"])[:HEADER.size - 1],
                      HEADER.pack(MAGIC, VERSION, T["status"], 1, 0, 100),
-                     message(T["status"], bytes(MAX_BODY + 1)), message(T["status"], bytes(MAX_BODY))):
+                     message(T["status"], bytes(MAX_BODY + 1)),
+                     message(T["status"], bytes(MAX_BODY))):
             try:
                 s.send(data)
             except OSError:
                 pass  # larger than the socket buffer: the kernel refuses it (EMSGSIZE)
 
-        # 5. Fds: kMaxFds, one more, ... and SCM_MAX_FD of them.
+        # 6. Fds: kMaxFds, one more, ... and SCM_MAX_FD of them, on a message that takes none.
         pipes = [os.pipe() for _ in range((SCM_MAX_FD + 1) // 2)]
         pool = [fd for p in pipes for fd in p][:SCM_MAX_FD]
         for n in (MAX_FDS, MAX_FDS + 1, 4, 5, 6, 64, SCM_MAX_FD):
             s.send(message(T["status"], seq=600 + n), pool[:n])
-        for fd in pool:
-            os.close(fd)
-        counts["errors"] += sum(1 for m in s.drain() if m[0] == T["error"])
+        for p in pipes:
+            os.close(p[0])
+            os.close(p[1])
+        count_errors()
 
-        # 6. Sessions that disconnect with requests in flight (and one mid-flood).
+        # 7. Sessions that disconnect with requests in flight (and one mid-flood).
         for i in range(50):
             d = Session(self.on_fds)
             d.send(message(T["status"], seq=i))
-            with socket.create_connection(("127.0.0.1", port)) as own:
+            with socket.create_connection(("127.0.0.1", listener.port)) as own:
                 d.send(message(T["claim"], seq=i), [own.fileno()])
-                d.close()
+            d.close()
         d = Session(self.on_fds)
         for i in range(2000):
             try:
@@ -288,6 +338,7 @@ class HostileClient(HostileBase):
         # Still answering this session, in order.
         s.send(message(T["status"], seq=777))
         self.assertIsNotNone(s.until(T["status_reply"], 777), "no status reply after the attack")
+        count_errors()
         s.close()
         return counts
 
@@ -297,7 +348,7 @@ class OtherUser(HostileBase):
     def test_other_uid_is_refused(self):
         if os.geteuid() != 0:
             raise unittest.SkipTest("needs root to act as another user")
-        server, _ = self.start_server(1)
+        server, _ = self.start_server()
         daemon = self.daemon_pid()
         sock_path = os.path.join(harness.RUNTIME_DIR, "matcher.sock")
         script = ("import socket,struct,sys\n"
@@ -305,9 +356,11 @@ class OtherUser(HostileBase):
                   "try:\n s.connect(sys.argv[1])\n"
                   "except OSError as e:\n print('connect', e.errno); sys.exit(0)\n"
                   "s.settimeout(5)\n"
-                  f"s.send(struct.pack('<IHHQiI',{MAGIC},{VERSION},7,1,0,0))\n"
-                  "try:\n d=s.recv(1<<20); print('reply', len(d))\n"
-                  "except socket.timeout:\n print('timeout')\n")
+                  "try:\n"
+                  f" s.send(struct.pack('<IHHQiI',{MAGIC},{VERSION},7,1,0,0))\n"
+                  " d=s.recv(1<<20); print('reply', len(d))\n"
+                  "except socket.timeout:\n print('timeout')\n"
+                  "except OSError as e:\n print('closed', e.errno)\n")
         nobody = ["runuser", "-u", "nobody", "--", "python3", "-c", script, sock_path]
         mode = os.stat(harness.RUNTIME_DIR).st_mode & 0o777
         self.assertEqual(mode, 0o700)
@@ -322,7 +375,8 @@ class OtherUser(HostileBase):
         finally:
             os.chmod(sock_path, 0o600)
             os.chmod(harness.RUNTIME_DIR, 0o700)
-        self.assertEqual(out.stdout.strip(), "reply 0", out)  # closed without an answer
+        # Closed without an answer: EOF, or EPIPE/ECONNRESET if it was closed before the send.
+        self.assertIn(out.stdout.strip(), ("reply 0", "closed 32", "closed 104"), out)
         self.assertEqual(self.daemon_pid(), daemon)
         server.kill()
 
