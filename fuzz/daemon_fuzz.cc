@@ -11,6 +11,7 @@
 // 3-5 which kind (kFdKinds).
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -23,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include <sanitizer/common_interface_defs.h>
 #include <spdlog/spdlog.h>
 
 #include "base/fd_passing.h"
@@ -55,6 +57,17 @@ constexpr MsgType kTypes[] = {MsgType::kRegisterListener,
                               static_cast<MsgType>(0),
                               static_cast<MsgType>(999)};
 constexpr uint64_t kStatusSeq = 0x5757575757575757ULL;
+pthread_t daemon_thread;
+
+// A daemon that does not answer: print where its thread is (SIGUSR1 runs this on it), then abort.
+void PrintDaemonStack(int) { __sanitizer_print_stack_trace(); }
+[[noreturn]] void DaemonStuck() {
+  fprintf(stderr, "daemon did not answer kStatus within 10 s; its thread:\n");
+  signal(SIGUSR1, PrintDaemonStack);
+  pthread_kill(daemon_thread, SIGUSR1);
+  sleep(2);
+  abort();
+}
 
 struct Daemonized {
   std::string dir;
@@ -77,6 +90,7 @@ struct Daemonized {
     if (!d) abort();
     daemon = std::move(*d);
     thread = std::thread([this] { daemon->Run(); });
+    daemon_thread = thread.native_handle();
     listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     listen_addr.sin_family = AF_INET;
     listen_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -191,10 +205,7 @@ void SendRecord(int sock, bool raw, MsgType type, uint64_t seq, std::span<const 
 void AwaitStatus(int sock) {
   for (;;) {
     pollfd p{sock, POLLIN, 0};
-    if (poll(&p, 1, 10000) <= 0) {
-      fprintf(stderr, "daemon did not answer kStatus within 10 s\n");
-      abort();
-    }
+    if (poll(&p, 1, 10000) <= 0) DaemonStuck();
     auto m = ReceiveMessage(sock);
     if (!m) {
       if (m.error().err == EPROTO) continue;

@@ -655,6 +655,32 @@ TEST_F(DaemonTest, HelloTakesOnlyASockDiagSocket) {
   EXPECT_NE(reply->As<HelloReplyBody>()->your_netns, 0u);
 }
 
+// Issue #12 (hostile client): a session that sends requests and never reads the answers is closed
+// once 16384 answers wait for it, rather than growing the daemon without bound; others are served.
+TEST_F(DaemonTest, ASessionThatReadsNothingIsClosedAtTheQueueLimit) {
+  UniqueFd flood = Session(), other = Session();
+  InodeBody body{1};
+  int sent = 0;
+  for (; sent < 40000; ++sent) {
+    if (!SendMessage(flood.Get(), MsgType::kPeerPid, sent, 0, Bytes(body))) break;
+  }
+  EXPECT_GT(sent, 16384);
+  // What reaches us is what fit in our socket before the queue filled, then EOF.
+  int replies = 0;
+  for (;;) {
+    auto m = Receive(flood.Get(), 5000);
+    if (!m) {
+      EXPECT_NE(m.error().err, ETIMEDOUT) << "the session was not closed";
+      break;
+    }
+    ++replies;
+  }
+  EXPECT_LT(replies, sent);
+  ASSERT_TRUE(SendMessage(other.Get(), MsgType::kStatus, 3, 0, {}));
+  auto status = Expect(other.Get(), MsgType::kStatusReply);
+  ASSERT_TRUE(status) << status.error().ToString();
+}
+
 TEST_F(DaemonTest, OtherUsersAreRefused) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
   chmod(dir_.c_str(), 0777);
