@@ -30,6 +30,7 @@ import collections
 import random
 import socket
 import struct
+import sys
 import subprocess
 import threading
 import time
@@ -408,6 +409,8 @@ class ConnectAddressFlip(HostileBase):
         self.assertGreater(int(fields["to_a"]), 0, fields)
         self.assertGreater(int(fields["to_b"]), 0, fields)
         got = ss.read_stats(stats)
+        print(f"connect_flip (B {'supervised' if supervise_b else 'unsupervised'}): {fields}, "
+              f"client supervisor: {got}", file=sys.stderr)
         self.assertGreater(got["switched"], 0, got)
         if supervise_b:
             self.assertEqual(got["switched"], self.COUNT, got)
