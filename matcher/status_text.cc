@@ -35,6 +35,14 @@ long long Int(const nlohmann::json& v) {
   throw Unreadable{};
 }
 
+// Inodes, cookies and counts: unsigned 64-bit (a network namespace cookie may exceed 2^63).
+unsigned long long UInt(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>();
+  if (v.is_number_integer() && v.get<int64_t>() >= 0)
+    return static_cast<uint64_t>(v.get<int64_t>());
+  throw Unreadable{};
+}
+
 std::string Text(const nlohmann::json& v) {
   if (!v.is_string()) throw Unreadable{};
   return v.get<std::string>();
@@ -46,8 +54,8 @@ const nlohmann::json& Field(const nlohmann::json& object, const char* key) {
 }
 
 // A field that older daemons did not write: `fallback` when absent.
-long long IntOr(const nlohmann::json& object, const char* key, long long fallback) {
-  return object.contains(key) ? Int(object[key]) : fallback;
+unsigned long long UIntOr(const nlohmann::json& object, const char* key) {
+  return object.contains(key) ? UInt(object[key]) : 0;
 }
 
 std::string Format(const nlohmann::json& j) {
@@ -55,29 +63,29 @@ std::string Format(const nlohmann::json& j) {
   const auto& connections = Field(j, "connections");
   const auto& supervisors = Field(j, "supervisors");
   if (!connections.is_array() || !supervisors.is_array()) throw Unreadable{};
-  long long total = Int(Field(j, "connections_total"));
+  unsigned long long total = UInt(Field(j, "connections_total"));
   Append(&out,
-         "slipstreamd pid %lld, %zu supervisor(s), %lld listener(s), %lld switched connection(s), "
-         "%lld pending, %lld paired, %lld relayed since start\n",
-         Int(Field(j, "pid")), supervisors.size(), IntOr(j, "listeners_total", 0), total,
-         Int(Field(j, "pending")), Int(Field(j, "pairs_total")), Int(Field(j, "relays_total")));
+         "slipstreamd pid %lld, %zu supervisor(s), %llu listener(s), %llu switched connection(s), "
+         "%llu pending, %llu paired, %llu relayed since start\n",
+         Int(Field(j, "pid")), supervisors.size(), UIntOr(j, "listeners_total"), total,
+         UInt(Field(j, "pending")), UInt(Field(j, "pairs_total")), UInt(Field(j, "relays_total")));
   if (connections.empty()) return out;
   // NAMESPACES: the SO_NETNS_COOKIE of the client's and the server's network namespace.
   Append(&out, "%-8s %-28s %-8s %-28s %-16s %-12s %s\n", "CLIENT", "CLIENT ADDRESS", "SERVER",
          "SERVER ADDRESS", "UNIX INODES", "NAMESPACES", "PAIRED BY");
   for (const auto& c : connections) {
-    std::string inodes = std::to_string(Int(Field(c, "client_unix_inode"))) + "<->" +
-                         std::to_string(Int(Field(c, "server_unix_inode")));
-    std::string namespaces = std::to_string(IntOr(c, "client_netns", 0)) + "->" +
-                             std::to_string(IntOr(c, "server_netns", 0));
+    std::string inodes = std::to_string(UInt(Field(c, "client_unix_inode"))) + "<->" +
+                         std::to_string(UInt(Field(c, "server_unix_inode")));
+    std::string namespaces = std::to_string(UIntOr(c, "client_netns")) + "->" +
+                             std::to_string(UIntOr(c, "server_netns"));
     std::string evidence = c.contains("evidence") ? Text(c["evidence"]) : std::string();
     Append(&out, "%-8lld %-28s %-8lld %-28s %-16s %-12s %s\n", Int(Field(c, "client_pid")),
            Text(Field(c, "client")).c_str(), Int(Field(c, "server_pid")),
            Text(Field(c, "server")).c_str(), inodes.c_str(), namespaces.c_str(),
            evidence == "tcp-sequence-numbers" ? "tcp seq" : "4-tuple");
   }
-  if (static_cast<long long>(connections.size()) < total) {
-    Append(&out, "(%zu of %lld listed)\n", connections.size(), total);
+  if (connections.size() < total) {
+    Append(&out, "(%zu of %llu listed)\n", connections.size(), total);
   }
   return out;
 }

@@ -23,6 +23,12 @@ TEST(StatusTextTest, FormatsTheDaemonsStatus) {
   EXPECT_NE(text->find("0->0"), std::string::npos);  // namespaces absent: 0
   EXPECT_NE(text->find("tcp seq"), std::string::npos);
   EXPECT_NE(text->find("(1 of 2 listed)"), std::string::npos);
+  // Namespace cookies are unsigned 64-bit.
+  std::string big = kStatus;
+  big.replace(big.find(R"("evidence")"), 0, R"("client_netns":18446744073709551615,)");
+  text = StatusText(big);
+  ASSERT_TRUE(text);
+  EXPECT_NE(text->find("18446744073709551615->0"), std::string::npos) << *text;
 }
 
 // Found by fuzz/status_fuzz.cc (fuzz/corpus/status_fuzz/crash-type-error-null-pid): a reply
