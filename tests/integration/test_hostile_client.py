@@ -2,17 +2,18 @@
 """A hostile local client speaks the daemon protocol directly (issue #12, point 4), while real
 supervised client/server pairs keep switching.
 
-HostileClient: a supervised echo server and two supervised clients (200 connections of 64 KiB
-each) run while a process of the same user, with its own session on slipstreamd's socket:
+HostileClient: a supervised echo server, four supervised connections held open, and two
+supervised clients that connect, echo 16 KiB and close for 20 s, run while a process of the same
+user, with its own sessions on slipstreamd's socket:
 claims a connection it does not hold; asks for the TCP socket of every live pair (kAdopt) by
 inode, as slipstreamd --status lists them, and replays kInstalled/kDisown/kAbort/kPeerPid with
 those inodes; replays a client's kIntent/kConnected on a TCP connection of its own, twice;
 floods 10 000 bogus messages (random types, bodies and headers) without reading; sends truncated
 and oversized messages, and SCM_RIGHTS with kMaxFds, kMaxFds + 1 ... and 253 fds (SCM_MAX_FD);
 opens sessions that close with messages in flight. Every message it receives is checked: no
-socket it did not send ever reaches it. Then: every client connection was switched and echoed
-byte-exact (CRC-32 both ways, the server's per-connection log against the clients'), slipstreamd
-is the same process, and its fd count is back where it was.
+socket at all may reach it. Then: every client connection was switched and echoed byte-exact
+(the server's per-connection log equals the clients' as a multiset of address, bytes and CRC-32),
+slipstreamd is the same process, its fd count is back where it was and its RSS grew < 32 MiB.
 
 OtherUser: a process of uid nobody cannot reach root's daemon: the runtime directory is 0700
 (connect() fails with EACCES); with the directory and socket opened up on purpose, the daemon
