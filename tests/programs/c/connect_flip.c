@@ -114,11 +114,16 @@ int main(int argc, char** argv) {
   int port_a = 0, port_b = 0;
   long long count = 0;
   for (int i = 2; i + 1 < argc; i += 2) {
-    if (strcmp(argv[i], "--port-file") == 0) port_file = argv[i + 1];
-    else if (strcmp(argv[i], "--port-a") == 0) port_a = atoi(argv[i + 1]);
-    else if (strcmp(argv[i], "--port-b") == 0) port_b = atoi(argv[i + 1]);
-    else if (strcmp(argv[i], "--count") == 0) count = fx_parse_count("--count", argv[i + 1]);
-    else fx_die("unknown option %s", argv[i]);
+    if (strcmp(argv[i], "--port-file") == 0)
+      port_file = argv[i + 1];
+    else if (strcmp(argv[i], "--port-a") == 0)
+      port_a = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "--port-b") == 0)
+      port_b = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "--count") == 0)
+      count = fx_parse_count("--count", argv[i + 1]);
+    else
+      fx_die("unknown option %s", argv[i]);
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (strcmp(argv[1], "server") == 0 && port_file != NULL) return Server(port_file, count);
