@@ -70,9 +70,12 @@ Result<bool> WalkReplies(std::span<const uint8_t> datagram, uint32_t seq, bool d
     if (h->nlmsg_type == NLMSG_DONE) return true;
     if (h->nlmsg_type == NLMSG_ERROR) {
       if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return Error(EPROTO, "sock_diag");
-      int err = -static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
-      if (err == 0) return true;
-      return Error(err, "sock_diag");
+      // The kernel writes -errno; anything else (positive, or INT_MIN, whose negation overflows)
+      // is not an errno.
+      int error = static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+      if (error == 0) return true;
+      if (error > 0 || error < -4095) return Error(EPROTO, "sock_diag");
+      return Error(-error, "sock_diag");
     }
     on_msg(h);
     if (!dump) return true;

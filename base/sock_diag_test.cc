@@ -128,6 +128,25 @@ TEST(SockDiagParse, ShortMessagesAreNotRead) {
                                  [&](const nlmsghdr*) { ++seen; });
   ASSERT_FALSE(done);
   EXPECT_EQ(done.error().err, EPROTO);
+  // Found by fuzz/sock_diag_fuzz.cc (fuzz/corpus/sock_diag_fuzz/crash-int-min-error): an error
+  // of INT_MIN was negated (signed overflow, UBSan).
+  struct {
+    nlmsghdr h;
+    nlmsgerr e;
+  } error{};
+  error.h.nlmsg_len = sizeof(error);
+  error.h.nlmsg_type = NLMSG_ERROR;
+  error.h.nlmsg_seq = 5;
+  error.e.error = INT32_MIN;
+  done = diag_parse::WalkReplies({reinterpret_cast<const uint8_t*>(&error), sizeof(error)}, 5, true,
+                                 [&](const nlmsghdr*) { ++seen; });
+  ASSERT_FALSE(done);
+  EXPECT_EQ(done.error().err, EPROTO);
+  error.e.error = -ENOENT;
+  done = diag_parse::WalkReplies({reinterpret_cast<const uint8_t*>(&error), sizeof(error)}, 5, true,
+                                 [&](const nlmsghdr*) { ++seen; });
+  ASSERT_FALSE(done);
+  EXPECT_EQ(done.error().err, ENOENT);
   // A length beyond the datagram: not a message.
   msg.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
   msg.h.nlmsg_len = 4096;
