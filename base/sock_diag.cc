@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace slipstream {
@@ -38,24 +39,6 @@ SockAddr AddrFrom(uint8_t family, const __be32* addr, __be16 port) {
   return SockAddr(&sin6, sizeof(sin6));
 }
 
-TcpSocketInfo ParseInet(const nlmsghdr* h) {
-  const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
-  TcpSocketInfo info;
-  info.local = AddrFrom(msg->idiag_family, msg->id.idiag_src, msg->id.idiag_sport);
-  info.remote = AddrFrom(msg->idiag_family, msg->id.idiag_dst, msg->id.idiag_dport);
-  info.inode = msg->idiag_inode;
-  info.state = msg->idiag_state;
-  info.uid = msg->idiag_uid;
-  int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*msg)));
-  for (const rtattr* a = reinterpret_cast<const rtattr*>(msg + 1); RTA_OK(a, len);
-       a = RTA_NEXT(a, len)) {
-    if (a->rta_type == INET_DIAG_SKV6ONLY && RTA_PAYLOAD(a) >= 1) {
-      info.v6only = *static_cast<const uint8_t*>(RTA_DATA(a)) != 0;
-    }
-  }
-  return info;
-}
-
 // Fills id.src/dst/ports from a socket address; returns the family to query.
 uint8_t FillEndpoint(const SockAddr& addr, __be32* out, __be16* port) {
   if (auto v4 = addr.MappedV4()) {
@@ -75,6 +58,73 @@ uint8_t FillEndpoint(const SockAddr& addr, __be32* out, __be16* port) {
 
 }  // namespace
 
+namespace diag_parse {
+
+Result<bool> WalkReplies(std::span<const uint8_t> datagram, uint32_t seq, bool dump,
+                         const std::function<void(const nlmsghdr*)>& on_msg) {
+  // NLMSG_OK checks that each header, and the length it claims, fit in what is left.
+  int len = static_cast<int>(std::min<size_t>(datagram.size(), INT32_MAX));
+  for (auto* h = reinterpret_cast<const nlmsghdr*>(datagram.data()); NLMSG_OK(h, len);
+       h = NLMSG_NEXT(h, len)) {
+    if (h->nlmsg_seq != seq) continue;  // a late reply to an earlier request
+    if (h->nlmsg_type == NLMSG_DONE) return true;
+    if (h->nlmsg_type == NLMSG_ERROR) {
+      if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return Error(EPROTO, "sock_diag");
+      // The kernel writes -errno; anything else (positive, or INT_MIN, whose negation overflows)
+      // is not an errno.
+      int error = static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+      if (error == 0) return true;
+      if (error > 0 || error < -4095) return Error(EPROTO, "sock_diag");
+      return Error(-error, "sock_diag");
+    }
+    on_msg(h);
+    if (!dump) return true;
+  }
+  return false;
+}
+
+std::optional<TcpSocketInfo> ParseInet(const nlmsghdr* h) {
+  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) return std::nullopt;
+  const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+  TcpSocketInfo info;
+  info.local = AddrFrom(msg->idiag_family, msg->id.idiag_src, msg->id.idiag_sport);
+  info.remote = AddrFrom(msg->idiag_family, msg->id.idiag_dst, msg->id.idiag_dport);
+  info.inode = msg->idiag_inode;
+  info.state = msg->idiag_state;
+  info.uid = msg->idiag_uid;
+  int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*msg)));
+  for (const rtattr* a = reinterpret_cast<const rtattr*>(msg + 1); RTA_OK(a, len);
+       a = RTA_NEXT(a, len)) {
+    if (a->rta_type == INET_DIAG_SKV6ONLY && RTA_PAYLOAD(a) >= 1) {
+      info.v6only = *static_cast<const uint8_t*>(RTA_DATA(a)) != 0;
+    }
+  }
+  return info;
+}
+
+std::optional<uint64_t> ParseUnixInode(const nlmsghdr* h) {
+  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(unix_diag_msg))) return std::nullopt;
+  return static_cast<const unix_diag_msg*>(NLMSG_DATA(h))->udiag_ino;
+}
+
+std::optional<uint64_t> ParseUnixPeer(const nlmsghdr* h) {
+  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(unix_diag_msg))) return std::nullopt;
+  const auto* msg = static_cast<const unix_diag_msg*>(NLMSG_DATA(h));
+  uint64_t peer = 0;
+  int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*msg)));
+  for (const rtattr* a = reinterpret_cast<const rtattr*>(msg + 1); RTA_OK(a, len);
+       a = RTA_NEXT(a, len)) {
+    if (a->rta_type == UNIX_DIAG_PEER && RTA_PAYLOAD(a) >= sizeof(uint32_t)) {
+      uint32_t value;
+      std::memcpy(&value, RTA_DATA(a), sizeof(value));
+      peer = value;
+    }
+  }
+  return peer;
+}
+
+}  // namespace diag_parse
+
 Result<SockDiag> SockDiag::Open() {
   UniqueFd fd(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
   if (!fd) return Errno("socket(NETLINK_SOCK_DIAG)");
@@ -92,23 +142,14 @@ Status SockDiag::Send(const void* req, size_t len) {
 
 template <class F>
 Status SockDiag::Receive(bool dump, F on_msg) {
-  alignas(nlmsghdr) char buf[32768];
+  alignas(nlmsghdr) uint8_t buf[32768];
   for (;;) {
     ssize_t n = recv(fd_.Get(), buf, sizeof(buf), 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Errno("recv(sock_diag)");
-    int len = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-      if (h->nlmsg_seq != seq_) continue;  // a late reply to an earlier request
-      if (h->nlmsg_type == NLMSG_DONE) return {};
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        int err = -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
-        if (err == 0) return {};
-        return Error(err, "sock_diag");
-      }
-      on_msg(h);
-      if (!dump) return {};
-    }
+    auto done = diag_parse::WalkReplies({buf, static_cast<size_t>(n)}, seq_, dump, on_msg);
+    if (!done) return tl::unexpected(done.error());
+    if (*done) return {};
   }
 }
 
@@ -127,8 +168,8 @@ Result<std::vector<TcpSocketInfo>> SockDiag::TcpListeners(uint16_t port) {
     // (8 bits), and needs not be.
     if (auto st = Send(&r, sizeof(r)); !st) return tl::unexpected(st.error());
     auto st = Receive(true, [&](const nlmsghdr* h) {
-      TcpSocketInfo info = ParseInet(h);
-      if (info.local.port() == port) out.push_back(std::move(info));
+      auto info = diag_parse::ParseInet(h);
+      if (info && info->local.port() == port) out.push_back(std::move(*info));
     });
     if (!st) return tl::unexpected(st.error());
   }
@@ -153,7 +194,9 @@ Result<TcpSocketInfo> SockDiag::LookupTcp(const SockAddr& local, const SockAddr&
   TcpSocketInfo info;
   bool found = false;
   auto st = Receive(false, [&](const nlmsghdr* h) {
-    info = ParseInet(h);
+    auto parsed = diag_parse::ParseInet(h);
+    if (!parsed) return;
+    info = std::move(*parsed);
     found = true;
   });
   if (!st) return tl::unexpected(st.error());
@@ -172,7 +215,7 @@ Result<std::unordered_set<uint64_t>> SockDiag::UnixInodes() {
   if (auto st = Send(&r, sizeof(r)); !st) return tl::unexpected(st.error());
   std::unordered_set<uint64_t> inodes;
   auto st = Receive(true, [&](const nlmsghdr* h) {
-    inodes.insert(static_cast<const unix_diag_msg*>(NLMSG_DATA(h))->udiag_ino);
+    if (auto ino = diag_parse::ParseUnixInode(h)) inodes.insert(*ino);
   });
   if (!st) return tl::unexpected(st.error());
   return inodes;
@@ -192,16 +235,8 @@ Result<uint64_t> SockDiag::UnixPeer(uint64_t inode) {
   r.req.udiag_cookie[1] = INET_DIAG_NOCOOKIE;
   if (auto st = Send(&r, sizeof(r)); !st) return tl::unexpected(st.error());
   uint64_t peer = 0;
-  auto st = Receive(false, [&](const nlmsghdr* h) {
-    const auto* msg = static_cast<const unix_diag_msg*>(NLMSG_DATA(h));
-    int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*msg)));
-    for (const rtattr* a = reinterpret_cast<const rtattr*>(msg + 1); RTA_OK(a, len);
-         a = RTA_NEXT(a, len)) {
-      if (a->rta_type == UNIX_DIAG_PEER && RTA_PAYLOAD(a) >= sizeof(uint32_t)) {
-        peer = *static_cast<const uint32_t*>(RTA_DATA(a));
-      }
-    }
-  });
+  auto st =
+      Receive(false, [&](const nlmsghdr* h) { peer = diag_parse::ParseUnixPeer(h).value_or(0); });
   if (!st) return tl::unexpected(st.error());
   if (peer == 0) return Error(ENOENT, "sock_diag unix peer");
   return peer;

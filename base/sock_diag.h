@@ -4,7 +4,12 @@
 #ifndef SLIPSTREAM_BASE_SOCK_DIAG_H_
 #define SLIPSTREAM_BASE_SOCK_DIAG_H_
 
+#include <linux/netlink.h>
+
 #include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
 #include <unordered_set>
 #include <vector>
 
@@ -22,6 +27,22 @@ struct TcpSocketInfo {
   bool v6only = false;
   uint32_t uid = 0;
 };
+
+// The parsing of replies, apart from the socket, so that any bytes can be fed to it (tests,
+// fuzz/sock_diag_fuzz.cc). Every length in a reply is checked before what it covers is read.
+namespace diag_parse {
+// Walks the netlink messages of one received datagram, calling `on_msg` for each
+// SOCK_DIAG_BY_FAMILY answer to request `seq` (others are late answers to earlier requests).
+// true: the answer is complete (NLMSG_DONE, an acknowledgement, or the one answer of a lookup);
+// false: more datagrams follow; an error for NLMSG_ERROR.
+Result<bool> WalkReplies(std::span<const uint8_t> datagram, uint32_t seq, bool dump,
+                         const std::function<void(const nlmsghdr*)>& on_msg);
+// An inet_diag_msg with its attributes; nullopt when the message is too short for one.
+std::optional<TcpSocketInfo> ParseInet(const nlmsghdr* h);
+// A unix_diag_msg's inode, and its UNIX_DIAG_PEER attribute (0: none); nullopt when too short.
+std::optional<uint64_t> ParseUnixInode(const nlmsghdr* h);
+std::optional<uint64_t> ParseUnixPeer(const nlmsghdr* h);
+}  // namespace diag_parse
 
 class SockDiag {
  public:

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -100,6 +101,60 @@ TEST(SockDiag, UnixPeerNamesTheOtherEnd) {
   uint64_t gone = InodeOf(a.Get());
   a.Reset();
   EXPECT_FALSE(diag->UnixPeer(gone));  // no such socket any more
+}
+
+// diag_parse (issue #12): lengths in a reply never make the parser read past what it covers.
+TEST(SockDiagParse, ShortMessagesAreNotRead) {
+  struct {
+    nlmsghdr h;
+    uint8_t payload[8];
+  } msg{};
+  msg.h.nlmsg_len = sizeof(msg);  // a header and 8 bytes: too short for any diag message
+  msg.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.h.nlmsg_seq = 5;
+  EXPECT_FALSE(diag_parse::ParseInet(&msg.h));
+  EXPECT_FALSE(diag_parse::ParseUnixInode(&msg.h));
+  EXPECT_FALSE(diag_parse::ParseUnixPeer(&msg.h));
+  int seen = 0;
+  auto done = diag_parse::WalkReplies({reinterpret_cast<const uint8_t*>(&msg), sizeof(msg)}, 5,
+                                      false, [&](const nlmsghdr*) { ++seen; });
+  ASSERT_TRUE(done);
+  EXPECT_TRUE(*done);
+  EXPECT_EQ(seen, 1);
+  // An error message too short for its nlmsgerr.
+  msg.h.nlmsg_type = NLMSG_ERROR;
+  msg.h.nlmsg_len = NLMSG_LENGTH(2);
+  done = diag_parse::WalkReplies({reinterpret_cast<const uint8_t*>(&msg), sizeof(msg)}, 5, true,
+                                 [&](const nlmsghdr*) { ++seen; });
+  ASSERT_FALSE(done);
+  EXPECT_EQ(done.error().err, EPROTO);
+  // Found by fuzz/sock_diag_fuzz.cc (fuzz/corpus/sock_diag_fuzz/crash-int-min-error): an error
+  // of INT_MIN was negated (signed overflow, UBSan).
+  struct {
+    nlmsghdr h;
+    nlmsgerr e;
+  } error{};
+  error.h.nlmsg_len = sizeof(error);
+  error.h.nlmsg_type = NLMSG_ERROR;
+  error.h.nlmsg_seq = 5;
+  error.e.error = INT32_MIN;
+  done = diag_parse::WalkReplies({reinterpret_cast<const uint8_t*>(&error), sizeof(error)}, 5, true,
+                                 [&](const nlmsghdr*) { ++seen; });
+  ASSERT_FALSE(done);
+  EXPECT_EQ(done.error().err, EPROTO);
+  error.e.error = -ENOENT;
+  done = diag_parse::WalkReplies({reinterpret_cast<const uint8_t*>(&error), sizeof(error)}, 5, true,
+                                 [&](const nlmsghdr*) { ++seen; });
+  ASSERT_FALSE(done);
+  EXPECT_EQ(done.error().err, ENOENT);
+  // A length beyond the datagram: not a message.
+  msg.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.h.nlmsg_len = 4096;
+  done = diag_parse::WalkReplies({reinterpret_cast<const uint8_t*>(&msg), sizeof(msg)}, 5, true,
+                                 [&](const nlmsghdr*) { ++seen; });
+  ASSERT_TRUE(done);
+  EXPECT_FALSE(*done);
+  EXPECT_EQ(seen, 1);
 }
 
 }  // namespace

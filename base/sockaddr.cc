@@ -18,8 +18,15 @@ std::optional<SockAddr> SockAddr::Parse(const std::string& text) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos) return std::nullopt;
   std::string host = text.substr(0, colon);
-  int port = std::atoi(text.c_str() + colon + 1);
-  if (port < 0 || port > 65535) return std::nullopt;
+  // The port is 1 to 5 decimal digits and nothing else: atoi() took "80x" for 80 and wrapped
+  // "4294967376" to 80.
+  std::string digits = text.substr(colon + 1);
+  if (digits.empty() || digits.size() > 5 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  int port = std::stoi(digits);
+  if (port > 65535) return std::nullopt;
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     sockaddr_in6 sin6{};
     sin6.sin6_family = AF_INET6;

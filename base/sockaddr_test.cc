@@ -160,6 +160,19 @@ TEST(SockAddrTest, ParseRejectsGarbage) {
   EXPECT_FALSE(SockAddr::Parse("1.2.3.4:-1").has_value());
 }
 
+// Found by fuzz/sockaddr_fuzz.cc (fuzz/corpus/sockaddr_fuzz/crash-port-trailing-garbage):
+// atoi() read "[::1]:60553=" as port 60553, and "4294967376" wrapped to 80.
+TEST(SockAddrTest, ParseTakesOnlyDecimalPorts) {
+  EXPECT_FALSE(SockAddr::Parse("[::1]:60553=").has_value());
+  EXPECT_FALSE(SockAddr::Parse("1.2.3.4:80x").has_value());
+  EXPECT_FALSE(SockAddr::Parse("1.2.3.4: 80").has_value());
+  EXPECT_FALSE(SockAddr::Parse("1.2.3.4:+80").has_value());
+  EXPECT_FALSE(SockAddr::Parse("1.2.3.4:4294967376").has_value());
+  EXPECT_FALSE(SockAddr::Parse("1.2.3.4:").has_value());
+  ASSERT_TRUE(SockAddr::Parse("1.2.3.4:080").has_value());
+  EXPECT_EQ(SockAddr::Parse("1.2.3.4:080")->port(), 80);
+}
+
 TEST(SockAddrTest, ToStringRoundTripsThroughParse) {
   for (const char* text : {"127.0.0.1:1", "[::1]:65535", "[::ffff:10.0.0.1]:22", "0.0.0.0:0"}) {
     auto a = SockAddr::Parse(text);

@@ -287,6 +287,23 @@ void Daemon::ReplyError(Session* s, const Message& m, int err, const char* text)
 Status Daemon::Send(Session* to, MsgType type, uint64_t seq, int32_t pid,
                     std::span<const uint8_t> body, std::span<const int> fds) {
   if (to->closed) return Error(EPIPE, "session closed");
+  // A session that reads nothing while its queue grows (a stopped supervisor, or a client that
+  // floods requests and never reads the answers) would grow the daemon without bound. Past
+  // kMaxQueued messages it is closed as if it had gone: a supervisor reconnects and registers
+  // its listeners again; a hostile client loses only its own session.
+  constexpr size_t kMaxQueued = 16384;
+  if (to->outgoing.size() >= kMaxQueued) {
+    if (!to->overflowed) {
+      to->overflowed = true;
+      spdlog::warn("session {} (pid {}) reads nothing: {} messages queued, closing it", to->id,
+                   to->pid, to->outgoing.size());
+      uint64_t id = to->id;
+      asio::post(io_, [this, id] {
+        if (Session* s = Alive(id)) Close(s);
+      });
+    }
+    return Error(ENOBUFS, "session queue full");
+  }
   if (to->outgoing.empty()) {
     auto st = SendMessage(to->fd(), type, seq, pid, body, fds, /*wait=*/false);
     if (st || st.error().err != EAGAIN) return st;

@@ -10,8 +10,6 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include <csignal>
 #include <cstdio>
@@ -19,54 +17,15 @@
 #include <optional>
 #include <vector>
 
-#include "matcher/cli_man.h"
 #include "matcher/daemon.h"
+#include "matcher/daemon_options.h"
 #include "matcher/paths.h"
 #include "matcher/protocol.h"
 #include "matcher/socket_activation.h"
-#include "slipstream_version.h"
+#include "matcher/status_text.h"
 
 namespace slipstream::matcher {
 namespace {
-
-struct Options {
-  bool foreground = false;
-  bool status = false;
-  bool json = false;
-  bool watch = false;
-  bool verbose = false;
-  int idle_exit = 30;
-  int ready_fd = -1;
-};
-
-// EXIT STATUS and ENVIRONMENT of --help and of slipstreamd(8).
-const std::vector<ManEntry> kExitStatus = {
-    {"0",
-     "the daemon stopped on SIGTERM, SIGINT or SIGHUP or after --idle-exit seconds without "
-     "supervisors, or found another slipstreamd serving its runtime directory; --status printed "
-     "(also when no daemon runs); --status --watch was ended by Ctrl-C (SIGINT) or SIGTERM."},
-    {"1",
-     "the daemon could not start (runtime directory, lock, socket, a socket passed by systemd "
-     "that is not a listening SOCK_SEQPACKET socket named matcher.sock), or --status got no "
-     "answer within 5 s."},
-    {"2", "usage error."},
-};
-
-const std::vector<ManEntry> kEnvironment = {
-    {"SLIPSTREAM_RUNTIME_DIR",
-     "the runtime directory (socket, lock, log, listeners.table); it must be a directory of "
-     "this user with mode 0700 (created so when missing)."},
-    {"XDG_RUNTIME_DIR",
-     "when SLIPSTREAM_RUNTIME_DIR is unset: the runtime directory is $XDG_RUNTIME_DIR/slipstream "
-     "if XDG_RUNTIME_DIR is writable, else /tmp/slipstream-UID."},
-    {"SLIPSTREAM_LOG",
-     "log level: trace, debug, info (the default of the daemon), warn, error or off; -v is "
-     "debug."},
-    {"LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES",
-     "socket activation (sd_listen_fds(3)): when LISTEN_PID is slipstreamd's pid, the listening "
-     "socket is fd 3 (LISTEN_FDS must be 1) and the runtime directory is the directory it is "
-     "bound in; slipstreamd then stays in the foreground. Set by systemd (slipstreamd.socket)."},
-};
 
 // What the running daemon answers to kStatus: its JSON, nullopt when none runs, or an error
 // already printed.
@@ -99,47 +58,10 @@ std::optional<StatusReply> FetchStatus(const std::string& dir) {
   return StatusReply{true, std::string(reply->body.begin(), reply->body.end())};
 }
 
-// The human table of --status.
-std::string FormatStatus(const std::string& dir, const StatusReply& r) {
+// The human table of --status; nullopt when the reply is unreadable (status_text.h).
+std::optional<std::string> FormatStatus(const std::string& dir, const StatusReply& r) {
   if (!r.running) return "slipstreamd is not running (" + SocketPath(dir) + ")\n";
-  auto j = nlohmann::json::parse(r.json, nullptr, false);
-  if (j.is_discarded()) return "slipstreamd: unreadable status reply\n";
-  std::string out;
-  char line[512];
-  snprintf(line, sizeof(line),
-           "slipstreamd pid %d, %zu supervisor(s), %zu listener(s), %llu switched connection(s), "
-           "%d pending, %llu paired, %llu relayed since start\n",
-           j["pid"].get<int>(), j["supervisors"].size(), j.value("listeners_total", size_t{0}),
-           static_cast<unsigned long long>(j["connections_total"].get<uint64_t>()),
-           j["pending"].get<int>(),
-           static_cast<unsigned long long>(j["pairs_total"].get<uint64_t>()),
-           static_cast<unsigned long long>(j["relays_total"].get<uint64_t>()));
-  out += line;
-  if (!j["connections"].empty()) {
-    // NAMESPACES: the SO_NETNS_COOKIE of the client's and the server's network namespace.
-    snprintf(line, sizeof(line), "%-8s %-28s %-8s %-28s %-16s %-12s %s\n", "CLIENT",
-             "CLIENT ADDRESS", "SERVER", "SERVER ADDRESS", "UNIX INODES", "NAMESPACES",
-             "PAIRED BY");
-    out += line;
-    for (const auto& c : j["connections"]) {
-      std::string inodes = std::to_string(c["client_unix_inode"].get<uint64_t>()) + "<->" +
-                           std::to_string(c["server_unix_inode"].get<uint64_t>());
-      std::string namespaces = std::to_string(c.value("client_netns", uint64_t{0})) + "->" +
-                               std::to_string(c.value("server_netns", uint64_t{0}));
-      snprintf(
-          line, sizeof(line), "%-8d %-28s %-8d %-28s %-16s %-12s %s\n", c["client_pid"].get<int>(),
-          c["client"].get<std::string>().c_str(), c["server_pid"].get<int>(),
-          c["server"].get<std::string>().c_str(), inodes.c_str(), namespaces.c_str(),
-          c.value("evidence", std::string()) == "tcp-sequence-numbers" ? "tcp seq" : "4-tuple");
-      out += line;
-    }
-    if (j["connections"].size() < j["connections_total"].get<size_t>()) {
-      snprintf(line, sizeof(line), "(%zu of %llu listed)\n", j["connections"].size(),
-               static_cast<unsigned long long>(j["connections_total"].get<uint64_t>()));
-      out += line;
-    }
-  }
-  return out;
+  return StatusText(r.json);
 }
 
 // --json: the daemon's object (it carries "schema"), or the same schema's answer for no daemon.
@@ -153,8 +75,12 @@ std::string StatusJsonLine(const StatusReply& r) {
 int PrintStatus(const std::string& dir, bool json) {
   auto r = FetchStatus(dir);
   if (!r) return 1;
-  std::string text = json ? StatusJsonLine(*r) : FormatStatus(dir, *r);
-  fwrite(text.data(), 1, text.size(), stdout);
+  std::optional<std::string> text = json ? StatusJsonLine(*r) : FormatStatus(dir, *r);
+  if (!text) {
+    fprintf(stderr, "slipstreamd: unreadable status reply from %s\n", SocketPath(dir).c_str());
+    return 1;
+  }
+  fwrite(text->data(), 1, text->size(), stdout);
   return 0;
 }
 
@@ -175,7 +101,7 @@ int WatchStatus(const std::string& dir, bool json) {
     // No answer (FetchStatus said so on stderr): JSON readers get no line for that second.
     std::string body = !r     ? (json ? "" : "slipstreamd: no answer\n")
                        : json ? StatusJsonLine(*r)
-                              : FormatStatus(dir, *r);
+                              : FormatStatus(dir, *r).value_or("slipstreamd: unreadable answer\n");
     time_t now = time(nullptr);
     char when[64];
     strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&now));
@@ -195,7 +121,7 @@ int WatchStatus(const std::string& dir, bool json) {
 }
 
 // Detaches from the caller: returns in the caller once the daemon listens (exit 0), or exits 1.
-void Daemonize(const std::string& dir, Options* o) {
+void Daemonize(const std::string& dir, DaemonOptions* o) {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) < 0) exit(1);
   pid_t child = fork();
@@ -222,51 +148,10 @@ void Daemonize(const std::string& dir, Options* o) {
 }
 
 int Main(int argc, char** argv) {
-  Options o;
-  CLI::App app("slipstreamd: the Slipstream matcher. slipstream-trace starts it on demand.",
-               "slipstreamd");
-  app.footer(HelpEntries("Exit status", kExitStatus) + "\n" +
-             HelpEntries("Environment", kEnvironment) +
-             "\nSee slipstreamd(8) for files, systemd units and kernel requirements.");
-  app.set_version_flag("--version", std::string("slipstreamd ") + SLIPSTREAM_VERSION + " (commit " +
-                                        SLIPSTREAM_COMMIT + ")");
-  bool help_man = false;
-  app.add_flag("--help-man", help_man, "print the generated man page sections (build)")->group("");
-  app.add_flag("--foreground", o.foreground, "stay in the foreground and log to stderr");
-  app.add_flag("--status", o.status, "print the running daemon's switched connections and exit");
-  app.add_flag("--json", o.json,
-               "with --status: print one JSON object (schema in docs/stats-schema.md)");
-  app.add_flag("--watch", o.watch,
-               "with --status: print the status every second (redrawn on a terminal) until "
-               "Ctrl-C");
-  app.add_option("--idle-exit", o.idle_exit, "leave after SECONDS without supervisors (30)")
-      ->check(CLI::NonNegativeNumber)
-      ->type_name("SECONDS");
-  app.add_option("--ready-fd", o.ready_fd,
-                 "write a byte to FD once listening (used by slipstream-trace)")
-      ->type_name("FD");
-  app.add_flag("-v,--verbose", o.verbose, "debug logging");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fprintf(stderr, "slipstreamd: %s\nTry 'slipstreamd --help'.\n", e.what());
-    return 2;
-  }
-  if (help_man) {
-    std::string roff = RoffOptions(app) + RoffEntries("EXIT STATUS", kExitStatus, false) +
-                       RoffEntries("ENVIRONMENT", kEnvironment, true);
-    fwrite(roff.data(), 1, roff.size(), stdout);
-    return 0;
-  }
-  if ((o.json || o.watch) && !o.status) {
-    fprintf(stderr,
-            "slipstreamd: --json and --watch go with --status\nTry 'slipstreamd --help'.\n");
-    return 2;
-  }
+  int exit_code = 0;
+  auto parsed = ParseDaemonOptions(argc, argv, &exit_code);
+  if (!parsed) return exit_code;
+  DaemonOptions o = *parsed;
   // Started by systemd (slipstreamd.socket): the socket names the runtime directory.
   auto activated =
       o.status ? Result<std::optional<ActivatedSocket>>(std::nullopt) : TakeActivatedSocket();

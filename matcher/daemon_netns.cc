@@ -8,6 +8,7 @@
 #include "matcher/daemon.h"
 #include "matcher/daemon_state.h"
 
+#include <linux/netlink.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -24,14 +25,18 @@
 namespace slipstream::matcher {
 namespace {
 
+// The daemon sends sock_diag requests on the socket a supervisor attaches to kHello and reads the
+// replies as the kernel's word. Any other socket (a socketpair end whose other end the sender
+// keeps) would let that sender write the "kernel's" answers, or never answer and block the daemon
+// in recv() for good: only a NETLINK_SOCK_DIAG socket is taken.
+bool IsSockDiagSocket(int fd) {
+  return IntSockOpt(fd, SOL_SOCKET, SO_DOMAIN) == AF_NETLINK &&
+         IntSockOpt(fd, SOL_SOCKET, SO_PROTOCOL) == NETLINK_SOCK_DIAG;
+}
+
 std::vector<SockAddr> AddrsFrom(const NetnsAddrs& body) {
   std::vector<SockAddr> out;
-  for (uint32_t i = 0; i < body.count && i < kMaxNetnsAddrs; ++i) {
-    sockaddr_in6 sin6{};
-    sin6.sin6_family = AF_INET6;
-    sin6.sin6_addr = body.addrs[i];
-    out.push_back(Canonical(SockAddr(&sin6, sizeof(sin6))));
-  }
+  for (const SockAddr& a : NetnsAddrList(body)) out.push_back(Canonical(a));
   return out;
 }
 
@@ -76,7 +81,7 @@ void Daemon::OnHello(Session* s, Message& m) {
   reply.daemon_netns = netns_cookie_;
   // The namespace is the sock_diag socket's, from the kernel. A supervisor could send a socket of
   // another namespace it holds: that only changes which connections its own programs try to switch.
-  if (m.fds.size() == 1 && s->netns_cookie == 0) {
+  if (m.fds.size() == 1 && s->netns_cookie == 0 && IsSockDiagSocket(m.fds[0].Get())) {
     auto cookie = NetnsCookie(m.fds[0].Get());
     if (cookie) {
       s->netns_cookie = *cookie;

@@ -324,7 +324,13 @@ void Daemon::OnInstalled(Session* s, Message& m) {
 
 void Daemon::OnAdopt(Session* s, Message& m) {
   const auto* body = m.As<InodeBody>();
-  if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad adopt");
+  // Proof of possession: the end itself comes with the request. Its retained TCP socket is the
+  // connection's identity (getpeername, SO_LINGER...); a session that only knows the end's inode
+  // (from --status, /proc/net/unix) must not get another pair's TCP socket.
+  if (body == nullptr || m.fds.size() != 1 || !IsUnixStreamSocket(m.fds[0].Get()) ||
+      InodeOf(m.fds[0].Get()) != body->inode) {
+    return ReplyError(s, m, EINVAL, "adopt needs the AF_UNIX end");
+  }
   AdoptReplyBody reply{0, 0};
   int fd = -1;
   for (const auto& [key, p] : pending_) {  // passed on before the verdict

@@ -34,6 +34,7 @@ struct Daemon::Session {
   uint64_t netns_cookie = 0;  // from the sock_diag socket sent with kHello (0: none)
   bool hello = false;         // said kHello: gets namespace and remote-listener news
   bool closed = false;
+  bool overflowed = false;  // its queue hit kMaxQueued: being closed
   int fd() { return desc.native_handle(); }
 };
 

@@ -576,6 +576,111 @@ TEST_F(DaemonTest, HostileMessagesGetErrorsAndLeakNothing) {
   EXPECT_EQ(OpenFds(), before);  // the pipe we made is closed again; the daemon kept nothing
 }
 
+// Issue #12 (hostile client): kAdopt hands out a live pair's retained TCP socket. A session that
+// only knows the end's inode (slipstreamd --status lists it) gets an error and no fd; the holder of
+// the end gets its TCP socket.
+TEST_F(DaemonTest, AdoptNeedsTheEndItself) {
+  UniqueFd server_session = Session(), client_session = Session(), hostile = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  Register(server_session.Get(), l.Get());
+  Client c = Connect(client_session.Get(), addr);
+  auto push = Expect(server_session.Get(), MsgType::kPush);
+  ASSERT_TRUE(push) << push.error().ToString();
+  Installed(server_session.Get(), push->As<PushBody>()->server_end_ino);
+  ASSERT_TRUE(Expect(client_session.Get(), MsgType::kRelease));
+
+  // The answer to a kAdopt, past the kListener broadcasts every session gets.
+  auto answer = [](int fd) {
+    auto m = Receive(fd);
+    while (m && m->type() == MsgType::kListener) m = Receive(fd);
+    return m;
+  };
+  for (uint64_t ino : {Ino(c.client_end.Get()), Ino(c.server_end.Get())}) {
+    InodeBody body{ino};
+    ASSERT_TRUE(SendMessage(hostile.Get(), MsgType::kAdopt, 31, getpid(), Bytes(body)));
+    auto reply = answer(hostile.Get());
+    ASSERT_TRUE(reply) << reply.error().ToString();
+    EXPECT_EQ(reply->type(), MsgType::kError);
+    EXPECT_TRUE(reply->fds.empty()) << "a socket of another pair was handed out";
+    // Another AF_UNIX end (the hostile session's own) with the inode of the pair's end.
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    UniqueFd mine(sv[0]), other(sv[1]);
+    int fd = mine.Get();
+    ASSERT_TRUE(SendMessage(hostile.Get(), MsgType::kAdopt, 32, getpid(), Bytes(body), {&fd, 1}));
+    reply = answer(hostile.Get());
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(reply->type(), MsgType::kError);
+    EXPECT_TRUE(reply->fds.empty());
+  }
+  // The holder of the client's end gets the client's TCP socket.
+  InodeBody body{Ino(c.client_end.Get())};
+  int end = c.client_end.Get();
+  ASSERT_TRUE(
+      SendMessage(client_session.Get(), MsgType::kAdopt, 33, getpid(), Bytes(body), {&end, 1}));
+  auto reply = Expect(client_session.Get(), MsgType::kAdoptReply);
+  ASSERT_TRUE(reply) << reply.error().ToString();
+  ASSERT_NE(reply->As<AdoptReplyBody>(), nullptr);
+  EXPECT_EQ(reply->As<AdoptReplyBody>()->found, 1);
+  EXPECT_EQ(reply->As<AdoptReplyBody>()->client, 1);
+  ASSERT_EQ(reply->fds.size(), 1u);
+  EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(c.tcp.Get()));
+}
+
+// Issue #12 (hostile client): the socket attached to kHello is taken as the namespace's sock_diag
+// socket only when it is one. A socketpair end would let its sender write the "kernel's" answers to
+// the daemon's queries, or block the daemon in recv() by never answering.
+TEST_F(DaemonTest, HelloTakesOnlyASockDiagSocket) {
+  UniqueFd hostile = Session();
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd fake(sv[0]), writer(sv[1]);
+  NetnsAddrs addrs{};
+  int fd = fake.Get();
+  ASSERT_TRUE(SendMessage(hostile.Get(), MsgType::kHello, 41, getpid(), Bytes(addrs), {&fd, 1}));
+  auto reply = Expect(hostile.Get(), MsgType::kHelloReply);
+  ASSERT_TRUE(reply) << reply.error().ToString();
+  ASSERT_NE(reply->As<HelloReplyBody>(), nullptr);
+  EXPECT_EQ(reply->As<HelloReplyBody>()->your_netns, 0u) << "a socketpair end was adopted";
+  // A real NETLINK_SOCK_DIAG socket is.
+  UniqueFd good = Session();
+  auto diag = SockDiag::Open();
+  ASSERT_TRUE(diag);
+  fd = diag->fd();
+  ASSERT_TRUE(SendMessage(good.Get(), MsgType::kHello, 42, getpid(), Bytes(addrs), {&fd, 1}));
+  reply = Expect(good.Get(), MsgType::kHelloReply);
+  ASSERT_TRUE(reply) << reply.error().ToString();
+  ASSERT_NE(reply->As<HelloReplyBody>(), nullptr);
+  EXPECT_NE(reply->As<HelloReplyBody>()->your_netns, 0u);
+}
+
+// Issue #12 (hostile client): a session that sends requests and never reads the answers is closed
+// once 16384 answers wait for it, rather than growing the daemon without bound; others are served.
+TEST_F(DaemonTest, ASessionThatReadsNothingIsClosedAtTheQueueLimit) {
+  UniqueFd flood = Session(), other = Session();
+  InodeBody body{1};
+  int sent = 0;
+  for (; sent < 40000; ++sent) {
+    if (!SendMessage(flood.Get(), MsgType::kPeerPid, sent, 0, Bytes(body))) break;
+  }
+  EXPECT_GT(sent, 16384);
+  // What reaches us is what fit in our socket before the queue filled, then EOF.
+  int replies = 0;
+  for (;;) {
+    auto m = Receive(flood.Get(), 5000);
+    if (!m) {
+      EXPECT_NE(m.error().err, ETIMEDOUT) << "the session was not closed";
+      break;
+    }
+    ++replies;
+  }
+  EXPECT_LT(replies, sent);
+  ASSERT_TRUE(SendMessage(other.Get(), MsgType::kStatus, 3, 0, {}));
+  auto status = Expect(other.Get(), MsgType::kStatusReply);
+  ASSERT_TRUE(status) << status.error().ToString();
+}
+
 TEST_F(DaemonTest, OtherUsersAreRefused) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
   chmod(dir_.c_str(), 0777);

@@ -43,7 +43,15 @@ Result<Message> ReceiveMessage(int sock, bool nonblocking) {
   auto r = ReceiveWithFds(sock, iov, nonblocking ? MSG_DONTWAIT : 0);
   if (!r) return tl::unexpected(r.error());
   m.fds = std::move(r->fds);  // owned from here on: no rejection below can leak one
-  if (r->bytes == 0) return Error(0, "eof");
+  if (r->bytes == 0) {
+    // recvmsg() returns 0 at EOF and for an empty datagram alike (SOCK_SEQPACKET keeps zero-length
+    // records): only a peer that closed or shut down is EOF; an empty message is malformed.
+    pollfd p{sock, POLLRDHUP, 0};
+    if (m.fds.empty() && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP))) {
+      return Error(0, "eof");
+    }
+    return Error(EPROTO, "empty matcher message");
+  }
   if ((r->msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || m.fds.size() > static_cast<size_t>(kMaxFds)) {
     return Error(EPROTO, "matcher message truncated or too many fds");
   }
@@ -53,6 +61,35 @@ Result<Message> ReceiveMessage(int sock, bool nonblocking) {
   }
   m.body.assign(scratch.begin(), scratch.begin() + m.header.body_len);
   return m;
+}
+
+std::vector<SockAddr> NetnsAddrList(const NetnsAddrs& body) {
+  std::vector<SockAddr> out;
+  for (uint32_t i = 0; i < body.count && i < kMaxNetnsAddrs; ++i) {
+    sockaddr_in6 sin6{};
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_addr = body.addrs[i];
+    out.emplace_back(&sin6, sizeof(sin6));
+  }
+  return out;
+}
+
+bool PushAddrs(const PushBody& body, SockAddr* local, SockAddr* remote) {
+  if (body.local_len > sizeof(sockaddr_storage) || body.remote_len > sizeof(sockaddr_storage)) {
+    return false;
+  }
+  *local = SockAddr(&body.local, body.local_len);
+  *remote = SockAddr(&body.remote, body.remote_len);
+  return true;
+}
+
+std::optional<SockAddr> RemoteListenerAddr(const RemoteListenerBody& body) {
+  if (body.addr_len > sizeof(sockaddr_storage)) return std::nullopt;
+  return SockAddr(&body.addr, body.addr_len);
+}
+
+std::string ErrorText(const ErrorBody& body) {
+  return std::string(body.text, strnlen(body.text, sizeof(body.text)));
 }
 
 const char* MsgTypeName(MsgType type) {

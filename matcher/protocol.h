@@ -15,6 +15,7 @@
 //   kAbort {client socket ino}                    (no reply) ...and gave up
 //   kConnected {client end ino} [tcp, server end] (no reply) -> kPush to the listeners' supervisor
 //                                                   or, if not every listener is supervised, kRelay
+//   kAdopt {end ino} [the AF_UNIX end]            kAdoptReply {found, client} [its TCP socket]
 //   kClaim [accepted tcp socket]                  kClaimReply {0: no, 1: here [end], 2: pushed to
 //   you} kInstalled {server end ino}                   (no reply) -> kRelease to the client's
 //   supervisor kDisown {server end ino}                      (no reply) -> kRelay to the client's
@@ -38,11 +39,13 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "base/result.h"
+#include "base/sockaddr.h"
 #include "base/unique_fd.h"
 
 namespace slipstream::matcher {
@@ -133,8 +136,8 @@ struct PushBody {
   uint64_t server_end_ino;
 };
 // Addresses of a network namespace (its interfaces, loopback excepted), IPv4 as v4-mapped. Sent by
-// each supervisor with kHello, read from its own namespace: a hint that lets a supervisor in another
-// namespace decide to try a switch. Pairing never depends on it (sequence numbers do).
+// each supervisor with kHello, read from its own namespace: a hint that lets a supervisor in
+// another namespace decide to try a switch. Pairing never depends on it (sequence numbers do).
 inline constexpr size_t kMaxNetnsAddrs = 32;
 struct NetnsAddrs {
   uint32_t count;
@@ -213,6 +216,16 @@ std::span<const uint8_t> Bytes(const T& value) {
 [[nodiscard]] Result<Message> ReceiveMessage(int sock, bool nonblocking = false);
 
 const char* MsgTypeName(MsgType type);
+
+// Body readers: the fields a peer controls, checked. Every consumer goes through these.
+// The addresses of a kHello or kNetns body: at most kMaxNetnsAddrs, whatever `count` says.
+std::vector<SockAddr> NetnsAddrList(const NetnsAddrs& body);
+// kPush's two addresses; false when a length exceeds sockaddr_storage.
+bool PushAddrs(const PushBody& body, SockAddr* local, SockAddr* remote);
+// kRemoteListener's address; nullopt when its length exceeds sockaddr_storage.
+std::optional<SockAddr> RemoteListenerAddr(const RemoteListenerBody& body);
+// kError's text, which the sender may have left without a terminating NUL.
+std::string ErrorText(const ErrorBody& body);
 
 }  // namespace slipstream::matcher
 

@@ -7,6 +7,10 @@
 
 #include <dirent.h>
 
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
 namespace slipstream::matcher {
 namespace {
 
@@ -111,11 +115,97 @@ TEST_F(ProtocolTest, OrderlyCloseIsEof) {
   EXPECT_EQ(m.error().err, 0);
 }
 
+// Found by fuzz/daemon_fuzz.cc (fuzz/corpus/daemon_fuzz/crash-empty-datagram): an empty datagram
+// was taken for EOF, and the daemon closed the session of whoever sent it.
+TEST_F(ProtocolTest, EmptyDatagramIsMalformedNotEof) {
+  ASSERT_EQ(send(a_.Get(), "", 0, 0), 0);
+  ASSERT_TRUE(SendMessage(a_.Get(), MsgType::kStatus, 9, 0, {}));
+  auto m = ReceiveMessage(b_.Get());
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().err, EPROTO);
+  m = ReceiveMessage(b_.Get());
+  ASSERT_TRUE(m) << m.error().ToString();
+  EXPECT_EQ(m->header.seq, 9u);
+  // An empty datagram and then the close: EOF.
+  ASSERT_EQ(send(a_.Get(), "", 0, 0), 0);
+  a_.Reset();
+  m = ReceiveMessage(b_.Get());
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().err, 0);
+}
+
 TEST_F(ProtocolTest, SendRefusesOversizedMessages) {
   std::vector<uint8_t> big(kMaxBody + 1);
   EXPECT_FALSE(SendMessage(a_.Get(), MsgType::kStatusReply, 1, 0, big));
   int three[3] = {0, 1, 2};
   EXPECT_FALSE(SendMessage(a_.Get(), MsgType::kConnected, 1, 0, {}, three));
+}
+
+// The body readers (issue #12): every length and count a peer writes is checked.
+TEST(ProtocolBodies, ErrorTextWithoutNulStopsAtTheField) {
+  ErrorBody body;
+  body.err = EPROTO;
+  std::memset(body.text, 'x', sizeof(body.text));  // no terminating NUL
+  EXPECT_EQ(ErrorText(body), std::string(sizeof(body.text), 'x'));
+  std::snprintf(body.text, sizeof(body.text), "bad");
+  EXPECT_EQ(ErrorText(body), "bad");
+}
+
+TEST(ProtocolBodies, NetnsAddrListIgnoresACountBeyondTheArray) {
+  NetnsAddrs body{};
+  body.count = 0xffffffff;
+  EXPECT_EQ(NetnsAddrList(body).size(), kMaxNetnsAddrs);
+  body.count = 1;
+  body.addrs[0] = in6addr_loopback;
+  auto list = NetnsAddrList(body);
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_TRUE(list[0].IsLoopback());
+}
+
+TEST(ProtocolBodies, AddressLengthsBeyondSockaddrStorageAreRefused) {
+  PushBody push{};
+  push.local_len = sizeof(sockaddr_storage) + 1;
+  push.remote_len = 16;
+  SockAddr local, remote;
+  EXPECT_FALSE(PushAddrs(push, &local, &remote));
+  push.local_len = 16;
+  push.local.ss_family = AF_INET;
+  EXPECT_TRUE(PushAddrs(push, &local, &remote));
+  EXPECT_EQ(local.len(), 16u);
+  RemoteListenerBody listener{};
+  listener.addr_len = 4096;
+  EXPECT_FALSE(RemoteListenerAddr(listener));
+  listener.addr_len = sizeof(sockaddr_in6);
+  ASSERT_TRUE(RemoteListenerAddr(listener));
+  EXPECT_EQ(RemoteListenerAddr(listener)->len(), sizeof(sockaddr_in6));
+}
+
+// 253 fds (SCM_MAX_FD) on one message: rejected, and none of them stays open here.
+TEST_F(ProtocolTest, ScmMaxFdsAreRejectedAndClosed) {
+  int before = OpenFds();
+  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(null, 0);
+  std::vector<int> fds(253, null);
+  Header header;
+  header.type = static_cast<uint16_t>(MsgType::kStatus);
+  iovec iov{&header, sizeof(header)};
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  ASSERT_EQ(sendmsg(a_.Get(), &msg, 0), static_cast<ssize_t>(sizeof(header)));
+  close(null);
+  auto m = ReceiveMessage(b_.Get());
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().err, EPROTO);
+  EXPECT_EQ(OpenFds(), before);
 }
 
 }  // namespace

@@ -196,7 +196,7 @@ void MatcherClient::Dispatch(Message m) {
       break;
     case MsgType::kError:
       if (const auto* e = m.As<matcher::ErrorBody>()) {
-        spdlog::debug("slipstreamd: error {} ({})", e->err, e->text);
+        spdlog::debug("slipstreamd: error {} ({})", e->err, matcher::ErrorText(*e));
       }
       break;
     default:

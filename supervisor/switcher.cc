@@ -221,11 +221,8 @@ void Switcher::OnNetns(const matcher::Message& m) {
         }
         matcher::NetnsView view;
         view.seq_evidence = n->seq_evidence != 0;
-        for (uint32_t i = 0; i < n->addrs.count && i < matcher::kMaxNetnsAddrs; ++i) {
-          sockaddr_in6 sin6{};
-          sin6.sin6_family = AF_INET6;
-          sin6.sin6_addr = n->addrs.addrs[i];
-          view.addrs.push_back(matcher::Canonical(SockAddr(&sin6, sizeof(sin6))));
+        for (const SockAddr& a : matcher::NetnsAddrList(n->addrs)) {
+          view.addrs.push_back(matcher::Canonical(a));
         }
         namespaces_[n->cookie] = std::move(view);
       }
@@ -239,14 +236,14 @@ void Switcher::OnNetns(const matcher::Message& m) {
       break;
     case MsgType::kRemoteListener:
       if (const auto* l = m.As<matcher::RemoteListenerBody>();
-          l != nullptr && l->addr_len <= sizeof(sockaddr_storage)) {
+          l != nullptr && matcher::RemoteListenerAddr(*l)) {
         listener_cache_.clear();
         if (!l->added) {
           remote_listeners_.erase(l->inode);
           break;
         }
         remote_listeners_[l->inode] =
-            matcher::RemoteListenerView{l->netns, SockAddr(&l->addr, l->addr_len), l->v6only != 0};
+            matcher::RemoteListenerView{l->netns, *matcher::RemoteListenerAddr(*l), l->v6only != 0};
       }
       break;
     default:
@@ -283,11 +280,10 @@ std::string CanonicalText(const SockAddr& a) { return matcher::Canonical(a).ToSt
 
 void Switcher::OnPush(matcher::Message& push) {
   const auto* body = push.As<matcher::PushBody>();
-  if (body == nullptr || push.fds.size() != 1 || body->local_len > sizeof(sockaddr_storage) ||
-      body->remote_len > sizeof(sockaddr_storage)) {
+  SockAddr local, remote;
+  if (body == nullptr || push.fds.size() != 1 || !matcher::PushAddrs(*body, &local, &remote)) {
     return;
   }
-  SockAddr local(&body->local, body->local_len), remote(&body->remote, body->remote_len);
   inbox_[{CanonicalText(local), CanonicalText(remote)}] =
       InboxEntry{std::move(push.fds[0]), std::nullopt,
                  gate_.Raise(matcher::AcceptGate::Kind::kSwitching, local.port())};
@@ -402,7 +398,8 @@ SwitchedSocket* Switcher::FindOrAdopt(int end) {
   auto local = SocketName(end, false), remote = SocketName(end, true);
   if (!local || !remote || local->len() != kUnnamed || remote->len() != kUnnamed) return nullptr;
   matcher::InodeBody body{end_ino};
-  auto reply = client_.Call(MsgType::kAdopt, getpid(), matcher::Bytes(body));
+  // The end comes along: the daemon hands its TCP socket only to a holder of the end.
+  auto reply = client_.Call(MsgType::kAdopt, getpid(), matcher::Bytes(body), {&end, 1});
   const auto* r = reply && reply->type() == MsgType::kAdoptReply
                       ? reply->As<matcher::AdoptReplyBody>()
                       : nullptr;

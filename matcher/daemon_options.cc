@@ -1,0 +1,99 @@
+#include "matcher/daemon_options.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "matcher/cli_man.h"
+#include "slipstream_version.h"
+
+namespace slipstream::matcher {
+namespace {
+
+// EXIT STATUS and ENVIRONMENT of --help and of slipstreamd(8).
+const std::vector<ManEntry> kExitStatus = {
+    {"0",
+     "the daemon stopped on SIGTERM, SIGINT or SIGHUP or after --idle-exit seconds without "
+     "supervisors, or found another slipstreamd serving its runtime directory; --status printed "
+     "(also when no daemon runs); --status --watch was ended by Ctrl-C (SIGINT) or SIGTERM."},
+    {"1",
+     "the daemon could not start (runtime directory, lock, socket, a socket passed by systemd "
+     "that is not a listening SOCK_SEQPACKET socket named matcher.sock), or --status got no "
+     "answer within 5 s, or an unreadable one."},
+    {"2", "usage error."},
+};
+
+const std::vector<ManEntry> kEnvironment = {
+    {"SLIPSTREAM_RUNTIME_DIR",
+     "the runtime directory (socket, lock, log, listeners.table); it must be a directory of "
+     "this user with mode 0700 (created so when missing)."},
+    {"XDG_RUNTIME_DIR",
+     "when SLIPSTREAM_RUNTIME_DIR is unset: the runtime directory is $XDG_RUNTIME_DIR/slipstream "
+     "if XDG_RUNTIME_DIR is writable, else /tmp/slipstream-UID."},
+    {"SLIPSTREAM_LOG",
+     "log level: trace, debug, info (the default of the daemon), warn, error or off; -v is "
+     "debug."},
+    {"LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES",
+     "socket activation (sd_listen_fds(3)): when LISTEN_PID is slipstreamd's pid, the listening "
+     "socket is fd 3 (LISTEN_FDS must be 1) and the runtime directory is the directory it is "
+     "bound in; slipstreamd then stays in the foreground. Set by systemd (slipstreamd.socket)."},
+};
+
+}  // namespace
+
+std::optional<DaemonOptions> ParseDaemonOptions(int argc, char** argv, int* exit_code) {
+  DaemonOptions o;
+  CLI::App app("slipstreamd: the Slipstream matcher. slipstream-trace starts it on demand.",
+               "slipstreamd");
+  app.footer(HelpEntries("Exit status", kExitStatus) + "\n" +
+             HelpEntries("Environment", kEnvironment) +
+             "\nSee slipstreamd(8) for files, systemd units and kernel requirements.");
+  app.set_version_flag("--version", std::string("slipstreamd ") + SLIPSTREAM_VERSION + " (commit " +
+                                        SLIPSTREAM_COMMIT + ")");
+  bool help_man = false;
+  app.add_flag("--help-man", help_man, "print the generated man page sections (build)")->group("");
+  app.add_flag("--foreground", o.foreground, "stay in the foreground and log to stderr");
+  app.add_flag("--status", o.status, "print the running daemon's switched connections and exit");
+  app.add_flag("--json", o.json,
+               "with --status: print one JSON object (schema in docs/stats-schema.md)");
+  app.add_flag("--watch", o.watch,
+               "with --status: print the status every second (redrawn on a terminal) until "
+               "Ctrl-C");
+  app.add_option("--idle-exit", o.idle_exit, "leave after SECONDS without supervisors (30)")
+      ->check(CLI::NonNegativeNumber)
+      ->type_name("SECONDS");
+  app.add_option("--ready-fd", o.ready_fd,
+                 "write a byte to FD once listening (used by slipstream-trace)")
+      ->type_name("FD");
+  app.add_flag("-v,--verbose", o.verbose, "debug logging");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    *exit_code = app.exit(e);
+    return std::nullopt;
+  } catch (const CLI::CallForVersion& e) {
+    *exit_code = app.exit(e);
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    fprintf(stderr, "slipstreamd: %s\nTry 'slipstreamd --help'.\n", e.what());
+    *exit_code = 2;
+    return std::nullopt;
+  }
+  if (help_man) {
+    std::string roff = RoffOptions(app) + RoffEntries("EXIT STATUS", kExitStatus, false) +
+                       RoffEntries("ENVIRONMENT", kEnvironment, true);
+    fwrite(roff.data(), 1, roff.size(), stdout);
+    *exit_code = 0;
+    return std::nullopt;
+  }
+  if ((o.json || o.watch) && !o.status) {
+    fprintf(stderr,
+            "slipstreamd: --json and --watch go with --status\nTry 'slipstreamd --help'.\n");
+    *exit_code = 2;
+    return std::nullopt;
+  }
+  return o;
+}
+
+}  // namespace slipstream::matcher
