@@ -13,6 +13,7 @@
 #include <cstring>
 #include <set>
 
+#include "base/fd_passing.h"
 #include "base/unique_fd.h"
 #include "supervisor/shepherd.h"
 #include "tracer/filter.h"
@@ -119,58 +120,46 @@ TEST(OutstandingTableTest, SharedWithAForkedShepherd) {
 // ---- ShepherdTakeOver against a real listener
 // --------------------------------------------------------
 
-int ReceiveFd(int sock) {
-  char byte;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1) return -1;
-  int fd;
-  std::memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
-  return fd;
-}
-
-// Forks a child under the Slipstream filter that makes `calls` trapped socket() calls and exits 0
-// when every one returned a real socket; returns its pid and the listener.
-pid_t StartChild(int calls, UniqueFd* listener) {
+// Forks a child that installs the Slipstream filter, hands its listener to the test over a
+// socketpair and exits with `body()`; returns its pid and the listener.
+template <typename Body>
+pid_t StartFilteredChild(Body body, UniqueFd* listener) {
   auto program = tracer::BuildFilter({});
   EXPECT_TRUE(program.has_value());
   int sv[2];
   EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  char byte = 0;
+  iovec iov{&byte, 1};
   pid_t pid = fork();
   if (pid == 0) {
     tracer::AllowFilterInstall();
     int l = tracer::InstallFilter(*program, 0);
     if (l < 0) _exit(100);
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &l, sizeof(int));
-    (void)!sendmsg(sv[1], &msg, 0);
+    int fds[] = {l};
+    if (!SendWithFds(sv[1], {&iov, 1}, fds)) _exit(101);
     close(l);
     close(sv[1]);
-    for (int i = 0; i < calls; ++i) {
-      if (socket(AF_INET, SOCK_STREAM, 0) < 0) _exit(1);  // ENOSYS would mean: not failed open
-    }
-    _exit(0);
+    _exit(body());
   }
   close(sv[1]);
-  listener->Reset(ReceiveFd(sv[0]));
+  auto got = ReceiveWithFds(sv[0], {&iov, 1});
+  EXPECT_TRUE(got && got->fds.size() == 1);
+  if (got && got->fds.size() == 1) *listener = std::move(got->fds[0]);
   close(sv[0]);
   return pid;
+}
+
+// A child under the filter that makes `calls` trapped socket() calls and exits 0 when every one
+// returned a real socket.
+pid_t StartChild(int calls, UniqueFd* listener) {
+  return StartFilteredChild(
+      [calls] {
+        for (int i = 0; i < calls; ++i) {
+          if (socket(AF_INET, SOCK_STREAM, 0) < 0) return 1;  // ENOSYS: not failed open
+        }
+        return 0;
+      },
+      listener);
 }
 
 tracer::Notification ReceiveOne(int listener) {
@@ -229,77 +218,63 @@ TEST_F(ShepherdTest, AnswersACallReceivedButNeverRecorded) {
   EXPECT_EQ(answered, 1);
 }
 
+// A listening loopback server, and a child under the filter whose TCP socket `sock` (made before
+// the filter, so that only its connect() is trapped) connects to it, then exits 0 if connected
+// (EISCONN, 106, if the connect is run twice).
+struct ConnectingChild {
+  UniqueFd server, listener;
+  sockaddr_in addr{};
+  int sock = -1;
+  pid_t pid = -1;
+
+  void Start() {
+    server.Reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    ASSERT_EQ(bind(server.Get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
+    ASSERT_EQ(listen(server.Get(), 4), 0);
+    ASSERT_EQ(getsockname(server.Get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    sock = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(sock, 0);
+    const sockaddr_in dest = addr;
+    const int s = sock;
+    pid = StartFilteredChild(
+        [dest, s] {
+          if (connect(s, reinterpret_cast<const sockaddr*>(&dest), sizeof(dest)) != 0) return errno;
+          sockaddr_in peer{};
+          socklen_t peer_len = sizeof(peer);
+          return getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 ? 0 : 99;
+        },
+        &listener);
+    close(sock);  // the child's own from now on, at the same number
+  }
+
+  // What the supervisor does with the program's socket: a copy, by pidfd_getfd.
+  UniqueFd Copy() const {
+    UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+    return UniqueFd(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.Get(), sock, 0)));
+  }
+  int Connect(int fd) const {
+    return connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  }
+};
+
 // The supervisor died after it had made the program's connect() on its copy of the socket, before
 // answering: CONTINUE would make the kernel connect the socket a second time (EISCONN). The
 // fallback recorded with the call is answered instead (found by tests/soak/soak.py).
 TEST_F(ShepherdTest, AnswersAConnectTheSupervisorMadeWithItsResult) {
-  UniqueFd server(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(server.Get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
-  ASSERT_EQ(listen(server.Get(), 4), 0);
-  ASSERT_EQ(getsockname(server.Get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  auto program = tracer::BuildFilter({});
-  ASSERT_TRUE(program.has_value());
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);  // before the filter: the test answers only connect
-    tracer::AllowFilterInstall();
-    int l = tracer::InstallFilter(*program, 0);
-    if (l < 0) _exit(100);
-    char byte = static_cast<char>(s);
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &l, sizeof(int));
-    (void)!sendmsg(sv[1], &msg, 0);
-    close(l);
-    close(sv[1]);
-    if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) _exit(errno);
-    sockaddr_in peer{};
-    socklen_t peer_len = sizeof(peer);
-    _exit(getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 ? 0 : 99);
-  }
-  close(sv[1]);
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ASSERT_EQ(recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC), 1);
-  int raw_listener;
-  std::memcpy(&raw_listener, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
-  UniqueFd listener(raw_listener);
-  close(sv[0]);
-  int child_sock = static_cast<unsigned char>(byte);
-  // What the supervisor does before it dies: receive, record, connect its copy.
+  ConnectingChild child;
+  ASSERT_NO_FATAL_FAILURE(child.Start());
   OutstandingTable table = NewTable();
-  tracer::Notification n = ReceiveOne(listener.Get());
-  int slot = table.Add(n.id);
-  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, child, 0)));
-  ASSERT_TRUE(pidfd);
-  UniqueFd copy(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.Get(), child_sock, 0)));
+  int slot = table.Add(ReceiveOne(child.listener.Get()).id);
+  UniqueFd copy = child.Copy();
   ASSERT_TRUE(copy);
-  ASSERT_EQ(connect(copy.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(child.Connect(copy.Get()), 0);
   table.SetFallback(slot, OutstandingTable::kReturnZero);
   copy.Reset();
-  long answered = ShepherdTakeOver(listener.Get(), table);
-  EXPECT_EQ(WaitExit(child), 0) << "the child's connect() failed with that errno (EISCONN: 106)";
+  long answered = ShepherdTakeOver(child.listener.Get(), table);
+  EXPECT_EQ(WaitExit(child.pid), 0) << "the child's connect() failed with that errno";
   EXPECT_EQ(answered, 2);  // the connect, then the child's getpeername (CONTINUE)
 }
 
@@ -307,73 +282,17 @@ TEST_F(ShepherdTest, AnswersAConnectTheSupervisorMadeWithItsResult) {
 // connection made and nothing more recorded than the probe set before it: the shepherd finds the
 // socket connected and answers 0 (the soak's remaining EISCONN, tests/soak/soak.py).
 TEST_F(ShepherdTest, AnswersAConnectTheSupervisorWasMakingWhenKilled) {
-  UniqueFd server(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(server.Get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
-  ASSERT_EQ(listen(server.Get(), 4), 0);
-  ASSERT_EQ(getsockname(server.Get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  auto program = tracer::BuildFilter({});
-  ASSERT_TRUE(program.has_value());
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  pid_t child = fork();
-  if (child == 0) {
-    int s = socket(AF_INET, SOCK_STREAM, 0);  // before the filter: the test answers only connect
-    tracer::AllowFilterInstall();
-    int l = tracer::InstallFilter(*program, 0);
-    if (l < 0) _exit(100);
-    char byte = static_cast<char>(s);
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cmsg), &l, sizeof(int));
-    (void)!sendmsg(sv[1], &msg, 0);
-    close(l);
-    close(sv[1]);
-    if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) _exit(errno);
-    sockaddr_in peer{};
-    socklen_t peer_len = sizeof(peer);
-    _exit(getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 ? 0 : 99);
-  }
-  close(sv[1]);
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ASSERT_EQ(recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC), 1);
-  int raw_listener;
-  std::memcpy(&raw_listener, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
-  UniqueFd listener(raw_listener);
-  close(sv[0]);
-  int child_sock = static_cast<unsigned char>(byte);
-  // What the supervisor does before it dies: receive, record, connect its copy.
+  ConnectingChild child;
+  ASSERT_NO_FATAL_FAILURE(child.Start());
   OutstandingTable table = NewTable();
-  tracer::Notification n = ReceiveOne(listener.Get());
-  int slot = table.Add(n.id);
-  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, child, 0)));
-  ASSERT_TRUE(pidfd);
-  UniqueFd copy(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.Get(), child_sock, 0)));
+  int slot = table.Add(ReceiveOne(child.listener.Get()).id);
+  UniqueFd copy = child.Copy();
   ASSERT_TRUE(copy);
-  table.SetConnectProbe(slot, child, child_sock);
-  ASSERT_EQ(connect(copy.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  table.SetConnectProbe(slot, child.pid, child.sock);
+  ASSERT_EQ(child.Connect(copy.Get()), 0);
   copy.Reset();
-  long answered = ShepherdTakeOver(listener.Get(), table);
-  EXPECT_EQ(WaitExit(child), 0) << "the child's connect() failed with that errno (EISCONN: 106)";
+  long answered = ShepherdTakeOver(child.listener.Get(), table);
+  EXPECT_EQ(WaitExit(child.pid), 0) << "the child's connect() failed with that errno";
   EXPECT_EQ(answered, 2);  // the connect, then the child's getpeername (CONTINUE)
 }
 
