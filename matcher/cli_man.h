@@ -9,9 +9,12 @@
 #define SLIPSTREAM_MATCHER_CLI_MAN_H_
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "slipstream_version.h"
 
 namespace slipstream::matcher {
 
@@ -104,6 +107,59 @@ inline std::string HelpEntries(const char* title, const std::vector<ManEntry>& e
   }
   return out;
 }
+
+// What both programs' command lines share around their own options: the --help footer, --version
+// (version and commit) and the hidden --help-man, made from the program's tables, and the parse
+// with its exits. Construct it before adding the program's options.
+class CommandLine {
+ public:
+  CommandLine(CLI::App& app, const std::vector<ManEntry>& exit_status,
+              const std::vector<ManEntry>& environment, const char* see_also)
+      : app_(app), exit_status_(exit_status), environment_(environment) {
+    app.footer(HelpEntries("Exit status", exit_status) + "\n" +
+               HelpEntries("Environment", environment) + "\n" + see_also);
+    app.set_version_flag("--version", app.get_name() + " " + SLIPSTREAM_VERSION + " (commit " +
+                                          SLIPSTREAM_COMMIT + ")");
+    app.add_flag("--help-man", help_man_, "print the generated man page sections (build)")
+        ->group("");
+  }
+
+  // Parses argv: false when the program must exit now with *exit_code: 0 after --help, --version
+  // or --help-man (printed), 2 after a usage error (the message printed on stderr).
+  bool Parse(int argc, char** argv, int* exit_code) {
+    try {
+      app_.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+      *exit_code = app_.exit(e);
+      return false;
+    } catch (const CLI::CallForVersion& e) {
+      *exit_code = app_.exit(e);
+      return false;
+    } catch (const CLI::ParseError& e) {
+      return UsageError(e.what(), exit_code);
+    }
+    if (!help_man_) return true;
+    std::string roff = RoffOptions(app_) + RoffEntries("EXIT STATUS", exit_status_, false) +
+                       RoffEntries("ENVIRONMENT", environment_, true);
+    fwrite(roff.data(), 1, roff.size(), stdout);
+    *exit_code = 0;
+    return false;
+  }
+
+  // Prints "NAME: what" and the --help hint on stderr, sets *exit_code to 2; returns false.
+  bool UsageError(const std::string& what, int* exit_code) const {
+    fprintf(stderr, "%s: %s\nTry '%s --help'.\n", app_.get_name().c_str(), what.c_str(),
+            app_.get_name().c_str());
+    *exit_code = 2;
+    return false;
+  }
+
+ private:
+  CLI::App& app_;
+  const std::vector<ManEntry>& exit_status_;
+  const std::vector<ManEntry>& environment_;
+  bool help_man_ = false;
+};
 
 }  // namespace slipstream::matcher
 

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "matcher/cli_man.h"
-#include "slipstream_version.h"
 
 namespace slipstream::matcher {
 namespace {
@@ -46,13 +45,8 @@ std::optional<DaemonOptions> ParseDaemonOptions(int argc, char** argv, int* exit
   DaemonOptions o;
   CLI::App app("slipstreamd: the Slipstream matcher. slipstream-trace starts it on demand.",
                "slipstreamd");
-  app.footer(HelpEntries("Exit status", kExitStatus) + "\n" +
-             HelpEntries("Environment", kEnvironment) +
-             "\nSee slipstreamd(8) for files, systemd units and kernel requirements.");
-  app.set_version_flag("--version", std::string("slipstreamd ") + SLIPSTREAM_VERSION + " (commit " +
-                                        SLIPSTREAM_COMMIT + ")");
-  bool help_man = false;
-  app.add_flag("--help-man", help_man, "print the generated man page sections (build)")->group("");
+  CommandLine command_line(app, kExitStatus, kEnvironment,
+                           "See slipstreamd(8) for files, systemd units and kernel requirements.");
   app.add_flag("--foreground", o.foreground, "stay in the foreground and log to stderr");
   app.add_flag("--status", o.status, "print the running daemon's switched connections and exit");
   app.add_flag("--json", o.json,
@@ -67,30 +61,9 @@ std::optional<DaemonOptions> ParseDaemonOptions(int argc, char** argv, int* exit
                  "write a byte to FD once listening (used by slipstream-trace)")
       ->type_name("FD");
   app.add_flag("-v,--verbose", o.verbose, "debug logging");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    *exit_code = app.exit(e);
-    return std::nullopt;
-  } catch (const CLI::CallForVersion& e) {
-    *exit_code = app.exit(e);
-    return std::nullopt;
-  } catch (const CLI::ParseError& e) {
-    fprintf(stderr, "slipstreamd: %s\nTry 'slipstreamd --help'.\n", e.what());
-    *exit_code = 2;
-    return std::nullopt;
-  }
-  if (help_man) {
-    std::string roff = RoffOptions(app) + RoffEntries("EXIT STATUS", kExitStatus, false) +
-                       RoffEntries("ENVIRONMENT", kEnvironment, true);
-    fwrite(roff.data(), 1, roff.size(), stdout);
-    *exit_code = 0;
-    return std::nullopt;
-  }
+  if (!command_line.Parse(argc, argv, exit_code)) return std::nullopt;
   if ((o.json || o.watch) && !o.status) {
-    fprintf(stderr,
-            "slipstreamd: --json and --watch go with --status\nTry 'slipstreamd --help'.\n");
-    *exit_code = 2;
+    command_line.UsageError("--json and --watch go with --status", exit_code);
     return std::nullopt;
   }
   return o;

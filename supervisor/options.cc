@@ -4,7 +4,6 @@
 #include <cstdio>
 
 #include "matcher/cli_man.h"
-#include "slipstream_version.h"
 
 namespace slipstream::supervisor {
 
@@ -50,13 +49,8 @@ std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code) {
   CLI::App app(
       std::string(kDescription) + "\n\nUsage: slipstream-trace [OPTIONS] [--] PROGRAM [ARGS...]",
       "slipstream-trace");
-  app.footer(matcher::HelpEntries("Exit status", kExitStatus) + "\n" +
-             matcher::HelpEntries("Environment", kEnvironment) +
-             "\nSee slipstream-trace(1) for files and kernel requirements.");
-  app.set_version_flag("--version", std::string("slipstream-trace ") + SLIPSTREAM_VERSION +
-                                        " (commit " + SLIPSTREAM_COMMIT + ")");
-  bool help_man = false;
-  app.add_flag("--help-man", help_man, "print the generated man page sections (build)")->group("");
+  matcher::CommandLine command_line(app, kExitStatus, kEnvironment,
+                                    "See slipstream-trace(1) for files and kernel requirements.");
   app.add_flag("--trace", o.trace, "print one line per trapped socket call");
   app.add_option("-o,--output", o.output, "write --trace and --stats output to FILE")
       ->type_name("FILE");
@@ -79,51 +73,24 @@ std::optional<Options> ParseOptions(int argc, char** argv, int* exit_code) {
                "do not load libslipstream-preload.so into dynamically linked programs (every "
                "socket call then goes through the supervisor)");
   app.prefix_command();  // everything from PROGRAM on belongs to PROGRAM
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    *exit_code = app.exit(e);
-    return std::nullopt;
-  } catch (const CLI::CallForVersion& e) {
-    *exit_code = app.exit(e);
-    return std::nullopt;
-  } catch (const CLI::ParseError& e) {
-    fprintf(stderr, "slipstream-trace: %s\nTry 'slipstream-trace --help'.\n", e.what());
-    *exit_code = 2;
-    return std::nullopt;
-  }
-  if (help_man) {
-    std::string roff = matcher::RoffOptions(app) +
-                       matcher::RoffEntries("EXIT STATUS", kExitStatus, false) +
-                       matcher::RoffEntries("ENVIRONMENT", kEnvironment, true);
-    fwrite(roff.data(), 1, roff.size(), stdout);
-    *exit_code = 0;
-    return std::nullopt;
-  }
+  if (!command_line.Parse(argc, argv, exit_code)) return std::nullopt;
   if (stats_format == "true" || stats_format == "text") {
     o.stats = true;
   } else if (stats_format == "json") {
     o.stats = o.stats_json = true;
   } else if (!stats_format.empty()) {
-    fprintf(stderr,
-            "slipstream-trace: --stats=%s: FORMAT is text or json\nTry 'slipstream-trace "
-            "--help'.\n",
-            stats_format.c_str());
-    *exit_code = 2;
+    command_line.UsageError("--stats=" + stats_format + ": FORMAT is text or json", exit_code);
     return std::nullopt;
   }
   o.command = app.remaining();
   if (!o.command.empty() && o.command.front() == "--") {
     o.command.erase(o.command.begin());
   } else if (!o.command.empty() && o.command.front().size() > 1 && o.command.front()[0] == '-') {
-    fprintf(stderr, "slipstream-trace: unknown option %s\nTry 'slipstream-trace --help'.\n",
-            o.command.front().c_str());
-    *exit_code = 2;
+    command_line.UsageError("unknown option " + o.command.front(), exit_code);
     return std::nullopt;
   }
   if (o.command.empty()) {
-    fprintf(stderr, "slipstream-trace: no PROGRAM given\nTry 'slipstream-trace --help'.\n");
-    *exit_code = 2;
+    command_line.UsageError("no PROGRAM given", exit_code);
     return std::nullopt;
   }
   o.wait_killable = !no_wait_killable;
