@@ -130,6 +130,19 @@ class DaemonTest : public ::testing::Test {
     ASSERT_TRUE(SendMessage(session, MsgType::kInstalled, 0, getpid(), Bytes(body)));
   }
 
+  // A live pair: the server's supervisor registers a listener, the client's connects to it, the
+  // pushed end is installed and the client's supervisor told so (kRelease).
+  static void LivePair(int server_session, int client_session, UniqueFd* listener, Client* c) {
+    sockaddr_in addr;
+    *listener = Listener(&addr);
+    Register(server_session, listener->Get());
+    *c = Connect(client_session, addr);
+    auto push = Expect(server_session, MsgType::kPush);
+    ASSERT_TRUE(push) << push.error().ToString();
+    Installed(server_session, push->As<PushBody>()->server_end_ino);
+    ASSERT_TRUE(Expect(client_session, MsgType::kRelease));
+  }
+
   std::string dir_;
   std::unique_ptr<Daemon> daemon_;
   std::thread thread_;
@@ -212,14 +225,9 @@ TEST_F(DaemonTest, PushesTheServerEndAndReleasesTheClientsCopyOnInstall) {
 // abortive close); kSweep closes at once the TCP copies of sides whose end is gone.
 TEST_F(DaemonTest, NamesThePeersProcessAndSweepsClosedEndsOnRequest) {
   UniqueFd server_session = Session(), client_session = Session();
-  sockaddr_in addr;
-  UniqueFd l = Listener(&addr);
-  Register(server_session.Get(), l.Get());
-  Client c = Connect(client_session.Get(), addr);
-  auto push = Expect(server_session.Get(), MsgType::kPush);
-  ASSERT_TRUE(push) << push.error().ToString();
-  Installed(server_session.Get(), push->As<PushBody>()->server_end_ino);
-  ASSERT_TRUE(Expect(client_session.Get(), MsgType::kRelease));
+  UniqueFd l;
+  Client c;
+  ASSERT_NO_FATAL_FAILURE(LivePair(server_session.Get(), client_session.Get(), &l, &c));
 
   auto peer_pid = [&](uint64_t ino) -> int32_t {
     InodeBody body{ino};
@@ -581,14 +589,9 @@ TEST_F(DaemonTest, HostileMessagesGetErrorsAndLeakNothing) {
 // the end gets its TCP socket.
 TEST_F(DaemonTest, AdoptNeedsTheEndItself) {
   UniqueFd server_session = Session(), client_session = Session(), hostile = Session();
-  sockaddr_in addr;
-  UniqueFd l = Listener(&addr);
-  Register(server_session.Get(), l.Get());
-  Client c = Connect(client_session.Get(), addr);
-  auto push = Expect(server_session.Get(), MsgType::kPush);
-  ASSERT_TRUE(push) << push.error().ToString();
-  Installed(server_session.Get(), push->As<PushBody>()->server_end_ino);
-  ASSERT_TRUE(Expect(client_session.Get(), MsgType::kRelease));
+  UniqueFd l;
+  Client c;
+  ASSERT_NO_FATAL_FAILURE(LivePair(server_session.Get(), client_session.Get(), &l, &c));
 
   // The answer to a kAdopt, past the kListener broadcasts every session gets.
   auto answer = [](int fd) {
