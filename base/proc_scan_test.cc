@@ -31,9 +31,9 @@ TEST(SocketFdCount, CountsDupsInTheProcess) {
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 2);
 }
 
-TEST(SocketFdCount, CountsCopiesInChildren) {
-  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  ASSERT_TRUE(sock);
+// Forks a child that holds its copy of `sock` while the copies are counted: two with the
+// process's own, one in its descendants alone, and one again once the child has exited.
+void ExpectTheChildsCopyCounted(int sock) {
   int go[2];
   ASSERT_EQ(pipe(go), 0);
   pid_t child = fork();
@@ -45,10 +45,17 @@ TEST(SocketFdCount, CountsCopiesInChildren) {
     _exit(0);
   }
   close(go[0]);
-  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 2);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024), 2);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024, /*include_pid=*/false), 1);
   close(go[1]);
   waitpid(child, nullptr, 0);
-  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 1);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024), 1);
+}
+
+TEST(SocketFdCount, CountsCopiesInChildren) {
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  ExpectTheChildsCopyCounted(sock.Get());
 }
 
 // Above 256 threads the children are found from every process's parent pid instead of each
@@ -66,22 +73,7 @@ TEST(SocketFdCount, CountsCopiesInChildrenOfAProcessWithManyThreads) {
   }
   UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(sock);
-  int go[2];
-  ASSERT_EQ(pipe(go), 0);
-  pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(go[1]);
-    char c;
-    (void)!read(go[0], &c, 1);
-    _exit(0);
-  }
-  close(go[0]);
-  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 2);
-  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024, /*include_pid=*/false), 1);
-  close(go[1]);
-  waitpid(child, nullptr, 0);
-  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 1);
+  ExpectTheChildsCopyCounted(sock.Get());
   {
     std::lock_guard<std::mutex> lock(mu);
     done = true;
