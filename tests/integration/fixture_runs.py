@@ -163,12 +163,7 @@ class FixtureTest(unittest.TestCase):
                          f"native stderr: {native[2]}; supervised stderr: {supervised[2]}")
 
 
-def comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
+comm = harness.comm
 
 
 def wait_until(predicate, timeout=10.0, what="condition"):

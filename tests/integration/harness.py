@@ -163,6 +163,26 @@ def children_of(pid):
     return kids
 
 
+def comm(pid):
+    """The process's name (/proc/PID/comm, at most 15 bytes), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def descendants(pid):
+    """Every live descendant of `pid` (walking /proc/PID/task/*/children)."""
+    found, todo = [], [pid]
+    while todo:
+        for kid in children_of(todo.pop()):
+            if kid not in found:
+                found.append(kid)
+                todo.append(kid)
+    return found
+
+
 def kill_by_exe(wanted):
     """SIGKILLs every process whose executable path `wanted(path)` accepts (e.g. daemons that
     installed binaries started, which no test tracks)."""

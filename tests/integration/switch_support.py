@@ -65,15 +65,7 @@ DYNAMIC_PEERS = ("c_dyn", "py", "asyncio")
 
 # ---- Processes ------------------------------------------------------------------------------
 
-def descendants(pid):
-    """Every live descendant of `pid` (walking /proc/PID/task/*/children)."""
-    found, todo = [], [pid]
-    while todo:
-        for kid in harness.children_of(todo.pop()):
-            if kid not in found:
-                found.append(kid)
-                todo.append(kid)
-    return found
+descendants = harness.descendants
 
 
 def kill_with_descendants(pid):

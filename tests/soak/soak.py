@@ -129,22 +129,7 @@ def usage(pid):
         return None
 
 
-def comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def descendants(pid):
-    found, todo = [], [pid]
-    while todo:
-        for kid in harness.children_of(todo.pop()):
-            if kid not in found:
-                found.append(kid)
-                todo.append(kid)
-    return found
+comm, descendants = harness.comm, harness.descendants
 
 
 def program_of(trace_pid, timeout=5.0):
