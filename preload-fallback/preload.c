@@ -394,8 +394,11 @@ static int ConnectThroughSupervisor(int fd, const struct sockaddr* addr, socklen
     errno = (int)-r;
     return -1;
   }
-  if (answer.kind != SLIPSTREAM_CLAIM_NEW_FD) return (int)r;
-  struct stat now;
+  struct stat sent, now;
+  if (answer.kind != SLIPSTREAM_CLAIM_NEW_FD || fstat((int)r, &sent) != 0 ||
+      sent.st_ino != answer.ino || !S_ISSOCK(sent.st_mode)) {
+    return (int)r; /* connect's own answer (from the shepherd if the supervisor died) */
+  }
   long cloexec = ScrubbedSyscall(SYS_fcntl, fd, F_GETFD, 0, 0, 0, 0);
   if (!known || fstat(fd, &now) != 0 || now.st_ino != before.st_ino ||
       now.st_dev != before.st_dev) {

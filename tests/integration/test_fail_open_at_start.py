@@ -38,6 +38,34 @@ import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 """
 
 
+# A supervised server that accepts what comes (its port in argv[1]); the late switch is not its
+# business here.
+SERVER = """
+import socket, sys, time
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(8)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(l.getsockname()[1]))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+c, _ = l.accept()
+time.sleep(30)
+"""
+
+# A preloaded client (hybrid mode) that connects once and writes what its fd then is: a socket of
+# its own, or another file (the number a dead supervisor's shepherd answered, taken for the end).
+CLIENT = """
+import os, socket, stat, sys
+os.dup2(os.open("/dev/null", os.O_RDONLY), 0)  # fd 0 open, whatever gdb left there
+s = socket.socket()
+s.connect(("127.0.0.1", int(sys.argv[2])))
+st = os.fstat(s.fileno())
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write("socket" if stat.S_ISSOCK(st.st_mode) else "other: " + os.readlink(f"/proc/self/fd/{s.fileno()}"))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+"""
+
+
 class FailOpenAtStart(fr.FixtureTest):
 
     def test_killed_before_its_shepherd_started(self):
@@ -62,6 +90,28 @@ class FailOpenAtStart(fr.FixtureTest):
         # Before the fix the program ran, and its connects failed with ENOSYS. Now slipstream-trace
         # dies before it lets the program exec, and the program never runs.
         self.assertIsNone(answers, "the program ran without a shepherd")
+
+
+    def test_killed_between_the_answer_and_its_send(self):
+        """A preloaded connect is answered with the end at a new fd (ADDFD SEND) after the answer
+        buffer says so (preload_abi.h). Killed in between, the supervisor leaves the shepherd to
+        answer 0 for the connect it made: the library must not take 0 (stdin) for the end."""
+        if shutil.which("gdb") is None:
+            raise unittest.SkipTest("gdb is not installed")
+        port_file, result = self.path("port"), self.path("result")
+        self.start(harness.supervised([sys.executable, "-c", SERVER, port_file]))
+        port = fr.read_port(port_file)
+        gdb = subprocess.run(
+            ["gdb", "-q", "-nx", "-batch", "-ex", "set breakpoint pending on",
+             "-ex", "break slipstream::fdinject::KernelFdInstaller::Install", "-ex", "run",
+             "-ex", "kill", "--args", harness.TRACE_BIN, "--",
+             sys.executable, "-c", CLIENT, result, str(port)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        self.assertIn("Breakpoint 1, slipstream::fdinject::KernelFdInstaller::Install",
+                      gdb.stdout, gdb.stdout + gdb.stderr)
+        fr.wait_until(lambda: os.path.exists(result), 20, "the client's answer")
+        with open(result) as f:
+            self.assertEqual(f.read(), "socket")
 
 
 if __name__ == "__main__":
