@@ -76,7 +76,9 @@ void PendingCall::AnsweredWithFd(int fd) {
 
 void PendingCall::AnsweredThroughLibrary(int fd, int err) {
   ++sinks_->stats.emulated;
-  record_.note += " (its end sent as fd " + std::to_string(fd) + " to the preload library)";
+  if (sinks_->trace.enabled()) {
+    record_.note += " (its end sent as fd " + std::to_string(fd) + " to the preload library)";
+  }
   if (err != 0) {
     record_.err = err;
     return Finish({}, TraceRecord::Outcome::kError);

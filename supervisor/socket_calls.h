@@ -135,7 +135,7 @@ class SocketCalls {
   bool InstallOverFd(PendingCall& c, int sock, int end);
   // Answers the switched connect `c` with `end` at a new fd (ADDFD SEND), `in_progress` giving
   // EINPROGRESS (preload_abi.h); falls back to InstallOverFd if the program has no free fd.
-  void AnswerWithEnd(PendingCall& c, int sock, int end, bool in_progress);
+  void AnswerWithEnd(PendingCall& c, int sock, int end, uint64_t end_ino, bool in_progress);
   // The AF_UNIX end paired with the accepted TCP socket `conn` whose peer address is `peer`, if
   // a supervised client on this host (any network namespace with supervisors) made it.
   std::optional<UniqueFd> ClaimFromThisHost(PendingCall& c, int conn,

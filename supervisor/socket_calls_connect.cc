@@ -221,14 +221,14 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
   ArmResetIfAbortive(end.Get(), end_ino, linger_opt);
   switched_end_ino_ = end_ino;
-  if (by_send) AnswerWithEnd(c, sock, end.Get(), in_progress);
+  if (by_send) AnswerWithEnd(c, sock, end.Get(), end_ino, in_progress);
   return true;  // unless answered here, the caller answers with the connect's own result
 }
 
-void SocketCalls::AnswerWithEnd(PendingCall& c, int sock, int end, bool in_progress) {
+void SocketCalls::AnswerWithEnd(PendingCall& c, int sock, int end, uint64_t end_ino,
+                                bool in_progress) {
   auto target = OpenTarget(c);
-  slipstream_connect_answer answer{SLIPSTREAM_CLAIM_NEW_FD, in_progress ? EINPROGRESS : 0,
-                                   InodeOf(end)};
+  slipstream_connect_answer answer{SLIPSTREAM_CLAIM_NEW_FD, in_progress ? EINPROGRESS : 0, end_ino};
   const auto* bytes = reinterpret_cast<const uint8_t*>(&answer);
   if (target && target->Write(c.arg(4), {bytes, sizeof(answer)})) {
     auto installed = env_.installer.Install({c.id(), end, -1, true, true});
