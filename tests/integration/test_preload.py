@@ -14,6 +14,7 @@ program, where every call is trapped. The proof that a connection was switched i
 import os
 import re
 import struct
+import sys
 
 import fixture_runs as fr
 import harness
@@ -57,6 +58,52 @@ def parse_counts(text):
     out["tcp_in_process"] = out["preload"]["tcp"]
     out["connections"] = ss.STATS_CONNECTIONS.search(text)
     return out
+
+
+# Echoes what each connection sends until it closes (port written to argv[1]).
+ECHO_SERVER = """
+import socket, sys, threading
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(8)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(l.getsockname()[1]))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+def echo(c):
+    while data := c.recv(65536):
+        c.sendall(data)
+    c.close()
+while True:
+    threading.Thread(target=echo, args=(l.accept()[0],), daemon=True).start()
+"""
+
+# Connects to port argv[1]; with argv[2] == "1" every fd up to RLIMIT_NOFILE is in use during
+# the connect. Prints "unix echoed" if the socket is an AF_UNIX end (/proc/net/unix) and 64 KiB
+# came back intact.
+LIMITED_CLIENT = """
+import os, resource, socket, sys
+s = socket.socket()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if sys.argv[2] == "1":
+    fillers, top = [], max(int(n) for n in os.listdir("/proc/self/fd"))
+    while True:
+        fd = os.open("/dev/null", os.O_RDONLY)
+        fillers.append(fd)
+        if fd >= top:
+            break
+    resource.setrlimit(resource.RLIMIT_NOFILE, (fillers[-1] + 1, hard))
+s.connect(("127.0.0.1", int(sys.argv[1])))
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+ino = os.readlink(f"/proc/self/fd/{s.fileno()}")[len("socket:["):-1]
+with open("/proc/net/unix") as f:
+    unix = any(line.split()[6] == ino for line in list(f)[1:])
+data = os.urandom(65536)
+s.sendall(data)
+back = b""
+while len(back) < len(data):
+    back += s.recv(65536)
+print(("unix" if unix else "tcp") + (" echoed" if back == data else " corrupted"))
+"""
 
 
 def read_counts(path):
@@ -237,7 +284,7 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
     # ---- What the supervisor must still see -----------------------------------------------------
 
     def switched_pair(self, client_cmd, server_stats, client_stats, server_peer=dyn_peer,
-                      while_held=lambda c, s: None, server_extra=()):
+                      while_held=lambda c, s: None, server_extra=(), trace=False):
         """A supervised `server_peer` server (echo; switch_peer_dyn by default) and
         `client_cmd`(port) supervised; asserts the kernel's evidence of the switch and the echo;
         returns the ready lines."""
@@ -245,9 +292,10 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
         server = ss.Gated(self, harness.supervised(
             server_peer("server", "--port-file", port_file, "--mode", "echo", "--bytes",
                         str(ECHO_BYTES), "--hold", *server_extra), stats=True,
-            extra=["-o", server_stats]))
+            extra=["-o", server_stats] + (["--trace"] if trace else [])))
         port = fr.read_port(port_file)
-        client = self.supervised_client(client_cmd(port), client_stats)
+        client = self.supervised_client(client_cmd(port), client_stats,
+                                        ["--trace"] if trace else [])
         c, s = client.ready(), server.ready()
         self.assert_switched(c, s)
         while_held(c, s)
@@ -325,11 +373,34 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
                         seen[side] = (bool(flags & os.O_CLOEXEC), copies)
                 stats = (self.path("server.stats"), self.path("client.stats"))
                 self.switched_pair(self.echo_client(), *stats, while_held=fd_tables,
-                                   server_extra=["--inheritable"] if inheritable else [])
+                                   server_extra=["--inheritable"] if inheritable else [],
+                                   trace=True)
                 self.assertEqual(seen, {"client": (True, 1), "server": (not inheritable, 1)})
+                # Both ends went by SEND: the late claim, and the connect.
+                for path, call in ((stats[0], "SLIPSTREAM_OPT_CLAIM)"), (stats[1], "connect(")):
+                    sent = [r for r in harness.read_trace(path) if call in r["call"] + "(" +
+                            r["args"] + ")" and "sent as fd" in (r["note"] or "")]
+                    self.assertEqual(len(sent), 1, path)
                 server = read_counts(stats[0])
                 self.assertEqual((server["preload"]["claims"],
                                   server["preload"]["claims_switched"]), (1, 1), server)
+
+    def test_connect_at_the_fd_limit_switches_by_setfd(self):
+        """With no fd free for the end to arrive at (RLIMIT_NOFILE reached), the supervisor puts
+        it over the socket's fd (ADDFD SETFD) instead: still switched, every byte echoed."""
+        port_file, stats = self.path("port"), self.path("client.stats")
+        self.start(harness.supervised([sys.executable, "-c", ECHO_SERVER, port_file]))
+        port = fr.read_port(port_file)
+        for at_limit in (False, True):
+            with self.subTest(at_limit=at_limit):
+                got = harness.run(harness.supervised(
+                    [sys.executable, "-c", LIMITED_CLIENT, str(port), "1" if at_limit else "0"],
+                    stats=True, extra=["--trace", "-o", stats]), timeout=60)
+                self.assertEqual((got.returncode, got.stdout), (0, "unix echoed\n"), got.stderr)
+                connects = [r for r in harness.read_trace(stats) if r["call"] == "connect"]
+                self.assertEqual(len(connects), 1, connects)
+                self.assertIn("switched to unix", connects[0]["note"])
+                self.assertEqual("sent as fd" in connects[0]["note"], not at_limit, connects)
 
     def test_preloaded_client_with_a_static_server(self):
         server_stats, client_stats = self.path("server.stats"), self.path("client.stats")
