@@ -106,10 +106,7 @@ class Started:
 
     def kill(self):
         if self.proc.poll() is None:
-            try:
-                self.proc.kill()
-            except ProcessLookupError:
-                pass
+            harness.kill_with_descendants(self.proc.pid)  # a supervised program too
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

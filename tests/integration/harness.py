@@ -183,6 +183,16 @@ def descendants(pid):
     return found
 
 
+def kill_with_descendants(pid):
+    """SIGKILLs `pid` and everything below it (a program under slipstream-trace has its own
+    process group, and would outlive a killed supervisor, orphaned)."""
+    for victim in [pid] + descendants(pid):
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def kill_by_exe(wanted):
     """SIGKILLs every process whose executable path `wanted(path)` accepts (e.g. daemons that
     installed binaries started, which no test tracks)."""

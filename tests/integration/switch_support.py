@@ -68,13 +68,7 @@ DYNAMIC_PEERS = ("c_dyn", "py", "asyncio")
 descendants = harness.descendants
 
 
-def kill_with_descendants(pid):
-    """SIGKILLs `pid` and everything below it (programs have their own process groups)."""
-    for victim in [pid] + descendants(pid):
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+kill_with_descendants = harness.kill_with_descendants
 
 
 def after_gate(cmd):
