@@ -49,13 +49,13 @@ def pingpong_switch(test, trace, runtime_dir, env=None):
     port_file = os.path.join(runtime_dir, "..", f"port-{os.getpid()}")
     server = subprocess.Popen([trace, "--", PINGPONG, "server", port_file], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    test.addCleanup(harness.kill_tree, server)
+    test.addCleanup(harness.kill_with_descendants, server.pid)
     try:
         port = fr.read_port(port_file)
         client = subprocess.run([trace, "--stats=json", "--", PINGPONG, "client", str(port),
                                  "200", "1"], env=env, capture_output=True, text=True, timeout=60)
     finally:
-        server.kill()
+        harness.kill_with_descendants(server.pid)  # its shepherd and program too
         server.wait(10)
         os.unlink(port_file)
     test.assertEqual(client.returncode, 0, client.stderr)
