@@ -11,7 +11,6 @@
 // 3-5 which kind (kFdKinds).
 #include <netinet/in.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -21,10 +20,10 @@
 
 #include <cstring>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
-#include <sanitizer/common_interface_defs.h>
 #include <spdlog/spdlog.h>
 
 #include "base/fd_passing.h"
@@ -57,15 +56,14 @@ constexpr MsgType kTypes[] = {MsgType::kRegisterListener,
                               static_cast<MsgType>(0),
                               static_cast<MsgType>(999)};
 constexpr uint64_t kStatusSeq = 0x5757575757575757ULL;
-pthread_t daemon_thread;
 
-// A daemon that does not answer: print where its thread is (SIGUSR1 runs this on it), then abort.
-void PrintDaemonStack(int) { __sanitizer_print_stack_trace(); }
+// A daemon that does not answer: print every thread's stack (gdb, installed by scripts/setup;
+// libFuzzer owns SIGUSR1, so a signal to the daemon's thread printed nothing), then abort.
 [[noreturn]] void DaemonStuck() {
-  fprintf(stderr, "daemon did not answer kStatus within 10 s; its thread:\n");
-  signal(SIGUSR1, PrintDaemonStack);
-  pthread_kill(daemon_thread, SIGUSR1);
-  sleep(2);
+  fprintf(stderr, "daemon did not answer kStatus within 10 s; its threads:\n");
+  std::string cmd =
+      "gdb -p " + std::to_string(getpid()) + " -batch -ex 'thread apply all bt' </dev/null 1>&2";
+  if (system(cmd.c_str()) != 0) fprintf(stderr, "(gdb failed)\n");
   abort();
 }
 
@@ -90,7 +88,6 @@ struct Daemonized {
     if (!d) abort();
     daemon = std::move(*d);
     thread = std::thread([this] { daemon->Run(); });
-    daemon_thread = thread.native_handle();
     listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     listen_addr.sin_family = AF_INET;
     listen_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

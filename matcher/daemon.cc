@@ -183,27 +183,42 @@ void Daemon::OnAccept() {
 
 void Daemon::ArmRead(Session* s) {
   s->desc.async_wait(asio::posix::descriptor_base::wait_read,
-                     [this, s](const boost::system::error_code& ec) {
-                       if (ec || s->closed) return;
-                       if (ReadAll(s)) ArmRead(s);
+                     [this, id = s->id](const boost::system::error_code& ec) {
+                       if (!ec) ReadOnWakeUp(id);
                      });
 }
 
-bool Daemon::ReadAll(Session* s) {
-  while (!s->closed) {
+// A batch per wake-up; a session with more queued goes to the back of the event queue (post),
+// behind the other sessions' ready handlers. DaemonTest.AFloodingSessionDoesNotStarveTheOthers.
+void Daemon::ReadOnWakeUp(uint64_t session_id) {
+  constexpr int kBatch = 64;
+  Session* s = Alive(session_id);
+  if (s == nullptr) return;
+  switch (Read(s, kBatch)) {
+    case ReadResult::kEmpty:
+      return ArmRead(s);
+    case ReadResult::kBudgetSpent:
+      return asio::post(io_, [this, session_id] { ReadOnWakeUp(session_id); });
+    case ReadResult::kClosed:
+      return;
+  }
+}
+
+Daemon::ReadResult Daemon::Read(Session* s, int budget) {
+  for (int i = 0; i < budget && !s->closed; ++i) {
     auto m = ReceiveMessage(s->fd(), /*nonblocking=*/true);
     if (m) {
       Handle(s, std::move(*m));
       continue;
     }
-    if (m.error().err == EAGAIN) return true;
+    if (m.error().err == EAGAIN) return ReadResult::kEmpty;
     if (m.error().err == EPROTO) {
       ReplyError(s, Message{}, EPROTO, m.error().op);
       continue;
     }
     Close(s);
   }
-  return false;
+  return s->closed ? ReadResult::kClosed : ReadResult::kBudgetSpent;
 }
 
 void Daemon::Close(Session* s) {

@@ -61,8 +61,11 @@ class Daemon {
   void ArmAccept();
   void OnAccept();
   void ArmRead(Session* s);
-  // Reads and handles every message queued on `s`. Returns false if the session ended.
-  bool ReadAll(Session* s);
+  // Reads and handles the messages queued on `s`, at most `budget` of them, so that a session
+  // that sends as fast as the daemon reads cannot keep it from the others.
+  enum class ReadResult { kEmpty, kBudgetSpent, kClosed };
+  ReadResult Read(Session* s, int budget);
+  void ReadOnWakeUp(uint64_t session_id);
   void Close(Session* s);
   void Handle(Session* s, Message m);
 

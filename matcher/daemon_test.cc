@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -682,6 +683,37 @@ TEST_F(DaemonTest, ASessionThatReadsNothingIsClosedAtTheQueueLimit) {
   ASSERT_TRUE(SendMessage(other.Get(), MsgType::kStatus, 3, 0, {}));
   auto status = Expect(other.Get(), MsgType::kStatusReply);
   ASSERT_TRUE(status) << status.error().ToString();
+}
+
+// A session that sends as fast as the daemon reads (and reads its answers, so the queue limit
+// above never closes it) must not starve the others: each wake-up reads a bounded batch.
+TEST_F(DaemonTest, AFloodingSessionDoesNotStarveTheOthers) {
+  UniqueFd flood = Session(), other = Session();
+  std::atomic<bool> stop{false};
+  std::atomic<int> sent{0};
+  std::thread reader([&] {
+    while (!stop) (void)Receive(flood.Get(), 100);
+  });
+  auto write = [&] {
+    InodeBody body{1};
+    auto until = std::chrono::steady_clock::now() + 8s;
+    while (!stop && std::chrono::steady_clock::now() < until) {
+      if (!SendMessage(flood.Get(), MsgType::kPeerPid, 1, 0, Bytes(body))) break;
+      ++sent;
+    }
+  };
+  std::thread writers[3] = {std::thread(write), std::thread(write), std::thread(write)};
+  while (sent < 1000) std::this_thread::sleep_for(1ms);  // the flood is under way
+  ASSERT_TRUE(SendMessage(other.Get(), MsgType::kStatus, 3, 0, {}));
+  auto status = Expect(other.Get(), MsgType::kStatusReply, 4000);
+  int sent_at_reply = sent;
+  std::this_thread::sleep_for(50ms);
+  bool flood_went_on = sent > sent_at_reply;  // the reply did not wait for the flood to end
+  stop = true;
+  for (auto& w : writers) w.join();
+  reader.join();
+  ASSERT_TRUE(status) << status.error().ToString() << " after " << sent << " flood messages";
+  EXPECT_TRUE(flood_went_on) << "the flood ended before the reply (" << sent << " sent)";
 }
 
 TEST_F(DaemonTest, OtherUsersAreRefused) {
