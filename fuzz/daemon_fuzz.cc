@@ -59,13 +59,8 @@ constexpr uint64_t kStatusSeq = 0x5757575757575757ULL;
 
 // A daemon that does not answer: print every thread's stack (gdb, installed by scripts/setup;
 // libFuzzer owns SIGUSR1, so a signal to the daemon's thread printed nothing), then abort.
-[[noreturn]] void DaemonStuck() {
-  fprintf(stderr, "daemon did not answer kStatus within 10 s; its threads:\n");
-  std::string cmd =
-      "gdb -p " + std::to_string(getpid()) + " -batch -ex 'thread apply all bt' </dev/null 1>&2";
-  if (system(cmd.c_str()) != 0) fprintf(stderr, "(gdb failed)\n");
-  abort();
-}
+// Also whether a new session is answered, and the queues of every AF_UNIX socket here (ss).
+[[noreturn]] void DaemonStuck(const std::string& dir);
 
 struct Daemonized {
   std::string dir;
@@ -197,12 +192,26 @@ void SendRecord(int sock, bool raw, MsgType type, uint64_t seq, std::span<const 
   (void)sendmsg(sock, &msg, MSG_NOSIGNAL);
 }
 
+[[noreturn]] void DaemonStuck(const std::string& dir) {
+  std::string pid = std::to_string(getpid());
+  fprintf(stderr, "daemon did not answer kStatus within 10 s; its threads:\n");
+  std::string cmd = "gdb -p " + pid + " -batch -ex 'thread apply all bt' </dev/null 1>&2";
+  if (system(cmd.c_str()) != 0) fprintf(stderr, "(gdb failed)\n");
+  UniqueFd other = Connect(dir);
+  SendRecord(other.Get(), false, MsgType::kStatus, kStatusSeq, {}, {});
+  pollfd p{other.Get(), POLLIN, 0};
+  fprintf(stderr, "a new session is %sanswered\n", poll(&p, 1, 2000) == 1 ? "" : "NOT ");
+  cmd = "ss -x -a -e -m -p | grep -A1 'pid=" + pid + ",' 1>&2";
+  if (system(cmd.c_str()) != 0) fprintf(stderr, "(ss failed)\n");
+  abort();
+}
+
 // Reads until the status reply to kStatusSeq. Aborts on silence (10 s) or on a socket end that
 // is not ours.
-void AwaitStatus(int sock) {
+void AwaitStatus(int sock, const std::string& dir) {
   for (;;) {
     pollfd p{sock, POLLIN, 0};
-    if (poll(&p, 1, 10000) <= 0) DaemonStuck();
+    if (poll(&p, 1, 10000) <= 0) DaemonStuck(dir);
     auto m = ReceiveMessage(sock);
     if (!m) {
       if (m.error().err == EPROTO) continue;
@@ -230,7 +239,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static int lowest = [] {
     slipstream::UniqueFd warm = Connect(d.dir);
     SendRecord(warm.Get(), false, MsgType::kStatus, kStatusSeq, {}, {});
-    AwaitStatus(warm.Get());
+    AwaitStatus(warm.Get(), d.dir);
     warm.Reset();
     usleep(200000);
     return slipstream::fuzz::LowestFreeFd();
@@ -253,7 +262,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       SendRecord(session.Get(), t >= 0xf0, kTypes[t % std::size(kTypes)], seq++, body, fds);
     }
     SendRecord(session.Get(), false, MsgType::kStatus, kStatusSeq, {}, {});
-    AwaitStatus(session.Get());
+    AwaitStatus(session.Get(), d.dir);
   }
   // The daemon runs in this process: what it still holds for the closed session (pending pairs,
   // deferred claims) is let go by its sweeps (100 ms; live pairs every 2 s). Anything held

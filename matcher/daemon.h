@@ -132,7 +132,8 @@ class Daemon {
   void ScheduleIdleCheck();
   bool Idle() const;
 
-  std::string StatusJson(uint64_t asking_session) const;
+  // Lists at most `max_listed` listeners and connections (the totals are always exact).
+  std::string StatusJson(uint64_t asking_session, size_t max_listed) const;
 
   DaemonConfig config_;
   boost::asio::io_context io_;

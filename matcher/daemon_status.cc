@@ -30,13 +30,24 @@
 namespace slipstream::matcher {
 
 void Daemon::OnStatus(Session* s, Message& m) {
-  std::string json = StatusJson(s->id);
-  if (json.size() > kMaxBody) json.resize(0);
+  // At most 500 listeners and 500 connections; a listener takes about 100 bytes, a connection
+  // about 350, so a busy daemon's lists are halved until the reply fits in one message
+  // (DaemonTest.StatusOfABusyDaemonFitsInOneMessage; an oversized reply was dropped with
+  // EMSGSIZE, and `slipstreamd --status` got no answer).
+  std::string json;
+  for (size_t listed = 500;; listed /= 2) {
+    json = StatusJson(s->id, listed);
+    if (json.size() <= kMaxBody) break;
+    if (listed == 0) {
+      json.clear();  // the namespaces alone are too long: the client reports a bad reply
+      break;
+    }
+  }
   (void)Send(s, MsgType::kStatusReply, m.header.seq, m.header.pid,
              {reinterpret_cast<const uint8_t*>(json.data()), json.size()});
 }
 
-std::string Daemon::StatusJson(uint64_t asking_session) const {
+std::string Daemon::StatusJson(uint64_t asking_session, size_t max_listed) const {
   nlohmann::json j;
   j["schema"] = kStatusSchema;
   j["running"] = true;
@@ -47,13 +58,10 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
     if (!s->closed && id != asking_session)
       j["supervisors"].push_back({{"pid", s->pid}, {"uid", s->uid}});
   }
-  // Lists are cut so that the reply stays within one message (kMaxBody, 256 KiB): an entry takes
-  // at most about 300 bytes; the totals are always exact.
-  constexpr size_t kMaxListed = 500;
   j["listeners"] = nlohmann::json::array();
   j["listeners_total"] = listeners_.size();
   for (const auto& [ino, l] : listeners_) {
-    if (j["listeners"].size() >= kMaxListed) break;
+    if (j["listeners"].size() >= max_listed) break;
     j["listeners"].push_back(
         {{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}, {"netns", netns_cookie_}});
   }
@@ -61,7 +69,7 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
   for (const auto& [ino, l] : remote_listeners_) {
     if (l.netns == netns_cookie_) continue;  // in listeners_ too
     ++total;
-    if (j["listeners"].size() >= kMaxListed) continue;
+    if (j["listeners"].size() >= max_listed) continue;
     j["listeners"].push_back(
         {{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}, {"netns", l.netns}});
   }
@@ -86,7 +94,7 @@ std::string Daemon::StatusJson(uint64_t asking_session) const {
   j["connections"] = nlohmann::json::array();
   j["connections_total"] = live_.size();
   for (const auto& [ino, c] : live_) {
-    if (j["connections"].size() >= kMaxListed) break;
+    if (j["connections"].size() >= max_listed) break;
     j["connections"].push_back(
         {{"client", c.client.ToString()},
          {"server", c.server.ToString()},

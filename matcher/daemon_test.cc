@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -24,6 +25,7 @@
 #include "base/socket_info.h"
 #include "base/syscalls.h"
 #include "matcher/paths.h"
+#include "matcher/status_text.h"
 
 namespace slipstream::matcher {
 namespace {
@@ -714,6 +716,49 @@ TEST_F(DaemonTest, AFloodingSessionDoesNotStarveTheOthers) {
   reader.join();
   ASSERT_TRUE(status) << status.error().ToString() << " after " << sent << " flood messages";
   EXPECT_TRUE(flood_went_on) << "the flood ended before the reply (" << sent << " sent)";
+}
+
+// 520 live connections and 5000 supervisors: the full lists (500 connections, every supervisor)
+// would exceed what one SEQPACKET message can carry (EMSGSIZE: the reply was dropped and
+// `slipstreamd --status` waited in vain). The lists are shortened until it fits.
+TEST_F(DaemonTest, StatusOfABusyDaemonFitsInOneMessage) {
+  constexpr int kPairs = 520, kSupervisors = 5000;
+  rlimit nofile;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &nofile), 0);
+  if (nofile.rlim_max < 14000) GTEST_SKIP() << "needs 14000 fds (test and daemon in one process)";
+  rlimit raised{nofile.rlim_max, nofile.rlim_max};
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &raised), 0);
+  UniqueFd server_session = Session(), client_session = Session(), asking = Session();
+  sockaddr_in addr;
+  UniqueFd listener = Listener(&addr);
+  ASSERT_EQ(listen(listener.Get(), kPairs), 0);
+  Register(server_session.Get(), listener.Get());
+  std::vector<Client> clients;
+  for (int i = 0; i < kPairs; ++i) {
+    clients.push_back(Connect(client_session.Get(), addr));
+    auto push = Expect(server_session.Get(), MsgType::kPush);
+    ASSERT_TRUE(push) << push.error().ToString();
+    Installed(server_session.Get(), push->As<PushBody>()->server_end_ino);
+    ASSERT_TRUE(Expect(client_session.Get(), MsgType::kRelease));
+  }
+  std::vector<UniqueFd> supervisors;
+  for (int i = 0; i < kSupervisors; ++i) supervisors.push_back(Session());
+  // The daemon has accepted them all once it answers on the last one.
+  ASSERT_TRUE(SendMessage(supervisors.back().Get(), MsgType::kSweep, 1, 0, {}));
+  ASSERT_TRUE(Expect(supervisors.back().Get(), MsgType::kSwept, 10000));
+
+  ASSERT_TRUE(SendMessage(asking.Get(), MsgType::kStatus, 5, 0, {}));
+  auto status = Expect(asking.Get(), MsgType::kStatusReply);
+  ASSERT_TRUE(status) << status.error().ToString();
+  std::string json(status->body.begin(), status->body.end());
+  EXPECT_TRUE(StatusText(json).has_value()) << json.substr(0, 200);
+  EXPECT_NE(json.find("\"connections_total\":520"), std::string::npos);
+  size_t listed = 0;  // shortened, not emptied
+  for (size_t at = 0; (at = json.find("client_pid", at)) != std::string::npos; ++at) ++listed;
+  EXPECT_GE(listed, 100u);
+  supervisors.clear();
+  clients.clear();
+  setrlimit(RLIMIT_NOFILE, &nofile);
 }
 
 TEST_F(DaemonTest, OtherUsersAreRefused) {

@@ -52,7 +52,10 @@ namespace slipstream::matcher {
 
 inline constexpr uint32_t kMagic = 0x53504c53;  // "SLPS"
 inline constexpr uint16_t kVersion = 1;
-inline constexpr size_t kMaxBody = 256 * 1024;
+// A SEQPACKET message longer than the sending socket's SO_SNDBUF less 32 bytes fails with EMSGSIZE
+// (net/unix/af_unix.c, unix_dgram_sendmsg; default net.core.wmem_default 212992 bytes): 192 KiB
+// and the header fit with default buffers.
+inline constexpr size_t kMaxBody = 192 * 1024;
 inline constexpr int kMaxFds = 2;
 
 enum class MsgType : uint16_t {
