@@ -195,7 +195,9 @@ void SendRecord(int sock, bool raw, MsgType type, uint64_t seq, std::span<const 
 [[noreturn]] void DaemonStuck(const std::string& dir) {
   std::string pid = std::to_string(getpid());
   fprintf(stderr, "daemon did not answer kStatus within 10 s; its threads:\n");
-  std::string cmd = "gdb -p " + pid + " -batch -ex 'thread apply all bt' </dev/null 1>&2";
+  std::string cmd = "gdb -p " + pid +
+                    " -batch -ex 'thread apply all bt' -x " SLIPSTREAM_SOURCE_DIR
+                    "/fuzz/daemon_state.gdb </dev/null 1>&2";
   if (system(cmd.c_str()) != 0) fprintf(stderr, "(gdb failed)\n");
   UniqueFd other = Connect(dir);
   SendRecord(other.Get(), false, MsgType::kStatus, kStatusSeq, {}, {});
