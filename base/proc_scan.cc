@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace slipstream {
@@ -89,9 +90,45 @@ int Scan(uint64_t inode, std::span<const pid_t> exclude, SocketHolder* out) {
 
 }  // namespace
 
+std::optional<SocketHolders> FindSocketHolders(std::span<const uint64_t> inodes) {
+  SocketHolders holders;
+  if (inodes.empty()) return holders;
+  std::unordered_set<uint64_t> wanted(inodes.begin(), inodes.end());
+  pid_t self = getpid();
+  int proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (proc < 0) return std::nullopt;
+  ForEachEntry(proc, [&](const char* name) {
+    pid_t pid = static_cast<pid_t>(std::atoi(name));
+    if (pid <= 0 || pid == self) return true;
+    ForEachFdLink(pid, [&](const char*, std::string_view link) {
+      constexpr std::string_view kPrefix = "socket:[";
+      if (!link.starts_with(kPrefix) || !link.ends_with(']')) return true;
+      uint64_t ino = std::strtoull(link.data() + kPrefix.size(), nullptr, 10);
+      if (wanted.count(ino) != 0) {
+        auto& pids = holders[ino];
+        if (pids.empty() || pids.back() != pid) pids.push_back(pid);
+      }
+      return true;
+    });
+    return true;
+  });
+  close(proc);
+  return holders;
+}
+
+bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
+                  std::span<const pid_t> exclude) {
+  if (!holders) return true;
+  auto it = holders->find(inode);
+  if (it == holders->end()) return false;
+  return std::any_of(it->second.begin(), it->second.end(), [&](pid_t pid) {
+    return std::find(exclude.begin(), exclude.end(), pid) == exclude.end();
+  });
+}
+
 bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude) {
-  SocketHolder ignored{};
-  return Scan(inode, exclude, &ignored) != 0;
+  uint64_t one[] = {inode};
+  return HeldByOthers(FindSocketHolders(one), inode, exclude);
 }
 
 std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint, bool scan_all) {

@@ -89,5 +89,40 @@ TEST(SocketFdCount, GivesUpBeyondItsBudget) {
   EXPECT_EQ(SocketFdCount(-5, Inode(sock.Get()), 2, 1024), std::nullopt);  // no such process
 }
 
+// One pass finds the holders of several sockets: a child's copies are found (with the child's
+// pid, once per socket), our own are not (we are never a holder), and a socket only we hold is
+// absent.
+TEST(FindSocketHolders, FindsEveryHolderButUs) {
+  UniqueFd a(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)), b(socket(AF_UNIX, SOCK_STREAM, 0)),
+      mine(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(a && b && mine);
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(go[1]);
+    close(mine.Get());
+    (void)!dup(a.Get());  // two fds, one holder
+    char c;
+    (void)!read(go[0], &c, 1);
+    _exit(0);
+  }
+  close(go[0]);
+  uint64_t inodes[] = {Inode(a.Get()), Inode(b.Get()), Inode(mine.Get())};
+  auto holders = FindSocketHolders(inodes);
+  close(go[1]);
+  waitpid(child, nullptr, 0);
+  ASSERT_TRUE(holders);
+  EXPECT_EQ((*holders)[inodes[0]], std::vector<pid_t>{child});
+  EXPECT_EQ((*holders)[inodes[1]], std::vector<pid_t>{child});
+  EXPECT_EQ(holders->count(inodes[2]), 0u);
+  EXPECT_TRUE(HeldByOthers(holders, inodes[0]));
+  pid_t exclude[] = {child};
+  EXPECT_FALSE(HeldByOthers(holders, inodes[0], exclude));
+  EXPECT_FALSE(HeldByOthers(holders, inodes[2]));
+  EXPECT_TRUE(HeldByOthers(std::nullopt, inodes[2]));  // cannot tell: held
+}
+
 }  // namespace
 }  // namespace slipstream

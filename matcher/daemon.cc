@@ -241,12 +241,18 @@ void Daemon::Close(Session* s) {
   std::erase_if(deferred_, [s](const Deferred& d) { return d.session == s->id; });
   AnswerSeqClaimsIfNoIntents();
   // Ends this supervisor received and had not reported on: where are they now? Its socket buffer
-  // died with it, so an end is either in some program (claimed) or gone (relay).
-  for (auto it = pending_.begin(); it != pending_.end();) {
+  // died with it, so an end is either in some program (claimed) or gone (relay). One pass over
+  // /proc for them all.
+  std::vector<uint64_t> ends;
+  for (const auto& [key, p] : pending_) {
+    if (p.handed_to == s->id) ends.push_back(p.server_end_ino);
+  }
+  auto holders = FindSocketHolders(ends);
+  for (auto it = pending_.begin(); !ends.empty() && it != pending_.end();) {
     auto next = std::next(it);
     if (it->second.handed_to == s->id) {
-      pid_t exclude[] = {it->second.owner_pid};
-      Resolve(it, SocketHeldByOthers(it->second.server_end_ino, exclude));
+      pid_t exclude[] = {it->second.owner_pid};  // the client's supervisor keeps its copy
+      Resolve(it, HeldByOthers(holders, it->second.server_end_ino, exclude));
     }
     it = next;
   }

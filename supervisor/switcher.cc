@@ -562,8 +562,9 @@ void Switcher::OnLost() {
 void Switcher::ResolveOrphans() {
   std::vector<uint64_t> orphans;
   for (const auto& [ino, a] : awaiting_) orphans.push_back(ino);
+  auto holders = FindSocketHolders(orphans);  // one pass over /proc for them all
   for (uint64_t ino : orphans) {
-    if (SocketHeldByOthers(ino)) {
+    if (HeldByOthers(holders, ino)) {
       OnRelease(ino);
     } else {
       OnRelay(ino);
