@@ -194,17 +194,22 @@ void SendRecord(int sock, bool raw, MsgType type, uint64_t seq, std::span<const 
 
 [[noreturn]] void DaemonStuck(const std::string& dir) {
   std::string pid = std::to_string(getpid());
-  fprintf(stderr, "daemon did not answer kStatus within 10 s; its threads:\n");
-  std::string cmd = "gdb -p " + pid +
-                    " -batch -ex 'thread apply all bt' -x " SLIPSTREAM_SOURCE_DIR
-                    "/fuzz/daemon_state.gdb </dev/null 1>&2";
-  if (system(cmd.c_str()) != 0) fprintf(stderr, "(gdb failed)\n");
+  auto run = [](const std::string& cmd) {
+    if (system(cmd.c_str()) != 0) fprintf(stderr, "(failed: %s)\n", cmd.c_str());
+  };
+  fprintf(stderr, "daemon did not answer kStatus within 10 s. Its sockets, epoll sets, threads:\n");
+  std::string ss = "ss -x -a -e -m -p | grep -A1 'pid=" + pid + ",' 1>&2";
+  run(ss);
+  run("for f in /proc/" + pid + "/fd/*; do case $(readlink $f) in *eventpoll*) echo epoll $f; " +
+      "cat /proc/" + pid + "/fdinfo/${f##*/};; esac; done 1>&2");
+  run("gdb -p " + pid +
+      " -batch -ex 'thread apply all bt' -x " SLIPSTREAM_SOURCE_DIR
+      "/fuzz/daemon_state.gdb </dev/null 1>&2");
   UniqueFd other = Connect(dir);
   SendRecord(other.Get(), false, MsgType::kStatus, kStatusSeq, {}, {});
   pollfd p{other.Get(), POLLIN, 0};
-  fprintf(stderr, "a new session is %sanswered\n", poll(&p, 1, 2000) == 1 ? "" : "NOT ");
-  cmd = "ss -x -a -e -m -p | grep -A1 'pid=" + pid + ",' 1>&2";
-  if (system(cmd.c_str()) != 0) fprintf(stderr, "(ss failed)\n");
+  fprintf(stderr, "a new session is %sanswered; then:\n", poll(&p, 1, 2000) == 1 ? "" : "NOT ");
+  run(ss);
   abort();
 }
 

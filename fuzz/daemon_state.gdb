@@ -29,6 +29,15 @@ for n in nodes:
     dq = s['outgoing']['_M_impl']
     start, finish = dq['_M_start'], dq['_M_finish']
     print("session", key, "closed", s['closed'], "flushing", s['flushing'], "outgoing-empty", start['_M_cur'] == finish['_M_cur'], "pid", s['pid'])
+    try:
+        impl = s['desc']['impl_']['implementation_']
+        state = impl['reactor_data_'].dereference()
+        queues = [str(state['op_queue_'][i]['front_']) for i in range(3)]
+        print("  fd", impl['descriptor_'], "asio state", impl['state_'], "registered_events",
+              hex(int(state['registered_events_'])), "op queues (read, write, except)", queues,
+              "try_speculative", [bool(state['try_speculative_'][i]) for i in range(3)])
+    except Exception as e:
+        print("  (asio descriptor state not readable:", e, ")")
 for name in ['draining_', 'sweep_scheduled_', 'live_sweep_scheduled_']:
     print(name, dm[name])
 end
