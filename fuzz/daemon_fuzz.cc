@@ -18,6 +18,7 @@
 
 #include <linux/netlink.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -216,9 +217,20 @@ void SendRecord(int sock, bool raw, MsgType type, uint64_t seq, std::span<const 
 // Reads until the status reply to kStatusSeq. Aborts on silence (10 s) or on a socket end that
 // is not ours.
 void AwaitStatus(int sock, const std::string& dir) {
+  // One bound for the whole wait. poll() is never restarted after a signal handler, and
+  // libFuzzer's SIGALRM (its -timeout watchdog, every 13 s here) lands in it now and then: taken
+  // for silence, that EINTR was the "stall" of every earlier long run (the replies were in our
+  // socket a few milliseconds later).
+  auto deadline = std::chrono::steady_clock::now() + 10s;
   for (;;) {
     pollfd p{sock, POLLIN, 0};
-    if (poll(&p, 1, 10000) <= 0) DaemonStuck(dir);
+    int n;
+    do {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      n = poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) DaemonStuck(dir);
     auto m = ReceiveMessage(sock);
     if (!m) {
       if (m.error().err == EPROTO) continue;
