@@ -826,6 +826,7 @@ def main():
     if not os.path.exists(harness.TRACE_BIN):
         sys.exit(f"soak: slipstream-trace not built at {harness.TRACE_BIN}")
     soak = Soak(args)
+    code = 1
     try:
         code = soak.run()
     finally:
@@ -837,7 +838,10 @@ def main():
             except Exception:
                 pass
         harness.stop_daemon()
-        shutil.rmtree(soak.tmp, ignore_errors=True)
+        if code == 0:
+            shutil.rmtree(soak.tmp, ignore_errors=True)
+        else:  # the servers' and clients' own output, for whoever looks into the failure
+            log(f"kept {soak.tmp}")
     sys.exit(code)
 
 
