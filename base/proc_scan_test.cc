@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -31,24 +32,45 @@ TEST(SocketFdCount, CountsDupsInTheProcess) {
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 2);
 }
 
-// Forks a child that holds its copy of `sock` while the copies are counted: two with the
-// process's own, one in its descendants alone, and one again once the child has exited.
-void ExpectTheChildsCopyCounted(int sock) {
-  int go[2];
-  ASSERT_EQ(pipe(go), 0);
-  pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(go[1]);
-    char c;
-    (void)!read(go[0], &c, 1);  // holds its copy of `sock` until the parent is done
-    _exit(0);
+// A child holding copies of our fds (after `prepare` ran in it) until Release().
+class ChildHolding {
+ public:
+  explicit ChildHolding(const std::function<void()>& prepare = [] {}) {
+    int go[2];
+    if (pipe(go) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      close(go[1]);
+      prepare();
+      char c;
+      (void)!read(go[0], &c, 1);  // until the parent is done
+      _exit(0);
+    }
+    close(go[0]);
+    release_ = go[1];
   }
-  close(go[0]);
+  ~ChildHolding() { Release(); }
+  pid_t pid() const { return pid_; }
+  void Release() {
+    if (release_ < 0) return;
+    close(release_);
+    release_ = -1;
+    waitpid(pid_, nullptr, 0);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int release_ = -1;
+};
+
+// A child holds its copy of `sock` while the copies are counted: two with the process's own, one
+// in its descendants alone, and one again once the child has exited.
+void ExpectTheChildsCopyCounted(int sock) {
+  ChildHolding child;
+  ASSERT_GT(child.pid(), 0);
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024), 2);
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024, /*include_pid=*/false), 1);
-  close(go[1]);
-  waitpid(child, nullptr, 0);
+  child.Release();
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024), 1);
 }
 
@@ -96,23 +118,15 @@ TEST(FindSocketHolders, FindsEveryHolderButUs) {
   UniqueFd a(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)), b(socket(AF_UNIX, SOCK_STREAM, 0)),
       mine(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(a && b && mine);
-  int go[2];
-  ASSERT_EQ(pipe(go), 0);
-  pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(go[1]);
+  ChildHolding holding([&] {
     close(mine.Get());
     (void)!dup(a.Get());  // two fds, one holder
-    char c;
-    (void)!read(go[0], &c, 1);
-    _exit(0);
-  }
-  close(go[0]);
+  });
+  pid_t child = holding.pid();
+  ASSERT_GT(child, 0);
   uint64_t inodes[] = {Inode(a.Get()), Inode(b.Get()), Inode(mine.Get())};
   auto holders = FindSocketHolders(inodes);
-  close(go[1]);
-  waitpid(child, nullptr, 0);
+  holding.Release();
   ASSERT_TRUE(holders);
   EXPECT_EQ((*holders)[inodes[0]], std::vector<pid_t>{child});
   EXPECT_EQ((*holders)[inodes[1]], std::vector<pid_t>{child});

@@ -59,6 +59,7 @@ class DaemonTest : public ::testing::Test {
     thread_ = std::thread([this] { daemon_->Run(); });
   }
   void TearDown() override {
+    if (restore_nofile_) setrlimit(RLIMIT_NOFILE, &saved_nofile_);
     daemon_->Stop();
     thread_.join();
     daemon_.reset();
@@ -147,9 +148,42 @@ class DaemonTest : public ::testing::Test {
     ASSERT_TRUE(Expect(client_session, MsgType::kRelease));
   }
 
+  // Raises the soft RLIMIT_NOFILE to the hard limit until TearDown (the test and the daemon share
+  // one process). False if the hard limit is below `need`.
+  bool RaiseFdLimit(rlim_t need) {
+    rlimit raised;
+    if (getrlimit(RLIMIT_NOFILE, &saved_nofile_) != 0 || saved_nofile_.rlim_max < need) {
+      return false;
+    }
+    raised = {saved_nofile_.rlim_max, saved_nofile_.rlim_max};
+    restore_nofile_ = setrlimit(RLIMIT_NOFILE, &raised) == 0;
+    return restore_nofile_;
+  }
+
+  // `n` connections to one registered listener, each server end pushed to `server_session`; with
+  // `install` each is then reported installed and the client's supervisor told (live pairs),
+  // without they are left unreported (pending, held by the server's supervisor).
+  static void ManyPairs(int server_session, int client_session, int n, bool install,
+                        UniqueFd* listener, std::vector<Client>* clients) {
+    sockaddr_in addr;
+    *listener = Listener(&addr);
+    ASSERT_EQ(listen(listener->Get(), n), 0);
+    Register(server_session, listener->Get());
+    for (int i = 0; i < n; ++i) {
+      clients->push_back(Connect(client_session, addr));
+      auto push = Expect(server_session, MsgType::kPush);
+      ASSERT_TRUE(push) << push.error().ToString();
+      if (!install) continue;
+      Installed(server_session, push->As<PushBody>()->server_end_ino);
+      ASSERT_TRUE(Expect(client_session, MsgType::kRelease));
+    }
+  }
+
   std::string dir_;
   std::unique_ptr<Daemon> daemon_;
   std::thread thread_;
+  rlimit saved_nofile_{};
+  bool restore_nofile_ = false;
 };
 
 TEST_F(DaemonTest, RegistrationIsBroadcastToEverySupervisor) {
@@ -724,24 +758,13 @@ TEST_F(DaemonTest, AFloodingSessionDoesNotStarveTheOthers) {
 // `slipstreamd --status` waited in vain). The lists are shortened until it fits.
 TEST_F(DaemonTest, StatusOfABusyDaemonFitsInOneMessage) {
   constexpr int kPairs = 520, kSupervisors = 5000;
-  rlimit nofile;
-  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &nofile), 0);
-  if (nofile.rlim_max < 14000) GTEST_SKIP() << "needs 14000 fds (test and daemon in one process)";
-  rlimit raised{nofile.rlim_max, nofile.rlim_max};
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &raised), 0);
+  if (!RaiseFdLimit(14000)) GTEST_SKIP() << "needs 14000 fds";
   UniqueFd server_session = Session(), client_session = Session(), asking = Session();
-  sockaddr_in addr;
-  UniqueFd listener = Listener(&addr);
-  ASSERT_EQ(listen(listener.Get(), kPairs), 0);
-  Register(server_session.Get(), listener.Get());
+  UniqueFd listener;
   std::vector<Client> clients;
-  for (int i = 0; i < kPairs; ++i) {
-    clients.push_back(Connect(client_session.Get(), addr));
-    auto push = Expect(server_session.Get(), MsgType::kPush);
-    ASSERT_TRUE(push) << push.error().ToString();
-    Installed(server_session.Get(), push->As<PushBody>()->server_end_ino);
-    ASSERT_TRUE(Expect(client_session.Get(), MsgType::kRelease));
-  }
+  ManyPairs(server_session.Get(), client_session.Get(), kPairs, /*install=*/true, &listener,
+            &clients);
+  if (HasFatalFailure()) return;
   std::vector<UniqueFd> supervisors;
   for (int i = 0; i < kSupervisors; ++i) supervisors.push_back(Session());
   // The daemon has accepted them all once it answers on the last one.
@@ -757,9 +780,6 @@ TEST_F(DaemonTest, StatusOfABusyDaemonFitsInOneMessage) {
   size_t listed = 0;  // shortened, not emptied
   for (size_t at = 0; (at = json.find("client_pid", at)) != std::string::npos; ++at) ++listed;
   EXPECT_GE(listed, 100u);
-  supervisors.clear();
-  clients.clear();
-  setrlimit(RLIMIT_NOFILE, &nofile);
 }
 
 // A server's supervisor that dies holding many ends it had not reported on: the daemon looks up
@@ -768,27 +788,21 @@ TEST_F(DaemonTest, StatusOfABusyDaemonFitsInOneMessage) {
 // Ends another process holds are claimed (kRelease), the others relayed (kRelay).
 TEST_F(DaemonTest, ASupervisorDyingWithManyEndsDoesNotHoldUpTheDaemon) {
   constexpr int kPairs = 400, kExtraFds = 8000;
-  rlimit nofile;
-  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &nofile), 0);
-  if (nofile.rlim_max < 12000) GTEST_SKIP() << "needs 12000 fds";
-  rlimit raised{nofile.rlim_max, nofile.rlim_max};
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &raised), 0);
+  if (!RaiseFdLimit(12000)) GTEST_SKIP() << "needs 12000 fds";
   UniqueFd server_session = Session(), client_session = Session(), other = Session();
-  sockaddr_in addr;
-  UniqueFd listener = Listener(&addr);
-  ASSERT_EQ(listen(listener.Get(), kPairs), 0);
-  Register(server_session.Get(), listener.Get());
+  UniqueFd listener;
   std::vector<Client> clients;
-  for (int i = 0; i < kPairs; ++i) {
-    clients.push_back(Connect(client_session.Get(), addr));
-    ASSERT_TRUE(Expect(server_session.Get(), MsgType::kPush));  // pushed, never reported on
-  }
+  ManyPairs(server_session.Get(), client_session.Get(), kPairs, /*install=*/false, &listener,
+            &clients);
+  if (HasFatalFailure()) return;
   // Another process holds the even-numbered ends, and many other fds.
   int ready[2], done[2];
   ASSERT_EQ(pipe(ready), 0);
   ASSERT_EQ(pipe(done), 0);
   // Only those: a copy of a session socket would keep that session open.
-  std::vector<bool> keep(static_cast<size_t>(raised.rlim_cur), false);
+  rlimit nofile;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &nofile), 0);
+  std::vector<bool> keep(static_cast<size_t>(nofile.rlim_cur), false);
   for (int i = 0; i < kPairs; i += 2) keep[clients[i].server_end.Get()] = true;
   keep[ready[1]] = keep[done[0]] = true;
   pid_t child = fork();
@@ -833,8 +847,6 @@ TEST_F(DaemonTest, ASupervisorDyingWithManyEndsDoesNotHoldUpTheDaemon) {
   (void)!write(done[1], "d", 1);
   waitpid(child, nullptr, 0);
   for (int fd : {ready[0], ready[1], done[0], done[1]}) close(fd);
-  clients.clear();
-  setrlimit(RLIMIT_NOFILE, &nofile);
 }
 
 TEST_F(DaemonTest, OtherUsersAreRefused) {
