@@ -36,17 +36,24 @@ TEST(SocketFdCount, CountsDupsInTheProcess) {
 class ChildHolding {
  public:
   explicit ChildHolding(const std::function<void()>& prepare = [] {}) {
-    int go[2];
-    if (pipe(go) != 0) return;
+    int go[2], ready[2];
+    if (pipe(go) != 0 || pipe(ready) != 0) return;
     pid_ = fork();
     if (pid_ == 0) {
       close(go[1]);
+      close(ready[0]);
       prepare();
+      (void)!write(ready[1], "r", 1);  // prepared: the parent may look now
+      close(ready[1]);
       char c;
       (void)!read(go[0], &c, 1);  // until the parent is done
       _exit(0);
     }
     close(go[0]);
+    close(ready[1]);
+    char c;
+    (void)!read(ready[0], &c, 1);  // the child's fds are as `prepare` left them
+    close(ready[0]);
     release_ = go[1];
   }
   ~ChildHolding() { Release(); }
