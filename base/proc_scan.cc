@@ -63,31 +63,6 @@ int FdFor(pid_t pid, std::string_view want) {
   return found;
 }
 
-// Scans /proc/*/fd of every process but us and `exclude` for the socket; -1 if /proc cannot be
-// read, 0 if nobody holds it, 1 (and `out`) if somebody does.
-int Scan(uint64_t inode, std::span<const pid_t> exclude, SocketHolder* out) {
-  std::string want = "socket:[" + std::to_string(inode) + "]";
-  pid_t self = getpid();
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return -1;
-  bool found = false;
-  while (!found) {
-    dirent* p = readdir(proc);
-    if (p == nullptr) break;
-    pid_t pid = static_cast<pid_t>(std::atoi(p->d_name));
-    if (pid <= 0 || pid == self ||
-        std::find(exclude.begin(), exclude.end(), pid) != exclude.end()) {
-      continue;
-    }
-    if (int fd = FdFor(pid, want); fd >= 0) {
-      found = true;
-      *out = SocketHolder{pid, fd};
-    }
-  }
-  closedir(proc);
-  return found ? 1 : 0;
-}
-
 }  // namespace
 
 std::optional<SocketHolders> FindSocketHolders(std::span<const uint64_t> inodes) {
@@ -126,20 +101,11 @@ bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
   });
 }
 
-bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude) {
-  uint64_t one[] = {inode};
-  return HeldByOthers(FindSocketHolders(one), inode, exclude);
-}
-
-std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint, bool scan_all) {
-  if (hint > 0) {
-    int fd = FdFor(hint, "socket:[" + std::to_string(inode) + "]");
-    if (fd >= 0) return SocketHolder{hint, fd};
-  }
-  if (!scan_all) return std::nullopt;
-  SocketHolder holder{};
-  if (Scan(inode, {}, &holder) != 1) return std::nullopt;
-  return holder;
+std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t pid) {
+  if (pid <= 0) return std::nullopt;
+  int fd = FdFor(pid, "socket:[" + std::to_string(inode) + "]");
+  if (fd < 0) return std::nullopt;
+  return SocketHolder{pid, fd};
 }
 
 namespace {

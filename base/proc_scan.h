@@ -26,9 +26,6 @@ std::optional<SocketHolders> FindSocketHolders(std::span<const uint64_t> inodes)
 bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
                   std::span<const pid_t> exclude = {});
 
-// True if a process other than us and `exclude` has an fd for the socket with inode `inode`.
-bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude = {});
-
 // How many fds of the descendants of process `pid` (and of `pid` itself with `include_pid`) refer
 // to the socket with inode `inode`, counted up to `limit` (the scan stops there). nullopt when
 // /proc/PID/fd cannot be read, or when more than `max_fds` fds would have to be looked at. The
@@ -37,14 +34,12 @@ bool SocketHeldByOthers(uint64_t inode, std::span<const pid_t> exclude = {});
 std::optional<int> SocketFdCount(pid_t pid, uint64_t inode, int limit, int max_fds,
                                  bool include_pid = true);
 
-// A process other than us holding the socket with inode `inode`, and its fd for it, if any.
-// Process `hint` is looked at first: one process costs microseconds, all of them milliseconds.
+// Process `pid`'s fd for the socket with inode `inode`, if it has one (microseconds: one process).
 struct SocketHolder {
   pid_t pid;
   int fd;
 };
-// With `scan_all` false only `hint` is looked at.
-std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t hint = 0, bool scan_all = true);
+std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t pid);
 
 }  // namespace slipstream
 

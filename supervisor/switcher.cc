@@ -470,7 +470,7 @@ bool Switcher::ArmReset(int end) {
   // Without the daemon's hint the peer end is not looked for in every process: that scan takes
   // milliseconds on the event loop. The peer then reads EOF (docs/differences.md).
   if (hint <= 0) return false;
-  auto holder = FindSocketHolder(*peer_ino, hint, /*scan_all=*/false);
+  auto holder = FindSocketHolder(*peer_ino, hint);
   if (!holder) return false;  // a relay of ours, or nobody we may look at
   // The daemon may name the thread that connected or accepted; pidfd_open wants its process.
   auto tgid = ThreadGroupOf(holder->pid);

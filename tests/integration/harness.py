@@ -89,6 +89,19 @@ def read_trace(path):
     return records
 
 
+# Python source that test programs start with: a listener `l` on 127.0.0.1 at an ephemeral port,
+# whose number is written atomically to the file argv[1] (fixture_runs.read_port waits for it).
+PY_LISTENER = """
+import os, socket, sys
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen(8)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(l.getsockname()[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+"""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

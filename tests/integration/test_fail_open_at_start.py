@@ -40,14 +40,8 @@ import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 
 # A supervised server that accepts what comes (its port in argv[1]); the late switch is not its
 # business here.
-SERVER = """
-import socket, sys, time
-l = socket.socket()
-l.bind(("127.0.0.1", 0))
-l.listen(8)
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(l.getsockname()[1]))
-import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+SERVER = harness.PY_LISTENER + """
+import time
 c, _ = l.accept()
 time.sleep(30)
 """

@@ -61,14 +61,8 @@ def parse_counts(text):
 
 
 # Echoes what each connection sends until it closes (port written to argv[1]).
-ECHO_SERVER = """
-import socket, sys, threading
-l = socket.socket()
-l.bind(("127.0.0.1", 0))
-l.listen(8)
-with open(sys.argv[1] + ".tmp", "w") as f:
-    f.write(str(l.getsockname()[1]))
-import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+ECHO_SERVER = harness.PY_LISTENER + """
+import threading
 def echo(c):
     while data := c.recv(65536):
         c.sendall(data)
