@@ -101,6 +101,17 @@ bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
   });
 }
 
+std::optional<std::vector<int>> EpollFds(pid_t pid) {
+  constexpr std::string_view kEventpoll = "anon_inode:[eventpoll]";
+  std::vector<int> fds;
+  bool read = ForEachFdLink(pid, [&](const char* name, std::string_view link) {
+    if (link == kEventpoll) fds.push_back(std::atoi(name));
+    return true;
+  });
+  if (!read) return std::nullopt;
+  return fds;
+}
+
 std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t pid) {
   if (pid <= 0) return std::nullopt;
   int fd = FdFor(pid, "socket:[" + std::to_string(inode) + "]");
@@ -125,6 +136,43 @@ bool CountIn(pid_t pid, FdScan& scan) {
   });
 }
 
+// Appends the pids listed in the children file `path` (relative to `dir`) to `out`. False if it
+// cannot be opened.
+bool AppendListedChildren(int dir, const char* path, std::vector<pid_t>& out) {
+  int fd = openat(dir, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  // The list may be longer than one buffer: a number cut at the buffer's end is carried over.
+  char text[4096];
+  size_t kept = 0;
+  for (;;) {
+    ssize_t n = read(fd, text + kept, sizeof(text) - 1 - kept);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    size_t len = kept + static_cast<size_t>(n);
+    text[len] = '\0';
+    size_t done = len;  // parse whole numbers only: a trailing one may go on in the next read
+    while (done > 0 && text[done - 1] >= '0' && text[done - 1] <= '9') --done;
+    char first_kept = text[done];
+    text[done] = '\0';
+    for (char* p = text;;) {
+      char* end;
+      long child = strtol(p, &end, 10);
+      if (end == p) break;
+      out.push_back(static_cast<pid_t>(child));
+      p = end;
+    }
+    text[done] = first_kept;
+    kept = len - done;
+    memmove(text, text + done, kept);
+  }
+  if (kept > 0) {
+    text[kept] = '\0';
+    out.push_back(static_cast<pid_t>(strtol(text, nullptr, 10)));
+  }
+  close(fd);
+  return true;
+}
+
 // Appends the children of every thread of `pid` (/proc/PID/task/TID/children, Linux 4.2 with
 // CONFIG_PROC_CHILDREN) to `out`.
 void AppendThreadChildren(pid_t pid, std::vector<pid_t>& out) {
@@ -135,37 +183,7 @@ void AppendThreadChildren(pid_t pid, std::vector<pid_t>& out) {
   ForEachEntry(dir, [&](const char* tid) {
     char file[300];
     snprintf(file, sizeof(file), "%s/children", tid);
-    int fd = openat(dir, file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return true;
-    // The list may be longer than one buffer: a number cut at the buffer's end is carried over.
-    char text[4096];
-    size_t kept = 0;
-    for (;;) {
-      ssize_t n = read(fd, text + kept, sizeof(text) - 1 - kept);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      size_t len = kept + static_cast<size_t>(n);
-      text[len] = '\0';
-      size_t done = len;  // parse whole numbers only: a trailing one may go on in the next read
-      while (done > 0 && text[done - 1] >= '0' && text[done - 1] <= '9') --done;
-      char first_kept = text[done];
-      text[done] = '\0';
-      for (char* p = text;;) {
-        char* end;
-        long child = strtol(p, &end, 10);
-        if (end == p) break;
-        out.push_back(static_cast<pid_t>(child));
-        p = end;
-      }
-      text[done] = first_kept;
-      kept = len - done;
-      memmove(text, text + done, kept);
-    }
-    if (kept > 0) {
-      text[kept] = '\0';
-      out.push_back(static_cast<pid_t>(strtol(text, nullptr, 10)));
-    }
-    close(fd);
+    AppendListedChildren(dir, file, out);
     return true;
   });
   close(dir);
@@ -220,9 +238,16 @@ bool AppendChildrenByParent(pid_t pid, long at_most, std::vector<pid_t>& out) {
 // connection: 1000 threads made each switched connect cost milliseconds, test_scale.py) it is
 // cheaper to read the parent pid of every process of the host, when there are fewer of those.
 // Below 256 threads the listing of /proc that decides it would cost more than it saves.
+// A process with one thread has one list, that of its leader (a leader that exits before the
+// other threads stays counted until they all have): read it without listing /proc/PID/task.
 void AppendChildren(pid_t pid, std::vector<pid_t>& out) {
   constexpr long kManyThreads = 256;
   long threads = StatField(pid, kStatNumThreads);
+  if (threads == 1) {
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
+    if (AppendListedChildren(AT_FDCWD, path, out)) return;
+  }
   if (threads > kManyThreads && AppendChildrenByParent(pid, threads, out)) return;
   AppendThreadChildren(pid, out);
 }

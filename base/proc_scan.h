@@ -34,6 +34,10 @@ bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
 std::optional<int> SocketFdCount(pid_t pid, uint64_t inode, int limit, int max_fds,
                                  bool include_pid = true);
 
+// The fds of process `pid` that are epoll instances (link "anon_inode:[eventpoll]"), in one pass
+// over /proc/PID/fd (a readlink each); nullopt if it cannot be read.
+std::optional<std::vector<int>> EpollFds(pid_t pid);
+
 // Process `pid`'s fd for the socket with inode `inode`, if it has one (microseconds: one process).
 struct SocketHolder {
   pid_t pid;

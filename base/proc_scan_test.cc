@@ -1,11 +1,13 @@
 #include "base/proc_scan.h"
 
 #include <gtest/gtest.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -30,6 +32,20 @@ TEST(SocketFdCount, CountsDupsInTheProcess) {
   UniqueFd copy(dup(sock.Get()));
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 2, 1024), 2);
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024), 2);
+}
+
+TEST(EpollFds, ListsExactlyTheEpollInstances) {
+  auto before = EpollFds(getpid());
+  ASSERT_TRUE(before.has_value());
+  UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(ep && sock);
+  auto after = EpollFds(getpid());
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(after->size(), before->size() + 1);
+  EXPECT_NE(std::find(after->begin(), after->end(), ep.Get()), after->end());
+  EXPECT_EQ(std::find(after->begin(), after->end(), sock.Get()), after->end());
+  EXPECT_EQ(EpollFds(-5), std::nullopt);  // no such process
 }
 
 // A child holding copies of our fds (after `prepare` ran in it) until Release().

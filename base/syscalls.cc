@@ -93,4 +93,10 @@ Result<pid_t> ThreadGroupOf(pid_t tid) {
   return static_cast<pid_t>(std::strtol(text->c_str() + pos + 6, nullptr, 10));
 }
 
+bool IsThreadOf(pid_t tid, pid_t tgid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/task/%d", tgid, tid);
+  return faccessat(AT_FDCWD, path, F_OK, 0) == 0;
+}
+
 }  // namespace slipstream

@@ -41,6 +41,10 @@ struct FileId {
 // Reads /proc/<tid>/status field "Tgid".
 [[nodiscard]] Result<pid_t> ThreadGroupOf(pid_t tid);
 
+// Whether thread `tid` belongs to process `tgid` now: one lookup of /proc/TGID/task/TID, about ten
+// times cheaper than ThreadGroupOf(), for checking a remembered answer.
+[[nodiscard]] bool IsThreadOf(pid_t tid, pid_t tgid);
+
 // Whole small file (e.g. under /proc) as a string.
 [[nodiscard]] Result<std::string> ReadSmallFile(const char* path);
 

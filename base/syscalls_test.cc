@@ -181,6 +181,25 @@ TEST(SyscallsTest, ThreadGroupOfAThreadIsTheProcess) {
   EXPECT_EQ(*group, getpid());
 }
 
+TEST(SyscallsTest, IsThreadOfChecksTheThreadGroupNow) {
+  EXPECT_TRUE(IsThreadOf(getpid(), getpid()));
+  std::promise<pid_t> started;
+  std::promise<void> release;
+  std::thread live([&] {
+    started.set_value(static_cast<pid_t>(syscall(SYS_gettid)));
+    release.get_future().wait();
+  });
+  pid_t tid = started.get_future().get();
+  EXPECT_TRUE(IsThreadOf(tid, getpid()));
+  EXPECT_FALSE(IsThreadOf(tid, getppid()));  // /proc/PPID/task/TID: not a thread of our parent
+  EXPECT_FALSE(IsThreadOf(getppid(), getpid()));
+  release.set_value();
+  live.join();
+  // The thread has exited (joined): its tid belongs to no process until reused.
+  for (int i = 0; i < 100 && IsThreadOf(tid, getpid()); ++i) usleep(1000);
+  EXPECT_FALSE(IsThreadOf(tid, getpid()));
+}
+
 TEST(SyscallsTest, ThreadGroupOfNoThreadFails) {
   pid_t child = fork();
   ASSERT_GE(child, 0);

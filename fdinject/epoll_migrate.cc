@@ -1,6 +1,5 @@
 #include "fdinject/epoll_migrate.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/epoll.h>
@@ -15,6 +14,7 @@
 #include <string_view>
 #include <thread>
 
+#include "base/proc_scan.h"
 #include "base/syscalls.h"
 
 namespace slipstream::fdinject {
@@ -46,24 +46,14 @@ Result<std::optional<EpollItem>> FindEpollItem(pid_t pid, int target_epfd, int t
 
 Result<std::vector<EpollRegistration>> FindEpollRegistrations(pid_t pid, int target_fd,
                                                               uint64_t ino) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/fd", pid);
-  DIR* dir = opendir(path);
-  if (dir == nullptr) return Errno("opendir(/proc/PID/fd)");
+  auto epoll_fds = EpollFds(pid);
+  if (!epoll_fds) return Errno("open(/proc/PID/fd)");  // errno of the failed open
   std::vector<EpollRegistration> found;
-  constexpr std::string_view kEventpoll = "anon_inode:[eventpoll]";
-  while (dirent* e = readdir(dir)) {
-    char link[64];
-    ssize_t n = readlinkat(dirfd(dir), e->d_name, link, sizeof(link));
-    if (n != static_cast<ssize_t>(kEventpoll.size()) || kEventpoll != std::string_view(link, n)) {
-      continue;
-    }
-    int epfd = atoi(e->d_name);
+  for (int epfd : *epoll_fds) {
     if (auto item = FindEpollItem(pid, epfd, target_fd, ino); item && *item) {
       found.push_back({epfd, **item});
     }
   }
-  closedir(dir);
   return found;
 }
 

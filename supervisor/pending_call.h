@@ -39,6 +39,8 @@ class PendingCall {
   // The answer reached the target (false also while unanswered).
   bool delivered() const { return delivered_; }
   TraceRecord& trace() { return record_; }
+  // Whether the record will be written (--trace): text that costs system calls is built only then.
+  bool tracing() const { return sinks_->trace.enabled(); }
 
   // Each answers the call once; ENOENT (the target left the call) is recorded, not an error.
   // Return and Fail say whether the answer reached the target: a call whose answer was lost is

@@ -55,9 +55,6 @@ void SocketCalls::PurgeParked(SockDiag& diag) {
 }
 
 void SocketCalls::Handle(PendingCall call) {
-  // tid -> process is remembered for one notification only: while a thread sits in a trapped
-  // call its tid cannot be reused, but between calls it can (the thread exits).
-  process_of_.clear();
   switch (call.trace().call) {
     case Call::kSocket:
       return OnSocket(call);
@@ -110,9 +107,17 @@ Result<UniqueFd> SocketCalls::TakeFd(pid_t tid, int fd) {
 }
 
 pid_t SocketCalls::ProcessOf(pid_t tid) {
-  if (auto it = process_of_.find(tid); it != process_of_.end()) return it->second;
+  // Asked for the thread of a pending call, which cannot exit meanwhile. A tid can be reused once
+  // its thread has exited, so a remembered answer is checked, with one path lookup where reading
+  // /proc/TID/status costs an open, two reads and a close: /proc/TGID/task/TID resolves exactly
+  // when TID is a thread of TGID now (proc_task_lookup() checks the thread group).
+  if (auto it = process_of_.find(tid); it != process_of_.end()) {
+    if (IsThreadOf(tid, it->second)) return it->second;
+    process_of_.erase(it);
+  }
   auto tgid = ThreadGroupOf(tid);
   if (!tgid) return tid;
+  if (process_of_.size() >= kMaxRememberedThreads) process_of_.clear();
   process_of_[tid] = *tgid;
   return *tgid;
 }

@@ -131,11 +131,13 @@ class SocketCalls {
   bool SwitchAccepted(PendingCall& c, int conn);
   // The connect `c` came from the preload library, which takes its end by ADDFD SEND.
   bool AnswersBySend(const PendingCall& c) const;
-  // Puts `end` over the program's fd of `c` (ADDFD SETFD) if that fd still names `sock`.
-  bool InstallOverFd(PendingCall& c, int sock, int end);
+  // Puts `end` over the program's fd of `c` (ADDFD SETFD) if that fd still names the socket
+  // with inode `sock_ino`.
+  bool InstallOverFd(PendingCall& c, uint64_t sock_ino, int end);
   // Answers the switched connect `c` with `end` at a new fd (ADDFD SEND), `in_progress` giving
   // EINPROGRESS (preload_abi.h); falls back to InstallOverFd if the program has no free fd.
-  void AnswerWithEnd(PendingCall& c, int sock, int end, uint64_t end_ino, bool in_progress);
+  void AnswerWithEnd(PendingCall& c, uint64_t sock_ino, int end, uint64_t end_ino,
+                     bool in_progress);
   // The AF_UNIX end paired with the accepted TCP socket `conn` whose peer address is `peer`, if
   // a supervised client on this host (any network namespace with supervisors) made it.
   std::optional<UniqueFd> ClaimFromThisHost(PendingCall& c, int conn,
@@ -146,10 +148,17 @@ class SocketCalls {
   // `switching` is the destination port's raised gate, handed on with a switched connection.
   bool TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved,
                   matcher::AcceptGate::Count& switching);
-  // Does any other fd of the caller or its descendants name `sock`? (Then it must stay TCP.)
-  bool HasOtherFds(PendingCall& c, int sock);
+  // Does any other fd of the caller or its descendants name the socket with inode `ino`? (Then
+  // it must stay TCP.)
+  bool HasOtherFds(PendingCall& c, uint64_t ino);
+  // Our copy of the program's connected TCP socket, with the facts read once in TryConnect.
+  struct ConnectedSocket {
+    int fd;
+    uint64_t ino;
+    bool nonblocking;
+  };
   // Replaces the program's fd with the client end of a new pair; false if it could not.
-  bool SwitchConnected(PendingCall& c, int sock, bool in_progress,
+  bool SwitchConnected(PendingCall& c, const ConnectedSocket& s, bool in_progress,
                        matcher::AcceptGate::Count& switching);
   // connect() on a socket that is already switched: answered as TCP would answer it.
   void ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock);
@@ -176,7 +185,8 @@ class SocketCalls {
   // the kernel, the restarted connect() reports the completed connection once.
   std::set<uint64_t> unreported_connects_;
   uint64_t switched_end_ino_ = 0;  // set by SwitchConnected for its caller
-  std::unordered_map<pid_t, pid_t> process_of_;
+  static constexpr size_t kMaxRememberedThreads = 4096;
+  std::unordered_map<pid_t, pid_t> process_of_;  // tid -> process, checked at each use
   struct Progress {
     int nr;
     std::array<uint64_t, 6> args;

@@ -33,9 +33,7 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   if (!id) return;
   if (env_.switcher != nullptr && !env_.switcher->KnowsListener(id->ino) &&
       env_.local.SameNetns(c.tid())) {
-    if (auto tgid = ThreadGroupOf(c.tid())) {
-      env_.switcher->OnListener(*tgid, args.fd, listener->Get());
-    }
+    env_.switcher->OnListener(ProcessOf(c.tid()), args.fd, listener->Get());
   }
   if (auto it = parked_.find(*id); it != parked_.end() && !it->second.empty()) {
     Parked conn = std::move(it->second.front());
@@ -206,7 +204,7 @@ bool SocketCalls::SwitchAccepted(PendingCall& c, int conn) {
   // may have forked before this claim: the child's copy would go on naming the TCP socket after
   // the switch, and bytes written through it would be lost. As for a connect, it stays TCP (and
   // the client's supervisor relays). Expected race: a fork after this scan.
-  if (HasOtherFds(c, conn)) {
+  if (HasOtherFds(c, InodeOf(conn))) {
     c.trace().note += " (left on TCP: the socket has other fds)";
     env_.switcher->Disown(std::move(*end));
     ++env_.stats.left_on_tcp;

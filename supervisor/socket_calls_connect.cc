@@ -92,7 +92,8 @@ void SocketCalls::OnConnect(PendingCall c) {
 bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved,
                              matcher::AcceptGate::Count& switching) {
   auto flags = GetFileFlags(sock);
-  bool blocking = flags && !(*flags & O_NONBLOCK);
+  if (!flags) return false;
+  bool blocking = !(*flags & O_NONBLOCK);
   int rc;
   int err;
   // Killed while this connect() runs, we would die at its return, the connection made, before we
@@ -120,9 +121,11 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     approved =
         env_.switcher->Approve(ProcessOf(c.tid()), sock, dest) == matcher::QueryReason::kSupervised;
   }
-  bool shared = connected && approved && HasOtherFds(c, sock);
+  uint64_t ino = connected && approved ? InodeOf(sock) : 0;
+  bool shared = connected && approved && HasOtherFds(c, ino);
   if (shared) c.trace().note = "(left on TCP: the socket has other fds)";
-  bool switched = connected && approved && !shared && SwitchConnected(c, sock, rc != 0, switching);
+  bool switched = connected && approved && !shared &&
+                  SwitchConnected(c, {sock, ino, (*flags & O_NONBLOCK) != 0}, rc != 0, switching);
   if (approved && !switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
   if (!approved || shared) ++env_.stats.left_on_tcp;
   if (!c.answered()) {  // a switch by ADDFD SEND has answered already
@@ -148,7 +151,7 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   return true;
 }
 
-bool SocketCalls::HasOtherFds(PendingCall& c, int sock) {
+bool SocketCalls::HasOtherFds(PendingCall& c, uint64_t ino) {
   // A copy of the socket made before connect() (dup, fork, SCM_RIGHTS) would go on naming the TCP
   // socket after the switch: what the program wrote through it would reach the idle TCP
   // connection and be lost without an error. Such a socket stays TCP. The caller and its
@@ -157,7 +160,7 @@ bool SocketCalls::HasOtherFds(PendingCall& c, int sock) {
   // Expected race: a thread that dups the fd after this scan and before the switch. The scan is
   // bounded: a subtree with more fds than kMaxScannedFds stays on TCP (docs/differences.md).
   constexpr int kMaxScannedFds = 1024;
-  auto count = SocketFdCount(ProcessOf(c.tid()), InodeOf(sock), 2, kMaxScannedFds);
+  auto count = SocketFdCount(ProcessOf(c.tid()), ino, 2, kMaxScannedFds);
   return !count || *count > 1;  // cannot tell: do not risk it
 }
 
@@ -168,13 +171,13 @@ bool SocketCalls::AnswersBySend(const PendingCall& c) const {
          c.arg(4) != 0;
 }
 
-bool SocketCalls::InstallOverFd(PendingCall& c, int sock, int end) {
+bool SocketCalls::InstallOverFd(PendingCall& c, uint64_t sock_ino, int end) {
   int fd = static_cast<int>(c.arg(0));
   auto fd_flags = fdinject::ReadTargetFdFlags(c.tid(), fd);
   if (!fd_flags) return false;
   // Another thread may have closed the fd and reused its number while this connect ran (the
   // kernel's connect holds its own reference): SETFD must not replace an unrelated file.
-  if (fd_flags->ino != 0 && fd_flags->ino != InodeOf(sock)) return false;
+  if (fd_flags->ino != 0 && fd_flags->ino != sock_ino) return false;
   // SETFD swaps the slot like dup2: epoll registrations made after this point see the AF_UNIX end,
   // and the TCP socket lives on in our copy (no FIN is sent).
   auto installed = env_.installer.Install({c.id(), end, fd, fd_flags->cloexec, false});
@@ -187,12 +190,11 @@ bool SocketCalls::InstallOverFd(PendingCall& c, int sock, int end) {
   return true;
 }
 
-bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
+bool SocketCalls::SwitchConnected(PendingCall& c, const ConnectedSocket& s, bool in_progress,
                                   matcher::AcceptGate::Count& switching) {
   int fd = static_cast<int>(c.arg(0));
-  auto file_flags = GetFileFlags(sock);
-  if (!file_flags) return false;
-  auto pair = fdinject::MakeStreamPair((*file_flags & O_NONBLOCK) != 0, false);
+  int sock = s.fd;
+  auto pair = fdinject::MakeStreamPair(s.nonblocking, false);
   if (!pair) return false;
   auto& [end, server_end] = *pair;
   linger linger_opt = fdinject::CopySocketOptions(sock, end.Get());
@@ -200,20 +202,20 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
   // From the library (preload_abi.h), the end is installed and the call answered at once, after
   // the switch is announced; otherwise the end replaces the program's fd before.
   bool by_send = AnswersBySend(c);
-  if (!by_send && !InstallOverFd(c, sock, end.Get())) return false;
-  const std::string* by_seq = env_.switcher->BySeq(sock);
+  if (!by_send && !InstallOverFd(c, s.ino, end.Get())) return false;
+  const std::string* by_seq = env_.switcher->BySeq(s.ino);
   std::string seq_note = by_seq != nullptr ? " (" + *by_seq + ")" : "";
-  env_.switcher->ClientSwitched(ProcessOf(c.tid()), sock, std::move(server_end), end_ino,
+  env_.switcher->ClientSwitched(ProcessOf(c.tid()), sock, s.ino, std::move(server_end), end_ino,
                                 std::move(switching));
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
-  auto local = SocketName(sock, false), remote = SocketName(sock, true);
-  c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
-                   (remote ? remote->ToString() : "?") + ")";
-  c.trace().note += seq_note;
+  if (c.tracing()) {
+    auto local = SocketName(sock, false), remote = SocketName(sock, true);
+    c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
+                     (remote ? remote->ToString() : "?") + ")" + seq_note;
+  }
   // epoll registrations made before the connect (register-then-connect: Go, Java NIO, libuv)
   // still name the TCP socket: move them to the AF_UNIX end.
-  if (auto moved =
-          fdinject::MoveEpollRegistrations(ProcessOf(c.tid()), fd, InodeOf(sock), sock, end.Get());
+  if (auto moved = fdinject::MoveEpollRegistrations(ProcessOf(c.tid()), fd, s.ino, sock, end.Get());
       !moved) {
     spdlog::warn("could not move the epoll registrations of fd {} in pid {}: {}", fd,
                  ProcessOf(c.tid()), moved.error().ToString());
@@ -221,11 +223,11 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, bool in_progress,
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
   ArmResetIfAbortive(end.Get(), end_ino, linger_opt);
   switched_end_ino_ = end_ino;
-  if (by_send) AnswerWithEnd(c, sock, end.Get(), end_ino, in_progress);
+  if (by_send) AnswerWithEnd(c, s.ino, end.Get(), end_ino, in_progress);
   return true;  // unless answered here, the caller answers with the connect's own result
 }
 
-void SocketCalls::AnswerWithEnd(PendingCall& c, int sock, int end, uint64_t end_ino,
+void SocketCalls::AnswerWithEnd(PendingCall& c, uint64_t sock_ino, int end, uint64_t end_ino,
                                 bool in_progress) {
   auto target = OpenTarget(c);
   slipstream_connect_answer answer{SLIPSTREAM_CLAIM_NEW_FD, in_progress ? EINPROGRESS : 0, end_ino};
@@ -238,7 +240,7 @@ void SocketCalls::AnswerWithEnd(PendingCall& c, int sock, int end, uint64_t end_
     // EMFILE (no room for a new fd): put the end over the socket's fd, then answer as usual.
   }
   if (target) (void)target->WriteInt(c.arg(4), SLIPSTREAM_CLAIM_TCP);
-  if (!InstallOverFd(c, sock, end) && !c.answered()) {
+  if (!InstallOverFd(c, sock_ino, end) && !c.answered()) {
     // Announced, but the end is in no fd of the program: it must not use its TCP socket as if
     // nothing happened, and cannot be given the end: fail the connect as a reset connection.
     c.Fail(ECONNRESET);

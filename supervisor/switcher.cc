@@ -195,8 +195,8 @@ matcher::QueryReason Switcher::ApproveCross(pid_t pid, int sock, const SockAddr&
   return QueryReason::kSupervised;
 }
 
-const std::string* Switcher::BySeq(int sock) const {
-  auto it = seq_intents_.find(InodeOf(sock));
+const std::string* Switcher::BySeq(uint64_t sock_ino) const {
+  auto it = seq_intents_.find(sock_ino);
   return it == seq_intents_.end() ? nullptr : &it->second;
 }
 
@@ -257,12 +257,12 @@ void Switcher::Abort(pid_t pid, int sock) {
   (void)client_.Send(MsgType::kAbort, pid, matcher::Bytes(body));
 }
 
-void Switcher::ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino,
-                              matcher::AcceptGate::Count switching) {
+void Switcher::ClientSwitched(pid_t pid, int sock, uint64_t sock_ino, UniqueFd server_end,
+                              uint64_t client_end_ino, matcher::AcceptGate::Count switching) {
   uint64_t server_ino = InodeOf(server_end.Get());
   matcher::ConnectedBody body{};
   body.inode = client_end_ino;
-  body.by_seq = seq_intents_.erase(InodeOf(sock)) != 0;
+  body.by_seq = seq_intents_.erase(sock_ino) != 0;
   int fds[2] = {sock, server_end.Get()};
   // If the daemon is gone, the copy below is relayed once the loss is noticed (ResolveOrphans).
   (void)client_.Send(MsgType::kConnected, pid, matcher::Bytes(body), fds);

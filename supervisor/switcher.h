@@ -86,9 +86,9 @@ class Switcher {
   // could take it and the daemon can pair it by sequence numbers; otherwise kOtherNamespace, and
   // `why` says what was missing.
   matcher::QueryReason ApproveCross(pid_t pid, int sock, const SockAddr& dest, std::string* why);
-  // Will the connection of `sock` be paired by sequence numbers (announced so in its kIntent)?
-  // Then the reason, for the trace; else nullptr.
-  const std::string* BySeq(int sock) const;
+  // Will the connection of the socket with inode `sock_ino` be paired by sequence numbers
+  // (announced so in its kIntent)? Then the reason, for the trace; else nullptr.
+  const std::string* BySeq(uint64_t sock_ino) const;
   // Could a client of another namespace, under a supervisor, be at `peer`? Then an accepted
   // connection from it is claimed although it is not local.
   bool FromOtherNetns(const SockAddr& peer) const;
@@ -98,8 +98,8 @@ class Switcher {
   // an end whose peer never reached the program would make the server's first write fail.
   // `switching` is the port's raised gate (BeginSwitch), kept until the daemon says who has the
   // server end.
-  void ClientSwitched(pid_t pid, int sock, UniqueFd server_end, uint64_t client_end_ino,
-                      matcher::AcceptGate::Count switching);
+  void ClientSwitched(pid_t pid, int sock, uint64_t sock_ino, UniqueFd server_end,
+                      uint64_t client_end_ino, matcher::AcceptGate::Count switching);
   // Raises the `switching` gate of `port` (the destination's) before a connect that may be
   // switched runs, so that a program accepting in-process offers the connection to its
   // supervisor (preload_abi.h); lowered when the returned count is dropped.
