@@ -19,6 +19,8 @@ namespace slipstream {
 
 namespace {
 
+constexpr std::string_view kEventpoll = "anon_inode:[eventpoll]";
+
 // Calls `each(name)` for every entry of the open directory `dir` but "." and "..", until it
 // returns false. getdents64 on a stack buffer: no allocation per entry.
 template <typename F>
@@ -102,7 +104,6 @@ bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
 }
 
 std::optional<std::vector<int>> EpollFds(pid_t pid) {
-  constexpr std::string_view kEventpoll = "anon_inode:[eventpoll]";
   std::vector<int> fds;
   bool read = ForEachFdLink(pid, [&](const char* name, std::string_view link) {
     if (link == kEventpoll) fds.push_back(std::atoi(name));
@@ -128,10 +129,12 @@ struct FdScan {
   int count = 0;
 };
 
-// Counts the fds of `pid` that name `scan.want`. False if /proc/PID/fd cannot be read.
-bool CountIn(pid_t pid, FdScan& scan) {
-  return ForEachFdLink(pid, [&](const char*, std::string_view link) {
+// Counts the fds of `pid` that name `scan.want`, and lists its epoll fds in `epoll_fds` if given.
+// False if /proc/PID/fd cannot be read.
+bool CountIn(pid_t pid, FdScan& scan, std::vector<int>* epoll_fds = nullptr) {
+  return ForEachFdLink(pid, [&](const char* name, std::string_view link) {
     if (link == scan.want) ++scan.count;
+    if (epoll_fds != nullptr && link == kEventpoll) epoll_fds->push_back(std::atoi(name));
     return scan.count < scan.limit && --scan.budget > 0;
   });
 }
@@ -255,11 +258,11 @@ void AppendChildren(pid_t pid, std::vector<pid_t>& out) {
 }  // namespace
 
 std::optional<int> SocketFdCount(pid_t pid, uint64_t inode, int limit, int max_fds,
-                                 bool include_pid) {
+                                 bool include_pid, std::vector<int>* epoll_fds) {
   char want[48];
   int len = snprintf(want, sizeof(want), "socket:[%llu]", static_cast<unsigned long long>(inode));
   FdScan scan{std::string_view(want, static_cast<size_t>(len)), limit, max_fds};
-  if (include_pid && !CountIn(pid, scan)) return std::nullopt;
+  if (include_pid && !CountIn(pid, scan, epoll_fds)) return std::nullopt;
   std::vector<pid_t> pending;
   AppendChildren(pid, pending);
   while (!pending.empty() && scan.count < limit && scan.budget > 0) {

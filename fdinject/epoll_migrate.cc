@@ -45,9 +45,14 @@ Result<std::optional<EpollItem>> FindEpollItem(pid_t pid, int target_epfd, int t
 }
 
 Result<std::vector<EpollRegistration>> FindEpollRegistrations(pid_t pid, int target_fd,
-                                                              uint64_t ino) {
-  auto epoll_fds = EpollFds(pid);
-  if (!epoll_fds) return Errno("open(/proc/PID/fd)");  // errno of the failed open
+                                                              uint64_t ino,
+                                                              const std::vector<int>* epoll_fds) {
+  std::optional<std::vector<int>> listed;
+  if (epoll_fds == nullptr) {
+    listed = EpollFds(pid);
+    if (!listed) return Errno("open(/proc/PID/fd)");  // errno of the failed open
+    epoll_fds = &*listed;
+  }
   std::vector<EpollRegistration> found;
   for (int epfd : *epoll_fds) {
     if (auto item = FindEpollItem(pid, epfd, target_fd, ino); item && *item) {
@@ -91,8 +96,9 @@ Status MigrateEpollItem(int epoll_copy, int target_fd, int old_file, int new_fil
 }
 
 Result<int> MoveEpollRegistrations(pid_t pid, int target_fd, uint64_t old_ino, int old_file,
-                                   int new_file) {
-  auto found = FindEpollRegistrations(pid, target_fd, old_ino);
+                                   int new_file, const std::vector<int>* epoll_fds) {
+  if (epoll_fds != nullptr && epoll_fds->empty()) return 0;
+  auto found = FindEpollRegistrations(pid, target_fd, old_ino, epoll_fds);
   if (!found) return tl::unexpected(found.error());
   if (found->empty()) return 0;
   auto pidfd = PidfdOpen(pid);

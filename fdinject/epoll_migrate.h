@@ -37,13 +37,15 @@ struct EpollRegistration {
   int epfd = -1;
   EpollItem item;
 };
-Result<std::vector<EpollRegistration>> FindEpollRegistrations(pid_t pid, int target_fd,
-                                                              uint64_t ino);
+// With `epoll_fds`, only those instances are read (the caller listed them, e.g. SocketFdCount).
+Result<std::vector<EpollRegistration>> FindEpollRegistrations(
+    pid_t pid, int target_fd, uint64_t ino, const std::vector<int>* epoll_fds = nullptr);
 
 // Finds every registration of `target_fd` on the file with inode `old_ino` in process `pid`'s
-// epoll instances and moves it to `new_file` (MigrateEpollItem). Returns how many were moved.
+// epoll instances (all of them, or those of `epoll_fds`) and moves it to `new_file`
+// (MigrateEpollItem). Returns how many were moved.
 Result<int> MoveEpollRegistrations(pid_t pid, int target_fd, uint64_t old_ino, int old_file,
-                                   int new_file);
+                                   int new_file, const std::vector<int>* epoll_fds = nullptr);
 
 // Re-registers `target_fd` in the program's epoll instance `epoll_copy` (our pidfd_getfd copy):
 // deletes the item of `old_file` and adds `new_file` with `item`'s events and data.

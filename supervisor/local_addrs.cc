@@ -1,9 +1,12 @@
 #include "supervisor/local_addrs.h"
 
+#include "base/netns.h"
 #include "base/socket_info.h"
+#include "base/unique_fd.h"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cstring>
@@ -48,7 +51,16 @@ std::vector<SockAddr> NamespaceAddresses() {
   return out;
 }
 
-LocalAddresses::LocalAddresses() : netns_inode_(PathInode("/proc/self/ns/net")) {}
+LocalAddresses::LocalAddresses() : netns_inode_(PathInode("/proc/self/ns/net")) {
+  UniqueFd probe(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (auto cookie = probe ? NetnsCookie(probe.Get()) : Result<uint64_t>(0)) netns_cookie_ = *cookie;
+}
+
+bool LocalAddresses::SocketInOurNetns(int sock, pid_t tid) const {
+  if (netns_cookie_ == 0) return SameNetns(tid);
+  auto cookie = NetnsCookie(sock);
+  return cookie && *cookie == netns_cookie_;
+}
 
 bool LocalAddresses::SameNetns(pid_t tid) const {
   uint64_t ino = PathInode("/proc/" + std::to_string(tid) + "/ns/net");

@@ -10,7 +10,7 @@ namespace slipstream::supervisor {
 
 struct Options {
   bool trace = false;
-  std::string output;  // -o FILE; empty: stderr
+  std::string output;       // -o FILE; empty: stderr
   bool stats = false;       // --stats or --stats=FORMAT
   bool stats_json = false;  // --stats=json: one JSON object (docs/stats-schema.md)
   bool verbose = false;

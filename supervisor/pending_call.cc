@@ -18,6 +18,7 @@ PendingCall::PendingCall(PendingCall&& other) noexcept
       n_(other.n_),
       slot_(std::exchange(other.slot_, -1)),
       answered_(std::exchange(other.answered_, true)),
+      process_(other.process_),
       record_(std::move(other.record_)) {}
 
 PendingCall::~PendingCall() {

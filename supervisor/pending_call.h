@@ -39,6 +39,9 @@ class PendingCall {
   // The answer reached the target (false also while unanswered).
   bool delivered() const { return delivered_; }
   TraceRecord& trace() { return record_; }
+  // The caller's process, once someone has read it (0 until then): SocketCalls::ProcessOf.
+  pid_t process() const { return process_; }
+  pid_t set_process(pid_t process) { return process_ = process; }
   // Whether the record will be written (--trace): text that costs system calls is built only then.
   bool tracing() const { return sinks_->trace.enabled(); }
 
@@ -67,6 +70,7 @@ class PendingCall {
   int slot_;
   bool answered_ = false;
   bool delivered_ = false;
+  pid_t process_ = 0;
   TraceRecord record_;
 };
 

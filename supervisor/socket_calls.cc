@@ -106,24 +106,26 @@ Result<UniqueFd> SocketCalls::TakeFd(pid_t tid, int fd) {
   }
 }
 
-pid_t SocketCalls::ProcessOf(pid_t tid) {
-  // Asked for the thread of a pending call, which cannot exit meanwhile. A tid can be reused once
-  // its thread has exited, so a remembered answer is checked, with one path lookup where reading
-  // /proc/TID/status costs an open, two reads and a close: /proc/TGID/task/TID resolves exactly
-  // when TID is a thread of TGID now (proc_task_lookup() checks the thread group).
+pid_t SocketCalls::ProcessOf(PendingCall& c) {
+  // Read once per call: its thread waits in it and cannot exit meanwhile. Across calls a tid can
+  // be reused once its thread has exited, so a remembered answer is checked, with one path lookup
+  // where reading /proc/TID/status costs an open, two reads and a close: /proc/TGID/task/TID
+  // resolves exactly when TID is a thread of TGID now (proc_task_lookup() checks the group).
+  if (c.process() != 0) return c.process();
+  pid_t tid = c.tid();
   if (auto it = process_of_.find(tid); it != process_of_.end()) {
-    if (IsThreadOf(tid, it->second)) return it->second;
+    if (IsThreadOf(tid, it->second)) return c.set_process(it->second);
     process_of_.erase(it);
   }
   auto tgid = ThreadGroupOf(tid);
   if (!tgid) return tid;
   if (process_of_.size() >= kMaxRememberedThreads) process_of_.clear();
   process_of_[tid] = *tgid;
-  return *tgid;
+  return c.set_process(*tgid);
 }
 
 std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, const TargetAccess& target,
-                                                         int fd) {
+                                                         int fd, bool validate_tcp) {
   (void)target;
   auto copy = TakeFd(c.tid(), fd);
   if (!copy) return std::nullopt;  // EBADF and friends: the kernel says it exactly
@@ -137,7 +139,8 @@ std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, const T
     sock.switched = env_.switcher->FindOrAdopt(sock.fd.Get());
     if (sock.switched == nullptr) return std::nullopt;
   }
-  if (!env_.notifier.IdValid(c.id())) {
+  // Read, then validate: the copy is the program's fd only if the call is still pending.
+  if ((sock.switched != nullptr || validate_tcp) && !env_.notifier.IdValid(c.id())) {
     c.Abandon();
     return std::nullopt;
   }
@@ -180,7 +183,7 @@ void SocketCalls::OnListen(PendingCall& c) {
   // to listen is simply never listed by sock_diag as a listener.)
   auto bound = SocketName(sock->Get(), false);
   if (env_.switcher != nullptr && env_.local.SameNetns(c.tid()) && bound && bound->port() != 0) {
-    env_.switcher->OnListener(ProcessOf(c.tid()), fd, sock->Get());
+    env_.switcher->OnListener(ProcessOf(c), fd, sock->Get());
   }
   // listen() has no credential checks and acts on the shared socket: run it on the copy.
   if (listen(sock->Get(), backlog) < 0) {
@@ -188,7 +191,7 @@ void SocketCalls::OnListen(PendingCall& c) {
     return (void)c.Fail(errno);
   }
   if (env_.switcher != nullptr && env_.local.SameNetns(c.tid()) && (!bound || bound->port() == 0)) {
-    env_.switcher->OnListener(ProcessOf(c.tid()), fd, sock->Get());  // listen() chose the port
+    env_.switcher->OnListener(ProcessOf(c), fd, sock->Get());  // listen() chose the port
   }
   c.Return(0);
 }
@@ -198,13 +201,18 @@ void SocketCalls::OnGetName(PendingCall& c, bool peer) {
   c.trace().args = FdText(c.arg(0));
   auto target = OpenTarget(c);
   if (!target) return;
-  auto sock = TakeSocket(c, *target, fd);
+  auto sock = TakeSocket(c, *target, fd, /*validate_tcp=*/false);
   if (!sock) return;
-  auto addr = SocketName(sock->tcp(), peer);
-  if (!addr) {
-    if (!sock->switched) return;  // ENOTCONN and friends: the kernel says it exactly
-    return (void)c.Fail(errno);
+  if (!sock->switched) {
+    // The kernel's answer is the one to give (CONTINUE): copying it out ourselves took a read and
+    // a write of the program's memory (a third of a trapped getsockname's cost).
+    if (c.tracing()) {
+      if (auto addr = SocketName(sock->tcp(), peer)) c.trace().note = "(" + addr->ToString() + ")";
+    }
+    return;
   }
+  auto addr = SocketName(sock->tcp(), peer);
+  if (!addr) return (void)c.Fail(errno);
   auto st =
       tracer::CopySockAddrOut(*target, *addr, c.arg(1), c.arg(2), env_.features.addrlen_first);
   if (!st) return (void)c.Fail(st.error().err);

@@ -7,12 +7,15 @@
 #ifndef SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_H_
 #define SLIPSTREAM_SUPERVISOR_SOCKET_CALLS_H_
 
+#include <sys/socket.h>
+
 #include <array>
 #include <deque>
 #include <map>
 #include <optional>
 #include <set>
 #include <unordered_map>
+#include <vector>
 
 #include "base/sock_diag.h"
 #include "base/syscalls.h"
@@ -78,7 +81,8 @@ class SocketCalls {
   // pidfd_getfd through the pidfd cache, reopening once if the cached pidfd is stale (ESRCH).
   Result<UniqueFd> TakeFd(pid_t tid, int fd);
   // The process (thread group) of a trapping thread, for what the daemon lists; cached.
-  pid_t ProcessOf(pid_t tid);
+  // The process (thread group) of the thread that made the call `c`.
+  pid_t ProcessOf(PendingCall& c);
   // A copy of the target's fd when it is a TCP stream socket, or an AF_UNIX end we switched (then
   // `switched` is set). nullopt means "let the kernel run it" (or the target left the call, in
   // which case `c` is abandoned). The id is checked valid after the copy was taken.
@@ -88,7 +92,10 @@ class SocketCalls {
     // The socket whose addresses and TCP state the program must see.
     int tcp() const { return switched ? switched->tcp.Get() : fd.Get(); }
   };
-  std::optional<Sock> TakeSocket(PendingCall& c, const tracer::TargetAccess& target, int fd);
+  // `validate_tcp` false: the caller only lets the kernel answer (CONTINUE) if the fd is a TCP
+  // socket, so the copy needs no ID_VALID check (a switched end is always checked).
+  std::optional<Sock> TakeSocket(PendingCall& c, const tracer::TargetAccess& target, int fd,
+                                 bool validate_tcp = true);
   std::optional<UniqueFd> TakeInetSocket(PendingCall& c, const tracer::TargetAccess& target,
                                          int fd);
 
@@ -146,19 +153,27 @@ class SocketCalls {
   // A connection that gets established is switched to AF_UNIX if it was `approved`, or if a
   // supervised listener appeared since the decision.
   // `switching` is the destination port's raised gate, handed on with a switched connection.
-  bool TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved,
-                  matcher::AcceptGate::Count& switching);
-  // Does any other fd of the caller or its descendants name the socket with inode `ino`? (Then
-  // it must stay TCP.)
-  bool HasOtherFds(PendingCall& c, uint64_t ino);
-  // Our copy of the program's connected TCP socket, with the facts read once in TryConnect.
-  struct ConnectedSocket {
-    int fd;
-    uint64_t ino;
-    bool nonblocking;
+  // What a switch needs that the handshake does not change, gathered once before it.
+  struct SwitchPrep {
+    bool ready = false;
+    uint64_t sock_ino = 0;
+    bool shared = false;         // another fd names the socket: it stays TCP
+    std::vector<int> epoll_fds;  // the caller's epoll instances, from the same /proc pass
+    UniqueFd end;                // the program's end of a new pair (none: stays TCP)
+    UniqueFd server_end;
+    uint64_t end_ino = 0;
+    linger linger_opt{};  // the socket's SO_LINGER, copied to `end` with its other options
   };
-  // Replaces the program's fd with the client end of a new pair; false if it could not.
-  bool SwitchConnected(PendingCall& c, const ConnectedSocket& s, bool in_progress,
+  bool TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved,
+                  matcher::AcceptGate::Count& switching, SwitchPrep& prep);
+  // Fills `prep` for our copy `sock` of the program's socket, before its connect().
+  void PrepareSwitch(PendingCall& c, int sock, bool nonblocking, SwitchPrep& prep);
+  // Does any other fd of the caller or its descendants name the socket with inode `ino`? (Then
+  // it must stay TCP.) With `epoll_fds`, also lists the caller's epoll instances.
+  bool HasOtherFds(PendingCall& c, uint64_t ino, std::vector<int>* epoll_fds = nullptr);
+  // Announces the switch of the connected `sock` and puts `prep`'s end in the program, answering
+  // the call if it came from the library; false if it could not (the connection stays TCP).
+  bool SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bool in_progress,
                        matcher::AcceptGate::Count& switching);
   // connect() on a socket that is already switched: answered as TCP would answer it.
   void ConnectSwitched(PendingCall& c, const SockAddr& dest, Sock& sock);

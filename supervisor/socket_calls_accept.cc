@@ -33,7 +33,7 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   if (!id) return;
   if (env_.switcher != nullptr && !env_.switcher->KnowsListener(id->ino) &&
       env_.local.SameNetns(c.tid())) {
-    env_.switcher->OnListener(ProcessOf(c.tid()), args.fd, listener->Get());
+    env_.switcher->OnListener(ProcessOf(c), args.fd, listener->Get());
   }
   if (auto it = parked_.find(*id); it != parked_.end() && !it->second.empty()) {
     Parked conn = std::move(it->second.front());
@@ -103,7 +103,7 @@ std::optional<UniqueFd> SocketCalls::ClaimFromThisHost(PendingCall& c, int conn,
   if (!peer || !(env_.local.IsLocal(*peer) || env_.switcher->FromOtherNetns(*peer))) {
     return std::nullopt;
   }
-  return env_.switcher->Claim(ProcessOf(c.tid()), conn);
+  return env_.switcher->Claim(ProcessOf(c), conn);
 }
 
 void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id,
@@ -155,7 +155,7 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   if (conn.unix_end) {
     uint64_t end_ino = InodeOf(conn.unix_end.Get());
     c.trace().note += " switched to unix";
-    env_.switcher->Installed(ProcessOf(c.tid()), end_ino, conn.tcp.Get());
+    env_.switcher->Installed(ProcessOf(c), end_ino, conn.tcp.Get());
     env_.switcher->Book(end_ino, std::move(conn.tcp), /*client=*/false);
     ArmResetIfAbortive(conn.unix_end.Get(), end_ino, linger_opt);
   }
@@ -231,7 +231,7 @@ bool SocketCalls::SwitchAccepted(PendingCall& c, int conn) {
   c.trace().note += " switched to unix (accepted in-process)";
   c.AnsweredThroughLibrary(*installed, 0);
   uint64_t end_ino = InodeOf(end->Get());
-  env_.switcher->Installed(ProcessOf(c.tid()), end_ino, conn);
+  env_.switcher->Installed(ProcessOf(c), end_ino, conn);
   env_.switcher->Book(end_ino, UniqueFd(fcntl(conn, F_DUPFD_CLOEXEC, 0)), /*client=*/false);
   ArmResetIfAbortive(end->Get(), end_ino, linger_opt);
   return true;

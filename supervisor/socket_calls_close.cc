@@ -39,11 +39,10 @@ std::optional<UniqueFd> SocketCalls::ShutReadSwitched(PendingCall& c, int old_en
     if (installed.error().TargetGone()) c.Abandon();
     return std::nullopt;
   }
-  if (auto moved =
-          fdinject::MoveEpollRegistrations(ProcessOf(c.tid()), fd, old_ino, old_end, end.Get());
+  if (auto moved = fdinject::MoveEpollRegistrations(ProcessOf(c), fd, old_ino, old_end, end.Get());
       !moved) {
-    spdlog::warn("could not move the epoll registrations of fd {} in pid {}: {}", fd,
-                 ProcessOf(c.tid()), moved.error().ToString());
+    spdlog::warn("could not move the epoll registrations of fd {} in pid {}: {}", fd, ProcessOf(c),
+                 moved.error().ToString());
   }
   // SHUT_WR before SHUT_RD: the new end is shut likewise (the relay passes the EOF on).
   if (write_shut) shutdown(end.Get(), SHUT_WR);

@@ -45,11 +45,11 @@ void SocketCalls::OnConnect(PendingCall c) {
   // namespace of this host (docs/design.md, "Across network namespaces").
   bool cross = !env_.local.IsLocal(*dest);
   bool daemon = env_.switcher != nullptr && env_.switcher->active();
-  if (!env_.local.SameNetns(c.tid()) || (cross && !daemon)) {
+  if (!taken) return;
+  if (!env_.local.SocketInOurNetns(taken->fd.Get(), c.tid()) || (cross && !daemon)) {
     ++env_.stats.left_on_tcp;
     return;
   }
-  if (!taken) return;
   uint64_t ino = InodeOf(taken->fd.Get());
   if (unreported_connects_.erase(ino) != 0) {
     // The restart of a connect() we completed but could not answer. If this answer is lost too
@@ -66,9 +66,8 @@ void SocketCalls::OnConnect(PendingCall c) {
   using matcher::QueryReason;
   std::string why;
   auto reason = !daemon ? QueryReason::kError
-                : cross
-                    ? env_.switcher->ApproveCross(ProcessOf(c.tid()), taken->fd.Get(), *dest, &why)
-                    : env_.switcher->Approve(ProcessOf(c.tid()), taken->fd.Get(), *dest);
+                : cross ? env_.switcher->ApproveCross(ProcessOf(c), taken->fd.Get(), *dest, &why)
+                        : env_.switcher->Approve(ProcessOf(c), taken->fd.Get(), *dest);
   if (reason == QueryReason::kOtherNamespace) c.trace().note = "(left on TCP: " + why + ")";
   if (reason != QueryReason::kSupervised && reason != QueryReason::kNoListener) {
     ++env_.stats.left_on_tcp;
@@ -80,25 +79,27 @@ void SocketCalls::OnConnect(PendingCall c) {
   auto switching =
       std::make_shared<matcher::AcceptGate::Count>(env_.switcher->BeginSwitch(dest->port()));
   std::optional<UniqueFd> sock = std::move(taken->fd);
-  if (TryConnect(c, sock->Get(), *dest, approved, *switching)) return;
+  auto prep = std::make_shared<SwitchPrep>();  // made once, kept across a held connect's retries
+  if (TryConnect(c, sock->Get(), *dest, approved, *switching, *prep)) return;
   SockAddr copied = *dest;
   env_.held.Hold(std::move(c), std::move(*sock), HeldCalls::Wait::kWrite,
-                 [this, copied, approved, switching](PendingCall& call, int s) {
-                   return TryConnect(call, s, copied, approved, *switching);
+                 [this, copied, approved, switching, prep](PendingCall& call, int s) {
+                   return TryConnect(call, s, copied, approved, *switching, *prep);
                  });
   ++env_.stats.held;
 }
 
 bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, bool approved,
-                             matcher::AcceptGate::Count& switching) {
+                             matcher::AcceptGate::Count& switching, SwitchPrep& prep) {
   auto flags = GetFileFlags(sock);
   if (!flags) return false;
   bool blocking = !(*flags & O_NONBLOCK);
+  if (approved && !prep.ready) PrepareSwitch(c, sock, !blocking, prep);
   int rc;
   int err;
   // Killed while this connect() runs, we would die at its return, the connection made, before we
   // could record that: the shepherd then looks at the socket itself (OutstandingTable).
-  c.SetConnectProbe(ProcessOf(c.tid()), static_cast<int>(c.arg(0)));
+  c.SetConnectProbe(ProcessOf(c), static_cast<int>(c.arg(0)));
   {
     std::optional<BlockingGuard> guard;
     if (blocking) guard.emplace();
@@ -119,14 +120,14 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   if (connected && !approved) {
     // Nothing listened when we decided, and now something does: decide again.
     approved =
-        env_.switcher->Approve(ProcessOf(c.tid()), sock, dest) == matcher::QueryReason::kSupervised;
+        env_.switcher->Approve(ProcessOf(c), sock, dest) == matcher::QueryReason::kSupervised;
+    if (approved && !prep.ready) PrepareSwitch(c, sock, !blocking, prep);
   }
-  uint64_t ino = connected && approved ? InodeOf(sock) : 0;
-  bool shared = connected && approved && HasOtherFds(c, ino);
+  bool shared = connected && approved && prep.shared;
   if (shared) c.trace().note = "(left on TCP: the socket has other fds)";
-  bool switched = connected && approved && !shared &&
-                  SwitchConnected(c, {sock, ino, (*flags & O_NONBLOCK) != 0}, rc != 0, switching);
-  if (approved && !switched) env_.switcher->Abort(ProcessOf(c.tid()), sock);
+  bool switched =
+      connected && approved && !shared && SwitchConnected(c, sock, prep, rc != 0, switching);
+  if (approved && !switched) env_.switcher->Abort(ProcessOf(c), sock);
   if (!approved || shared) ++env_.stats.left_on_tcp;
   if (!c.answered()) {  // a switch by ADDFD SEND has answered already
     if (IsSupervisorResourceError(err) && rc != 0) {
@@ -151,7 +152,25 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   return true;
 }
 
-bool SocketCalls::HasOtherFds(PendingCall& c, uint64_t ino) {
+void SocketCalls::PrepareSwitch(PendingCall& c, int sock, bool nonblocking, SwitchPrep& prep) {
+  // Done before the handshake because the server's supervisor, woken by the handshake, claims the
+  // connection and waits until we announce it (kConnected): work done between the handshake and
+  // the announcement is the server's wait. The program waits in connect() meanwhile, so what is
+  // read here is what the switch would have read after it, but for another thread's dup, fork or
+  // new epoll instance during the handshake (expected races, as a dup after the scan was).
+  prep.ready = true;
+  prep.sock_ino = InodeOf(sock);
+  prep.shared = HasOtherFds(c, prep.sock_ino, &prep.epoll_fds);
+  if (prep.shared) return;
+  auto pair = fdinject::MakeStreamPair(nonblocking, false);
+  if (!pair) return;  // no end: SwitchConnected leaves the connection on TCP
+  prep.end = std::move(pair->first);
+  prep.server_end = std::move(pair->second);
+  prep.linger_opt = fdinject::CopySocketOptions(sock, prep.end.Get());
+  prep.end_ino = InodeOf(prep.end.Get());
+}
+
+bool SocketCalls::HasOtherFds(PendingCall& c, uint64_t ino, std::vector<int>* epoll_fds) {
   // A copy of the socket made before connect() (dup, fork, SCM_RIGHTS) would go on naming the TCP
   // socket after the switch: what the program wrote through it would reach the idle TCP
   // connection and be lost without an error. Such a socket stays TCP. The caller and its
@@ -160,7 +179,7 @@ bool SocketCalls::HasOtherFds(PendingCall& c, uint64_t ino) {
   // Expected race: a thread that dups the fd after this scan and before the switch. The scan is
   // bounded: a subtree with more fds than kMaxScannedFds stays on TCP (docs/differences.md).
   constexpr int kMaxScannedFds = 1024;
-  auto count = SocketFdCount(ProcessOf(c.tid()), ino, 2, kMaxScannedFds);
+  auto count = SocketFdCount(ProcessOf(c), ino, 2, kMaxScannedFds, true, epoll_fds);
   return !count || *count > 1;  // cannot tell: do not risk it
 }
 
@@ -190,40 +209,43 @@ bool SocketCalls::InstallOverFd(PendingCall& c, uint64_t sock_ino, int end) {
   return true;
 }
 
-bool SocketCalls::SwitchConnected(PendingCall& c, const ConnectedSocket& s, bool in_progress,
+bool SocketCalls::SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bool in_progress,
                                   matcher::AcceptGate::Count& switching) {
+  if (!prep.end) return false;
   int fd = static_cast<int>(c.arg(0));
-  int sock = s.fd;
-  auto pair = fdinject::MakeStreamPair(s.nonblocking, false);
-  if (!pair) return false;
-  auto& [end, server_end] = *pair;
-  linger linger_opt = fdinject::CopySocketOptions(sock, end.Get());
-  uint64_t end_ino = InodeOf(end.Get());
+  pid_t pid = ProcessOf(c);
+  UniqueFd end = std::move(prep.end);  // our copy, closed when the switch is done
+  uint64_t end_ino = prep.end_ino;
   // From the library (preload_abi.h), the end is installed and the call answered at once, after
   // the switch is announced; otherwise the end replaces the program's fd before.
   bool by_send = AnswersBySend(c);
-  if (!by_send && !InstallOverFd(c, s.ino, end.Get())) return false;
-  const std::string* by_seq = env_.switcher->BySeq(s.ino);
+  if (!by_send && !InstallOverFd(c, prep.sock_ino, end.Get())) return false;
+  const std::string* by_seq = env_.switcher->BySeq(prep.sock_ino);
   std::string seq_note = by_seq != nullptr ? " (" + *by_seq + ")" : "";
-  env_.switcher->ClientSwitched(ProcessOf(c.tid()), sock, s.ino, std::move(server_end), end_ino,
+  env_.switcher->ClientSwitched(pid, sock, prep.sock_ino, std::move(prep.server_end), end_ino,
                                 std::move(switching));
-  UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
+  // epoll registrations made before the connect (register-then-connect: Go, Java NIO, libuv)
+  // still name the TCP socket: move them to the AF_UNIX end, before the answer (an EPOLL_CTL_MOD
+  // the program makes then must find the end). After SETFD every instance is looked at, and a
+  // registration made later names the end already: exact. From the library, whose dup3 comes after
+  // the answer, the instances the scan before the handshake listed (none: nothing to read).
+  if (auto moved = fdinject::MoveEpollRegistrations(pid, fd, prep.sock_ino, sock, end.Get(),
+                                                    by_send ? &prep.epoll_fds : nullptr);
+      !moved) {
+    spdlog::warn("could not move the epoll registrations of fd {} in pid {}: {}", fd, pid,
+                 moved.error().ToString());
+  }
   if (c.tracing()) {
     auto local = SocketName(sock, false), remote = SocketName(sock, true);
     c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
                      (remote ? remote->ToString() : "?") + ")" + seq_note;
   }
-  // epoll registrations made before the connect (register-then-connect: Go, Java NIO, libuv)
-  // still name the TCP socket: move them to the AF_UNIX end.
-  if (auto moved = fdinject::MoveEpollRegistrations(ProcessOf(c.tid()), fd, s.ino, sock, end.Get());
-      !moved) {
-    spdlog::warn("could not move the epoll registrations of fd {} in pid {}: {}", fd,
-                 ProcessOf(c.tid()), moved.error().ToString());
-  }
+  if (by_send) AnswerWithEnd(c, prep.sock_ino, end.Get(), end_ino, in_progress);
+  // The rest keeps the program waiting no longer: its next call is handled after this one.
+  UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
-  ArmResetIfAbortive(end.Get(), end_ino, linger_opt);
+  ArmResetIfAbortive(end.Get(), end_ino, prep.linger_opt);
   switched_end_ino_ = end_ino;
-  if (by_send) AnswerWithEnd(c, s.ino, end.Get(), end_ino, in_progress);
   return true;  // unless answered here, the caller answers with the connect's own result
 }
 

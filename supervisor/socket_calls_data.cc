@@ -433,7 +433,7 @@ void SocketCalls::FinishSend(PendingCall& c, const SendJob& job, int err) {
   // does. Without WAIT_KILLABLE_RECV a signal raised while the call is pending would withdraw it
   // (and the restarted call would raise another): then it follows the answer, a little late.
   bool sigpipe = err == EPIPE && !(job.flags & MSG_NOSIGNAL);
-  pid_t tgid = ProcessOf(c.tid());
+  pid_t tgid = ProcessOf(c);
   if (sigpipe && env_.held.killable()) syscall(SYS_tgkill, tgid, c.tid(), SIGPIPE);
   bool answered = c.Fail(err);
   if (sigpipe && !env_.held.killable() && answered) syscall(SYS_tgkill, tgid, c.tid(), SIGPIPE);
