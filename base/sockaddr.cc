@@ -112,6 +112,28 @@ bool operator==(const SockAddr& a, const SockAddr& b) {
   return a.len() == b.len() && std::memcmp(a.get(), b.get(), a.len()) == 0;
 }
 
+bool SameEndpoint(const SockAddr& a, const SockAddr& b) {
+  if (a.family() != b.family()) return false;
+  switch (a.family()) {
+    case AF_INET: {
+      if (a.len() < sizeof(sockaddr_in) || b.len() < sizeof(sockaddr_in)) break;
+      const auto* x = reinterpret_cast<const sockaddr_in*>(a.get());
+      const auto* y = reinterpret_cast<const sockaddr_in*>(b.get());
+      return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    case AF_INET6: {
+      if (a.len() < sizeof(sockaddr_in6) || b.len() < sizeof(sockaddr_in6)) break;
+      const auto* x = reinterpret_cast<const sockaddr_in6*>(a.get());
+      const auto* y = reinterpret_cast<const sockaddr_in6*>(b.get());
+      return x->sin6_port == y->sin6_port &&
+             std::memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(in6_addr)) == 0;
+    }
+    default:
+      break;
+  }
+  return a.ToString() == b.ToString();
+}
+
 const char* FamilyName(int family) {
   switch (family) {
     case AF_UNSPEC:

@@ -48,6 +48,9 @@ class SockAddr {
 };
 
 bool operator==(const SockAddr& a, const SockAddr& b);
+// Same family, address and port, as ToString() shows them (flowinfo, scope id and padding are not
+// compared), without formatting either: the connect decision compares every listener this way.
+bool SameEndpoint(const SockAddr& a, const SockAddr& b);
 
 const char* FamilyName(int family);  // "AF_INET", "AF_INET6", "AF_UNIX", ...
 

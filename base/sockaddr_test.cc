@@ -45,6 +45,26 @@ TEST(SockAddrTest, Ipv4) {
   EXPECT_EQ(a.ToString(), "127.0.0.1:8080");
 }
 
+TEST(SockAddrTest, SameEndpointComparesWhatToStringShows) {
+  EXPECT_TRUE(SameEndpoint(V4("127.0.0.1", 80), V4("127.0.0.1", 80)));
+  EXPECT_FALSE(SameEndpoint(V4("127.0.0.1", 80), V4("127.0.0.2", 80)));
+  EXPECT_FALSE(SameEndpoint(V4("127.0.0.1", 80), V4("127.0.0.1", 81)));
+  EXPECT_FALSE(SameEndpoint(V4("0.0.0.0", 80), V6("::", 80)));  // families differ
+  SockAddr a = V6("fe80::1", 80), b = V6("fe80::1", 80);
+  reinterpret_cast<sockaddr_in6*>(b.mutable_get())->sin6_flowinfo = 7;
+  reinterpret_cast<sockaddr_in6*>(b.mutable_get())->sin6_scope_id = 2;
+  EXPECT_TRUE(SameEndpoint(a, b));  // as ToString: flowinfo and scope id are not shown
+  EXPECT_EQ(a.ToString(), b.ToString());
+  EXPECT_FALSE(a == b);
+  EXPECT_FALSE(SameEndpoint(a, V6("fe80::2", 80)));
+  sockaddr_in padded{};
+  padded.sin_family = AF_INET;
+  padded.sin_port = htons(80);
+  padded.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::memset(padded.sin_zero, 0xff, sizeof(padded.sin_zero));
+  EXPECT_TRUE(SameEndpoint(SockAddr(&padded, sizeof(padded)), V4("127.0.0.1", 80)));
+}
+
 TEST(SockAddrTest, LoopbackCoversAll127Slash8) {
   EXPECT_TRUE(V4("127.255.3.4", 1).IsLoopback());
   EXPECT_FALSE(V4("128.0.0.1", 1).IsLoopback());

@@ -16,8 +16,7 @@ bool ListenerCanReceive(const TcpSocketInfo& listener, const SockAddr& dest) {
     if (l.family() == AF_INET6) return d.family() == AF_INET6 || !listener.v6only;
     return d.family() == AF_INET;
   }
-  return l.family() == d.family() &&
-         SockAddr(l).ToString() == SockAddr(d).ToString();  // same address and port
+  return SameEndpoint(l, d);
 }
 
 namespace {

@@ -163,8 +163,10 @@ void SocketCalls::OnSocket(PendingCall& c) {
 
 void SocketCalls::OnBind(PendingCall& c) {
   auto target = OpenTarget(c);
-  c.trace().args =
-      FdText(c.arg(0)) + ", " + AddrText(target ? &*target : nullptr, c.arg(1), c.arg(2));
+  if (c.tracing()) {
+    c.trace().args =
+        FdText(c.arg(0)) + ", " + AddrText(target ? &*target : nullptr, c.arg(1), c.arg(2));
+  }
   if (target && env_.switcher != nullptr) ReleaseBeforeBind(c, *target);
   // CONTINUE: bind's permission checks (ports below ip_unprivileged_port_start) are made against
   // the caller's credentials, which must be the target's, not the supervisor's.

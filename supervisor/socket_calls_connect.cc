@@ -29,8 +29,10 @@ void SocketCalls::OnConnect(PendingCall c) {
     c.trace().args = FdText(c.arg(0)) + ", ?";
     return;
   }
+  // Copied once: every decision and action uses this copy (docs/design.md, "A rewritten
+  // address"), and so does the trace.
   auto dest = tracer::CopySockAddrIn(*target, c.arg(1), static_cast<int64_t>(c.arg(2)));
-  c.trace().args = FdText(c.arg(0)) + ", " + AddrText(&*target, c.arg(1), c.arg(2));
+  if (c.tracing()) c.trace().args = FdText(c.arg(0)) + ", " + AddrText(dest, c.arg(2));
   if (!dest) return;  // the kernel gives EINVAL/EFAULT itself
   if (env_.switcher != nullptr && !dest->IsInet()) {
     // AF_UNSPEC (disconnect) or a bad family on a switched socket must get TCP's answer.
@@ -50,8 +52,8 @@ void SocketCalls::OnConnect(PendingCall c) {
     ++env_.stats.left_on_tcp;
     return;
   }
-  uint64_t ino = InodeOf(taken->fd.Get());
-  if (unreported_connects_.erase(ino) != 0) {
+  uint64_t ino = unreported_connects_.empty() ? 0 : InodeOf(taken->fd.Get());
+  if (ino != 0 && unreported_connects_.erase(ino) != 0) {
     // The restart of a connect() we completed but could not answer. If this answer is lost too
     // (another signal), the next restart must still get it.
     if (Established(taken->fd.Get())) {
@@ -65,9 +67,10 @@ void SocketCalls::OnConnect(PendingCall c) {
   // in between, and that connection must be switched, not left on TCP.
   using matcher::QueryReason;
   std::string why;
+  auto pid = [&] { return ProcessOf(c); };
   auto reason = !daemon ? QueryReason::kError
-                : cross ? env_.switcher->ApproveCross(ProcessOf(c), taken->fd.Get(), *dest, &why)
-                        : env_.switcher->Approve(ProcessOf(c), taken->fd.Get(), *dest);
+                : cross ? env_.switcher->ApproveCross(pid, taken->fd.Get(), *dest, &why)
+                        : env_.switcher->Approve(pid, taken->fd.Get(), *dest);
   if (reason == QueryReason::kOtherNamespace) c.trace().note = "(left on TCP: " + why + ")";
   if (reason != QueryReason::kSupervised && reason != QueryReason::kNoListener) {
     ++env_.stats.left_on_tcp;
@@ -119,8 +122,8 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   bool connected = (rc == 0 || err == EINPROGRESS) && Established(sock);
   if (connected && !approved) {
     // Nothing listened when we decided, and now something does: decide again.
-    approved =
-        env_.switcher->Approve(ProcessOf(c), sock, dest) == matcher::QueryReason::kSupervised;
+    approved = env_.switcher->Approve([&] { return ProcessOf(c); }, sock, dest) ==
+               matcher::QueryReason::kSupervised;
     if (approved && !prep.ready) PrepareSwitch(c, sock, !blocking, prep);
   }
   bool shared = connected && approved && prep.shared;

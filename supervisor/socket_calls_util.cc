@@ -16,12 +16,15 @@ std::string FdText(uint64_t fd) { return std::to_string(static_cast<int>(fd)); }
 
 std::string AddrText(const tracer::TargetAccess* target, uint64_t ptr, uint64_t len) {
   if (target == nullptr) return "?";
-  auto addr = tracer::CopySockAddrIn(*target, ptr, static_cast<int64_t>(len));
-  if (!addr) {
-    return addr.error().err == EFAULT ? "<bad address>"
-                                      : "<addrlen " + std::to_string(static_cast<int>(len)) + ">";
+  return AddrText(tracer::CopySockAddrIn(*target, ptr, static_cast<int64_t>(len)), len);
+}
+
+std::string AddrText(const Result<SockAddr>& copied, uint64_t len) {
+  if (!copied) {
+    return copied.error().err == EFAULT ? "<bad address>"
+                                        : "<addrlen " + std::to_string(static_cast<int>(len)) + ">";
   }
-  return addr->ToString();
+  return copied->ToString();
 }
 
 bool Established(int sock) {

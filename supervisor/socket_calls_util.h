@@ -17,6 +17,8 @@ inline constexpr size_t kMaxOptLen = 4096;
 std::string FdText(uint64_t fd);
 // Best effort, for --trace only: the address a connect/bind call names.
 std::string AddrText(const tracer::TargetAccess* target, uint64_t ptr, uint64_t len);
+// The same for an address already copied from the program (`copied`, from a length `len`).
+std::string AddrText(const Result<SockAddr>& copied, uint64_t len);
 bool Established(int sock);
 // SOL_SOCKET options that describe the TCP connection rather than the byte stream: on a switched
 // socket they are answered from the retained TCP socket. The rest (buffers, timeouts, SO_ERROR,

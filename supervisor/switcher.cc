@@ -107,7 +107,7 @@ void Switcher::OnReconnected() {
   }
 }
 
-matcher::QueryReason Switcher::Approve(pid_t pid, int sock, const SockAddr& literal_dest) {
+matcher::QueryReason Switcher::Approve(const PidOf& pid, int sock, const SockAddr& literal_dest) {
   using matcher::QueryReason;
   // Decide on the address the kernel connects to: connect(0.0.0.0:P) reaches a listener on
   // 127.0.0.1:P (or on the socket's bound address), which the literal address would not match.
@@ -153,7 +153,7 @@ matcher::QueryReason Switcher::Approve(pid_t pid, int sock, const SockAddr& lite
   // Announced before the handshake starts, so that a claim racing ahead of our kConnected waits
   // for it instead of giving the server plain TCP.
   bool by_seq = netns_ != 0 && netns_ != daemon_netns_;
-  if (!SendIntent(pid, sock, by_seq,
+  if (!SendIntent(pid(), sock, by_seq,
                   "to be paired by TCP sequence numbers: slipstreamd runs in another network "
                   "namespace")) {
     return QueryReason::kError;
@@ -171,7 +171,7 @@ bool Switcher::SendIntent(pid_t pid, int sock, bool by_seq, std::string why) {
   return true;
 }
 
-matcher::QueryReason Switcher::ApproveCross(pid_t pid, int sock, const SockAddr& dest,
+matcher::QueryReason Switcher::ApproveCross(const PidOf& pid, int sock, const SockAddr& dest,
                                             std::string* why) {
   using matcher::QueryReason;
   client_.Poll();  // the freshest list of namespaces and listeners
@@ -190,7 +190,7 @@ matcher::QueryReason Switcher::ApproveCross(pid_t pid, int sock, const SockAddr&
       "namespace";
   text += candidates.size() > 1 ? "s" : "";
   for (uint64_t c : candidates) text += " " + std::to_string(c);
-  if (!SendIntent(pid, sock, /*by_seq=*/true, text)) return QueryReason::kError;
+  if (!SendIntent(pid(), sock, /*by_seq=*/true, text)) return QueryReason::kError;
   *why = std::move(text);
   return QueryReason::kSupervised;
 }

@@ -16,6 +16,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -80,12 +81,15 @@ class Switcher {
   // withdraws it when the connect failed or is not switched after all. kNoListener (nothing
   // listens on the port while supervised listeners exist) means "ask again if it connects": a
   // supervised server registers its listener just before its listen() runs.
-  matcher::QueryReason Approve(pid_t pid, int sock, const SockAddr& dest);
+  // `pid` gives the caller's process, read only if an intent is sent (it costs a /proc lookup).
+  using PidOf = std::function<pid_t()>;
+  matcher::QueryReason Approve(const PidOf& pid, int sock, const SockAddr& dest);
   // The same for a destination that is not local in our network namespace (docs/design.md,
   // "Across network namespaces"): kSupervised when a supervised listener of another namespace
   // could take it and the daemon can pair it by sequence numbers; otherwise kOtherNamespace, and
   // `why` says what was missing.
-  matcher::QueryReason ApproveCross(pid_t pid, int sock, const SockAddr& dest, std::string* why);
+  matcher::QueryReason ApproveCross(const PidOf& pid, int sock, const SockAddr& dest,
+                                    std::string* why);
   // Will the connection of the socket with inode `sock_ino` be paired by sequence numbers
   // (announced so in its kIntent)? Then the reason, for the trace; else nullptr.
   const std::string* BySeq(uint64_t sock_ino) const;

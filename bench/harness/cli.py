@@ -73,8 +73,9 @@ EPILOG = """workloads (in run order):
   http       Go net/http server and keep-alive client (static, CGO_ENABLED=0)
 
 variants: tcp, slipstream (both sides under slipstream-trace; hybrid mode for dynamically linked
-programs), no-preload (the same with --no-preload: connrate and nginx only), client-only,
-server-only, unix (native AF_UNIX where the program has it), native (syscalls only).
+programs), no-preload (the same with --no-preload: connrate, nginx, syscalls), client-only,
+server-only, unix (native AF_UNIX where the program has it), native and floor (syscalls only: the
+bare notification round trip, bench/c/notify_floor.c).
 
 Output: DIR/results.json (machine, every sample, medians, ratios), DIR/summary.md,
 DIR/plots/*.png, DIR/logs/ (every command's output). Default DIR: bench/results/<timestamp>/.

@@ -6,12 +6,14 @@ Variants (the columns of every table):
                connection runs over an AF_UNIX socketpair. Dynamically linked programs run in
                hybrid mode (libslipstream-preload.so serves socket calls in-process)
   no-preload   the same with slipstream-trace --no-preload: every call through the supervisor, as
-               for static programs (only workloads that list it: connrate, nginx)
+               for static programs (only workloads that list it: connrate, nginx, syscalls)
   client-only  only the client under slipstream-trace, the server plain: the connection cannot be
                switched; this is the cost Slipstream adds when the peer does not take part
   server-only  the reverse
   unix         both plain, using the program's own AF_UNIX mode: the upper bound for Slipstream
   native       (syscall benchmark only) the program run plainly, against `slipstream`
+  floor        (syscall benchmark only) getsockname under ss-notify-floor, a supervisor that answers
+               CONTINUE at once: the bare notification round trip a trapped call cannot go below
 """
 
 import os
@@ -29,7 +31,8 @@ VARIANTS = {
     "server-only": ("supervised", False, "tcp"),
     "unix": ("unix", False, "unix"),
 }
-VARIANT_ORDER = ["tcp", "slipstream", "no-preload", "client-only", "server-only", "unix", "native"]
+VARIANT_ORDER = ["tcp", "slipstream", "no-preload", "client-only", "server-only", "unix", "native",
+                 "floor"]
 
 # Extra slipstream-trace options of a variant's supervised client, and of a server instance.
 VARIANT_TRACE_ARGS = {"no-preload": ["--no-preload"]}
