@@ -212,6 +212,7 @@ class Daemon {
   std::map<uint64_t, Live> live_;  // switched connections, by server end inode
   uint64_t pairs_total_ = 0;
   uint64_t relays_total_ = 0;
+  uint64_t claims_total_ = 0;  // kClaim messages received (--status)
 };
 
 }  // namespace slipstream::matcher

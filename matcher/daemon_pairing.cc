@@ -258,6 +258,7 @@ void Daemon::Resolve(std::map<ConnKey, Pending>::iterator it, bool claimed) {
 }
 
 void Daemon::OnClaim(Session* s, Message& m) {
+  ++claims_total_;
   if (m.fds.size() != 1 || !m.body.empty()) return ReplyError(s, m, EINVAL, "bad claim");
   int tcp = m.fds[0].Get();
   auto local = Name(tcp, false), remote = Name(tcp, true);

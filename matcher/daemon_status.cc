@@ -111,6 +111,7 @@ std::string Daemon::StatusJson(uint64_t asking_session, size_t max_listed) const
   j["pending"] = pending_.size();
   j["pairs_total"] = pairs_total_;
   j["relays_total"] = relays_total_;
+  j["claims_total"] = claims_total_;
   return j.dump();
 }
 

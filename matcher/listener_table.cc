@@ -59,9 +59,10 @@ AcceptGate::Count AcceptGate::Raise(Kind kind, uint16_t port) {
   return Count(counter);
 }
 
-uint32_t AcceptGate::Read(Kind kind, uint16_t port) {
+std::optional<uint32_t> AcceptGate::Read(Kind kind, uint16_t port) {
   uint32_t* counter = Counter(kind, port);
-  return counter == nullptr ? 0 : __atomic_load_n(counter, __ATOMIC_SEQ_CST);
+  if (counter == nullptr) return std::nullopt;
+  return __atomic_load_n(counter, __ATOMIC_SEQ_CST);
 }
 
 AcceptGate::Count& AcceptGate::Count::operator=(Count&& other) noexcept {

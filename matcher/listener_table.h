@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -67,7 +68,7 @@ class AcceptGate {
   ~AcceptGate();  // every Count must be gone by then
 
   [[nodiscard]] Count Raise(Kind kind, uint16_t port);
-  uint32_t Read(Kind kind, uint16_t port);  // 0 when the file is not mapped
+  std::optional<uint32_t> Read(Kind kind, uint16_t port);  // nullopt: the file is not mapped
 
  private:
   uint32_t* Counter(Kind kind, uint16_t port);

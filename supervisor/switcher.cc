@@ -304,6 +304,14 @@ std::optional<UniqueFd> Switcher::Claim(pid_t pid, int accepted) {
   if (!local || !remote) return std::nullopt;
   client_.Poll();
   if (auto end = TakeFromInbox(*local, *remote)) return end;
+  // A supervised client raises its port's `switching` count before its connect(), which precedes
+  // the connection's arrival in the queue and so our accept; the count stays raised until the
+  // server end is installed (by this claim), relayed or given up. Zero now: no pair can be ours,
+  // and the daemon would answer "no" (as the library's in-process accept reasons, preload_abi.h).
+  // Unknown (the table is not mapped): ask.
+  if (gate_.Read(matcher::AcceptGate::Kind::kSwitching, local->port()) == 0u) {
+    return std::nullopt;
+  }
   auto reply = client_.Call(MsgType::kClaim, pid, {}, {&accepted, 1});
   if (!reply || reply->type() != MsgType::kClaimReply) return std::nullopt;
   const auto* body = reply->As<matcher::ClaimReplyBody>();

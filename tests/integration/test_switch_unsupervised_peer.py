@@ -4,7 +4,8 @@
 Supervised client with an unsupervised server, and unsupervised client with a supervised server
 (static C, dynamically linked C in hybrid mode, Go, Python asyncio): while connected, both fds are TCP sockets established to each
 other (/proc/net/tcp, never /proc/net/unix), the daemon lists no switched connection, and the
-supervised side's --stats counts the connection as left on TCP with nothing switched or relayed.
+supervised side's --stats counts the connection as left on TCP with nothing switched or relayed,
+and a supervised server's accept asks the daemon nothing (its `claims_total` does not move).
 Echo (both directions), half-close sink, server-first source and round trips are byte-exact.
 """
 
@@ -34,6 +35,7 @@ class UnsupervisedPeer(ss.EvidenceMixin, fr.FixtureTest):
         else:
             server = ss.Gated(self, harness.supervised(server_cmd, stats=True, extra=extra))
             fr.read_port(port_file)
+            claims_before = ss.daemon_status().get("claims_total")  # before the client connects
             client = ss.Gated(self, client_cmd)
         c, s = client.ready(), server.ready()
         c_ino, s_ino = self.assert_on_tcp(c), self.assert_on_tcp(s)
@@ -53,6 +55,12 @@ class UnsupervisedPeer(ss.EvidenceMixin, fr.FixtureTest):
         if mode in ("echo", "source"):
             self.assertEqual(int(sent["bytes_in"]), size)
         self.assertRegex(ss.summary(client_out, "client"), r"connections=1 .*errors=0$")
+        if not supervise_client:
+            # No supervised client was switching to the port, so the server's accept asked the
+            # daemon nothing (the supervisor path reads the port's `switching` count, as the
+            # library does): a claim would cost a round trip to slipstreamd per accept.
+            self.assertIsNotNone(claims_before)
+            self.assertEqual(ss.daemon_status().get("claims_total"), claims_before)
         counts = ss.read_stats(stats)
         supervised_lang = client_lang if supervise_client else server_lang
         hybrid = supervised_lang in ss.DYNAMIC_PEERS
