@@ -164,18 +164,36 @@ TEST(SyscallsTest, FileIdIdentifiesTheFileNotTheNumber) {
   EXPECT_FALSE(GetFileId(1009).has_value());
 }
 
+// A second thread of this process, alive until End().
+class LiveThread {
+ public:
+  LiveThread()
+      : thread_([this] {
+          started_.set_value(static_cast<pid_t>(syscall(SYS_gettid)));
+          release_.get_future().wait();
+        }),
+        tid_(started_.get_future().get()) {}
+  ~LiveThread() { End(); }
+  pid_t tid() const { return tid_; }
+  void End() {
+    if (!thread_.joinable()) return;
+    release_.set_value();
+    thread_.join();
+  }
+
+ private:
+  std::promise<pid_t> started_;
+  std::promise<void> release_;
+  std::thread thread_;
+  pid_t tid_;
+};
+
 TEST(SyscallsTest, ThreadGroupOfAThreadIsTheProcess) {
   EXPECT_EQ(*ThreadGroupOf(getpid()), getpid());
-  std::promise<pid_t> started;
-  std::promise<void> release;
-  std::thread live([&] {
-    started.set_value(static_cast<pid_t>(syscall(SYS_gettid)));
-    release.get_future().wait();
-  });
-  pid_t tid = started.get_future().get();
+  LiveThread live;
+  pid_t tid = live.tid();
   auto group = ThreadGroupOf(tid);
-  release.set_value();
-  live.join();
+  live.End();
   EXPECT_NE(tid, getpid());
   ASSERT_TRUE(group.has_value()) << group.error().ToString();
   EXPECT_EQ(*group, getpid());
@@ -183,18 +201,12 @@ TEST(SyscallsTest, ThreadGroupOfAThreadIsTheProcess) {
 
 TEST(SyscallsTest, IsThreadOfChecksTheThreadGroupNow) {
   EXPECT_TRUE(IsThreadOf(getpid(), getpid()));
-  std::promise<pid_t> started;
-  std::promise<void> release;
-  std::thread live([&] {
-    started.set_value(static_cast<pid_t>(syscall(SYS_gettid)));
-    release.get_future().wait();
-  });
-  pid_t tid = started.get_future().get();
+  LiveThread live;
+  pid_t tid = live.tid();
   EXPECT_TRUE(IsThreadOf(tid, getpid()));
   EXPECT_FALSE(IsThreadOf(tid, getppid()));  // /proc/PPID/task/TID: not a thread of our parent
   EXPECT_FALSE(IsThreadOf(getppid(), getpid()));
-  release.set_value();
-  live.join();
+  live.End();
   // The thread has exited (joined): its tid belongs to no process until reused.
   for (int i = 0; i < 100 && IsThreadOf(tid, getpid()); ++i) usleep(1000);
   EXPECT_FALSE(IsThreadOf(tid, getpid()));

@@ -54,40 +54,49 @@ static int install_filter(void) {
   };
   struct sock_fprog prog = {sizeof code / sizeof code[0], code};
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("prctl(NO_NEW_PRIVS)");
-  int fd = (int)syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                        &prog);
+  int fd =
+      (int)syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
   if (fd < 0) die("seccomp(NEW_LISTENER)");
   return fd;
 }
 
-static void send_fd(int sock, int fd) {
-  char data = 0;
-  struct iovec iov = {&data, 1};
+// One byte with room for one fd in SCM_RIGHTS: the message both ends of the hand-over use.
+typedef struct {
+  char data;
+  struct iovec iov;
   union {
     struct cmsghdr align;
     char buf[CMSG_SPACE(sizeof(int))];
   } u;
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-  struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  struct msghdr msg;
+} fd_message;
+
+static void fd_message_init(fd_message* m) {
+  memset(m, 0, sizeof *m);
+  m->iov.iov_base = &m->data;
+  m->iov.iov_len = 1;
+  m->msg.msg_iov = &m->iov;
+  m->msg.msg_iovlen = 1;
+  m->msg.msg_control = m->u.buf;
+  m->msg.msg_controllen = sizeof m->u.buf;
+}
+
+static void send_fd(int sock, int fd) {
+  fd_message m;
+  fd_message_init(&m);
+  struct cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  if (sendmsg(sock, &msg, 0) != 1) die("sendmsg");
+  if (sendmsg(sock, &m.msg, 0) != 1) die("sendmsg");
 }
 
 static int recv_fd(int sock) {
-  char data;
-  struct iovec iov = {&data, 1};
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int))];
-  } u;
-  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-  if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1) die("recvmsg");
-  struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  fd_message m;
+  fd_message_init(&m);
+  if (recvmsg(sock, &m.msg, MSG_CMSG_CLOEXEC) != 1) die("recvmsg");
+  struct cmsghdr* c = CMSG_FIRSTHDR(&m.msg);
   if (c == NULL || c->cmsg_type != SCM_RIGHTS) {
     errno = EPROTO;
     die("no notification fd from the child");
