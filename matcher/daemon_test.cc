@@ -48,7 +48,11 @@ class DaemonTest : public ::testing::Test {
   void SetUp() override {
     char tmpl[] = "/tmp/slipstream-daemon-test-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    root_ = dir_ = tmpl;
+    if (!subdir_.empty()) {
+      dir_ += "/" + subdir_;
+      ASSERT_EQ(mkdir(dir_.c_str(), 0700), 0);
+    }
     DaemonConfig config;
     config.dir = dir_;
     config.claim_grace = 100ms;
@@ -63,7 +67,7 @@ class DaemonTest : public ::testing::Test {
     daemon_->Stop();
     thread_.join();
     daemon_.reset();
-    std::string cmd = "rm -rf " + dir_;
+    std::string cmd = "rm -rf " + root_;
     ASSERT_EQ(system(cmd.c_str()), 0);
   }
 
@@ -179,6 +183,8 @@ class DaemonTest : public ::testing::Test {
     }
   }
 
+  std::string subdir_;  // set by a derived fixture: the runtime directory's own name
+  std::string root_;
   std::string dir_;
   std::unique_ptr<Daemon> daemon_;
   std::thread thread_;
@@ -780,6 +786,26 @@ TEST_F(DaemonTest, StatusOfABusyDaemonFitsInOneMessage) {
   size_t listed = 0;  // shortened, not emptied
   for (size_t at = 0; (at = json.find("client_pid", at)) != std::string::npos; ++at) ++listed;
   EXPECT_GE(listed, 100u);
+}
+
+// A runtime directory is a path of bytes, not of UTF-8 text (here Latin-1 "é"). Its name is in the
+// status reply; the JSON writer threw on it in the event loop and std::terminate took the daemon
+// (and this test) down. The byte now reads as U+FFFD, and the daemon goes on answering.
+class DaemonInALatin1DirectoryTest : public DaemonTest {
+ protected:
+  DaemonInALatin1DirectoryTest() { subdir_ = "caf\xe9"; }
+};
+
+TEST_F(DaemonInALatin1DirectoryTest, StatusReplacesBytesThatAreNotUtf8) {
+  UniqueFd asking = Session();
+  for (uint64_t seq : {1, 2}) {  // a second request: the daemon is still there
+    ASSERT_TRUE(SendMessage(asking.Get(), MsgType::kStatus, seq, 0, {}));
+    auto status = Expect(asking.Get(), MsgType::kStatusReply);
+    ASSERT_TRUE(status) << status.error().ToString();
+    std::string json(status->body.begin(), status->body.end());
+    EXPECT_TRUE(StatusText(json).has_value()) << json;
+    EXPECT_NE(json.find("caf\xef\xbf\xbd/"), std::string::npos) << json;
+  }
 }
 
 // A server's supervisor that dies holding many ends it had not reported on: the daemon looks up
