@@ -15,7 +15,7 @@ namespace {
 
 // What the child reports on its error pipe before it gives up.
 struct ChildFailure {
-  int stage;  // 0: filter install, 1: listener hand-over, 2: execvp
+  int stage;  // 0: filter install, 1: notification fd hand-over, 2: execvp
   int err;
 };
 
@@ -30,7 +30,7 @@ Result<UniqueFd> ReceiveFd(int sock) {
   iovec iov{&byte, 1};
   auto r = ReceiveWithFds(sock, {&iov, 1});
   if (!r) return tl::unexpected(r.error());
-  if (r->bytes != 1 || r->fds.size() != 1) return Error(EPROTO, "recvmsg(listener)");
+  if (r->bytes != 1 || r->fds.size() != 1) return Error(EPROTO, "recvmsg(notification fd)");
   return std::move(r->fds[0]);
 }
 
@@ -48,10 +48,10 @@ Result<UniqueFd> ReceiveFd(int sock) {
   if (spec.program != nullptr) {
     // NO_NEW_PRIVS only without CAP_SYS_ADMIN (not by uid: root in a container lacks it).
     tracer::AllowFilterInstall();
-    int listener = tracer::InstallFilter(*spec.program, spec.filter_flags);
-    if (listener < 0) Fail(err_pipe, 0, -listener);
-    if (!SendFd(hand_over, listener)) Fail(err_pipe, 1, errno);
-    close(listener);
+    int notify_fd = tracer::InstallFilter(*spec.program, spec.filter_flags);
+    if (notify_fd < 0) Fail(err_pipe, 0, -notify_fd);
+    if (!SendFd(hand_over, notify_fd)) Fail(err_pipe, 1, errno);
+    close(notify_fd);
     // The supervisor's go: EOF means it died before its shepherd was there (read, not recv: the
     // filter traps only socket calls, and this one must not wait for a notification answer).
     char go = 0;
@@ -130,10 +130,10 @@ Result<Launched> Launch(const LaunchSpec& spec) {
   Launched launched;
   launched.pid = pid;
   if (spec.program != nullptr) {
-    auto listener = ReceiveFd(ours.Get());
-    if (listener) {
-      launched.listener = std::move(*listener);
-      if (spec.before_exec) spec.before_exec(launched.listener.Get());
+    auto notify_fd = ReceiveFd(ours.Get());
+    if (notify_fd) {
+      launched.notify_fd = std::move(*notify_fd);
+      if (spec.before_exec) spec.before_exec(launched.notify_fd.Get());
       char go = 1;
       (void)!write(ours.Get(), &go, 1);
     }
@@ -147,11 +147,12 @@ Result<Launched> Launch(const LaunchSpec& spec) {
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    static const char* const kStage[] = {"seccomp(SET_MODE_FILTER)", "hand over listener",
+    static const char* const kStage[] = {"seccomp(SET_MODE_FILTER)", "hand over notification fd",
                                          "execvp"};
     return Error(failure.err, kStage[failure.stage < 0 || failure.stage > 2 ? 2 : failure.stage]);
   }
-  if (spec.program != nullptr && !launched.listener) return Error(EPROTO, "hand over listener");
+  if (spec.program != nullptr && !launched.notify_fd)
+    return Error(EPROTO, "hand over notification fd");
   return launched;
 }
 

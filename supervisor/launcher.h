@@ -1,12 +1,12 @@
-// Launcher: starts the program under the seccomp filter and hands its listener fd back.
+// Launcher: starts the program under the seccomp filter and hands its notification fd back.
 //
 // The child restores the signal mask and dispositions the supervisor inherited, sets
 // NO_NEW_PRIVS unless it has CAP_SYS_ADMIN (seccomp requires one of the two), installs the filter,
-// passes the listener to the supervisor over a socketpair (SCM_RIGHTS), closes its own copy, waits
-// for the supervisor's go (one byte; the supervisor starts its shepherd first, so that no trapped
-// call of the program can find the listener without a holder that fails open) and execs. The
-// listener never stays open in the program: a copy there would keep trapped calls hanging if the
-// supervisor died.
+// passes the notification fd to the supervisor over a socketpair (SCM_RIGHTS), closes its own copy,
+// waits for the supervisor's go (one byte; the supervisor starts its shepherd first, so that no
+// trapped call of the program can find the notification fd without a holder that fails open) and
+// execs. The notification fd never stays open in the program: a copy there would keep trapped calls
+// hanging if the supervisor died.
 #ifndef SLIPSTREAM_SUPERVISOR_LAUNCHER_H_
 #define SLIPSTREAM_SUPERVISOR_LAUNCHER_H_
 
@@ -48,15 +48,16 @@ struct LaunchSpec {
   const InheritedLimits* limits = nullptr;
   // The program's environment; nullptr: slipstream-trace's own.
   const std::vector<std::string>* env = nullptr;
-  // Called with the listener before the program may exec (the shepherd starts here). Should the
-  // supervisor die before it returns, the child exits without running the program: every trapped
-  // call it made would fail with ENOSYS, the kernel's answer once no process holds the listener.
-  std::function<void(int listener)> before_exec;
+  // Called with the notification fd before the program may exec (the shepherd starts here). Should
+  // the supervisor die before it returns, the child exits without running the program: every
+  // trapped call it made would fail with ENOSYS, the kernel's answer once no process holds the
+  // notification fd.
+  std::function<void(int notify_fd)> before_exec;
 };
 
 struct Launched {
   pid_t pid = -1;
-  UniqueFd listener;  // invalid when unsupervised
+  UniqueFd notify_fd;  // invalid when unsupervised
 };
 
 // Errors: "execvp" with the exec errno (ENOENT -> 127, others -> 126, as a shell does), or the

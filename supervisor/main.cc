@@ -204,8 +204,8 @@ int Main(int argc, char** argv) {
     return 126;
   }
   // The shepherd starts before the program runs: killed between the two, we would leave it with
-  // no holder of the listener, and every trapped call would fail with ENOSYS (found by the chaos
-  // soak, tests/soak: kill -9 of slipstream-trace just after it started a client).
+  // no holder of the notification fd, and every trapped call would fail with ENOSYS (found by the
+  // chaos soak, tests/soak: kill -9 of slipstream-trace just after it started a client).
   Result<ShepherdHandle> shepherd = Error(ESRCH, "not started");
   LaunchSpec spec{o.command,
                   &*program,
@@ -213,7 +213,7 @@ int Main(int argc, char** argv) {
                   &inherited,
                   &limits,
                   hybrid.cookie != 0 ? &hybrid.env : nullptr,
-                  [&](int listener) { shepherd = StartShepherd(listener, *outstanding); }};
+                  [&](int notify_fd) { shepherd = StartShepherd(notify_fd, *outstanding); }};
   auto launched = Launch(spec);
   if (!launched) {
     if (shepherd) StopShepherd(*shepherd);  // nothing of the program runs: it leaves at once
@@ -230,7 +230,7 @@ int Main(int argc, char** argv) {
   if (!shepherd) spdlog::warn("no shepherd ({}): not fail-open", shepherd.error().ToString());
 
   SessionConfig config{features, killable, o.trace ? out : nullptr, o.switching};
-  Session session(std::move(config), std::move(launched->listener), launched->pid,
+  Session session(std::move(config), std::move(launched->notify_fd), launched->pid,
                   std::move(signal_fd), *outstanding);
   int status = session.Run();
   session.LowerAcceptGates();

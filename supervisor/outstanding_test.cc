@@ -117,13 +117,13 @@ TEST(OutstandingTableTest, SharedWithAForkedShepherd) {
   close(go[1]);
 }
 
-// ---- ShepherdTakeOver against a real listener
+// ---- ShepherdTakeOver against a real notification fd
 // --------------------------------------------------------
 
-// Forks a child that installs the Slipstream filter, hands its listener to the test over a
-// socketpair and exits with `body()`; returns its pid and the listener.
+// Forks a child that installs the Slipstream filter, hands its notification fd to the test over a
+// socketpair and exits with `body()`; returns its pid and the notification fd.
 template <typename Body>
-pid_t StartFilteredChild(Body body, UniqueFd* listener) {
+pid_t StartFilteredChild(Body body, UniqueFd* notify_fd) {
   auto program = tracer::BuildFilter({});
   EXPECT_TRUE(program.has_value());
   int sv[2];
@@ -144,14 +144,14 @@ pid_t StartFilteredChild(Body body, UniqueFd* listener) {
   close(sv[1]);
   auto got = ReceiveWithFds(sv[0], {&iov, 1});
   EXPECT_TRUE(got && got->fds.size() == 1);
-  if (got && got->fds.size() == 1) *listener = std::move(got->fds[0]);
+  if (got && got->fds.size() == 1) *notify_fd = std::move(got->fds[0]);
   close(sv[0]);
   return pid;
 }
 
 // A child under the filter that makes `calls` trapped socket() calls and exits 0 when every one
 // returned a real socket.
-pid_t StartChild(int calls, UniqueFd* listener) {
+pid_t StartChild(int calls, UniqueFd* notify_fd) {
   return StartFilteredChild(
       [calls] {
         for (int i = 0; i < calls; ++i) {
@@ -159,13 +159,13 @@ pid_t StartChild(int calls, UniqueFd* listener) {
         }
         return 0;
       },
-      listener);
+      notify_fd);
 }
 
-tracer::Notification ReceiveOne(int listener) {
-  pollfd p{listener, POLLIN, 0};
+tracer::Notification ReceiveOne(int notify_fd) {
+  pollfd p{notify_fd, POLLIN, 0};
   EXPECT_EQ(poll(&p, 1, 10000), 1);
-  tracer::KernelNotifier notifier(listener);
+  tracer::KernelNotifier notifier(notify_fd);
   auto n = notifier.Receive();
   EXPECT_TRUE(n.has_value());
   return n.value_or(tracer::Notification{});
@@ -181,7 +181,7 @@ class ShepherdTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!tracer::ProbeKernel().user_notif) GTEST_SKIP() << "no seccomp user notification";
-    // ShepherdTakeOver returns only when the listener hangs up; if it never did, SIGALRM's
+    // ShepherdTakeOver returns only when the notification fd hangs up; if it never did, SIGALRM's
     // default action ends this test binary instead of letting it hang.
     alarm(20);
   }
@@ -190,30 +190,30 @@ class ShepherdTest : public ::testing::Test {
 
 TEST_F(ShepherdTest, AnswersTheOutstandingCallThenEveryLaterOne) {
   OutstandingTable table = NewTable();
-  UniqueFd listener;
-  pid_t child = StartChild(3, &listener);
+  UniqueFd notify_fd;
+  pid_t child = StartChild(3, &notify_fd);
   // The dead supervisor had received the first call and recorded it, but not answered it.
-  tracer::Notification n = ReceiveOne(listener.Get());
+  tracer::Notification n = ReceiveOne(notify_fd.Get());
   table.Add(n.id);
-  long answered = ShepherdTakeOver(listener.Get(), table);  // returns once the child is gone
+  long answered = ShepherdTakeOver(notify_fd.Get(), table);  // returns once the child is gone
   EXPECT_EQ(WaitExit(child), 0);
   EXPECT_EQ(answered, 3);
 }
 
 TEST_F(ShepherdTest, AnswersACallReceivedButNeverRecorded) {
   OutstandingTable table = NewTable();
-  UniqueFd listener;
-  pid_t child = StartChild(2, &listener);
-  tracer::KernelNotifier notifier(listener.Get());
+  UniqueFd notify_fd;
+  pid_t child = StartChild(2, &notify_fd);
+  tracer::KernelNotifier notifier(notify_fd.Get());
   // The first call was recorded and answered; the supervisor died between receiving the second
   // and recording it. Ids are sequential, so the shepherd finds it above the highest recorded.
-  tracer::Notification first = ReceiveOne(listener.Get());
+  tracer::Notification first = ReceiveOne(notify_fd.Get());
   int slot = table.Add(first.id);
   ASSERT_TRUE(notifier.Continue(first.id).has_value());
   table.Remove(slot);
-  tracer::Notification second = ReceiveOne(listener.Get());
+  tracer::Notification second = ReceiveOne(notify_fd.Get());
   EXPECT_EQ(second.id, first.id + 1);
-  long answered = ShepherdTakeOver(listener.Get(), table);
+  long answered = ShepherdTakeOver(notify_fd.Get(), table);
   EXPECT_EQ(WaitExit(child), 0);
   EXPECT_EQ(answered, 1);
 }
@@ -222,7 +222,7 @@ TEST_F(ShepherdTest, AnswersACallReceivedButNeverRecorded) {
 // the filter, so that only its connect() is trapped) connects to it, then exits 0 if connected
 // (EISCONN, 106, if the connect is run twice).
 struct ConnectingChild {
-  UniqueFd server, listener;
+  UniqueFd server, notify_fd;
   sockaddr_in addr{};
   int sock = -1;
   pid_t pid = -1;
@@ -246,7 +246,7 @@ struct ConnectingChild {
           socklen_t peer_len = sizeof(peer);
           return getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 ? 0 : 99;
         },
-        &listener);
+        &notify_fd);
     close(sock);  // the child's own from now on, at the same number
   }
 
@@ -267,13 +267,13 @@ TEST_F(ShepherdTest, AnswersAConnectTheSupervisorMadeWithItsResult) {
   ConnectingChild child;
   ASSERT_NO_FATAL_FAILURE(child.Start());
   OutstandingTable table = NewTable();
-  int slot = table.Add(ReceiveOne(child.listener.Get()).id);
+  int slot = table.Add(ReceiveOne(child.notify_fd.Get()).id);
   UniqueFd copy = child.Copy();
   ASSERT_TRUE(copy);
   ASSERT_EQ(child.Connect(copy.Get()), 0);
   table.SetFallback(slot, OutstandingTable::kReturnZero);
   copy.Reset();
-  long answered = ShepherdTakeOver(child.listener.Get(), table);
+  long answered = ShepherdTakeOver(child.notify_fd.Get(), table);
   EXPECT_EQ(WaitExit(child.pid), 0) << "the child's connect() failed with that errno";
   EXPECT_EQ(answered, 2);  // the connect, then the child's getpeername (CONTINUE)
 }
@@ -285,13 +285,13 @@ TEST_F(ShepherdTest, AnswersAConnectTheSupervisorWasMakingWhenKilled) {
   ConnectingChild child;
   ASSERT_NO_FATAL_FAILURE(child.Start());
   OutstandingTable table = NewTable();
-  int slot = table.Add(ReceiveOne(child.listener.Get()).id);
+  int slot = table.Add(ReceiveOne(child.notify_fd.Get()).id);
   UniqueFd copy = child.Copy();
   ASSERT_TRUE(copy);
   table.SetConnectProbe(slot, child.pid, child.sock);
   ASSERT_EQ(child.Connect(copy.Get()), 0);
   copy.Reset();
-  long answered = ShepherdTakeOver(child.listener.Get(), table);
+  long answered = ShepherdTakeOver(child.notify_fd.Get(), table);
   EXPECT_EQ(WaitExit(child.pid), 0) << "the child's connect() failed with that errno";
   EXPECT_EQ(answered, 2);  // the connect, then the child's getpeername (CONTINUE)
 }

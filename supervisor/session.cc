@@ -18,7 +18,7 @@ namespace {
 // Notifications handled per wake-up before other events get a turn.
 constexpr int kBatch = 64;
 
-bool ListenerHungUp(int fd, bool* readable) {
+bool NotifyFdHungUp(int fd, bool* readable) {
   pollfd p{fd, POLLIN, 0};
   poll(&p, 1, 0);
   *readable = (p.revents & POLLIN) != 0;
@@ -27,14 +27,14 @@ bool ListenerHungUp(int fd, bool* readable) {
 
 }  // namespace
 
-Session::Session(SessionConfig config, UniqueFd listener, pid_t program, UniqueFd signal_fd,
+Session::Session(SessionConfig config, UniqueFd notify_fd, pid_t program, UniqueFd signal_fd,
                  OutstandingTable& outstanding)
     : config_(std::move(config)),
-      listener_fd_(std::move(listener)),
-      notifier_(listener_fd_.Get()),
-      installer_(listener_fd_.Get()),
+      notify_fd_(std::move(notify_fd)),
+      notifier_(notify_fd_.Get()),
+      installer_(notify_fd_.Get()),
       // asio gets its own dup: it closes what it holds, and the notifier keeps using the original.
-      listener_(io_, fcntl(listener_fd_.Get(), F_DUPFD_CLOEXEC, 0)),
+      notify_desc_(io_, fcntl(notify_fd_.Get(), F_DUPFD_CLOEXEC, 0)),
       signals_(io_, signal_fd.Release()),
       trace_(config_.trace_out),
       sinks_{notifier_, outstanding, trace_, stats_},
@@ -49,30 +49,30 @@ Session::Session(SessionConfig config, UniqueFd listener, pid_t program, UniqueF
 Session::~Session() = default;
 
 int Session::Run() {
-  if (config_.features.sync_wakeup && !tracer::SetSyncWakeup(listener_fd_.Get())) {
+  if (config_.features.sync_wakeup && !tracer::SetSyncWakeup(notify_fd_.Get())) {
     spdlog::debug("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP refused");
   }
   if (switcher_) switcher_->Start();
-  ArmListener();
+  ArmNotifyFd();
   ArmSignals();
   SchedulePurge();
   io_.run();
   return program_status_.value_or(0);
 }
 
-void Session::ArmListener() {
-  listener_.async_wait(asio::posix::descriptor_base::wait_read,
-                       [this](const boost::system::error_code& ec) {
-                         if (!ec) OnListenerReady();
-                       });
+void Session::ArmNotifyFd() {
+  notify_desc_.async_wait(asio::posix::descriptor_base::wait_read,
+                          [this](const boost::system::error_code& ec) {
+                            if (!ec) OnNotifyFdReady();
+                          });
 }
 
-void Session::OnListenerReady() {
+void Session::OnNotifyFdReady() {
   for (int i = 0; i < kBatch; ++i) {
     bool readable;
-    if (ListenerHungUp(listener_fd_.Get(), &readable)) {
+    if (NotifyFdHungUp(notify_fd_.Get(), &readable)) {
       // Every supervised task has been reaped: nothing can trap any more.
-      listener_hup_ = true;
+      notify_hup_ = true;
       return MaybeFinish();
     }
     if (!readable) break;
@@ -84,7 +84,7 @@ void Session::OnListenerReady() {
     }
     Dispatch(*n);
   }
-  ArmListener();
+  ArmNotifyFd();
 }
 
 void Session::SchedulePurge() {
@@ -149,9 +149,9 @@ void Session::ReapChildren() {
 }
 
 void Session::MaybeFinish() {
-  // Both are needed: the listener hangs up only once every supervised task has been reaped, and
-  // the program's status is what we exit with.
-  if (program_status_ && listener_hup_) io_.stop();
+  // Both are needed: the notification fd hangs up only once every supervised task has been reaped,
+  // and the program's status is what we exit with.
+  if (program_status_ && notify_hup_) io_.stop();
 }
 
 void Session::LowerAcceptGates() {

@@ -1,5 +1,5 @@
-// Session: one run of slipstream-trace. Owns the event loop, the listener, the launched program's
-// lifecycle, and the answer to every notification.
+// Session: one run of slipstream-trace. Owns the event loop, the notification fd, the launched
+// program's lifecycle, and the answer to every notification.
 //
 // Threading: one thread, one io_context. Everything below runs on it.
 #ifndef SLIPSTREAM_SUPERVISOR_SESSION_H_
@@ -35,9 +35,9 @@ struct SessionConfig {
 
 class Session {
  public:
-  // Takes the listener and the launched program's pid. `signal_fd` is a signalfd for SIGCHLD and
-  // the forwarded signals, which the caller has blocked.
-  Session(SessionConfig config, UniqueFd listener, pid_t program, UniqueFd signal_fd,
+  // Takes the notification fd and the launched program's pid. `signal_fd` is a signalfd for SIGCHLD
+  // and the forwarded signals, which the caller has blocked.
+  Session(SessionConfig config, UniqueFd notify_fd, pid_t program, UniqueFd signal_fd,
           OutstandingTable& outstanding);
   ~Session();
 
@@ -51,8 +51,8 @@ class Session {
   void LowerAcceptGates();
 
  private:
-  void ArmListener();
-  void OnListenerReady();
+  void ArmNotifyFd();
+  void OnNotifyFdReady();
   void Dispatch(const tracer::Notification& n);
   void ArmSignals();
   void OnSignals();
@@ -62,10 +62,10 @@ class Session {
 
   SessionConfig config_;
   boost::asio::io_context io_;
-  UniqueFd listener_fd_;
+  UniqueFd notify_fd_;
   tracer::KernelNotifier notifier_;
   fdinject::KernelFdInstaller installer_;
-  boost::asio::posix::stream_descriptor listener_;
+  boost::asio::posix::stream_descriptor notify_desc_;
   boost::asio::posix::stream_descriptor signals_;
   Stats stats_;
   TraceLog trace_;
@@ -79,7 +79,7 @@ class Session {
 
   pid_t program_;
   std::optional<int> program_status_;
-  bool listener_hup_ = false;
+  bool notify_hup_ = false;
 };
 
 }  // namespace slipstream::supervisor

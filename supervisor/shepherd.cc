@@ -50,8 +50,8 @@ bool AnswerIfSent(tracer::KernelNotifier& notifier, const OutstandingTable::Entr
 
 }  // namespace
 
-long ShepherdTakeOver(int listener_fd, const OutstandingTable& table) {
-  tracer::KernelNotifier notifier(listener_fd);
+long ShepherdTakeOver(int notify_fd, const OutstandingTable& table) {
+  tracer::KernelNotifier notifier(notify_fd);
   long answered = 0;
   for (const auto& e : table.Entries()) answered += AnswerIfSent(notifier, e);
   if (table.any_received()) {
@@ -60,7 +60,7 @@ long ShepherdTakeOver(int listener_fd, const OutstandingTable& table) {
     }
   }
   for (;;) {
-    pollfd p{listener_fd, POLLIN, 0};
+    pollfd p{notify_fd, POLLIN, 0};
     if (poll(&p, 1, -1) < 0) {
       if (errno == EINTR) continue;
       break;
@@ -79,7 +79,7 @@ long ShepherdTakeOver(int listener_fd, const OutstandingTable& table) {
 
 namespace slipstream::supervisor {
 
-Result<ShepherdHandle> StartShepherd(int listener_fd, const OutstandingTable& table) {
+Result<ShepherdHandle> StartShepherd(int notify_fd, const OutstandingTable& table) {
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) < 0) return Errno("pipe2");
   UniqueFd watch(pipe_fds[0]), alive(pipe_fds[1]);
@@ -93,17 +93,18 @@ Result<ShepherdHandle> StartShepherd(int listener_fd, const OutstandingTable& ta
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    // Keep only the listener and the pipe; the supervisor's other fds are none of our business.
-    int lo = std::min(listener_fd, watch.Get()), hi = std::max(listener_fd, watch.Get());
+    // Keep only the notification fd and the pipe; the supervisor's other fds are none of our
+    // business.
+    int lo = std::min(notify_fd, watch.Get()), hi = std::max(notify_fd, watch.Get());
     syscall(SYS_close_range, 3, lo - 1, 0);  // Linux 5.9
     syscall(SYS_close_range, lo + 1, hi - 1, 0);
     syscall(SYS_close_range, hi + 1, ~0U, 0);
     pollfd p{watch.Get(), POLLIN, 0};
     while (poll(&p, 1, -1) < 0 && errno == EINTR) {
     }
-    pollfd l{listener_fd, POLLIN, 0};
+    pollfd l{notify_fd, POLLIN, 0};
     poll(&l, 1, 0);
-    if (!(l.revents & POLLHUP) || (l.revents & POLLIN)) ShepherdTakeOver(listener_fd, table);
+    if (!(l.revents & POLLHUP) || (l.revents & POLLIN)) ShepherdTakeOver(notify_fd, table);
     _exit(0);
   }
   return ShepherdHandle{pid, std::move(alive)};

@@ -1,6 +1,7 @@
-// Shepherd: a minimal successor that keeps the seccomp listener alive if the supervisor dies.
+// Shepherd: a minimal successor that keeps the seccomp notification fd alive if the supervisor
+// dies.
 //
-// Why: when the last listener fd closes, the kernel fails every pending and future trapped call
+// Why: when the last notification fd closes, the kernel fails every pending and future trapped call
 // with ENOSYS. The shepherd is forked before the event loop starts, leaves the terminal's session
 // (so Ctrl-C does not take it down), and sleeps until the supervisor's end of a pipe closes. If
 // the filter still has users then, it answers the notifications the supervisor had received but
@@ -23,7 +24,7 @@ struct ShepherdHandle {
   UniqueFd alive;  // the supervisor's end of the pipe; closes when the supervisor dies
 };
 
-[[nodiscard]] Result<ShepherdHandle> StartShepherd(int listener_fd, const OutstandingTable& table);
+[[nodiscard]] Result<ShepherdHandle> StartShepherd(int notify_fd, const OutstandingTable& table);
 
 // Ends the shepherd of a supervisor that finishes normally, and reaps it: an orphaned shepherd
 // would exit as a zombie of init, and in a container init is often the program itself, which
@@ -33,8 +34,8 @@ struct ShepherdHandle {
 void StopShepherd(ShepherdHandle& handle, int timeout_ms = 1000);
 
 // The take-over itself, exposed for tests: answers every listed and recently received id, then
-// CONTINUEs until the listener hangs up. Returns the number of notifications answered.
-long ShepherdTakeOver(int listener_fd, const OutstandingTable& table);
+// CONTINUEs until the notification fd hangs up. Returns the number of notifications answered.
+long ShepherdTakeOver(int notify_fd, const OutstandingTable& table);
 
 }  // namespace slipstream::supervisor
 

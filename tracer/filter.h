@@ -39,8 +39,8 @@ using BpfProgram = std::vector<sock_filter>;
 [[nodiscard]] Result<BpfProgram> BuildFilter(const FilterOptions& options);
 
 // Installs `program` for the calling thread with SECCOMP_FILTER_FLAG_NEW_LISTENER plus
-// `extra_flags` and returns the listener fd, or -errno. Async-signal-safe: it only makes syscalls,
-// so it may run in the child between fork and exec.
+// `extra_flags` and returns the notification fd, or -errno. Async-signal-safe: it only makes
+// syscalls, so it may run in the child between fork and exec.
 int InstallFilter(const BpfProgram& program, unsigned extra_flags);
 
 // seccomp(2) installs a filter only for a thread with NO_NEW_PRIVS or CAP_SYS_ADMIN in its user

@@ -13,7 +13,7 @@ Result<Notification> KernelNotifier::Receive() {
   alignas(seccomp_notif) unsigned char buf[sizeof(seccomp_notif) + 64];
   std::memset(buf, 0, sizeof(buf));
   auto* raw = reinterpret_cast<seccomp_notif*>(buf);
-  while (ioctl(listener_, SECCOMP_IOCTL_NOTIF_RECV, raw) < 0) {
+  while (ioctl(notify_fd_, SECCOMP_IOCTL_NOTIF_RECV, raw) < 0) {
     if (errno == EINTR) continue;
     return Errno("ioctl(NOTIF_RECV)");
   }
@@ -32,7 +32,7 @@ Status KernelNotifier::Send(uint64_t id, int64_t value, int error, uint32_t flag
   resp.val = value;
   resp.error = error;
   resp.flags = flags;
-  while (ioctl(listener_, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0) {
+  while (ioctl(notify_fd_, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0) {
     if (errno == EINTR) continue;
     return Errno("ioctl(NOTIF_SEND)");
   }
@@ -46,7 +46,7 @@ Status KernelNotifier::Return(uint64_t id, int64_t value) { return Send(id, valu
 Status KernelNotifier::Fail(uint64_t id, int err) { return Send(id, 0, -err, 0); }
 
 Status KernelNotifier::IdValid(uint64_t id) {
-  while (ioctl(listener_, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
+  while (ioctl(notify_fd_, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) < 0) {
     if (errno == EINTR) continue;
     return Errno("ioctl(NOTIF_ID_VALID)");
   }

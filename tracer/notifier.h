@@ -1,5 +1,5 @@
-// Notifier: the narrow seam over the seccomp listener ioctls (fd installation lives in fdinject/).
-// The kernel implementation wraps the listener fd; unit tests substitute a gmock.
+// Notifier: the narrow seam over the seccomp notification fd ioctls (fd installation lives in
+// fdinject/). The kernel implementation wraps the notification fd; unit tests substitute a gmock.
 //
 // Error meaning: ENOENT (SysError::TargetGone) from a reply or IdValid means the target was
 // interrupted by a signal or has exited. It is an expected race, not a failure.
@@ -27,7 +27,7 @@ struct Notification {
 class Notifier {
  public:
   virtual ~Notifier() = default;
-  // Blocks until a notification arrives; call it only after the listener polled readable.
+  // Blocks until a notification arrives; call it only after the notification fd polled readable.
   virtual Result<Notification> Receive() = 0;
   virtual Status Continue(uint64_t id) = 0;               // FLAG_CONTINUE, Linux 5.5
   virtual Status Return(uint64_t id, int64_t value) = 0;  // the call returns `value`
@@ -37,8 +37,8 @@ class Notifier {
 
 class KernelNotifier final : public Notifier {
  public:
-  explicit KernelNotifier(int listener_fd) : listener_(listener_fd) {}  // borrowed
-  int fd() const { return listener_; }
+  explicit KernelNotifier(int notify_fd) : notify_fd_(notify_fd) {}  // borrowed
+  int fd() const { return notify_fd_; }
 
   Result<Notification> Receive() override;
   Status Continue(uint64_t id) override;
@@ -48,7 +48,7 @@ class KernelNotifier final : public Notifier {
 
  private:
   Status Send(uint64_t id, int64_t value, int error, uint32_t flags);
-  int listener_;
+  int notify_fd_;
 };
 
 }  // namespace slipstream::tracer

@@ -44,32 +44,32 @@ ChildReport ProbeInChild() {
   ChildReport report;
   AllowFilterInstall();
   BpfProgram allow_all = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
-  int listener = InstallFilter(allow_all, SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV);
-  if (listener >= 0) {
+  int notify_fd = InstallFilter(allow_all, SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV);
+  if (notify_fd >= 0) {
     report.bits |= kWaitKillable;
   } else {
-    listener = InstallFilter(allow_all, 0);
+    notify_fd = InstallFilter(allow_all, 0);
   }
-  if (listener < 0) {
-    report.install_err = -listener;
+  if (notify_fd < 0) {
+    report.install_err = -notify_fd;
     return report;
   }
   report.bits |= kInstalled;
   seccomp_notif_resp resp{};
   resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno == ENOENT) {
+  if (ioctl(notify_fd, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno == ENOENT) {
     report.bits |= kUserNotif;
   }
   seccomp_notif_addfd addfd{};
-  addfd.srcfd = static_cast<uint32_t>(listener);
-  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) {
+  addfd.srcfd = static_cast<uint32_t>(notify_fd);
+  if (ioctl(notify_fd, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) {
     report.bits |= kAddFd;
   }
   addfd.flags = SECCOMP_ADDFD_FLAG_SEND;
-  if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) {
+  if (ioctl(notify_fd, SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) < 0 && errno == ENOENT) {
     report.bits |= kAddFdSend;
   }
-  if (SetSyncWakeup(listener)) report.bits |= kSyncWakeup;
+  if (SetSyncWakeup(notify_fd)) report.bits |= kSyncWakeup;
   return report;
 }
 
@@ -107,11 +107,11 @@ bool ProbeAddrlenFirst() {
   return rc < 0 && addr[0] == 0xAA && addr[1] == 0xAA;
 }
 
-bool SetSyncWakeup(int listener) {
+bool SetSyncWakeup(int notify_fd) {
   // SECCOMP_IOCTL_NOTIF_SET_FLAGS takes the flags by value (not in <linux/seccomp.h> before 6.6).
   constexpr unsigned long kSetFlags = _IOW('!', 4, uint64_t);
   constexpr unsigned long kSyncWakeUp = 1;  // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-  return ioctl(listener, kSetFlags, kSyncWakeUp) == 0;
+  return ioctl(notify_fd, kSetFlags, kSyncWakeUp) == 0;
 }
 
 KernelFeatures ProbeKernel() {

@@ -46,10 +46,10 @@ struct KernelFeatures {
 // Asks the kernel to wake the target on the replying CPU (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
 // Linux 6.6): the target and the supervisor ping-pong, and a synchronous wake-up saves a
 // cross-CPU wake-up per trapped call (measured in docs/BENCHMARKS.md).
-bool SetSyncWakeup(int listener);
+bool SetSyncWakeup(int notify_fd);
 
-// Forks a short-lived child that installs a do-nothing filter with a listener and tries each ioctl
-// and flag on it. Safe to call only while the process is single-threaded.
+// Forks a short-lived child that installs a do-nothing filter with a notification fd and tries each
+// ioctl and flag on it. Safe to call only while the process is single-threaded.
 KernelFeatures ProbeKernel();
 
 }  // namespace slipstream::tracer
