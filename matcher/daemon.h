@@ -120,6 +120,8 @@ class Daemon {
   // Tells the client's supervisor what became of its pair, and forgets the pair.
   void Resolve(std::map<ConnKey, Pending>::iterator it, bool claimed);
   std::map<ConnKey, Pending>::iterator FindByEnd(uint64_t server_end_ino);
+  // The one place a claim is answered without an end (kNo, kPushedToYou); HandOver sends ends.
+  void AnswerClaim(Session* to, uint64_t seq, int32_t pid, ClaimResult result);
   Session* Alive(uint64_t session);
   // Reads every message already queued on any session (a kConnected may be behind a kClaim).
   void DrainAll();

@@ -325,8 +325,7 @@ bool Daemon::ClaimBySeq(Session* s, Message& m, int tcp) {
   }
   ConnKey key = ConnKey::BySeq(*key_seqs);
   auto answer = [&](ClaimResult r) {
-    ClaimReplyBody reply{static_cast<uint8_t>(r)};
-    (void)Send(s, MsgType::kClaimReply, m.header.seq, m.header.pid, Bytes(reply));
+    AnswerClaim(s, m.header.seq, m.header.pid, r);
     return true;
   };
   if (auto it = pending_.find(key); it != pending_.end()) {

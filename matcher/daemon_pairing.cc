@@ -35,11 +35,13 @@ Daemon::Session* Daemon::Alive(uint64_t session) {
   return it == sessions_.end() || it->second->closed ? nullptr : it->second.get();
 }
 
+void Daemon::AnswerClaim(Session* to, uint64_t seq, int32_t pid, ClaimResult result) {
+  ClaimReplyBody reply{static_cast<uint8_t>(result)};
+  (void)Send(to, MsgType::kClaimReply, seq, pid, Bytes(reply));
+}
+
 std::vector<Daemon::Deferred>::iterator Daemon::RefuseDeferred(std::vector<Deferred>::iterator d) {
-  if (Session* claimer = Alive(d->session)) {
-    ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kNo)};
-    (void)Send(claimer, MsgType::kClaimReply, d->seq, 0, Bytes(reply));
-  }
+  if (Session* claimer = Alive(d->session)) AnswerClaim(claimer, d->seq, d->pid, ClaimResult::kNo);
   return deferred_.erase(d);
 }
 
@@ -275,14 +277,8 @@ void Daemon::OnClaim(Session* s, Message& m) {
     if (here) it = pending_.find(key);
   }
   if (it == pending_.end() && ClaimBySeq(s, m, tcp)) return;
-  if (!here) {
-    ClaimReplyBody reply{static_cast<uint8_t>(ClaimResult::kNo)};
-    return (void)Send(s, MsgType::kClaimReply, m.header.seq, m.header.pid, Bytes(reply));
-  }
-  auto answer = [&](ClaimResult r) {
-    ClaimReplyBody reply{static_cast<uint8_t>(r)};
-    (void)Send(s, MsgType::kClaimReply, m.header.seq, m.header.pid, Bytes(reply));
-  };
+  auto answer = [&](ClaimResult r) { AnswerClaim(s, m.header.seq, m.header.pid, r); };
+  if (!here) return answer(ClaimResult::kNo);
   if (it != pending_.end()) {
     if (it->second.handed_to == s->id) return answer(ClaimResult::kPushedToYou);
     if (it->second.handed_to != 0) return answer(ClaimResult::kNo);
