@@ -241,7 +241,6 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
   if (!copy || IntSockOpt(copy->Get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return;
   const SwitchedSocket* sw = env_.switcher->FindOrAdopt(copy->Get());
   if (sw == nullptr) return;
-  if (!env_.notifier.IdValid(c.id())) return c.Abandon();
   EmulateSockopt(c, sw->tcp.Get(), get);
 }
 
@@ -285,6 +284,8 @@ void SocketCalls::EmulateSockopt(PendingCall& c, int tcp, bool get) {
     if (len < 0) return (void)c.Fail(EINVAL);
     std::vector<uint8_t> value(std::min<size_t>(static_cast<size_t>(len), kMaxOptLen));
     if (!value.empty() && !target->Read(optval, value)) return (void)c.Fail(EFAULT);
+    // Read, then validate: the value came from the caller only if its call is still pending.
+    if (!env_.notifier.IdValid(c.id())) return c.Abandon();
     if (setsockopt(tcp, level, name, value.data(), static_cast<socklen_t>(value.size())) < 0) {
       return (void)c.Fail(errno);
     }
@@ -296,6 +297,7 @@ void SocketCalls::EmulateSockopt(PendingCall& c, int tcp, bool get) {
   std::vector<uint8_t> value(std::min<size_t>(static_cast<size_t>(*len), kMaxOptLen));
   // Some options take input in the buffer too (TCP_INFO does not, TCP_REPAIR_WINDOW does).
   if (!value.empty()) (void)target->Read(optval, value);
+  if (!env_.notifier.IdValid(c.id())) return c.Abandon();  // read, then validate
   socklen_t out_len = static_cast<socklen_t>(value.size());
   if (getsockopt(tcp, level, name, value.data(), &out_len) < 0) return (void)c.Fail(errno);
   if (out_len > 0 && !target->Write(optval, {value.data(), out_len})) return (void)c.Fail(EFAULT);
