@@ -199,7 +199,6 @@ class SocketCalls {
   // TCP sockets whose emulated connect() completed but whose answer was lost (a signal): as in
   // the kernel, the restarted connect() reports the completed connection once.
   std::set<uint64_t> unreported_connects_;
-  uint64_t switched_end_ino_ = 0;  // set by SwitchConnected for its caller
   static constexpr size_t kMaxRememberedThreads = 4096;
   std::unordered_map<pid_t, pid_t> process_of_;  // tid -> process, checked at each use
   struct Progress {

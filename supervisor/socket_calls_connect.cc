@@ -145,7 +145,7 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     // before or after the switch). Its restarted connect() must report that connection, not
     // EISCONN.
     if (switched) {
-      if (SwitchedSocket* sw = env_.switcher->Find(switched_end_ino_))
+      if (SwitchedSocket* sw = env_.switcher->Find(prep.end_ino))
         sw->connect_unreported = true;
     } else {
       if (unreported_connects_.size() >= 4096) unreported_connects_.clear();  // stale: bound it
@@ -248,7 +248,6 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bo
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
   ArmResetIfAbortive(end.Get(), end_ino, prep.linger_opt);
-  switched_end_ino_ = end_ino;
   return true;  // unless answered here, the caller answers with the connect's own result
 }
 
