@@ -6,32 +6,35 @@
 // a program waits in connect() is one-way, and the server's end is pushed to the supervisor that
 // holds the listeners before the program even calls accept().
 //
-//   supervisor -> daemon                         daemon -> supervisor
-//   kHello                                        the supervised listeners (kListener...), then
-//                                                 kHelloReply: the supervisor knows them all
+// Requests (supervisor -> daemon; [..] are attached fds, {..} the body) and what answers them:
+//
+// clang-format off
+//   kHello {addresses} [sock_diag socket]         kListener..., kNetns..., kRemoteListener..., then
+//                                                   kHelloReply: the supervisor knows them all
 //   kRegisterListener [listener]                  kRegistered (after broadcasting kListener)
-//   kHello {addresses} [sock_diag socket]         kNetns..., kRemoteListener..., kHelloReply
-//   kIntent {by_seq} [client socket]              (no reply) a supervised client is connecting
-//   kAbort {client socket ino}                    (no reply) ...and gave up
-//   kConnected {client end ino} [tcp, server end] (no reply) -> kPush to the listeners' supervisor
-//                                                   or, if not every listener is supervised, kRelay
+//   kIntent {by_seq} [client socket]              (none) a supervised client is connecting
+//   kAbort {client socket ino}                    (none) ...and gave up
+//   kConnected {client end ino} [tcp, server end] (none) -> kPush to the listeners' supervisor,
+//                                                   or kRelay if not every listener is supervised
+//   kClaim [accepted tcp socket]                  kClaimReply {0: no, 1: here [end],
+//                                                   2: pushed to you}
+//   kInstalled {server end ino} [tcp]             (none) -> kRelease to the client's supervisor
+//   kDisown {server end ino}                      (none) -> kRelay to the client's supervisor
 //   kAdopt {end ino} [the AF_UNIX end]            kAdoptReply {found, client} [its TCP socket]
-//   kClaim [accepted tcp socket]                  kClaimReply {0: no, 1: here [end], 2: pushed to
-//   you} kInstalled {server end ino}                   (no reply) -> kRelease to the client's
-//   supervisor kDisown {server end ino}                      (no reply) -> kRelay to the client's
-//   supervisor kStatus                                       kStatusReply {json}
-//                                                 kListener {ino, added}: the supervised listeners
-//                                                 kPush {key} [server end]
-//                                                 kRelease {server end ino}: claimed, drop your
-//                                                 copy kRelay {server end ino}: never claimed,
-//                                                 relay it
-//                                                 kNetns {cookie, addresses}: a namespace with
-//                                                 supervisors (or gone)
-//                                                 kRemoteListener {ino, netns, addr}: a listener
-//                                                 other namespaces may reach
-//                                                 kEndClosed {server end ino}: closed, in
-//                                                 another namespace
+//   kSweep                                        kSwept (closed ends' TCP sockets released)
+//   kPeerPid {end ino}                            kPeerPidReply {pid of the other end's holder}
+//   kStatus                                       kStatusReply {json}
+//   kEndClosed {server end ino}                   (none) closed, in another namespace
 //   anything malformed                            kError {errno, text}
+//
+// Unsolicited (daemon -> supervisor):
+//   kListener {ino, added}                        a supervised listener came or went
+//   kPush {4-tuple} [server end]                  an end for the next accept of that connection
+//   kRelease {server end ino}                     claimed: drop your copy
+//   kRelay {server end ino}                       never claimed: relay it
+//   kNetns {cookie, addresses}                    a namespace with supervisors (or gone)
+//   kRemoteListener {ino, netns, addr}            a listener other namespaces may reach
+// clang-format on
 #ifndef SLIPSTREAM_MATCHER_PROTOCOL_H_
 #define SLIPSTREAM_MATCHER_PROTOCOL_H_
 
@@ -59,6 +62,7 @@ inline constexpr size_t kMaxBody = 192 * 1024;
 inline constexpr int kMaxFds = 2;
 
 enum class MsgType : uint16_t {
+  // Requests, 1-99.
   kRegisterListener = 1,
   kIntent = 2,
   kConnected = 3,
@@ -75,14 +79,16 @@ enum class MsgType : uint16_t {
   // Which process holds the other end of the switched end `inode` (InodeBody)? Answered
   // kPeerPidReply (PeerPidBody, pid 0: unknown), a hint for a /proc look-up.
   kPeerPid = 12,
+  // Replies, 100-199 (the numbers are the wire format: never renumbered).
   kRegistered = 100,
+  kClaimReply = 102,
+  kStatusReply = 103,
+  kError = 104,
   kHelloReply = 105,
   kAdoptReply = 106,
   kSwept = 107,
   kPeerPidReply = 108,
-  kClaimReply = 102,
-  kStatusReply = 103,
-  kError = 104,
+  // Unsolicited, 200-.
   kRelease = 201,
   kRelay = 202,
   kListener = 203,
