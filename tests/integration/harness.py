@@ -198,10 +198,12 @@ def descendants(pid):
 
 def kill_with_descendants(pid):
     """SIGKILLs `pid` and everything below it (a program under slipstream-trace has its own
-    process group, and would outlive a killed supervisor, orphaned), but for a slipstreamd: the
-    supervisor that started it adopts it (child subreaper), and it serves the other tests."""
+    process group, and would outlive a killed supervisor, orphaned), but for a slipstreamd below
+    it: the supervisor that started it adopts it (child subreaper), and it serves the other tests.
+    A slipstreamd that is `pid` itself, started by the test, is killed: left alone, the test's
+    clean-up waited for its 30 s idle exit."""
     for victim in [pid] + descendants(pid):
-        if comm(victim) == "slipstreamd":
+        if victim != pid and comm(victim) == "slipstreamd":
             continue
         try:
             os.kill(victim, signal.SIGKILL)
