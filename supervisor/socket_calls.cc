@@ -184,7 +184,8 @@ void SocketCalls::OnListen(PendingCall& c) {
   // moment it listens already finds it among the supervised listeners. (A socket that then fails
   // to listen is simply never listed by sock_diag as a listener.)
   auto bound = SocketName(sock->Get(), false);
-  if (env_.switcher != nullptr && env_.local.SameNetns(c.tid()) && bound && bound->port() != 0) {
+  if (env_.switcher != nullptr && env_.local.SocketInOurNetns(sock->Get(), c.tid()) && bound &&
+      bound->port() != 0) {
     env_.switcher->OnListener(ProcessOf(c), fd, sock->Get());
   }
   // listen() has no credential checks and acts on the shared socket: run it on the copy.
@@ -192,7 +193,8 @@ void SocketCalls::OnListen(PendingCall& c) {
     if (IsSupervisorResourceError(errno)) return;
     return (void)c.Fail(errno);
   }
-  if (env_.switcher != nullptr && env_.local.SameNetns(c.tid()) && (!bound || bound->port() == 0)) {
+  if (env_.switcher != nullptr && env_.local.SocketInOurNetns(sock->Get(), c.tid()) &&
+      (!bound || bound->port() == 0)) {
     env_.switcher->OnListener(ProcessOf(c), fd, sock->Get());  // listen() chose the port
   }
   c.Return(0);

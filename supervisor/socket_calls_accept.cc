@@ -32,7 +32,7 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   auto id = GetFileId(listener->Get());
   if (!id) return;
   if (env_.switcher != nullptr && !env_.switcher->KnowsListener(id->ino) &&
-      env_.local.SameNetns(c.tid())) {
+      env_.local.SocketInOurNetns(listener->Get(), c.tid())) {
     env_.switcher->OnListener(ProcessOf(c), args.fd, listener->Get());
   }
   if (auto it = parked_.find(*id); it != parked_.end() && !it->second.empty()) {
