@@ -42,10 +42,10 @@ def stop_daemon():
         pass
     shutil.rmtree(RUNTIME_DIR, ignore_errors=True)
 
-TRACE_LINE = re.compile(
-    r"^(?P<time>\d\d:\d\d:\d\d\.\d{6}) \[(?P<tid>\d+)\] (?P<call>\w+)\((?P<args>.*)\) = "
-    r"(?P<result>\? \(kernel\)|\? \(interrupted\)|-1 [A-Z]\w* \(.*?\)|-1 errno \d+ \(.*?\)|-?\d+)"
-    r"(?: (?P<note>.*))?$")
+# The --trace line format: one pattern, in supervisor/trace_line.re, which the C++ test of the
+# formatter (supervisor/trace_log_test.cc) reads too.
+with open(os.path.join(SOURCE, "supervisor", "trace_line.re")) as _f:
+    TRACE_LINE = re.compile(_f.readline().rstrip("\n"))
 
 
 def program(name):
