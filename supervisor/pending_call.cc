@@ -1,7 +1,11 @@
 #include "supervisor/pending_call.h"
 
+#include <spdlog/spdlog.h>
+
 #include <string>
 #include <utility>
+
+#include "base/errno_name.h"
 
 namespace slipstream::supervisor {
 
@@ -25,17 +29,39 @@ PendingCall::~PendingCall() {
   if (!answered_) Continue();
 }
 
-void PendingCall::Finish(const Status& sent, TraceRecord::Outcome outcome) {
+bool PendingCall::Finish(const Status& sent, TraceRecord::Outcome outcome, bool may_continue) {
+  if (!sent && !sent.error().TargetGone() && may_continue) {
+    // The kernel refused the answer itself, not because the target left (ENOENT): a call left
+    // unanswered would block its thread until we exit. Fail open: let the kernel run the call.
+    spdlog::warn("answer to notification {} refused: {}; letting the kernel run the call", n_.id,
+                 sent.error().ToString());
+    if (sinks_->trace.enabled()) {
+      if (!record_.note.empty()) record_.note += " ";
+      record_.note += std::string("(answer refused: ") + ErrnoName(sent.error().err) + ")";
+    }
+    Status again = sinks_->notifier.Continue(n_.id);
+    if (again) ++sinks_->stats.continued;
+    Finish(again, TraceRecord::Outcome::kKernel, /*may_continue=*/false);
+    delivered_ = false;  // the kernel ran the call: our answer did not reach the target
+    return false;
+  }
   answered_ = true;
   delivered_ = sent.has_value();
   sinks_->outstanding.Remove(std::exchange(slot_, -1));
-  if (!sent) {
-    // ENOENT: the target was interrupted or died between our receive and our answer.
+  if (!sent && sent.error().TargetGone()) {
+    // The target was interrupted or died between our receive and our answer.
     ++sinks_->stats.interrupted;
+    outcome = TraceRecord::Outcome::kAbandoned;
+  } else if (!sent) {
+    // Even CONTINUE was refused: nothing more can be done for this call; the kernel fails it
+    // when the notification fd closes.
+    spdlog::error("notification {} could not be answered: {}", n_.id, sent.error().ToString());
+    ++sinks_->stats.unanswered;
     outcome = TraceRecord::Outcome::kAbandoned;
   }
   record_.outcome = outcome;
   if (sinks_->trace.enabled()) sinks_->trace.Write(record_);
+  return delivered_;
 }
 
 void PendingCall::SetFallback(int32_t fallback) {
@@ -46,33 +72,31 @@ void PendingCall::SetConnectProbe(pid_t pid, int fd) {
   sinks_->outstanding.SetConnectProbe(slot_, pid, fd);
 }
 
-// Every call ends in exactly one of continued, emulated or interrupted.
+// Every call ends in exactly one of continued, emulated, interrupted or unanswered.
 void PendingCall::Continue() {
   Status sent = sinks_->notifier.Continue(n_.id);
   if (sent) ++sinks_->stats.continued;
-  Finish(sent, TraceRecord::Outcome::kKernel);
+  Finish(sent, TraceRecord::Outcome::kKernel, /*may_continue=*/false);
 }
 
 bool PendingCall::Return(int64_t value) {
   record_.value = value;
   Status sent = sinks_->notifier.Return(n_.id, value);
   if (sent) ++sinks_->stats.emulated;
-  Finish(sent, TraceRecord::Outcome::kValue);
-  return sent.has_value();
+  return Finish(sent, TraceRecord::Outcome::kValue, /*may_continue=*/true);
 }
 
 bool PendingCall::Fail(int err) {
   record_.err = err;
   Status sent = sinks_->notifier.Fail(n_.id, err);
   if (sent) ++sinks_->stats.emulated;
-  Finish(sent, TraceRecord::Outcome::kError);
-  return sent.has_value();
+  return Finish(sent, TraceRecord::Outcome::kError, /*may_continue=*/true);
 }
 
 void PendingCall::AnsweredWithFd(int fd) {
   ++sinks_->stats.emulated;
   record_.value = fd;
-  Finish({}, TraceRecord::Outcome::kValue);
+  Finish({}, TraceRecord::Outcome::kValue, false);
 }
 
 void PendingCall::AnsweredThroughLibrary(int fd, int err) {
@@ -82,14 +106,15 @@ void PendingCall::AnsweredThroughLibrary(int fd, int err) {
   }
   if (err != 0) {
     record_.err = err;
-    return Finish({}, TraceRecord::Outcome::kError);
+    Finish({}, TraceRecord::Outcome::kError, false);
+    return;
   }
   record_.value = 0;
-  Finish({}, TraceRecord::Outcome::kValue);
+  Finish({}, TraceRecord::Outcome::kValue, false);
 }
 
 void PendingCall::Abandon() {
-  Finish(Error(ENOENT, "abandoned"), TraceRecord::Outcome::kAbandoned);
+  Finish(Error(ENOENT, "abandoned"), TraceRecord::Outcome::kAbandoned, false);
 }
 
 }  // namespace slipstream::supervisor

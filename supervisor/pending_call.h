@@ -64,7 +64,9 @@ class PendingCall {
   void SetConnectProbe(pid_t pid, int fd);
 
  private:
-  void Finish(const Status& sent, TraceRecord::Outcome outcome);
+  // Records the outcome of an answer. An answer the kernel refused for another reason than the
+  // target leaving (ENOENT) is replaced by CONTINUE when `may_continue`. Returns `delivered_`.
+  bool Finish(const Status& sent, TraceRecord::Outcome outcome, bool may_continue);
   CallSinks* sinks_;
   tracer::Notification n_;
   int slot_;

@@ -20,6 +20,11 @@ std::string Stats::Format() const {
            static_cast<unsigned long long>(continued), static_cast<unsigned long long>(emulated),
            static_cast<unsigned long long>(interrupted));
   out += line;
+  if (unanswered != 0) {  // never seen: worth a line of its own (PendingCall::Finish)
+    snprintf(line, sizeof(line), "  %-14s %10llu  (the kernel refused every answer)\n",
+             "unanswered", static_cast<unsigned long long>(unanswered));
+    out += line;
+  }
   snprintf(line, sizeof(line),
            "slipstream-trace: connections seen %llu (connect %llu, accept %llu): switched %llu, "
            "relayed %llu, left on TCP %llu\n",
@@ -53,14 +58,14 @@ std::string Field(const char* name, uint64_t value) {
 std::string FormatJson(const Stats& s, const PreloadTotals* preload) {
   uint64_t total = 0;
   for (uint64_t n : s.calls) total += n;
-  std::string out = "{\"schema\":" + std::to_string(kStatsSchema) +
-                    ",\"calls\":" + CallsObject(s.calls) + "," + Field("calls_total", total) + "," +
-                    Field("kernel", s.continued) + "," + Field("emulated", s.emulated) + "," +
-                    Field("interrupted", s.interrupted) + "," + Field("held", s.held) +
-                    ",\"connections\":{" + Field("seen", s.connections_seen()) + "," +
-                    Field("connect", s.connects) + "," + Field("accept", s.accepts) + "," +
-                    Field("switched", s.switched) + "," + Field("relayed", s.relayed) + "," +
-                    Field("left_on_tcp", s.left_on_tcp) + "},\"preload\":";
+  std::string out =
+      "{\"schema\":" + std::to_string(kStatsSchema) + ",\"calls\":" + CallsObject(s.calls) + "," +
+      Field("calls_total", total) + "," + Field("kernel", s.continued) + "," +
+      Field("emulated", s.emulated) + "," + Field("interrupted", s.interrupted) + "," +
+      Field("unanswered", s.unanswered) + "," + Field("held", s.held) + ",\"connections\":{" +
+      Field("seen", s.connections_seen()) + "," + Field("connect", s.connects) + "," +
+      Field("accept", s.accepts) + "," + Field("switched", s.switched) + "," +
+      Field("relayed", s.relayed) + "," + Field("left_on_tcp", s.left_on_tcp) + "},\"preload\":";
   if (preload == nullptr) {
     out += "null";
   } else {

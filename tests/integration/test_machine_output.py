@@ -111,7 +111,9 @@ class MachineOutput(fr.FixtureTest, ss.EvidenceMixin):
         for j in (cj, sj):
             self.assertEqual(j["schema"], 1, j)
             self.assertEqual(j["calls_total"], sum(j["calls"].values()), j)
-            self.assertEqual(j["kernel"] + j["emulated"] + j["interrupted"], j["calls_total"], j)
+            self.assertEqual(j["kernel"] + j["emulated"] + j["interrupted"] + j["unanswered"],
+                             j["calls_total"], j)
+            self.assertEqual(j["unanswered"], 0, j)
             self.assertEqual(j["connections"]["seen"],
                              j["connections"]["connect"] + j["connections"]["accept"], j)
             self.assertEqual((j["connections"]["relayed"], j["connections"]["left_on_tcp"]),
