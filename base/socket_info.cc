@@ -25,11 +25,11 @@ int IntSockOpt(int fd, int level, int name) {
   return value;
 }
 
-std::optional<SockAddr> SocketName(int fd, bool peer) {
+Result<SockAddr> SocketName(int fd, bool peer) {
   SockAddr a;
   socklen_t len = sizeof(sockaddr_storage);
   int rc = peer ? getpeername(fd, a.mutable_get(), &len) : getsockname(fd, a.mutable_get(), &len);
-  if (rc < 0) return std::nullopt;
+  if (rc < 0) return Error(errno, peer ? "getpeername" : "getsockname");
   a.set_len(len);
   return a;
 }

@@ -33,9 +33,9 @@ size_t SocketCalls::parked() const {
 
 void SocketCalls::PurgeParked(SockDiag& diag) {
   for (auto it = parked_.begin(); it != parked_.end();) {
-    auto local =
-        it->second.empty() ? std::nullopt : SocketName(it->second.front().tcp.Get(), false);
     bool alive = false;
+    auto local = it->second.empty() ? Result<SockAddr>(Error(ENOENT, "nothing parked"))
+                                    : SocketName(it->second.front().tcp.Get(), false);
     if (local) {
       if (auto listeners = diag.TcpListeners(local->port())) {
         for (const auto& l : *listeners) alive |= l.inode == it->first.ino;
@@ -216,7 +216,7 @@ void SocketCalls::OnGetName(PendingCall& c, bool peer) {
     return;
   }
   auto addr = SocketName(sock->tcp(), peer);
-  if (!addr) return (void)c.Fail(errno);
+  if (!addr) return (void)c.Fail(addr.error().err);
   auto st =
       tracer::CopySockAddrOut(*target, *addr, c.arg(1), c.arg(2), env_.features.addrlen_first);
   if (!st) return (void)c.Fail(st.error().err);
@@ -254,9 +254,9 @@ void SocketCalls::OnNames(PendingCall& c, const TargetAccess& target) {
   auto sock = TakeSocket(c, target, static_cast<int>(c.arg(0)));
   if (!sock || !sock->switched) return;  // the kernel's ENOPROTOOPT/EOPNOTSUPP
   auto local = SocketName(sock->tcp(), false);
-  if (!local) return (void)c.Fail(errno);
+  if (!local) return (void)c.Fail(local.error().err);
   auto peer = SocketName(sock->tcp(), true);
-  if (!peer) return (void)c.Fail(errno);
+  if (!peer) return (void)c.Fail(peer.error().err);
   slipstream_names names{};
   if (local->len() > sizeof(names.local) || peer->len() > sizeof(names.peer)) {
     return (void)c.Fail(EINVAL);
