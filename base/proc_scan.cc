@@ -15,6 +15,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/unique_fd.h"
+
 namespace slipstream {
 
 namespace {
@@ -101,6 +103,19 @@ bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
   return std::any_of(it->second.begin(), it->second.end(), [&](pid_t pid) {
     return std::find(exclude.begin(), exclude.end(), pid) == exclude.end();
   });
+}
+
+bool IsSlipstreamProcess(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+  UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
+  char comm[32] = {};
+  ssize_t n = fd ? read(fd.Get(), comm, sizeof(comm) - 1) : -1;
+  if (n <= 0) return false;
+  std::string_view name(comm, static_cast<size_t>(n));
+  if (name.back() == '\n') name.remove_suffix(1);
+  // The kernel keeps 15 bytes of a name (TASK_COMM_LEN 16).
+  return name == "slipstream-trac" || name == "slipstream-shep" || name == "slipstreamd";
 }
 
 std::optional<std::vector<int>> EpollFds(pid_t pid) {

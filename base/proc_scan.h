@@ -26,6 +26,10 @@ std::optional<SocketHolders> FindSocketHolders(std::span<const uint64_t> inodes)
 bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
                   std::span<const pid_t> exclude = {});
 
+// Is `pid` one of Slipstream's own processes (slipstream-trace, its shepherd, slipstreamd), by
+// /proc/PID/comm? A program may take such a name; the callers only wait longer for it.
+bool IsSlipstreamProcess(pid_t pid);
+
 // How many fds of the descendants of process `pid` (and of `pid` itself with `include_pid`) refer
 // to the socket with inode `inode`, counted up to `limit` (the scan stops there). nullopt when
 // /proc/PID/fd cannot be read, or when more than `max_fds` fds would have to be looked at. The

@@ -153,4 +153,15 @@ bool InOtherNetns(uint64_t own_netns, const std::map<uint64_t, NetnsView>& names
   return false;
 }
 
+AcceptDecision DecideAccept(const AcceptFacts& facts) {
+  // A pushed end needs no daemon: one pushed before the daemon died is installed as usual.
+  if (facts.pushed) return {AcceptAction::kTakePushed, "its end was pushed ahead of the accept"};
+  if (!facts.peer_on_this_host) return {AcceptAction::kStayTcp, "the peer is not on this host"};
+  if (facts.switching && *facts.switching == 0) {
+    return {AcceptAction::kStayTcp, "no switch to this port is in flight"};
+  }
+  if (!facts.daemon_connected) return {AcceptAction::kStayTcp, "no slipstreamd"};
+  return {AcceptAction::kClaim, "a switch to this port is in flight"};
+}
+
 }  // namespace slipstream::matcher

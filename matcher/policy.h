@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "base/sock_diag.h"
@@ -29,6 +30,35 @@ SockAddr KernelDestination(const SockAddr& dest, const SockAddr* bound);
 // the other end (SO_REUSEPORT groups included, since each member is listed separately).
 QueryReason DecideConnect(const std::vector<TcpSocketInfo>& listeners, const SockAddr& dest,
                           const std::function<bool(uint64_t inode)>& is_supervised);
+
+// Accept: the server's side of the same question, asked for each connection a supervised program
+// accepts. What the supervisor gathered, in the order it is cheapest to learn:
+struct AcceptFacts {
+  // The daemon pushed an end for exactly this connection (same local and remote address) ahead
+  // of the accept: it is this connection's peer's, whatever else holds.
+  bool pushed = false;
+  // The peer's address is one of this host's, in our namespace or in another one where
+  // supervisors run: only such a peer can be a supervised client.
+  bool peer_on_this_host = false;
+  // The `switching` gate of the connection's local port (preload_abi.h): connects to it that a
+  // client's supervisor is switching. Read after the accept, so zero means no supervised client
+  // can be this connection's peer. nullopt: the table is not mapped, so it cannot be told.
+  std::optional<uint32_t> switching;
+  bool daemon_connected = false;
+};
+enum class AcceptAction : uint8_t {
+  kTakePushed,  // install the pushed end: no round trip
+  kClaim,       // ask the daemon (kClaim), which pairs by the accepted socket itself
+  kStayTcp,     // the program gets the TCP socket; no round trip
+};
+struct AcceptDecision {
+  AcceptAction action;
+  const char* why;  // for --trace: the fact that decided (static text)
+};
+// Pure: no fact is read here. A wrong kStayTcp costs a relay (the client's supervisor relays an
+// end nobody claims), a wrong kClaim one round trip answered "no"; neither mispairs, since the
+// daemon pairs only by the accepted socket it receives (decision 3).
+AcceptDecision DecideAccept(const AcceptFacts& facts);
 
 // Across network namespaces. What a client's supervisor knows of the other namespaces (from the
 // daemon): their addresses, as their own supervisors read them, and whether the daemon can read

@@ -145,5 +145,39 @@ TEST(InOtherNetns, OnlyNamespacesWithEvidenceAndNotOurs) {
   EXPECT_FALSE(InOtherNetns(3, ns, A("192.0.2.1:5555")));
 }
 
+// Every combination of the four facts, against the rule written out once by hand: a pushed end
+// is taken, whatever else holds; otherwise the daemon is asked only for a peer on this host, with
+// a switch to the port in flight or not known not to be, while the daemon is there.
+TEST(DecideAccept, EveryCombinationOfFacts) {
+  const std::optional<uint32_t> gates[] = {std::nullopt, 0u, 1u, 7u};
+  int cases = 0;
+  for (bool pushed : {false, true}) {
+    for (bool on_host : {false, true}) {
+      for (auto gate : gates) {
+        for (bool daemon : {false, true}) {
+          AcceptDecision d = DecideAccept({pushed, on_host, gate, daemon});
+          AcceptAction want = pushed ? AcceptAction::kTakePushed
+                              : on_host && gate != std::optional<uint32_t>(0u) && daemon
+                                  ? AcceptAction::kClaim
+                                  : AcceptAction::kStayTcp;
+          EXPECT_EQ(d.action, want) << "pushed " << pushed << " on_host " << on_host << " gate "
+                                    << (gate ? std::to_string(*gate) : "?") << " daemon " << daemon;
+          EXPECT_NE(d.why, nullptr);
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 32);
+}
+
+TEST(DecideAccept, SaysWhichFactDecided) {
+  EXPECT_STREQ(DecideAccept({false, false, 1u, true}).why, "the peer is not on this host");
+  EXPECT_STREQ(DecideAccept({false, true, 0u, true}).why, "no switch to this port is in flight");
+  EXPECT_STREQ(DecideAccept({false, true, 1u, false}).why, "no slipstreamd");
+  EXPECT_EQ(DecideAccept({true, false, 0u, false}).action, AcceptAction::kTakePushed);
+  EXPECT_EQ(DecideAccept({false, true, std::nullopt, true}).action, AcceptAction::kClaim);
+}
+
 }  // namespace
 }  // namespace slipstream::matcher

@@ -147,8 +147,7 @@ class SocketCalls {
                      bool in_progress);
   // The AF_UNIX end paired with the accepted TCP socket `conn` whose peer address is `peer`, if
   // a supervised client on this host (any network namespace with supervisors) made it.
-  std::optional<UniqueFd> ClaimFromThisHost(PendingCall& c, int conn,
-                                            const std::optional<SockAddr>& peer);
+  std::optional<UniqueFd> ClaimFromThisHost(PendingCall& c, int conn, const Result<SockAddr>& peer);
   // connect on our copy: answers `c` unless the handshake is still running on a blocking socket.
   // A connection that gets established is switched to AF_UNIX if it was `approved`, or if a
   // supervised listener appeared since the decision.

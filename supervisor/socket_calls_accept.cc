@@ -97,13 +97,15 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
 }
 
 std::optional<UniqueFd> SocketCalls::ClaimFromThisHost(PendingCall& c, int conn,
-                                                       const std::optional<SockAddr>& peer) {
+                                                       const Result<SockAddr>& peer) {
+  if (!peer) return std::nullopt;  // reset meanwhile: nothing to pair
   // Only a connection from this host can have a supervised client: others need no round trip.
   // "This host" includes the addresses of other network namespaces with supervisors.
-  if (!peer || !(env_.local.IsLocal(*peer) || env_.switcher->FromOtherNetns(*peer))) {
-    return std::nullopt;
-  }
-  return env_.switcher->Claim(ProcessOf(c), conn);
+  bool on_host = env_.local.IsLocal(*peer) || env_.switcher->FromOtherNetns(*peer);
+  const char* why = "";
+  auto end = env_.switcher->Claim([this, &c] { return ProcessOf(c); }, conn, *peer, on_host, &why);
+  if (!end && c.tracing()) c.trace().note += std::string(" (left on TCP: ") + why + ")";
+  return end;
 }
 
 void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id,
@@ -123,7 +125,8 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
     peer_len = 0;
   }
   peer.set_len(peer_len);
-  c.trace().note = "(peer " + peer.ToString() + ")";
+  // Before what the claim noted (why the connection stays TCP).
+  if (c.tracing()) c.trace().note.insert(0, "(peer " + peer.ToString() + ")");
   if (args.addr != 0) {
     auto target = OpenTarget(c);
     if (!target) return c.Abandon();

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -298,20 +299,44 @@ std::optional<UniqueFd> Switcher::TakeFromInbox(const SockAddr& local, const Soc
   return end;
 }
 
-std::optional<UniqueFd> Switcher::Claim(pid_t pid, int accepted) {
-  if (!active()) return std::nullopt;
-  auto local = SocketName(accepted, false), remote = SocketName(accepted, true);
-  if (!local || !remote) return std::nullopt;
-  client_.Poll();
-  if (auto end = TakeFromInbox(*local, *remote)) return end;
-  // A supervised client raises its port's `switching` count before its connect(), which precedes
-  // the connection's arrival in the queue and so our accept; the count stays raised until the
-  // server end is installed (by this claim), relayed or given up. Zero now: no pair can be ours,
-  // and the daemon would answer "no" (as the library's in-process accept reasons, preload_abi.h).
-  // Unknown (the table is not mapped): ask.
-  if (gate_.Read(matcher::AcceptGate::Kind::kSwitching, local->port()) == 0u) {
+std::optional<UniqueFd> Switcher::Claim(const PidOf& pid, int accepted, const SockAddr& remote,
+                                        bool peer_on_this_host, const char** why) {
+  // Gather, cheapest first; decide (matcher::DecideAccept, pure); act.
+  auto local = SocketName(accepted, false);
+  if (!local) {
+    *why = "the connection is gone";
     return std::nullopt;
   }
+  if (active()) client_.Poll();  // a push queued for this connection is handled first
+  matcher::AcceptFacts facts;
+  auto pushed = inbox_.find({CanonicalText(*local), CanonicalText(remote)});
+  facts.pushed = pushed != inbox_.end();
+  facts.peer_on_this_host = peer_on_this_host;
+  // A supervised client raises its port's `switching` count before its connect(), which precedes
+  // the connection's arrival in the queue and so our accept; the count stays raised until the
+  // server end is installed (by this claim), relayed or given up (preload_abi.h).
+  if (!facts.pushed && peer_on_this_host) {
+    facts.switching = gate_.Read(matcher::AcceptGate::Kind::kSwitching, local->port());
+  }
+  facts.daemon_connected = active();
+  matcher::AcceptDecision decision = matcher::DecideAccept(facts);
+  *why = decision.why;
+  switch (decision.action) {
+    case matcher::AcceptAction::kStayTcp:
+      return std::nullopt;
+    case matcher::AcceptAction::kTakePushed: {
+      UniqueFd end = std::move(pushed->second.server_end);
+      inbox_.erase(pushed);
+      return end;
+    }
+    case matcher::AcceptAction::kClaim:
+      break;
+  }
+  return ClaimFromDaemon(pid(), accepted, *local, remote);
+}
+
+std::optional<UniqueFd> Switcher::ClaimFromDaemon(pid_t pid, int accepted, const SockAddr& local,
+                                                  const SockAddr& remote) {
   auto reply = client_.Call(MsgType::kClaim, pid, {}, {&accepted, 1});
   if (!reply || reply->type() != MsgType::kClaimReply) return std::nullopt;
   const auto* body = reply->As<matcher::ClaimReplyBody>();
@@ -326,7 +351,7 @@ std::optional<UniqueFd> Switcher::Claim(pid_t pid, int accepted) {
       return std::move(reply->fds[0]);
     case matcher::ClaimResult::kPushedToYou:
       // The push was queued before this reply, so Call() has handled it already.
-      return TakeFromInbox(*local, *remote);
+      return TakeFromInbox(local, remote);
     case matcher::ClaimResult::kNo:
       return std::nullopt;
   }
@@ -561,6 +586,10 @@ void Switcher::OnLost() {
   if (awaiting_.empty()) return;
   // The daemon may have handed some of these ends to a claimer just before it died. Give such a
   // claimer time to install the end, then look who holds each one.
+  ScheduleOrphanLook();
+}
+
+void Switcher::ScheduleOrphanLook() {
   orphan_timer_.expires_after(kOrphanGrace);
   orphan_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) ResolveOrphans();
@@ -571,13 +600,56 @@ void Switcher::ResolveOrphans() {
   std::vector<uint64_t> orphans;
   for (const auto& [ino, a] : awaiting_) orphans.push_back(ino);
   auto holders = FindSocketHolders(orphans);  // one pass over /proc for them all
+  if (!holders) {  // cannot tell: taken for claimed, so that no end is relayed twice
+    for (uint64_t ino : orphans) OnRelease(ino);
+    return;
+  }
+  std::unordered_set<uint64_t> in_our_inbox;
+  for (const auto& [key, entry] : inbox_) in_our_inbox.insert(InodeOf(entry.server_end.Get()));
+  bool undecided = false;
   for (uint64_t ino : orphans) {
-    if (HeldByOthers(holders, ino)) {
-      OnRelease(ino);
+    auto it = holders->find(ino);
+    if (it == holders->end() || it->second.empty()) {
+      if (in_our_inbox.count(ino) != 0) {
+        undecided = true;  // our own accept installs it or gives it up
+      } else if (ServerSideRetained(awaiting_.at(ino).tcp.Get())) {
+        OnRelease(ino);  // installed, and since closed by its program
+      } else {
+        OnRelay(ino);  // given up before it reached a program
+      }
+    } else if (std::all_of(it->second.begin(), it->second.end(), IsSlipstreamProcess)) {
+      // Held only by Slipstream's processes: not in a program yet, but waiting in another
+      // supervisor's inbox for its accept, which installs it or gives it up (closes it). Taken
+      // for claimed now, our copy would be dropped, and with it the connection if it is given
+      // up. Look again later.
+      undecided = true;
     } else {
-      OnRelay(ino);
+      OnRelease(ino);  // in a program
     }
   }
+  if (undecided && !awaiting_.empty()) ScheduleOrphanLook();
+}
+
+bool Switcher::ServerSideRetained(int client_tcp) {
+  // Without the daemon, an end that nobody but us holds was either given up before reaching a
+  // program (relay it) or installed and then closed by its program (relaying it would keep the
+  // connection open behind the program's back). The server side of the TCP connection tells them
+  // apart: a supervisor that installed the end retains it (Book); otherwise a program holds it
+  // (it accepted the TCP connection itself) or nobody does (the connection went away).
+  if (!diag_) return false;
+  auto local = SocketName(client_tcp, false), remote = SocketName(client_tcp, true);
+  if (!local || !remote) return false;
+  auto server_side = diag_->LookupTcp(*remote, *local);
+  if (!server_side || server_side->inode == 0) return false;
+  uint64_t ino = server_side->inode;
+  for (const auto& [end_ino, sw] : book_) {
+    if (InodeOf(sw.tcp.Get()) == ino) return true;  // retained by us: both programs are ours
+  }
+  auto holders = FindSocketHolders({&ino, 1});
+  if (!holders) return false;
+  auto it = holders->find(ino);
+  return it != holders->end() && !it->second.empty() &&
+         std::all_of(it->second.begin(), it->second.end(), IsSlipstreamProcess);
 }
 
 void Switcher::ScheduleSweep() {

@@ -115,9 +115,12 @@ class Switcher {
   // ends pushed to us.
   void LowerAcceptGates();
 
-  // Server side: the AF_UNIX end to install instead of `accepted`, if it is paired: pushed to us
-  // ahead of the accept (no round trip), or claimed from the daemon. Installed() reports it placed.
-  std::optional<UniqueFd> Claim(pid_t pid, int accepted);
+  // Server side: the AF_UNIX end to install instead of `accepted` (whose peer is `remote`), if it
+  // is paired: pushed to us ahead of the accept (no round trip), or claimed from the daemon, as
+  // matcher::DecideAccept decides; `why` gets the fact that decided, for --trace. `pid` is read
+  // only for a claim. Installed() reports the end placed.
+  std::optional<UniqueFd> Claim(const PidOf& pid, int accepted, const SockAddr& remote,
+                                bool peer_on_this_host, const char** why);
   void Installed(pid_t pid, uint64_t end_ino, int tcp);
   // A claimed or pushed end that will never be installed (the connection was lost before the
   // program got it): closed, and the daemon told, so the client's supervisor relays or ends it.
@@ -168,13 +171,22 @@ class Switcher {
   void OnNetns(const matcher::Message& m);
   bool SendIntent(pid_t pid, int sock, bool by_seq, std::string why = {});
   std::optional<UniqueFd> TakeFromInbox(const SockAddr& local, const SockAddr& remote);
+  // kClaim: the daemon's answer for the accepted socket (its end, or our inbox's after a push).
+  std::optional<UniqueFd> ClaimFromDaemon(pid_t pid, int accepted, const SockAddr& local,
+                                          const SockAddr& remote);
   void ScheduleInboxSweep();
   void SweepInbox();
   void OnRelease(uint64_t server_end_ino);
   void OnRelay(uint64_t server_end_ino);
   void OnLost();
   void OnReconnected();
+  // After the daemon is lost: who holds each end still awaiting a verdict? A program (claimed:
+  // drop our copy), nobody (relay), or only another supervisor (look again later).
+  void ScheduleOrphanLook();
   void ResolveOrphans();
+  // Is the server side of the switched connection whose client TCP socket is `client_tcp`
+  // retained by a supervisor (its end was installed)?
+  bool ServerSideRetained(int client_tcp);
   void ScheduleSweep();
   void Sweep();
 
