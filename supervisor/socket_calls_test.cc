@@ -5,6 +5,8 @@
 // A child rather than a thread of the test: its memory is another address space, so a value the
 // handler wrote can only have come through process_vm_writev, and a read of the wrong address
 // space would show.
+// The Switcher is never started against a real slipstreamd: bookings are made directly, and the
+// two questions FindOrAdopt asks a daemon go to a stand-in at the daemon's socket path.
 #include "supervisor/socket_calls.h"
 
 #include <arpa/inet.h>
@@ -23,11 +25,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <optional>
+#include <span>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -35,6 +41,7 @@
 #include "matcher/listener_table.h"
 #include "matcher/paths.h"
 #include "matcher/protocol.h"
+#include "preload-fallback/preload_abi.h"
 
 namespace slipstream::supervisor {
 namespace {
@@ -158,6 +165,66 @@ class RuntimeDirTest : public ::testing::Test {
     std::filesystem::remove_all(dir_, ignored);
   }
   std::string dir_;
+};
+
+// A stand-in for slipstreamd at the daemon's socket path, for what FindOrAdopt asks it: answers
+// kAdopt with `adopt_tcp` (found) or not found when it is -1, anything else with kError. Records
+// the inode of each kAdopt whose end came along (0 for one without it).
+class FakeDaemon {
+ public:
+  FakeDaemon(const std::string& dir, int adopt_tcp) : adopt_tcp_(adopt_tcp) {
+    listener_ = UniqueFd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    matcher::SocketPath(dir).copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+    EXPECT_EQ(bind(listener_.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(listen(listener_.Get(), 1), 0);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~FakeDaemon() {
+    shutdown(listener_.Get(), SHUT_RDWR);  // wakes an accept that never got a client
+    if (int conn = conn_.load(); conn >= 0) shutdown(conn, SHUT_RDWR);
+    thread_.join();
+  }
+  std::vector<uint64_t> adopted() {
+    std::lock_guard lock(mu_);
+    return adopted_;
+  }
+
+ private:
+  void Serve() {
+    UniqueFd conn(accept4(listener_.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) return;
+    conn_ = conn.Get();
+    for (;;) {
+      auto m = matcher::ReceiveMessage(conn.Get());
+      if (!m && m.error().err == EPROTO) continue;
+      if (!m) break;
+      if (m->type() != matcher::MsgType::kAdopt) {
+        (void)matcher::SendMessage(conn.Get(), matcher::MsgType::kError, m->header.seq, 0, {});
+        continue;
+      }
+      const auto* body = m->As<matcher::InodeBody>();
+      bool with_end =
+          body != nullptr && m->fds.size() == 1 && InodeOf(m->fds[0].Get()) == body->inode;
+      {
+        std::lock_guard lock(mu_);
+        adopted_.push_back(with_end ? body->inode : 0);
+      }
+      matcher::AdoptReplyBody reply{adopt_tcp_ >= 0, 1};
+      std::span<const int> fds;
+      if (adopt_tcp_ >= 0) fds = {&adopt_tcp_, 1};
+      (void)matcher::SendMessage(conn.Get(), matcher::MsgType::kAdoptReply, m->header.seq, 0,
+                                 matcher::Bytes(reply), fds);
+    }
+    conn_ = -1;
+  }
+  int adopt_tcp_;
+  UniqueFd listener_;
+  std::atomic<int> conn_{-1};
+  std::mutex mu_;
+  std::vector<uint64_t> adopted_;
+  std::thread thread_;
 };
 
 class SocketCallsTest : public RuntimeDirTest {
@@ -408,12 +475,33 @@ TEST_F(SocketCallsTest, AcceptWithoutDaemonInstallsTheTcpConnection) {
   EXPECT_TRUE(p.cloexec);
   auto peer = SocketName(installer_.files[0].Get(), true);
   ASSERT_TRUE(peer);
-  EXPECT_EQ(*peer, *client_name) << "the installed socket is the queued connection";
+  EXPECT_EQ(*peer, *client_name) << "the installed socket is the queued connection: "
+                                 << peer->ToString();
   TargetMemory mem = TargetMem();
   ASSERT_EQ(mem.len, sizeof(sockaddr_in));
-  EXPECT_EQ(SockAddr(mem.buf, mem.len), *client_name);
+  EXPECT_EQ(SockAddr(mem.buf, mem.len), *client_name) << SockAddr(mem.buf, mem.len).ToString();
   EXPECT_EQ(stats_.accepts, 1u);
   EXPECT_EQ(stats_.left_on_tcp, 1u);
+}
+
+// An end that reached the program from another supervisor's program (SCM_RIGHTS): the daemon
+// hands over its TCP socket, whose address getpeername then answers.
+TEST_F(SocketCallsTest, GetNameOnAnEndTheDaemonKnows) {
+  TcpConnection tcp = Connected();
+  auto remote = SocketName(tcp.client.Get(), true);
+  ASSERT_TRUE(remote);
+  auto [end, peer] = UnixPair();
+  FakeDaemon daemon(dir_, tcp.client.Get());
+  switcher_->Start();
+  ASSERT_TRUE(switcher_->active());
+  StartTarget();
+  EXPECT_EQ(Handle(Call::kGetpeername,
+                   {static_cast<uint64_t>(end.Get()), Ptr(g_mem.buf), Ptr(&g_mem.len)}),
+            Returned(0));
+  TargetMemory mem = TargetMem();
+  ASSERT_EQ(mem.len, sizeof(sockaddr_in));
+  EXPECT_EQ(SockAddr(mem.buf, mem.len), *remote) << SockAddr(mem.buf, mem.len).ToString();
+  EXPECT_THAT(daemon.adopted(), ElementsAre(InodeOf(end.Get())));
 }
 
 // --- A switched socket: answered from the retained TCP socket ---------------------------------
@@ -476,13 +564,45 @@ TEST_F(SwitchedSocketTest, GetNamesAreTheTcpSocketsAddresses) {
   EXPECT_EQ(Handle(Call::kGetpeername, {end(), Ptr(g_mem.buf), Ptr(&g_mem.len)}), Returned(0));
   TargetMemory mem = TargetMem();
   ASSERT_EQ(mem.len, sizeof(sockaddr_in));
-  EXPECT_EQ(SockAddr(mem.buf, mem.len), *remote);
+  EXPECT_EQ(SockAddr(mem.buf, mem.len), *remote) << SockAddr(mem.buf, mem.len).ToString();
   EXPECT_EQ(mem.buf[sizeof(sockaddr_in)], kUntouched) << "nothing beyond the address";
 
   EXPECT_EQ(Handle(Call::kGetsockname, {end(), Ptr(g_mem.buf), Ptr(&g_mem.len)}), Returned(0));
   mem = TargetMem();
   ASSERT_EQ(mem.len, sizeof(sockaddr_in));
-  EXPECT_EQ(SockAddr(mem.buf, mem.len), *local);
+  EXPECT_EQ(SockAddr(mem.buf, mem.len), *local) << SockAddr(mem.buf, mem.len).ToString();
+}
+
+TEST_F(SwitchedSocketTest, NamesOptionGivesBothTcpAddresses) {
+  auto local = SocketName(tcp_.client.Get(), false);
+  auto remote = SocketName(tcp_.client.Get(), true);
+  ASSERT_TRUE(local && remote);
+  g_mem.len = sizeof(slipstream_names);
+  StartTarget();
+  EXPECT_EQ(GetIntOpt(SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES), Returned(0));
+  TargetMemory mem = TargetMem();
+  EXPECT_EQ(mem.len, sizeof(slipstream_names));
+  slipstream_names names;
+  memcpy(&names, mem.buf, sizeof(names));
+  ASSERT_EQ(names.local_len, sizeof(sockaddr_in));
+  ASSERT_EQ(names.peer_len, sizeof(sockaddr_in));
+  EXPECT_EQ(SockAddr(names.local, names.local_len), *local)
+      << SockAddr(names.local, names.local_len).ToString();
+  EXPECT_EQ(SockAddr(names.peer, names.peer_len), *remote)
+      << SockAddr(names.peer, names.peer_len).ToString();
+  EXPECT_EQ(mem.buf[sizeof(names)], kUntouched);
+}
+
+TEST_F(SwitchedSocketTest, NamesOptionOnATcpSocketIsLeftToTheKernel) {
+  g_mem.len = sizeof(slipstream_names);
+  StartTarget();
+  // The kernel's ENOPROTOOPT tells the library the socket is not switched.
+  EXPECT_EQ(Handle(Call::kGetsockopt, {static_cast<uint64_t>(tcp_.client.Get()), SLIPSTREAM_SOL,
+                                       SLIPSTREAM_OPT_NAMES, Ptr(g_mem.buf), Ptr(&g_mem.len)}),
+            Continued());
+  TargetMemory mem = TargetMem();
+  EXPECT_EQ(mem.buf[0], kUntouched);
+  EXPECT_EQ(mem.len, sizeof(slipstream_names));
 }
 
 TEST_F(SwitchedSocketTest, GetNameIntoUnwritableBufferFailsWithEfault) {
@@ -613,6 +733,46 @@ TEST_F(SwitcherTest, FindOrAdoptWithoutDaemon) {
   EXPECT_EQ(switcher_->FindOrAdopt(other.Get()), nullptr);
   EXPECT_EQ(switcher_->FindOrAdopt(named.Get()), nullptr);
   EXPECT_EQ(switcher_->booked(), 1u);
+}
+
+// With a daemon, an AF_UNIX end that is not booked may be a switched end another supervisor's
+// program sent ours: the daemon is asked, once per end, and only for an unnamed one.
+TEST_F(SwitcherTest, FindOrAdoptAsksTheDaemonOnlyAboutUnnamedEnds) {
+  FakeDaemon daemon(dir_, /*adopt_tcp=*/-1);
+  switcher_->Start();
+  ASSERT_TRUE(switcher_->active());
+  UniqueFd server(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  (dir_ + "/server.sock").copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(bind(server.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(server.Get(), 1), 0);
+  UniqueFd named_peer(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_EQ(connect(named_peer.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  auto [end, peer] = UnixPair();
+
+  EXPECT_EQ(switcher_->FindOrAdopt(named_peer.Get()), nullptr) << "a server's client: not ours";
+  EXPECT_EQ(switcher_->FindOrAdopt(end.Get()), nullptr);
+  EXPECT_EQ(switcher_->FindOrAdopt(end.Get()), nullptr);
+  // Each Call waits for its reply, so the daemon has seen every request by now.
+  EXPECT_THAT(daemon.adopted(), ElementsAre(InodeOf(end.Get())))
+      << "one round trip, with the end as proof; the answer is remembered";
+  EXPECT_EQ(switcher_->booked(), 0u);
+}
+
+TEST_F(SwitcherTest, FindOrAdoptBooksTheTcpSocketTheDaemonHandsOver) {
+  TcpConnection tcp = Connected();
+  FakeDaemon daemon(dir_, tcp.client.Get());
+  switcher_->Start();
+  ASSERT_TRUE(switcher_->active());
+  auto [end, peer] = UnixPair();
+  SwitchedSocket* sw = switcher_->FindOrAdopt(end.Get());
+  ASSERT_NE(sw, nullptr);
+  EXPECT_EQ(InodeOf(sw->tcp.Get()), InodeOf(tcp.client.Get()));
+  EXPECT_TRUE(sw->confirmed) << "the daemon knew the pair: its peer end is in a program";
+  EXPECT_EQ(switcher_->Find(InodeOf(end.Get())), sw);
+  EXPECT_EQ(switcher_->FindOrAdopt(end.Get()), sw) << "booked: no second round trip";
+  EXPECT_THAT(daemon.adopted(), ElementsAre(InodeOf(end.Get())));
 }
 
 TEST_F(SwitcherTest, BeginSwitchRaisesAndLowersTheSwitchingGate) {
