@@ -613,9 +613,9 @@ static int AcceptInProcess(int listener, uint16_t* port) {
 /* The connection `fd` was accepted here while a client's supervisor was switching a connect to
  * this port: offer it to our supervisor (a trapped getsockopt, preload_abi.h). If the client is
  * the one switching, the call returns a new fd naming the AF_UNIX end, which replaces `fd` here.
- * Without a supervisor (fail-open) the kernel answers ENOPROTOOPT and the socket stays TCP. A
- * signal that interrupts the claim before the answer leaves nothing installed: the claim is made
- * again. Keeps errno. */
+ * Without a supervisor (fail-open) the kernel answers an error (EOPNOTSUPP) and the socket stays
+ * TCP. A signal that interrupts the claim before the answer leaves nothing installed: the claim
+ * is made again. Keeps errno. */
 static int LateClaim(int fd) {
   int32_t claim = SLIPSTREAM_CLAIM_TCP;
   socklen_t len = sizeof(claim);

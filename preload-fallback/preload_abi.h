@@ -129,8 +129,8 @@ struct slipstream_listener_table {
  *    end, which the library moves over `fd` with dup3;
  *  - SLIPSTREAM_CLAIM_TCP (0): not paired, the socket stays TCP;
  *  - SLIPSTREAM_CLAIM_SWITCHED: `fd` was switched already (nothing new).
- * The level is no protocol's, so without a supervisor (fail-open) the kernel answers ENOPROTOOPT
- * and the socket stays TCP. */
+ * The level is no protocol's, so without a supervisor (fail-open) the kernel answers an error
+ * (EOPNOTSUPP on Linux 6.18, TCP and AF_UNIX alike) and the socket stays TCP. */
 #define SLIPSTREAM_SOL 0x534c4950 /* "SLIP" */
 #define SLIPSTREAM_OPT_CLAIM 1
 #define SLIPSTREAM_CLAIM_TCP 0
@@ -160,8 +160,8 @@ struct slipstream_connect_answer {
 /* getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, &struct slipstream_names, &len), made
  * without the cookie on a socket the supervisor switched: it answers both addresses of the
  * retained TCP socket at once (what getsockname and getpeername would answer), so that the
- * library answers the later ones itself. ENOPROTOOPT (from the kernel) on any other socket; the
- * error of either address otherwise (ENOTCONN after a reset). */
+ * library answers the later ones itself. An error from the kernel (EOPNOTSUPP) on any other
+ * socket; the error of either address otherwise (ENOTCONN after a reset). */
 #define SLIPSTREAM_OPT_NAMES 2
 struct slipstream_names {
   uint32_t local_len, peer_len;

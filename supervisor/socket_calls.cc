@@ -124,9 +124,8 @@ pid_t SocketCalls::ProcessOf(PendingCall& c) {
   return c.set_process(*tgid);
 }
 
-std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, const TargetAccess& target,
-                                                         int fd, bool validate_tcp) {
-  (void)target;
+std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, int fd,
+                                                         bool validate_tcp) {
   auto copy = TakeFd(c.tid(), fd);
   if (!copy) return std::nullopt;  // EBADF and friends: the kernel says it exactly
   Sock sock{std::move(*copy)};
@@ -149,7 +148,7 @@ std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, const T
 
 std::optional<UniqueFd> SocketCalls::TakeInetSocket(PendingCall& c, const TargetAccess& target,
                                                     int fd) {
-  auto sock = TakeSocket(c, target, fd);
+  auto sock = TakeSocket(c, fd);
   if (!sock || sock->switched) return std::nullopt;
   return std::move(sock->fd);
 }
@@ -205,7 +204,7 @@ void SocketCalls::OnGetName(PendingCall& c, bool peer) {
   c.trace().args = FdText(c.arg(0));
   auto target = OpenTarget(c);
   if (!target) return;
-  auto sock = TakeSocket(c, *target, fd, /*validate_tcp=*/false);
+  auto sock = TakeSocket(c, fd, /*validate_tcp=*/false);
   if (!sock) return;
   if (!sock->switched) {
     // The kernel's answer is the one to give (CONTINUE): copying it out ourselves took a read and
@@ -248,11 +247,14 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
 
 void SocketCalls::OnNames(PendingCall& c, const TargetAccess& target) {
   c.trace().args = FdText(c.arg(0)) + ", SLIPSTREAM_OPT_NAMES";
-  auto len = target.ReadInt(c.arg(4));
+  if (env_.switcher == nullptr) return;  // nothing is switched: the kernel's EOPNOTSUPP
+  auto len = target.ReadInt(c.arg(4));   // read, then validate (in TakeSocket)
+  auto sock = TakeSocket(c, static_cast<int>(c.arg(0)));
+  // Any other socket: the kernel's answer for a level no protocol has (EOPNOTSUPP on Linux 6.x,
+  // whatever the length), so the length is judged only for a switched one.
+  if (!sock || !sock->switched) return;
   if (!len) return (void)c.Fail(EFAULT);
   if (*len < static_cast<int>(sizeof(slipstream_names))) return (void)c.Fail(EINVAL);
-  auto sock = TakeSocket(c, target, static_cast<int>(c.arg(0)));
-  if (!sock || !sock->switched) return;  // the kernel's ENOPROTOOPT/EOPNOTSUPP
   auto local = SocketName(sock->tcp(), false);
   if (!local) return (void)c.Fail(local.error().err);
   auto peer = SocketName(sock->tcp(), true);
@@ -314,7 +316,7 @@ void SocketCalls::OnShutdown(PendingCall& c) {
   if (env_.switcher == nullptr || how < SHUT_RD || how > SHUT_RDWR) return;
   auto target = OpenTarget(c);
   if (!target) return;
-  auto sock = TakeSocket(c, *target, static_cast<int>(c.arg(0)));
+  auto sock = TakeSocket(c, static_cast<int>(c.arg(0)));
   if (!sock || !sock->switched) return;
   // The retained TCP connection follows, so that TCP_INFO tells FIN_WAIT2 here and CLOSE_WAIT
   // at the peer, as the program would see natively; first, so that the peer's FIN has arrived

@@ -80,8 +80,8 @@ class SocketCalls {
   std::optional<tracer::TargetAccess> OpenTarget(PendingCall& c);
   // pidfd_getfd through the pidfd cache, reopening once if the cached pidfd is stale (ESRCH).
   Result<UniqueFd> TakeFd(pid_t tid, int fd);
-  // The process (thread group) of a trapping thread, for what the daemon lists; cached.
-  // The process (thread group) of the thread that made the call `c`.
+  // The process (thread group) of the thread that made the call `c`, for what the daemon lists:
+  // read once per call, and across calls checked with one /proc lookup (IsThreadOf).
   pid_t ProcessOf(PendingCall& c);
   // A copy of the target's fd when it is a TCP stream socket, or an AF_UNIX end we switched (then
   // `switched` is set). nullopt means "let the kernel run it" (or the target left the call, in
@@ -94,8 +94,7 @@ class SocketCalls {
   };
   // `validate_tcp` false: the caller only lets the kernel answer (CONTINUE) if the fd is a TCP
   // socket, so the copy needs no ID_VALID check (a switched end is always checked).
-  std::optional<Sock> TakeSocket(PendingCall& c, const tracer::TargetAccess& target, int fd,
-                                 bool validate_tcp = true);
+  std::optional<Sock> TakeSocket(PendingCall& c, int fd, bool validate_tcp = true);
   std::optional<UniqueFd> TakeInetSocket(PendingCall& c, const tracer::TargetAccess& target,
                                          int fd);
 

@@ -168,13 +168,13 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
 void SocketCalls::OnLateClaim(PendingCall& c) {
   int fd = static_cast<int>(c.arg(0));
   c.trace().args = FdText(c.arg(0)) + ", SLIPSTREAM_OPT_CLAIM";
-  if (env_.switcher == nullptr) return;  // the kernel's ENOPROTOOPT: the socket stays TCP
+  if (env_.switcher == nullptr) return;  // the kernel's EOPNOTSUPP: the socket stays TCP
   auto target = OpenTarget(c);
   if (!target) return;
   auto len = target->ReadInt(c.arg(4));
   if (!len) return (void)c.Fail(EFAULT);
   if (*len < static_cast<int>(sizeof(int))) return (void)c.Fail(EINVAL);
-  auto sock = TakeSocket(c, *target, fd);
+  auto sock = TakeSocket(c, fd);
   if (!sock) return;
   auto answer = [&](int32_t claim) {
     if (!target->WriteInt(c.arg(3), claim) || !target->WriteInt(c.arg(4), sizeof(int32_t))) {

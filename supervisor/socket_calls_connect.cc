@@ -36,11 +36,11 @@ void SocketCalls::OnConnect(PendingCall c) {
   if (!dest) return;  // the kernel gives EINVAL/EFAULT itself
   if (env_.switcher != nullptr && !dest->IsInet()) {
     // AF_UNSPEC (disconnect) or a bad family on a switched socket must get TCP's answer.
-    if (auto s = TakeSocket(c, *target, fd); s && s->switched) ConnectSwitched(c, *dest, *s);
+    if (auto s = TakeSocket(c, fd); s && s->switched) ConnectSwitched(c, *dest, *s);
     return;
   }
   if (!dest->IsInet()) return;  // EAFNOSUPPORT and friends from the kernel
-  auto taken = TakeSocket(c, *target, fd);
+  auto taken = TakeSocket(c, fd);
   if (taken && taken->switched) return ConnectSwitched(c, *dest, *taken);
   ++env_.stats.connects;
   // A destination that is not local here may be a supervised server in another network
@@ -145,8 +145,7 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
     // before or after the switch). Its restarted connect() must report that connection, not
     // EISCONN.
     if (switched) {
-      if (SwitchedSocket* sw = env_.switcher->Find(prep.end_ino))
-        sw->connect_unreported = true;
+      if (SwitchedSocket* sw = env_.switcher->Find(prep.end_ino)) sw->connect_unreported = true;
     } else {
       if (unreported_connects_.size() >= 4096) unreported_connects_.clear();  // stale: bound it
       unreported_connects_.insert(InodeOf(sock));

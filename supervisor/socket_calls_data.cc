@@ -177,7 +177,7 @@ void SocketCalls::OnData(PendingCall c) {
   if (env_.switcher == nullptr) return;
   auto target = OpenTarget(c);
   if (!target) return;
-  auto sock = TakeSocket(c, *target, static_cast<int>(c.arg(0)));
+  auto sock = TakeSocket(c, static_cast<int>(c.arg(0)));
   if (!sock || !sock->switched) return;  // TCP, UDP, genuine AF_UNIX: the kernel is exact
   auto flags = static_cast<unsigned>(c.arg(flags_arg));
   c.trace().note = "(switched socket)";

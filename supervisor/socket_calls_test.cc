@@ -596,13 +596,33 @@ TEST_F(SwitchedSocketTest, NamesOptionGivesBothTcpAddresses) {
 TEST_F(SwitchedSocketTest, NamesOptionOnATcpSocketIsLeftToTheKernel) {
   g_mem.len = sizeof(slipstream_names);
   StartTarget();
-  // The kernel's ENOPROTOOPT tells the library the socket is not switched.
+  // The kernel's error (EOPNOTSUPP) tells the library the socket is not switched.
   EXPECT_EQ(Handle(Call::kGetsockopt, {static_cast<uint64_t>(tcp_.client.Get()), SLIPSTREAM_SOL,
                                        SLIPSTREAM_OPT_NAMES, Ptr(g_mem.buf), Ptr(&g_mem.len)}),
             Continued());
   TargetMemory mem = TargetMem();
   EXPECT_EQ(mem.buf[0], kUntouched);
   EXPECT_EQ(mem.len, sizeof(slipstream_names));
+}
+
+// The kernel answers a level no protocol has with EOPNOTSUPP whatever the length: so must we on
+// any socket that is not switched, even with an unreadable or short length.
+TEST_F(SwitchedSocketTest, NamesOptionLengthIsJudgedOnlyOnASwitchedSocket) {
+  g_mem.len = 1;
+  StartTarget();
+  uint64_t tcp = static_cast<uint64_t>(tcp_.client.Get());
+  EXPECT_EQ(Handle(Call::kGetsockopt,
+                   {tcp, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, Ptr(g_mem.buf), kUnmapped}),
+            Continued());
+  EXPECT_EQ(Handle(Call::kGetsockopt,
+                   {tcp, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, Ptr(g_mem.buf), Ptr(&g_mem.len)}),
+            Continued());
+  EXPECT_EQ(Handle(Call::kGetsockopt,
+                   {end(), SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, Ptr(g_mem.buf), Ptr(&g_mem.len)}),
+            Failed(EINVAL));
+  EXPECT_EQ(Handle(Call::kGetsockopt,
+                   {end(), SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, Ptr(g_mem.buf), kUnmapped}),
+            Failed(EFAULT));
 }
 
 TEST_F(SwitchedSocketTest, GetNameIntoUnwritableBufferFailsWithEfault) {
