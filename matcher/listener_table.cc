@@ -34,7 +34,7 @@ AcceptGate::~AcceptGate() {
   if (table_ != nullptr) munmap(table_, sizeof(*table_));
 }
 
-uint32_t* AcceptGate::Counter(Kind kind, uint16_t port) {
+slipstream_listener_table* AcceptGate::Map() {
   if (table_ == nullptr) {
     UniqueFd fd(open(path_.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     struct stat st;
@@ -47,7 +47,20 @@ uint32_t* AcceptGate::Counter(Kind kind, uint16_t port) {
     if (p == MAP_FAILED) return nullptr;
     table_ = static_cast<slipstream_listener_table*>(p);
   }
+  return table_;
+}
+
+uint32_t* AcceptGate::Counter(Kind kind, uint16_t port) {
+  if (Map() == nullptr) return nullptr;
   return kind == Kind::kSwitching ? &table_->switching[port] : &table_->parked[port];
+}
+
+std::optional<bool> AcceptGate::PortSupervised(uint16_t port) {
+  if (Map() == nullptr ||
+      __atomic_load_n(&table_->magic, __ATOMIC_ACQUIRE) != SLIPSTREAM_TABLE_MAGIC) {
+    return std::nullopt;
+  }
+  return slipstream_port_supervised(table_, port) != 0;
 }
 
 AcceptGate::Count AcceptGate::Raise(Kind kind, uint16_t port) {

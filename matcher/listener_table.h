@@ -69,8 +69,13 @@ class AcceptGate {
 
   [[nodiscard]] Count Raise(Kind kind, uint16_t port);
   std::optional<uint32_t> Read(Kind kind, uint16_t port);  // nullopt: the file is not mapped
+  // Does a registered (supervised) listener have TCP port `port` (the table's `ports` bit, set
+  // before the registering listen() runs)? nullopt: the file is not mapped or a daemon is
+  // (re)initialising it, so it cannot be told.
+  std::optional<bool> PortSupervised(uint16_t port);
 
  private:
+  slipstream_listener_table* Map();
   uint32_t* Counter(Kind kind, uint16_t port);
 
   std::string path_;

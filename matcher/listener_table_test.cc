@@ -9,6 +9,8 @@
 
 #include <string>
 
+#include "base/unique_fd.h"
+
 namespace slipstream::matcher {
 namespace {
 
@@ -121,6 +123,29 @@ TEST_F(ListenerTableTest, AcceptGateCountsAreSeenByProgramsAndOutliveADaemonRest
   EXPECT_EQ(view->switching[8080], 0u);
   EXPECT_EQ(view->parked[8080], 0u);
   munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
+}
+
+// The client's supervisor skips reading the daemon's messages for a port whose bit is clear: so
+// "clear" must never be answered for a file it cannot read or one a daemon is (re)initialising.
+TEST_F(ListenerTableTest, PortSupervisedIsUnknownUntilTheTableIsInitialised) {
+  AcceptGate gate(path_);
+  EXPECT_EQ(gate.PortSupervised(8080), std::nullopt);  // no file yet
+  auto table = ListenerTable::Open(path_);
+  ASSERT_TRUE(table);
+  EXPECT_EQ(gate.PortSupervised(8080), false);
+  ListenerTable::Ports ports{};
+  ListenerTable::Mark(ports, 8080);
+  table->Publish(ports);
+  EXPECT_EQ(gate.PortSupervised(8080), true);
+  EXPECT_EQ(gate.PortSupervised(8081), false);
+  // A daemon re-initialising the file writes the magic last: meanwhile, unknown.
+  auto* raw = static_cast<slipstream_listener_table*>(
+      mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ | PROT_WRITE, MAP_SHARED,
+           UniqueFd(open(path_.c_str(), O_RDWR | O_CLOEXEC)).Get(), 0));
+  ASSERT_NE(raw, MAP_FAILED);
+  raw->magic = 0;
+  EXPECT_EQ(gate.PortSupervised(8081), std::nullopt);
+  munmap(raw, sizeof(*raw));
 }
 
 TEST_F(ListenerTableTest, AnIdleDaemonClearsTheGatesOfDeadSupervisors) {

@@ -142,16 +142,20 @@ void MatcherClient::ArmRead() {
                     });
 }
 
-void MatcherClient::Poll() {
+size_t MatcherClient::Poll() {
+  size_t handled = 0;
   while (desc_) {
     auto m = matcher::ReceiveMessage(desc_->native_handle(), /*nonblocking=*/true);
     if (!m) {
-      if (m.error().err == EAGAIN) return;
+      if (m.error().err == EAGAIN) break;
       if (m.error().err == EPROTO) continue;
-      return Lost(m.error());
+      Lost(m.error());
+      break;
     }
     Dispatch(std::move(*m));
+    ++handled;
   }
+  return handled;
 }
 
 void MatcherClient::OnReadable() {

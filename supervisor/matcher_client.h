@@ -54,7 +54,8 @@ class MatcherClient {
   Status Send(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
               std::span<const int> fds = {});
   // Handles every message already queued (without waiting): the freshest view of the listeners.
-  void Poll();
+  // Returns how many there were.
+  size_t Poll();
   // Gives back an end that will never be installed: closes our copy first, then tells the daemon
   // (kDisown), after which the client's supervisor may relay.
   void Disown(UniqueFd end);

@@ -121,7 +121,9 @@ class SocketCalls {
   void SaveProgress(const PendingCall& c, size_t done);
   size_t TakeProgress(const PendingCall& c);
 
-  // accept: answers `c` unless the listener has nothing to accept yet (returns false).
+  // accept: answers `c` unless the listener has nothing to accept yet (returns false). With a
+  // connection queued and NothingToPair, the kernel runs the accept (CONTINUE).
+  bool NothingToPair(int listener);
   bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args);
   void Deliver(PendingCall& c, Parked conn, const FileId& listener_id, const AcceptArgs& args);
   // getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_CLAIM) from the preload library: it accepted

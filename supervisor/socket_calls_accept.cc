@@ -52,6 +52,20 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
 
 bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener_id,
                             const AcceptArgs& args) {
+  pollfd p{listener, POLLIN, 0};
+  bool queued = poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+  if (queued && NothingToPair(listener)) {
+    // The kernel's accept takes the oldest queued connection, and none of those can be a
+    // switching client's: one trapped call and nothing more. (Expected race: another thread of
+    // the program accepts the queued connection first, and ours waits for a later one that may be
+    // a switching client's: that client's supervisor then relays, as for an unsupervised
+    // acceptor.) Counted as accepted and left on TCP: the kernel's result is not seen.
+    ++env_.stats.accepts;
+    ++env_.stats.left_on_tcp;
+    if (c.tracing()) c.trace().note = "(left on TCP: no switch to this port is in flight)";
+    c.Continue();
+    return true;
+  }
   // The kernel reserves the new fd before it takes a connection from the queue: with a full fd
   // table accept fails with EMFILE and the connection stays queued (the listener stays readable,
   // so the program's retry loop sees it again).
@@ -61,9 +75,8 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
   }
   auto flags = GetFileFlags(listener);
   bool blocking = flags && !(*flags & O_NONBLOCK);
-  if (blocking && IntSockOpt(listener, SOL_SOCKET, SO_ACCEPTCONN) == 1) {
-    pollfd p{listener, POLLIN, 0};
-    if (poll(&p, 1, 0) == 0) return false;  // nothing queued: hold until the listener is readable
+  if (blocking && !queued && IntSockOpt(listener, SOL_SOCKET, SO_ACCEPTCONN) == 1) {
+    return false;  // nothing queued: hold until the listener is readable
   }
   int conn;
   int err;
@@ -94,6 +107,17 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
   }
   Deliver(c, std::move(accepted), listener_id, args);
   return true;
+}
+
+bool SocketCalls::NothingToPair(int listener) {
+  // A supervised client raises its port's `switching` gate before its connect() and keeps it
+  // raised until its server end is installed, relayed or given up; an end pushed to us keeps it
+  // raised too. Zero now: every connection already queued came from a client that is not
+  // switching. Unknown (no table mapped): the accept runs here, and claims.
+  auto local = SocketName(listener, false);
+  if (!local || local->port() == 0) return false;
+  auto switching = env_.switcher->gate().Read(matcher::AcceptGate::Kind::kSwitching, local->port());
+  return switching && *switching == 0;
 }
 
 std::optional<UniqueFd> SocketCalls::ClaimFromThisHost(PendingCall& c, int conn,

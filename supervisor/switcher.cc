@@ -117,24 +117,10 @@ matcher::QueryReason Switcher::Approve(const PidOf& pid, int sock, const SockAdd
     auto bound = SocketName(sock, /*peer=*/false);
     dest = matcher::KernelDestination(literal_dest, bound ? &*bound : nullptr);
   }
-  client_.Poll();  // the freshest list of supervised listeners
   // Even with no supervised listener known, the port is looked up (cached): where nothing
   // listens yet, the answer kNoListener makes the caller decide again should the connect succeed,
   // for our list may lag behind a server that is starting right now.
   if (!active() || !diag_) return QueryReason::kError;
-  auto now = std::chrono::steady_clock::now();
-  std::vector<TcpSocketInfo> listeners;
-  if (auto it = listener_cache_.find(dest.port());
-      it != listener_cache_.end() && now - it->second.when <= std::chrono::seconds(1)) {
-    listeners = it->second.listeners;
-  } else {
-    auto found = diag_->TcpListeners(dest.port());
-    if (!found) return QueryReason::kError;
-    listeners = std::move(*found);
-    // No listener yet is not remembered: a supervised server registers its listener before its
-    // listen() runs, so a client retrying meanwhile must look again on its next connect.
-    if (!listeners.empty()) listener_cache_[dest.port()] = CachedListeners{listeners, now};
-  }
   // Listeners of our own namespace that the daemon lists as remote (we are not in its namespace)
   // are supervised too; their connections are paired by sequence numbers.
   auto supervised = [this](uint64_t ino) {
@@ -143,12 +129,20 @@ matcher::QueryReason Switcher::Approve(const PidOf& pid, int sock, const SockAdd
     return it != remote_listeners_.end() && netns_ != daemon_netns_ && it->second.netns == netns_ &&
            seq_evidence_;
   };
-  auto reason = matcher::DecideConnect(listeners, dest, supervised);
-  if (reason == QueryReason::kUnsupervisedListener) {
-    // A supervised listener is announced to us before its listen() runs, but that announcement
-    // may have arrived after our Poll above and before the dump: read it and decide again.
-    client_.Poll();
-    reason = matcher::DecideConnect(listeners, dest, supervised);
+  auto decide = [&]() {
+    auto listeners = ListenersOn(dest.port());
+    if (!listeners) return QueryReason::kError;
+    return matcher::DecideConnect(*listeners, dest, supervised);
+  };
+  auto reason = decide();
+  // A supervised listener is announced to us before its listen() runs, but the announcement may
+  // still wait unread in our socket: read it and decide again. Not needed when the daemon's table
+  // says no supervised listener has this port (its bit is set before the registering listen()
+  // runs): then the answer stands without a system call (#11: a connect to an unsupervised
+  // server costs the trapped call and little more).
+  if (reason == QueryReason::kUnsupervisedListener &&
+      gate_.PortSupervised(dest.port()) != std::optional<bool>(false) && client_.Poll() > 0) {
+    reason = decide();
   }
   if (reason != QueryReason::kSupervised) return reason;
   // Announced before the handshake starts, so that a claim racing ahead of our kConnected waits
@@ -160,6 +154,20 @@ matcher::QueryReason Switcher::Approve(const PidOf& pid, int sock, const SockAdd
     return QueryReason::kError;
   }
   return QueryReason::kSupervised;
+}
+
+std::optional<std::vector<TcpSocketInfo>> Switcher::ListenersOn(uint16_t port) {
+  auto now = std::chrono::steady_clock::now();
+  if (auto it = listener_cache_.find(port);
+      it != listener_cache_.end() && now - it->second.when <= std::chrono::seconds(1)) {
+    return it->second.listeners;
+  }
+  auto found = diag_->TcpListeners(port);
+  if (!found) return std::nullopt;
+  // No listener yet is not remembered: a supervised server registers its listener before its
+  // listen() runs, so a client retrying meanwhile must look again on its next connect.
+  if (!found->empty()) listener_cache_[port] = CachedListeners{*found, now};
+  return std::move(*found);
 }
 
 bool Switcher::SendIntent(pid_t pid, int sock, bool by_seq, std::string why) {

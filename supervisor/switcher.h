@@ -170,6 +170,8 @@ class Switcher {
   void OnPush(matcher::Message& push);
   void OnNetns(const matcher::Message& m);
   bool SendIntent(pid_t pid, int sock, bool by_seq, std::string why = {});
+  // The TCP listeners on `port` in our namespace (sock_diag), cached (listener_cache_).
+  std::optional<std::vector<TcpSocketInfo>> ListenersOn(uint16_t port);
   std::optional<UniqueFd> TakeFromInbox(const SockAddr& local, const SockAddr& remote);
   // kClaim: the daemon's answer for the accepted socket (its end, or our inbox's after a push).
   std::optional<UniqueFd> ClaimFromDaemon(pid_t pid, int accepted, const SockAddr& local,
