@@ -113,6 +113,9 @@ def parse_args(argv):
                          "(costs a trapped socket() per connection)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the unrecorded warm-up sample per variant (it is also where client --stats come from)")
+    ap.add_argument("--host-netns", action="store_true",
+                    help="run in the host's network namespace (by default, as root, the run gets a "
+                         "private one with at most 1024 TIME_WAIT sockets: see bench/run)")
     ap.add_argument("--report-only", metavar="DIR", help="re-render summary.md and plots from DIR/results.json")
     ap.add_argument("--publish", action="store_true",
                     help="also copy the plots to docs/img/bench/ (for docs/BENCHMARKS.md)")
@@ -205,7 +208,8 @@ def main(argv=None):
     mach = machine.describe(REPO, ctx.trace_bin)
     run_info = {"started": started.isoformat(timespec="seconds"), "command": "bench/run " + shlex.join(sys.argv[1:]),
                 "profile": profile_name, "reps": reps, "variants": variants, "pin": ctx.pin,
-                "settings": profile, "build": ctx.build, "trace_bin": ctx.trace_bin, "trace_args": ctx.trace_args, "out_dir": out_dir}
+                "settings": profile, "build": ctx.build, "trace_bin": ctx.trace_bin, "trace_args": ctx.trace_args, "out_dir": out_dir,
+                "netns": "private, tcp_max_tw_buckets 1024" if os.environ.get("SLIPSTREAM_BENCH_NETNS") else "host"}
     load = mach["loadavg_start"] or [0]
     results.log(f"output in {out_dir}; load average {load}; profile {profile_name}, {reps} repetitions")
     if load[0] > 0.5:
