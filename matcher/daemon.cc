@@ -90,8 +90,12 @@ Daemon::Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t 
       sock_ino_(sock_ino),
       netns_(PathInode("/proc/self/ns/net")),
       diag_(std::move(diag)),
-      sweep_timer_(io_),
-      live_sweep_timer_(io_),
+      sweep_timer_(io_, kSweepPeriod,
+                   [this] {
+                     Sweep();
+                     return !pending_.empty() || !deferred_.empty() || !intents_.empty();
+                   }),
+      live_sweep_timer_(io_, kLiveSweepPeriod, [this] { return SweepLiveAndListeners(); }),
       idle_timer_(io_),
       accept_retry_timer_(io_),
       last_activity_(Clock::now()) {
@@ -360,34 +364,17 @@ void Daemon::Flush(Session* s) {
                      });
 }
 
-void Daemon::ScheduleSweep() {
-  if (sweep_scheduled_) return;
-  sweep_scheduled_ = true;
-  sweep_timer_.expires_after(kSweepPeriod);
-  sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
-    sweep_scheduled_ = false;
-    if (ec) return;
-    Sweep();
-    if (!pending_.empty() || !deferred_.empty() || !intents_.empty()) ScheduleSweep();
-  });
-}
+void Daemon::ScheduleSweep() { sweep_timer_.Arm(); }
 
-void Daemon::ScheduleLiveSweep() {
-  if (live_sweep_scheduled_) return;
-  live_sweep_scheduled_ = true;
-  live_sweep_timer_.expires_after(kLiveSweepPeriod);
-  live_sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
-    live_sweep_scheduled_ = false;
-    if (ec) return;
-    SweepLive();
-    RetireListeners(Clock::now());
-    RetireRemoteListeners(Clock::now());
-    bool kept_netns = std::any_of(netns_table_.begin(), netns_table_.end(),
-                                  [](const auto& e) { return e.second.sessions == 0; });
-    if (!live_.empty() || !listeners_.empty() || !remote_listeners_.empty() || kept_netns) {
-      ScheduleLiveSweep();
-    }
-  });
+void Daemon::ScheduleLiveSweep() { live_sweep_timer_.Arm(); }
+
+bool Daemon::SweepLiveAndListeners() {
+  SweepLive();
+  RetireListeners(Clock::now());
+  RetireRemoteListeners(Clock::now());
+  bool kept_netns = std::any_of(netns_table_.begin(), netns_table_.end(),
+                                [](const auto& e) { return e.second.sessions == 0; });
+  return !live_.empty() || !listeners_.empty() || !remote_listeners_.empty() || kept_netns;
 }
 
 void Daemon::Sweep() {

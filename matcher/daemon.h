@@ -20,6 +20,7 @@
 #include <string>
 
 #include "base/sock_diag.h"
+#include "base/sweep_timer.h"
 #include "matcher/endpoint.h"
 #include "matcher/listener_table.h"
 #include "matcher/protocol.h"
@@ -130,6 +131,8 @@ class Daemon {
   void ScheduleLiveSweep();
   void Sweep();
   void SweepLive();
+  // The 2 s sweep: live pairs, then listeners that no longer listen; whether to sweep again.
+  bool SweepLiveAndListeners();
   void RetireListeners(std::chrono::steady_clock::time_point now);
   void ScheduleIdleCheck();
   bool Idle() const;
@@ -145,12 +148,10 @@ class Daemon {
   uint64_t netns_;
   uint64_t netns_cookie_ = 0;  // SO_NETNS_COOKIE of our own namespace
   SockDiag diag_;
-  boost::asio::steady_timer sweep_timer_;       // pairs in flight: every 100 ms
-  boost::asio::steady_timer live_sweep_timer_;  // live pairs and listeners: every 2 s
+  SweepTimer sweep_timer_;       // pairs in flight: every 100 ms
+  SweepTimer live_sweep_timer_;  // live pairs and listeners: every 2 s
   boost::asio::steady_timer idle_timer_;
   boost::asio::steady_timer accept_retry_timer_;
-  bool sweep_scheduled_ = false;
-  bool live_sweep_scheduled_ = false;
   bool draining_ = false;
   std::chrono::steady_clock::time_point last_activity_;
 

@@ -106,7 +106,10 @@ HeldCalls::HeldCalls(asio::io_context& io, tracer::Notifier& notifier, bool kill
       killable_(killable),
       waits_fd_(epoll_create1(EPOLL_CLOEXEC)),
       waits_(io, fcntl(waits_fd_.Get(), F_DUPFD_CLOEXEC, 0)),
-      sweep_timer_(io) {
+      sweep_timer_(io, kSweepPeriod, [this] {
+        Sweep();
+        return !held_.empty();
+      }) {
   ArmWaits();
 }
 
@@ -186,14 +189,7 @@ void HeldCalls::Drop(Entry* entry) {
 }
 
 void HeldCalls::ScheduleSweep() {
-  if (sweep_scheduled_ || held_.empty()) return;
-  sweep_scheduled_ = true;
-  sweep_timer_.expires_after(kSweepPeriod);
-  sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
-    sweep_scheduled_ = false;
-    if (!ec) Sweep();
-    ScheduleSweep();
-  });
+  if (!held_.empty()) sweep_timer_.Arm();
 }
 
 void HeldCalls::ThreadMovedOn(pid_t tid) {

@@ -20,6 +20,7 @@
 #include <list>
 #include <memory>
 
+#include "base/sweep_timer.h"
 #include "base/unique_fd.h"
 #include "supervisor/pending_call.h"
 
@@ -80,8 +81,7 @@ class HeldCalls {
   // non-blocking.
   UniqueFd waits_fd_;
   boost::asio::posix::stream_descriptor waits_;
-  boost::asio::steady_timer sweep_timer_;
-  bool sweep_scheduled_ = false;
+  SweepTimer sweep_timer_;
   std::list<std::unique_ptr<Entry>> held_;
 };
 

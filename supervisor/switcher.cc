@@ -64,8 +64,16 @@ Switcher::Switcher(asio::io_context& io, Stats& stats)
                       [this](const matcher::Message& m) { OnNetns(m); },
                   }),
       gate_(GatePath()),
-      inbox_timer_(io),
-      sweep_timer_(io),
+      inbox_timer_(io, std::chrono::milliseconds(100),
+                   [this] {
+                     SweepInbox();
+                     return !inbox_.empty();
+                   }),
+      sweep_timer_(io, kSweepPeriod,
+                   [this] {
+                     Sweep();
+                     return !book_.empty();
+                   }),
       orphan_timer_(io) {
   if (auto diag = SockDiag::Open()) diag_.emplace(std::move(*diag));
 }
@@ -372,15 +380,7 @@ void Switcher::Installed(pid_t pid, uint64_t end_ino, int tcp) {
 }
 
 void Switcher::ScheduleInboxSweep() {
-  if (inbox_sweep_scheduled_ || !diag_) return;
-  inbox_sweep_scheduled_ = true;
-  inbox_timer_.expires_after(std::chrono::milliseconds(100));
-  inbox_timer_.async_wait([this](const boost::system::error_code& ec) {
-    inbox_sweep_scheduled_ = false;
-    if (ec) return;
-    SweepInbox();
-    if (!inbox_.empty()) ScheduleInboxSweep();
-  });
+  if (diag_) inbox_timer_.Arm();
 }
 
 void Switcher::SweepInbox() {
@@ -661,15 +661,7 @@ bool Switcher::ServerSideRetained(int client_tcp) {
 }
 
 void Switcher::ScheduleSweep() {
-  if (sweep_scheduled_ || !diag_) return;
-  sweep_scheduled_ = true;
-  sweep_timer_.expires_after(kSweepPeriod);
-  sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
-    sweep_scheduled_ = false;
-    if (ec) return;
-    Sweep();
-    if (!book_.empty()) ScheduleSweep();
-  });
+  if (diag_) sweep_timer_.Arm();
 }
 
 void Switcher::Sweep() {

@@ -27,6 +27,7 @@
 
 #include "base/sock_diag.h"
 #include "base/sockaddr.h"
+#include "base/sweep_timer.h"
 #include "matcher/listener_table.h"
 #include "matcher/policy.h"
 #include "supervisor/matcher_client.h"
@@ -230,11 +231,9 @@ class Switcher {
     matcher::AcceptGate::Count switching;
   };
   std::map<std::pair<std::string, std::string>, InboxEntry> inbox_;  // by (local, remote)
-  boost::asio::steady_timer inbox_timer_;
-  bool inbox_sweep_scheduled_ = false;
-  boost::asio::steady_timer sweep_timer_;
+  SweepTimer inbox_timer_;
+  SweepTimer sweep_timer_;
   boost::asio::steady_timer orphan_timer_;
-  bool sweep_scheduled_ = false;
   uint64_t relays_active_ = 0;
   // Ports of abortive connections released by the periodic sweep, which the daemon may still
   // hold for up to its own sweep period: a bind() to one asks the daemon to sweep (kSweep).
