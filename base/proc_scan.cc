@@ -95,6 +95,21 @@ std::optional<SocketHolders> FindSocketHolders(std::span<const uint64_t> inodes)
   return holders;
 }
 
+std::optional<std::unordered_map<uint64_t, int>> OwnSocketFdCounts(
+    std::span<const uint64_t> inodes) {
+  std::unordered_map<uint64_t, int> counts;
+  std::unordered_set<uint64_t> wanted(inodes.begin(), inodes.end());
+  bool read = ForEachFdLink(getpid(), [&](const char*, std::string_view link) {
+    constexpr std::string_view kPrefix = "socket:[";
+    if (!link.starts_with(kPrefix) || !link.ends_with(']')) return true;
+    uint64_t ino = std::strtoull(link.data() + kPrefix.size(), nullptr, 10);
+    if (wanted.count(ino) != 0) ++counts[ino];
+    return true;
+  });
+  if (!read) return std::nullopt;
+  return counts;
+}
+
 bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
                   std::span<const pid_t> exclude) {
   if (!holders) return true;

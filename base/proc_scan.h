@@ -22,6 +22,11 @@ namespace slipstream {
 using SocketHolders = std::unordered_map<uint64_t, std::vector<pid_t>>;
 std::optional<SocketHolders> FindSocketHolders(std::span<const uint64_t> inodes);
 
+// How many fds of our own process name each of the sockets `inodes` (absent: none), from one
+// pass over /proc/self/fd; nullopt when it cannot be read.
+std::optional<std::unordered_map<uint64_t, int>> OwnSocketFdCounts(
+    std::span<const uint64_t> inodes);
+
 // Whether a process not in `exclude` holds `inode`, by `holders` (nullopt: cannot tell, so true).
 bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
                   std::span<const pid_t> exclude = {});

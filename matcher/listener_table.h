@@ -70,8 +70,9 @@ class AcceptGate {
   [[nodiscard]] Count Raise(Kind kind, uint16_t port);
   std::optional<uint32_t> Read(Kind kind, uint16_t port);  // nullopt: the file is not mapped
   // Does a registered (supervised) listener have TCP port `port` (the table's `ports` bit, set
-  // before the registering listen() runs)? nullopt: the file is not mapped or a daemon is
-  // (re)initialising it, so it cannot be told.
+  // before the registering listen() runs)? nullopt: the file is not mapped or was never
+  // initialised (no magic), so it cannot be told. While a new daemon re-initialises the file, the
+  // bits read clear: true of that daemon, with which no listener is registered yet.
   std::optional<bool> PortSupervised(uint16_t port);
 
  private:

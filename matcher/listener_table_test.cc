@@ -138,7 +138,7 @@ TEST_F(ListenerTableTest, PortSupervisedIsUnknownUntilTheTableIsInitialised) {
   table->Publish(ports);
   EXPECT_EQ(gate.PortSupervised(8080), true);
   EXPECT_EQ(gate.PortSupervised(8081), false);
-  // A daemon re-initialising the file writes the magic last: meanwhile, unknown.
+  // A file without the magic (never initialised) cannot tell.
   auto* raw = static_cast<slipstream_listener_table*>(
       mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ | PROT_WRITE, MAP_SHARED,
            UniqueFd(open(path_.c_str(), O_RDWR | O_CLOEXEC)).Get(), 0));

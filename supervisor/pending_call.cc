@@ -29,35 +29,26 @@ PendingCall::~PendingCall() {
   if (!answered_) Continue();
 }
 
-bool PendingCall::Finish(const Status& sent, TraceRecord::Outcome outcome, bool may_continue) {
-  if (!sent && !sent.error().TargetGone() && may_continue) {
-    // The kernel refused the answer itself, not because the target left (ENOENT): a call left
-    // unanswered would block its thread until we exit. Fail open: let the kernel run the call.
-    spdlog::warn("answer to notification {} refused: {}; letting the kernel run the call", n_.id,
-                 sent.error().ToString());
-    if (sinks_->trace.enabled()) {
-      if (!record_.note.empty()) record_.note += " ";
-      record_.note += std::string("(answer refused: ") + ErrnoName(sent.error().err) + ")";
-    }
-    Status again = sinks_->notifier.Continue(n_.id);
-    if (again) ++sinks_->stats.continued;
-    Finish(again, TraceRecord::Outcome::kKernel, /*may_continue=*/false);
-    delivered_ = false;  // the kernel ran the call: our answer did not reach the target
-    return false;
-  }
+bool PendingCall::Finish(const Status& sent, TraceRecord::Outcome outcome) {
   answered_ = true;
   delivered_ = sent.has_value();
   sinks_->outstanding.Remove(std::exchange(slot_, -1));
   if (!sent && sent.error().TargetGone()) {
-    // The target was interrupted or died between our receive and our answer.
+    // ENOENT: the target was interrupted or died between our receive and our answer.
     ++sinks_->stats.interrupted;
     outcome = TraceRecord::Outcome::kAbandoned;
   } else if (!sent) {
-    // Even CONTINUE was refused: nothing more can be done for this call; the kernel fails it
-    // when the notification fd closes.
-    spdlog::error("notification {} could not be answered: {}", n_.id, sent.error().ToString());
+    // Any other refusal is a defect of ours (EINPROGRESS: the call was answered already; EINVAL:
+    // a malformed answer), not the program leaving: said loudly and counted apart. Another answer
+    // (CONTINUE) is not tried: an emulation may have had its effect already (bytes sent), and the
+    // kernel refuses a second answer anyway.
+    spdlog::error("answer to notification {} refused: {}", n_.id, sent.error().ToString());
     ++sinks_->stats.unanswered;
     outcome = TraceRecord::Outcome::kAbandoned;
+    if (sinks_->trace.enabled()) {
+      if (!record_.note.empty()) record_.note += " ";
+      record_.note += std::string("(answer refused: ") + ErrnoName(sent.error().err) + ")";
+    }
   }
   record_.outcome = outcome;
   if (sinks_->trace.enabled()) sinks_->trace.Write(record_);
@@ -76,27 +67,27 @@ void PendingCall::SetConnectProbe(pid_t pid, int fd) {
 void PendingCall::Continue() {
   Status sent = sinks_->notifier.Continue(n_.id);
   if (sent) ++sinks_->stats.continued;
-  Finish(sent, TraceRecord::Outcome::kKernel, /*may_continue=*/false);
+  Finish(sent, TraceRecord::Outcome::kKernel);
 }
 
 bool PendingCall::Return(int64_t value) {
   record_.value = value;
   Status sent = sinks_->notifier.Return(n_.id, value);
   if (sent) ++sinks_->stats.emulated;
-  return Finish(sent, TraceRecord::Outcome::kValue, /*may_continue=*/true);
+  return Finish(sent, TraceRecord::Outcome::kValue);
 }
 
 bool PendingCall::Fail(int err) {
   record_.err = err;
   Status sent = sinks_->notifier.Fail(n_.id, err);
   if (sent) ++sinks_->stats.emulated;
-  return Finish(sent, TraceRecord::Outcome::kError, /*may_continue=*/true);
+  return Finish(sent, TraceRecord::Outcome::kError);
 }
 
 void PendingCall::AnsweredWithFd(int fd) {
   ++sinks_->stats.emulated;
   record_.value = fd;
-  Finish({}, TraceRecord::Outcome::kValue, false);
+  Finish({}, TraceRecord::Outcome::kValue);
 }
 
 void PendingCall::AnsweredThroughLibrary(int fd, int err) {
@@ -106,15 +97,15 @@ void PendingCall::AnsweredThroughLibrary(int fd, int err) {
   }
   if (err != 0) {
     record_.err = err;
-    Finish({}, TraceRecord::Outcome::kError, false);
+    Finish({}, TraceRecord::Outcome::kError);
     return;
   }
   record_.value = 0;
-  Finish({}, TraceRecord::Outcome::kValue, false);
+  Finish({}, TraceRecord::Outcome::kValue);
 }
 
 void PendingCall::Abandon() {
-  Finish(Error(ENOENT, "abandoned"), TraceRecord::Outcome::kAbandoned, false);
+  Finish(Error(ENOENT, "abandoned"), TraceRecord::Outcome::kAbandoned);
 }
 
 }  // namespace slipstream::supervisor

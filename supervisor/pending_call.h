@@ -64,9 +64,8 @@ class PendingCall {
   void SetConnectProbe(pid_t pid, int fd);
 
  private:
-  // Records the outcome of an answer. An answer the kernel refused for another reason than the
-  // target leaving (ENOENT) is replaced by CONTINUE when `may_continue`. Returns `delivered_`.
-  bool Finish(const Status& sent, TraceRecord::Outcome outcome, bool may_continue);
+  // Records the outcome of an answer; returns `delivered_`.
+  bool Finish(const Status& sent, TraceRecord::Outcome outcome);
   CallSinks* sinks_;
   tracer::Notification n_;
   int slot_;

@@ -146,8 +146,7 @@ std::optional<SocketCalls::Sock> SocketCalls::TakeSocket(PendingCall& c, int fd,
   return sock;
 }
 
-std::optional<UniqueFd> SocketCalls::TakeInetSocket(PendingCall& c, const TargetAccess& target,
-                                                    int fd) {
+std::optional<UniqueFd> SocketCalls::TakeInetSocket(PendingCall& c, int fd) {
   auto sock = TakeSocket(c, fd);
   if (!sock || sock->switched) return std::nullopt;
   return std::move(sock->fd);
@@ -177,7 +176,7 @@ void SocketCalls::OnListen(PendingCall& c) {
   c.trace().args = FdText(c.arg(0)) + ", " + std::to_string(backlog);
   auto target = OpenTarget(c);
   if (!target) return;
-  auto sock = TakeInetSocket(c, *target, fd);
+  auto sock = TakeInetSocket(c, fd);
   if (!sock) return;
   // Registered before the kernel starts queueing connections on it: a client connecting the
   // moment it listens already finds it among the supervised listeners. (A socket that then fails

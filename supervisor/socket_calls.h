@@ -95,8 +95,7 @@ class SocketCalls {
   // `validate_tcp` false: the caller only lets the kernel answer (CONTINUE) if the fd is a TCP
   // socket, so the copy needs no ID_VALID check (a switched end is always checked).
   std::optional<Sock> TakeSocket(PendingCall& c, int fd, bool validate_tcp = true);
-  std::optional<UniqueFd> TakeInetSocket(PendingCall& c, const tracer::TargetAccess& target,
-                                         int fd);
+  std::optional<UniqueFd> TakeInetSocket(PendingCall& c, int fd);
 
   void OnSocket(PendingCall& c);
   void OnConnect(PendingCall c);
@@ -124,7 +123,9 @@ class SocketCalls {
   // accept: answers `c` unless the listener has nothing to accept yet (returns false). With a
   // connection queued and NothingToPair, the kernel runs the accept (CONTINUE).
   bool NothingToPair(int listener);
-  bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args);
+  // `first_try`: the call was just trapped (not a held accept woken with others).
+  bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args,
+                 bool first_try);
   void Deliver(PendingCall& c, Parked conn, const FileId& listener_id, const AcceptArgs& args);
   // getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_CLAIM) from the preload library: it accepted
   // `fd` in-process while a switch to its port was in flight. Answers 1 in the option when the

@@ -27,7 +27,7 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   if (env_.switcher == nullptr) return;  // --no-switch observes only: the kernel accepts
   auto target = OpenTarget(c);
   if (!target) return;
-  auto listener = TakeInetSocket(c, *target, args.fd);
+  auto listener = TakeInetSocket(c, args.fd);
   if (!listener) return;
   auto id = GetFileId(listener->Get());
   if (!id) return;
@@ -41,25 +41,27 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
     if (it->second.empty()) parked_.erase(it);
     return Deliver(c, std::move(conn), *id, args);
   }
-  if (TryAccept(c, listener->Get(), *id, args)) return;
+  if (TryAccept(c, listener->Get(), *id, args, /*first_try=*/true)) return;
   FileId listener_id = *id;
   env_.held.Hold(std::move(c), std::move(*listener), HeldCalls::Wait::kRead,
                  [this, listener_id, args](PendingCall& call, int l) {
-                   return TryAccept(call, l, listener_id, args);
+                   return TryAccept(call, l, listener_id, args, /*first_try=*/false);
                  });
   ++env_.stats.held;
 }
 
 bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener_id,
-                            const AcceptArgs& args) {
+                            const AcceptArgs& args, bool first_try) {
   pollfd p{listener, POLLIN, 0};
   bool queued = poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
-  if (queued && NothingToPair(listener)) {
+  if (queued && first_try && NothingToPair(listener)) {
     // The kernel's accept takes the oldest queued connection, and none of those can be a
-    // switching client's: one trapped call and nothing more. (Expected race: another thread of
-    // the program accepts the queued connection first, and ours waits for a later one that may be
-    // a switching client's: that client's supervisor then relays, as for an unsupervised
-    // acceptor.) Counted as accepted and left on TCP: the kernel's result is not seen.
+    // switching client's: one trapped call and nothing more. Not for held accepts: one arriving
+    // connection wakes them all at once, and each would see it queued. (Expected race: another
+    // thread of the program accepts the queued connection first, and ours waits for a later one
+    // that may be a switching client's: that client's supervisor then relays it, as for an
+    // unsupervised acceptor.) Counted as accepted and left on TCP: the kernel's result is not
+    // seen.
     ++env_.stats.accepts;
     ++env_.stats.left_on_tcp;
     if (c.tracing()) c.trace().note = "(left on TCP: no switch to this port is in flight)";
@@ -116,6 +118,10 @@ bool SocketCalls::NothingToPair(int listener) {
   // switching. Unknown (no table mapped): the accept runs here, and claims.
   auto local = SocketName(listener, false);
   if (!local || local->port() == 0) return false;
+  // An end pushed to us may still wait unread in the daemon's socket: its `switching` raise lives
+  // in the inbox entry it becomes (the client's and the daemon's own raises may both be gone if
+  // they exited meanwhile). Read it first, as a claim would.
+  env_.switcher->Refresh();
   auto switching = env_.switcher->gate().Read(matcher::AcceptGate::Kind::kSwitching, local->port());
   return switching && *switching == 0;
 }

@@ -484,6 +484,32 @@ TEST_F(SocketCallsTest, AcceptWithoutDaemonInstallsTheTcpConnection) {
   EXPECT_EQ(stats_.left_on_tcp, 1u);
 }
 
+// With the table there and the port's `switching` gate at zero, a queued connection cannot be a
+// switching client's: the kernel runs the accept (CONTINUE), nothing is taken or installed. With
+// the gate raised, or nothing queued, the supervisor accepts itself as before.
+TEST_F(SocketCallsTest, AcceptWithNothingToPairIsLeftToTheKernel) {
+  auto table = matcher::ListenerTable::Open(matcher::ListenerTablePath(dir_));
+  ASSERT_TRUE(table) << table.error().ToString();
+  TcpConnection tcp = Connected();
+  UniqueFd queued = ConnectTo(tcp.listener.Get());
+  auto port = SocketName(tcp.listener.Get(), false)->port();
+  StartTarget();
+  std::array<uint64_t, 6> args{static_cast<uint64_t>(tcp.listener.Get()), Ptr(g_mem.buf),
+                               Ptr(&g_mem.len), SOCK_CLOEXEC};
+  EXPECT_EQ(Handle(Call::kAccept4, args), Continued());
+  EXPECT_TRUE(installer_.placements.empty());
+  pollfd p{tcp.listener.Get(), POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 0), 1) << "the connection is still queued, for the kernel's accept";
+  EXPECT_EQ(stats_.accepts, 1u);
+  EXPECT_EQ(stats_.left_on_tcp, 1u);
+
+  matcher::AcceptGate::Count switching = switcher_->BeginSwitch(port);
+  ASSERT_TRUE(switching.raised());
+  EXPECT_EQ(Handle(Call::kAccept4, args), "") << "a switch is in flight: the supervisor accepts";
+  ASSERT_EQ(installer_.placements.size(), 1u);
+  EXPECT_EQ(*SocketName(installer_.files[0].Get(), true), *SocketName(queued.Get(), false));
+}
+
 // An end that reached the program from another supervisor's program (SCM_RIGHTS): the daemon
 // hands over its TCP socket, whose address getpeername then answers.
 TEST_F(SocketCallsTest, GetNameOnAnEndTheDaemonKnows) {

@@ -21,7 +21,7 @@ std::string Stats::Format() const {
            static_cast<unsigned long long>(interrupted));
   out += line;
   if (unanswered != 0) {  // never seen: worth a line of its own (PendingCall::Finish)
-    snprintf(line, sizeof(line), "  %-14s %10llu  (the kernel refused every answer)\n",
+    snprintf(line, sizeof(line), "  %-14s %10llu  (answers the kernel refused: see the log)\n",
              "unanswered", static_cast<unsigned long long>(unanswered));
     out += line;
   }

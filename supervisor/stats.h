@@ -15,8 +15,8 @@ struct Stats {
   uint64_t continued = 0;    // answered with FLAG_CONTINUE (the kernel ran the call)
   uint64_t emulated = 0;     // run by the supervisor on a copy of the target's fd
   uint64_t interrupted = 0;  // the target left the call (signal, exit) before the answer
-  // The kernel refused every answer, CONTINUE included (never seen; an answer refused for another
-  // reason than ENOENT is replaced by CONTINUE and counted in `continued`).
+  // The kernel refused the answer for another reason than the target leaving (a defect of ours:
+  // never seen; logged as an error).
   uint64_t unanswered = 0;
   uint64_t held = 0;  // completed asynchronously (blocking accept/connect)
 

@@ -284,8 +284,8 @@ void Switcher::ClientSwitched(pid_t pid, int sock, uint64_t sock_ino, UniqueFd s
   // If the daemon is gone, the copy below is relayed once the loss is noticed (ResolveOrphans).
   (void)client_.Send(MsgType::kConnected, pid, matcher::Bytes(body), fds);
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
-  awaiting_[server_ino] =
-      Awaiting{std::move(server_end), std::move(tcp), client_end_ino, std::move(switching)};
+  awaiting_[server_ino] = Awaiting{std::move(server_end), std::move(tcp), client_end_ino,
+                                   std::move(switching), daemon_epoch_};
   if (!active()) OnLost();
 }
 
@@ -591,6 +591,7 @@ void Switcher::OnLost() {
   seq_intents_.clear();
   netns_ = daemon_netns_ = 0;
   seq_evidence_ = false;
+  ++daemon_epoch_;
   if (awaiting_.empty()) return;
   // The daemon may have handed some of these ends to a claimer just before it died. Give such a
   // claimer time to install the end, then look who holds each one.
@@ -605,22 +606,27 @@ void Switcher::ScheduleOrphanLook() {
 }
 
 void Switcher::ResolveOrphans() {
-  std::vector<uint64_t> orphans;
-  for (const auto& [ino, a] : awaiting_) orphans.push_back(ino);
+  std::vector<uint64_t> orphans;  // ends handed to a daemon that is gone: nobody will report them
+  for (const auto& [ino, a] : awaiting_) {
+    if (a.daemon_epoch < daemon_epoch_) orphans.push_back(ino);
+  }
+  if (orphans.empty()) return;
   auto holders = FindSocketHolders(orphans);  // one pass over /proc for them all
-  if (!holders) {  // cannot tell: taken for claimed, so that no end is relayed twice
+  auto own = OwnSocketFdCounts(orphans);
+  if (!holders || !own) {  // cannot tell: taken for claimed, so that no end is relayed twice
     for (uint64_t ino : orphans) OnRelease(ino);
     return;
   }
-  std::unordered_set<uint64_t> in_our_inbox;
-  for (const auto& [key, entry] : inbox_) in_our_inbox.insert(InodeOf(entry.server_end.Get()));
   bool undecided = false;
   for (uint64_t ino : orphans) {
     auto it = holders->find(ino);
     if (it == holders->end() || it->second.empty()) {
-      if (in_our_inbox.count(ino) != 0) {
-        undecided = true;  // our own accept installs it or gives it up
-      } else if (ServerSideRetained(awaiting_.at(ino).tcp.Get())) {
+      auto mine = own->find(ino);
+      if (mine != own->end() && mine->second > 1) {
+        // Besides our copy, another fd of ours: the end waits in our own inbox or with a parked
+        // connection (both programs are ours); our own accept installs it or gives it up.
+        undecided = true;
+      } else if (ServerSideRetained(awaiting_.find(ino)->second.tcp.Get())) {
         OnRelease(ino);  // installed, and since closed by its program
       } else {
         OnRelay(ino);  // given up before it reached a program
@@ -635,7 +641,7 @@ void Switcher::ResolveOrphans() {
       OnRelease(ino);  // in a program
     }
   }
-  if (undecided && !awaiting_.empty()) ScheduleOrphanLook();
+  if (undecided) ScheduleOrphanLook();
 }
 
 bool Switcher::ServerSideRetained(int client_tcp) {

@@ -162,6 +162,7 @@ class Switcher {
     UniqueFd tcp;         // for the relay
     uint64_t client_end_ino = 0;
     matcher::AcceptGate::Count switching;  // lowered with the entry
+    uint64_t daemon_epoch = 0;             // daemon_epoch_ when it was handed over
   };
   struct KnownListener {
     pid_t tgid;
@@ -235,6 +236,9 @@ class Switcher {
   SweepTimer sweep_timer_;
   boost::asio::steady_timer orphan_timer_;
   uint64_t relays_active_ = 0;
+  // Connections to a daemon lost so far: ResolveOrphans looks only at the ends handed over to a
+  // daemon that is gone, never at those of the next one.
+  uint64_t daemon_epoch_ = 0;
   // Ports of abortive connections released by the periodic sweep, which the daemon may still
   // hold for up to its own sweep period: a bind() to one asks the daemon to sweep (kSweep).
   std::unordered_map<uint16_t, std::chrono::steady_clock::time_point> released_ports_;
