@@ -181,6 +181,15 @@ void HeldCalls::OnWaitsReady() {
   }
 }
 
+void HeldCalls::Wake(std::function<bool(int fd)> matches) {
+  asio::post(io_, [this, matches = std::move(matches)] {
+    for (auto it = held_.begin(); it != held_.end();) {
+      Entry* entry = (it++)->get();  // a retry may hold a new call (at the front), not drop others
+      if (matches(entry->fd.Get()) && entry->retry(entry->call, entry->fd.Get())) Drop(entry);
+    }
+  });
+}
+
 void HeldCalls::Drop(Entry* entry) {
   // Deregister before closing: the file lives on in the program, and epoll forgets an item only
   // when the file's last reference goes.

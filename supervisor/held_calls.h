@@ -51,6 +51,10 @@ class HeldCalls {
 
   void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt = nullptr);
   size_t size() const { return held_.size(); }
+  // Runs, soon (posted: never inside another retry), the retries of the calls held on fds for
+  // which `matches` is true, as if those fds were ready: for what arrives by another way than the
+  // fd (a connection parked for a listener after its accept was withdrawn).
+  void Wake(std::function<bool(int fd)> matches);
   // At exit, once every supervised task is gone: drops the calls still held (their notifications
   // are void), and with them what their retries own (an accept gate's count).
   void DropAll();

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 #include <climits>
@@ -62,7 +63,10 @@ std::string FindDaemonBinary() {
 }
 
 MatcherClient::MatcherClient(asio::io_context& io, Callbacks callbacks)
-    : io_(io), callbacks_(std::move(callbacks)), reconnect_timer_(io) {}
+    : io_(io),
+      callbacks_(std::move(callbacks)),
+      reconnect_timer_(io),
+      call_timer_(io, kCallSweepPeriod, [this] { return ExpireCalls(); }) {}
 
 MatcherClient::~MatcherClient() = default;
 
@@ -172,6 +176,12 @@ void MatcherClient::OnReadable() {
 }
 
 void MatcherClient::Dispatch(Message m) {
+  // Our requests carry seq >= 1; the daemon's own messages carry 0.
+  if (auto it = calls_.find(m.header.seq); m.header.seq != 0 && it != calls_.end()) {
+    Done done = std::move(it->second.done);
+    calls_.erase(it);
+    return Answer(std::move(done), std::move(m));
+  }
   const auto* body = m.As<matcher::InodeBody>();
   switch (m.type()) {
     case MsgType::kRelease:
@@ -259,6 +269,47 @@ Result<Message> MatcherClient::Call(MsgType type, int32_t pid, std::span<const u
   }
 }
 
+void MatcherClient::CallAsync(MsgType type, int32_t pid, std::span<const uint8_t> body,
+                              std::span<const int> fds, Done done, int timeout_ms) {
+  if (!desc_) return Answer(std::move(done), Error(ENOTCONN, "slipstreamd"));
+  uint64_t seq = ++seq_;
+  if (auto st = matcher::SendMessage(desc_->native_handle(), type, seq, pid, body, fds); !st) {
+    Lost(st.error());
+    return Answer(std::move(done), tl::unexpected(st.error()));
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  calls_.emplace(seq, AsyncCall{deadline, type, std::move(done)});
+  call_timer_.Arm();
+}
+
+bool MatcherClient::ExpireCalls() {
+  auto now = std::chrono::steady_clock::now();
+  for (auto it = calls_.begin(); it != calls_.end();) {
+    if (it->second.deadline > now) {
+      ++it;
+      continue;
+    }
+    spdlog::warn("slipstreamd did not answer {} in time",
+                 matcher::MsgTypeName(it->second.type));
+    Answer(std::move(it->second.done), Error(ETIMEDOUT, "slipstreamd call"));
+    it = calls_.erase(it);
+  }
+  return !calls_.empty();
+}
+
+void MatcherClient::FailCalls(const SysError& why) {
+  for (auto& [seq, call] : calls_) Answer(std::move(call.done), tl::unexpected(why));
+  calls_.clear();
+}
+
+void MatcherClient::Answer(Done done, Result<Message> answer) {
+  // Posted, never run from here: the answer may arrive inside Poll() or a synchronous Call(),
+  // i.e. in the middle of another handler's work (a held accept's retry, a claim's gathering).
+  asio::post(io_, [done = std::move(done), answer = std::move(answer)]() mutable {
+    done(std::move(answer));
+  });
+}
+
 void MatcherClient::Lost(const SysError& why) {
   if (!desc_) return;
   spdlog::warn("lost slipstreamd ({}): new connections stay on TCP until it is back",
@@ -266,6 +317,7 @@ void MatcherClient::Lost(const SysError& why) {
   boost::system::error_code ignored;
   desc_->close(ignored);
   desc_.reset();
+  FailCalls(SysError{ECONNRESET, "slipstreamd"});
   if (callbacks_.on_lost) callbacks_.on_lost();
   ScheduleReconnect();
 }

@@ -1,9 +1,11 @@
 // MatcherClient: the supervisor's connection to the user's slipstreamd.
 //
-// Requests are synchronous with a bound (the daemon is local and answers in microseconds); a
-// request that times out, or a daemon that dies, only stops new pairings: the caller falls back to
-// plain TCP. Unsolicited messages (kRelease, kRelay) are dispatched to callbacks, also when they
-// arrive while a request waits for its reply.
+// Requests on the notification path are asynchronous (CallAsync): the event loop goes on serving
+// other trapped calls while the daemon answers, so a stopped or busy daemon delays only the calls
+// that wait for it. The few synchronous ones (Call) wait with a bound. A request that times out,
+// or a daemon that dies, only stops new pairings: the caller falls back to plain TCP. Unsolicited
+// messages (kRelease, kRelay, kPush) are dispatched to callbacks in the order they arrive, also
+// while a synchronous request waits for its reply.
 #ifndef SLIPSTREAM_SUPERVISOR_MATCHER_CLIENT_H_
 #define SLIPSTREAM_SUPERVISOR_MATCHER_CLIENT_H_
 
@@ -16,8 +18,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "base/result.h"
+#include "base/sweep_timer.h"
 #include "base/unique_fd.h"
 #include "matcher/protocol.h"
 
@@ -44,13 +48,24 @@ class MatcherClient {
   Status Connect(bool spawn);
   bool connected() const { return desc_ != nullptr; }
 
-  // Sends and waits for the answer, blocking the event loop for at most `timeout_ms`: calls whose
-  // answer is only a hint (kPeerPid, kSweep) pass a short one, so a stopped daemon cannot stall
-  // every trapped call of the tree. A late answer is dispatched like any message.
+  // Sends and waits for the answer, blocking the event loop for at most `timeout_ms`: for start-up
+  // (kHello) and for rare calls that pass a short bound (kAdopt 200 ms; kPeerPid and kSweep, whose
+  // answer is only a hint, 50 ms), so a stopped daemon cannot stall every trapped call of the
+  // tree. A late answer is dispatched like any message.
   static constexpr int kDefaultCallTimeoutMs = 3000;
   Result<matcher::Message> Call(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
                                 std::span<const int> fds = {},
                                 int timeout_ms = kDefaultCallTimeoutMs);
+  // Sends and returns without waiting. `done` runs exactly once, posted to the event loop (never
+  // before CallAsync returns, never inside another handler): with the answer (a kPush the daemon
+  // queued before the answer has been dispatched by then); with ETIMEDOUT when none came within
+  // `timeout_ms` (checked every kCallSweepPeriod; a late answer is then dispatched like any
+  // message); with the send's error, or ECONNRESET when the connection breaks first. (Not at all
+  // if the client or the io_context is destroyed first: `done` is then destroyed unrun.)
+  using Done = std::function<void(Result<matcher::Message>)>;
+  void CallAsync(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
+                 std::span<const int> fds, Done done, int timeout_ms = kDefaultCallTimeoutMs);
+  static constexpr auto kCallSweepPeriod = std::chrono::milliseconds(100);
   Status Send(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
               std::span<const int> fds = {});
   // Handles every message already queued (without waiting): the freshest view of the listeners.
@@ -67,6 +82,15 @@ class MatcherClient {
   void Dispatch(matcher::Message m);
   void Lost(const SysError& why);
   void ScheduleReconnect();
+  bool ExpireCalls();
+  void FailCalls(const SysError& why);
+  void Answer(Done done, Result<matcher::Message> answer);
+
+  struct AsyncCall {
+    std::chrono::steady_clock::time_point deadline;
+    matcher::MsgType type;
+    Done done;
+  };
 
   boost::asio::io_context& io_;
   Callbacks callbacks_;
@@ -75,6 +99,8 @@ class MatcherClient {
   boost::asio::steady_timer reconnect_timer_;
   int reconnect_failures_ = 0;
   uint64_t seq_ = 0;
+  std::unordered_map<uint64_t, AsyncCall> calls_;  // by seq: requests awaiting their answer
+  SweepTimer call_timer_;
 };
 
 // slipstreamd next to slipstream-trace (installed, or in the build tree), else from PATH.

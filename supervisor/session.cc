@@ -46,7 +46,13 @@ Session::Session(SessionConfig config, UniqueFd notify_fd, pid_t program, Unique
       calls_({config_.features, notifier_, installer_, held_, local_, stats_, switcher_.get()}),
       program_(program) {}
 
-Session::~Session() = default;
+Session::~Session() {
+  // Handlers posted but not run (a daemon's answer, a wake of held calls) may own pending calls,
+  // whose destructors answer through notifier_: run them while every member lives. The targets
+  // are gone by now, so the answers fail harmlessly.
+  io_.restart();
+  io_.poll();
+}
 
 int Session::Run() {
   if (config_.features.sync_wakeup && !tracer::SetSyncWakeup(notify_fd_.Get())) {

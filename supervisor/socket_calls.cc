@@ -178,24 +178,36 @@ void SocketCalls::OnListen(PendingCall& c) {
   if (!target) return;
   auto sock = TakeInetSocket(c, fd);
   if (!sock) return;
-  // Registered before the kernel starts queueing connections on it: a client connecting the
-  // moment it listens already finds it among the supervised listeners. (A socket that then fails
-  // to listen is simply never listed by sock_diag as a listener.)
   auto bound = SocketName(sock->Get(), false);
-  if (env_.switcher != nullptr && env_.local.SocketInOurNetns(sock->Get(), c.tid()) && bound &&
-      bound->port() != 0) {
-    env_.switcher->OnListener(ProcessOf(c), fd, sock->Get());
+  bool ours = env_.switcher != nullptr && env_.local.SocketInOurNetns(sock->Get(), c.tid());
+  if (ours && bound && bound->port() != 0) {
+    // Registered before the kernel starts queueing connections on it: a client connecting the
+    // moment it listens already finds it among the supervised listeners. (A socket that then
+    // fails to listen is simply never listed by sock_diag as a listener.)
+    return RegisterListener(c, fd, std::move(*sock), [this, backlog](PendingCall& call, int l) {
+      if (ListenOnCopy(call, l, backlog)) call.Return(0);
+    });
   }
+  if (!ListenOnCopy(c, sock->Get(), backlog)) return;
+  if (!ours) return (void)c.Return(0);
+  // listen() chose the port.
+  RegisterListener(c, fd, std::move(*sock), [](PendingCall& call, int) { call.Return(0); });
+}
+
+bool SocketCalls::ListenOnCopy(PendingCall& c, int sock, int backlog) {
   // listen() has no credential checks and acts on the shared socket: run it on the copy.
-  if (listen(sock->Get(), backlog) < 0) {
-    if (IsSupervisorResourceError(errno)) return;
-    return (void)c.Fail(errno);
-  }
-  if (env_.switcher != nullptr && env_.local.SocketInOurNetns(sock->Get(), c.tid()) &&
-      (!bound || bound->port() == 0)) {
-    env_.switcher->OnListener(ProcessOf(c), fd, sock->Get());  // listen() chose the port
-  }
-  c.Return(0);
+  if (listen(sock, backlog) == 0) return true;
+  if (!IsSupervisorResourceError(errno)) c.Fail(errno);
+  return false;
+}
+
+void SocketCalls::RegisterListener(PendingCall& c, int fd, UniqueFd sock, ListenerThen then) {
+  auto call = std::make_shared<PendingCall>(std::move(c));
+  auto listener = std::make_shared<UniqueFd>(std::move(sock));
+  env_.switcher->OnListener(ProcessOf(*call), fd, listener->Get(),
+                            [call, listener, then = std::move(then)] {
+                              then(*call, listener->Get());
+                            });
 }
 
 void SocketCalls::OnGetName(PendingCall& c, bool peer) {

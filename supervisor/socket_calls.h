@@ -11,7 +11,9 @@
 
 #include <array>
 #include <deque>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <unordered_map>
@@ -102,6 +104,14 @@ class SocketCalls {
   void OnAccept(PendingCall c, bool is_accept4);
   void OnBind(PendingCall& c);
   void OnListen(PendingCall& c);
+  // listen() on our copy `sock`: false when it failed (`c` is then failed, or left to the kernel
+  // when the failure is the supervisor's own).
+  bool ListenOnCopy(PendingCall& c, int sock, int backlog);
+  // Registers the listener `sock` (the program's `fd`) with slipstreamd, then runs `then` with the
+  // call and the socket, once the daemon has answered (or could not): the event loop serves other
+  // calls meanwhile. `c` is moved along (the caller's is left answered).
+  using ListenerThen = std::function<void(PendingCall& c, int sock)>;
+  void RegisterListener(PendingCall& c, int fd, UniqueFd sock, ListenerThen then);
   void OnGetName(PendingCall& c, bool peer);
   void OnSockopt(PendingCall& c, bool get);
   void OnShutdown(PendingCall& c);
@@ -121,9 +131,11 @@ class SocketCalls {
   size_t TakeProgress(const PendingCall& c);
 
   // accept: answers `c` unless the listener has nothing to accept yet (returns false). With a
-  // connection queued and NothingToPair, the kernel runs the accept (CONTINUE).
+  // connection queued and NothingToPair, the kernel runs the accept (CONTINUE), if the call was
+  // just trapped or is the only accept held on the listener.
   bool NothingToPair(int listener);
-  // `first_try`: the call was just trapped (not a held accept woken with others).
+  int HeldAcceptsOn(const FileId& listener_id) const;
+  // `first_try`: the call was just trapped (not a held accept woken).
   bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args,
                  bool first_try);
   void Deliver(PendingCall& c, Parked conn, const FileId& listener_id, const AcceptArgs& args);
@@ -134,10 +146,10 @@ class SocketCalls {
   // getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES) from the preload library: both
   // addresses of a switched socket's retained TCP socket at once (preload_abi.h).
   void OnNames(PendingCall& c, const tracer::TargetAccess& target);
-  // Claims the accepted TCP socket `conn` and, if it is paired, answers the late claim `c` with
-  // its AF_UNIX end at a new fd of the program (ADDFD SEND); false if it is not paired or could
-  // not be installed (`c` is then unanswered, unless the target left it).
-  bool SwitchAccepted(PendingCall& c, int conn);
+  // If the accepted TCP socket `conn` was paired (`end`, from ClaimFromThisHost), answers the
+  // late claim `c` with its AF_UNIX end at a new fd of the program (ADDFD SEND); false if it is
+  // not paired or could not be installed (`c` is then unanswered, unless the target left it).
+  bool SwitchAccepted(PendingCall& c, int conn, std::optional<UniqueFd> end);
   // The connect `c` came from the preload library, which takes its end by ADDFD SEND.
   bool AnswersBySend(const PendingCall& c) const;
   // Puts `end` over the program's fd of `c` (ADDFD SETFD) if that fd still names the socket
@@ -147,9 +159,13 @@ class SocketCalls {
   // EINPROGRESS (preload_abi.h); falls back to InstallOverFd if the program has no free fd.
   void AnswerWithEnd(PendingCall& c, uint64_t sock_ino, int end, uint64_t end_ino,
                      bool in_progress);
-  // The AF_UNIX end paired with the accepted TCP socket `conn` whose peer address is `peer`, if
-  // a supervised client on this host (any network namespace with supervisors) made it.
-  std::optional<UniqueFd> ClaimFromThisHost(PendingCall& c, int conn, const Result<SockAddr>& peer);
+  // Runs `then` with the call and the AF_UNIX end paired with the accepted TCP socket `conn`
+  // whose peer address is `peer`, if a supervised client on this host (any network namespace with
+  // supervisors) made it: at once, or when slipstreamd answers the claim. `c` is moved into the
+  // claim (the caller's is left answered); `conn` is read only before this returns, and must be
+  // kept open by `then`'s captures if `then` uses it.
+  using ClaimThen = std::function<void(PendingCall& c, std::optional<UniqueFd> end)>;
+  void ClaimFromThisHost(PendingCall& c, int conn, const Result<SockAddr>& peer, ClaimThen then);
   // connect on our copy: answers `c` unless the handshake is still running on a blocking socket.
   // A connection that gets established is switched to AF_UNIX if it was `approved`, or if a
   // supervised listener appeared since the decision.
@@ -197,6 +213,12 @@ class SocketCalls {
   // Connections accepted for a call the target left before the answer (a signal, EMFILE): they go
   // to the next accept on the same listener, as they would have stayed in the kernel's queue.
   std::map<FileId, std::deque<Parked>, FileIdLess> parked_;
+  // How many accepts are held on each listener: one held alone may be let through (TryAccept).
+  // Counted by a token in each held call's retry, so every way a held call ends (answered,
+  // withdrawn, timed out, dropped at exit) counts it off; shared, as HeldCalls outlives us.
+  using HeldAccepts = std::map<FileId, int, FileIdLess>;
+  class HeldAcceptToken;
+  std::shared_ptr<HeldAccepts> held_accepts_ = std::make_shared<HeldAccepts>();
   // TCP sockets whose emulated connect() completed but whose answer was lost (a signal): as in
   // the kernel, the restarted connect() reports the completed connection once.
   std::set<uint64_t> unreported_connects_;

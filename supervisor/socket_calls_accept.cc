@@ -18,6 +18,26 @@ namespace slipstream::supervisor {
 
 using tracer::TargetAccess;
 
+// Counts one held accept on a listener for as long as it lives (in the held call's retry).
+class SocketCalls::HeldAcceptToken {
+ public:
+  HeldAcceptToken(std::shared_ptr<HeldAccepts> counts, const FileId& id)
+      : counts_(std::move(counts)), id_(id) {
+    ++(*counts_)[id_];
+  }
+  ~HeldAcceptToken() {
+    if (auto it = counts_->find(id_); it != counts_->end() && --it->second <= 0) {
+      counts_->erase(it);
+    }
+  }
+  HeldAcceptToken(const HeldAcceptToken&) = delete;
+  HeldAcceptToken& operator=(const HeldAcceptToken&) = delete;
+
+ private:
+  std::shared_ptr<HeldAccepts> counts_;
+  FileId id_;
+};
+
 void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   AcceptArgs args{static_cast<int>(c.arg(0)), c.arg(1), c.arg(2),
                   is_accept4 ? static_cast<int>(c.arg(3)) : 0};
@@ -35,16 +55,11 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
       env_.local.SocketInOurNetns(listener->Get(), c.tid())) {
     env_.switcher->OnListener(ProcessOf(c), args.fd, listener->Get());
   }
-  if (auto it = parked_.find(*id); it != parked_.end() && !it->second.empty()) {
-    Parked conn = std::move(it->second.front());
-    it->second.pop_front();
-    if (it->second.empty()) parked_.erase(it);
-    return Deliver(c, std::move(conn), *id, args);
-  }
   if (TryAccept(c, listener->Get(), *id, args, /*first_try=*/true)) return;
   FileId listener_id = *id;
+  auto token = std::make_shared<HeldAcceptToken>(held_accepts_, listener_id);
   env_.held.Hold(std::move(c), std::move(*listener), HeldCalls::Wait::kRead,
-                 [this, listener_id, args](PendingCall& call, int l) {
+                 [this, listener_id, args, token](PendingCall& call, int l) {
                    return TryAccept(call, l, listener_id, args, /*first_try=*/false);
                  });
   ++env_.stats.held;
@@ -52,14 +67,25 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
 
 bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener_id,
                             const AcceptArgs& args, bool first_try) {
+  // A connection taken for an accept that was withdrawn before it got it comes first.
+  if (auto it = parked_.find(listener_id); it != parked_.end() && !it->second.empty()) {
+    Parked conn = std::move(it->second.front());
+    it->second.pop_front();
+    if (it->second.empty()) parked_.erase(it);
+    Deliver(c, std::move(conn), listener_id, args);
+    return true;
+  }
   pollfd p{listener, POLLIN, 0};
   bool queued = poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
-  if (queued && first_try && NothingToPair(listener)) {
+  // Not for one of several accepts held on the listener: one arriving connection wakes them all
+  // at once, and each would see it queued and be let through. One held alone (a sequential
+  // blocking server's) is, so it costs a wait and nothing more.
+  bool alone = first_try || HeldAcceptsOn(listener_id) <= 1;
+  if (queued && alone && NothingToPair(listener)) {
     // The kernel's accept takes the oldest queued connection, and none of those can be a
-    // switching client's: one trapped call and nothing more. Not for held accepts: one arriving
-    // connection wakes them all at once, and each would see it queued. (Expected race: another
-    // thread of the program accepts the queued connection first, and ours waits for a later one
-    // that may be a switching client's: that client's supervisor then relays it, as for an
+    // switching client's: one trapped call and nothing more. (Expected race: another thread of
+    // the program accepts the queued connection first, and ours waits in the kernel for a later
+    // one that may be a switching client's: that client's supervisor then relays it, as for an
     // unsupervised acceptor.) Counted as accepted and left on TCP: the kernel's result is not
     // seen.
     ++env_.stats.accepts;
@@ -97,18 +123,24 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
     }
     return true;
   }
-  Parked accepted{UniqueFd(conn), UniqueFd(), {}};
-  if (env_.switcher != nullptr) {
-    std::optional<UniqueFd> end = ClaimFromThisHost(c, conn, SocketName(conn, true));
-    if (end) {
-      (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
-      accepted.unix_end = std::move(*end);
-    } else {
-      ++env_.stats.left_on_tcp;
-    }
-  }
-  Deliver(c, std::move(accepted), listener_id, args);
+  auto accepted = std::make_shared<Parked>(Parked{UniqueFd(conn), UniqueFd(), {}});
+  ClaimFromThisHost(c, conn, SocketName(conn, true),
+                    [this, accepted, listener_id, args](PendingCall& call,
+                                                        std::optional<UniqueFd> end) {
+                      if (end) {
+                        (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
+                        accepted->unix_end = std::move(*end);
+                      } else {
+                        ++env_.stats.left_on_tcp;
+                      }
+                      Deliver(call, std::move(*accepted), listener_id, args);
+                    });
   return true;
+}
+
+int SocketCalls::HeldAcceptsOn(const FileId& listener_id) const {
+  auto it = held_accepts_->find(listener_id);
+  return it == held_accepts_->end() ? 0 : it->second;
 }
 
 bool SocketCalls::NothingToPair(int listener) {
@@ -126,16 +158,21 @@ bool SocketCalls::NothingToPair(int listener) {
   return switching && *switching == 0;
 }
 
-std::optional<UniqueFd> SocketCalls::ClaimFromThisHost(PendingCall& c, int conn,
-                                                       const Result<SockAddr>& peer) {
-  if (!peer) return std::nullopt;  // reset meanwhile: nothing to pair
+void SocketCalls::ClaimFromThisHost(PendingCall& c, int conn, const Result<SockAddr>& peer,
+                                    ClaimThen then) {
+  if (!peer) return then(c, std::nullopt);  // reset meanwhile: nothing to pair
   // Only a connection from this host can have a supervised client: others need no round trip.
   // "This host" includes the addresses of other network namespaces with supervisors.
   bool on_host = env_.local.IsLocal(*peer) || env_.switcher->FromOtherNetns(*peer);
-  const char* why = "";
-  auto end = env_.switcher->Claim([this, &c] { return ProcessOf(c); }, conn, *peer, on_host, &why);
-  if (!end && c.tracing()) c.trace().note += std::string(" (left on TCP: ") + why + ")";
-  return end;
+  // The call goes with the claim, which may wait for the daemon's answer.
+  auto call = std::make_shared<PendingCall>(std::move(c));
+  env_.switcher->Claim([this, call] { return ProcessOf(*call); }, conn, *peer, on_host,
+                       [call, then = std::move(then)](std::optional<UniqueFd> end, const char* why) {
+                         if (!end && call->tracing()) {
+                           call->trace().note += std::string(" (left on TCP: ") + why + ")";
+                         }
+                         then(*call, std::move(end));
+                       });
 }
 
 void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id,
@@ -181,6 +218,12 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
       }
     }
     parked_[listener_id].push_back(std::move(conn));
+    // An accept held on the listener meanwhile (the withdrawn one, restarted while its claim was
+    // answered) waits for the listener to be readable: it must take this one.
+    env_.held.Wake([listener_id](int held_fd) {
+      auto id = GetFileId(held_fd);
+      return id && *id == listener_id;
+    });
     if (fd.error().TargetGone()) return c.Abandon();
     return (void)c.Fail(fd.error().err);  // EMFILE: the target's fd table is full
   }
@@ -219,16 +262,25 @@ void SocketCalls::OnLateClaim(PendingCall& c) {
   // Written before the answer, which the target waits for in the call: if the switch succeeds,
   // the answer is ADDFD's SEND and the call returns the new fd (preload_abi.h).
   if (!answer(SLIPSTREAM_CLAIM_NEW_FD)) return (void)c.Fail(EFAULT);
-  if (SwitchAccepted(c, sock->fd.Get()) || c.answered()) return;
-  if (!answer(SLIPSTREAM_CLAIM_TCP)) return (void)c.Fail(EFAULT);
-  c.Return(0);
+  ++env_.stats.accepts;
+  auto conn = std::make_shared<UniqueFd>(std::move(sock->fd));
+  auto peer = SocketName(conn->Get(), true);
+  c.trace().note = "(peer " + (peer ? peer->ToString() : std::string("?")) + ")";
+  ClaimFromThisHost(c, conn->Get(), peer,
+                    [this, conn](PendingCall& call, std::optional<UniqueFd> end) {
+                      if (SwitchAccepted(call, conn->Get(), std::move(end)) || call.answered()) {
+                        return;
+                      }
+                      auto program = OpenTarget(call);
+                      if (!program) return;  // gone: CONTINUE, whose error leaves it on TCP
+                      if (!program->WriteInt(call.arg(3), SLIPSTREAM_CLAIM_TCP)) {
+                        return (void)call.Fail(EFAULT);
+                      }
+                      call.Return(0);
+                    });
 }
 
-bool SocketCalls::SwitchAccepted(PendingCall& c, int conn) {
-  ++env_.stats.accepts;
-  auto peer = SocketName(conn, true);
-  c.trace().note = "(peer " + (peer ? peer->ToString() : std::string("?")) + ")";
-  std::optional<UniqueFd> end = ClaimFromThisHost(c, conn, peer);
+bool SocketCalls::SwitchAccepted(PendingCall& c, int conn, std::optional<UniqueFd> end) {
   if (!end) {
     ++env_.stats.left_on_tcp;
     return false;

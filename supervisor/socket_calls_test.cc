@@ -168,11 +168,13 @@ class RuntimeDirTest : public ::testing::Test {
 };
 
 // A stand-in for slipstreamd at the daemon's socket path, for what FindOrAdopt asks it: answers
-// kAdopt with `adopt_tcp` (found) or not found when it is -1, anything else with kError. Records
-// the inode of each kAdopt whose end came along (0 for one without it).
+// kAdopt with `adopt_tcp` (found) or not found when it is -1, anything else with kError (kHello
+// always; the rest only when `answer_others`, else never, as a stopped daemon). Records the inode
+// of each kAdopt whose end came along (0 for one without it).
 class FakeDaemon {
  public:
-  FakeDaemon(const std::string& dir, int adopt_tcp) : adopt_tcp_(adopt_tcp) {
+  FakeDaemon(const std::string& dir, int adopt_tcp, bool answer_others = true)
+      : adopt_tcp_(adopt_tcp), answer_others_(answer_others) {
     listener_ = UniqueFd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -201,7 +203,9 @@ class FakeDaemon {
       if (!m && m.error().err == EPROTO) continue;
       if (!m) break;
       if (m->type() != matcher::MsgType::kAdopt) {
-        (void)matcher::SendMessage(conn.Get(), matcher::MsgType::kError, m->header.seq, 0, {});
+        if (answer_others_ || m->type() == matcher::MsgType::kHello) {
+          (void)matcher::SendMessage(conn.Get(), matcher::MsgType::kError, m->header.seq, 0, {});
+        }
         continue;
       }
       const auto* body = m->As<matcher::InodeBody>();
@@ -220,6 +224,7 @@ class FakeDaemon {
     conn_ = -1;
   }
   int adopt_tcp_;
+  bool answer_others_;
   UniqueFd listener_;
   std::atomic<int> conn_{-1};
   std::mutex mu_;
@@ -245,6 +250,9 @@ class SocketCallsTest : public RuntimeDirTest {
     switcher_.emplace(io_, stats_);  // never Start()ed: no daemon
   }
   void TearDown() override {
+    held_.DropAll();  // their retries name our SocketCalls
+    switching_.reset();
+    observing_.reset();
     if (target_ > 0) {
       kill(target_, SIGKILL);
       waitpid(target_, nullptr, 0);
@@ -267,28 +275,42 @@ class SocketCallsTest : public RuntimeDirTest {
 
   // Handles one call the target "made"; returns the answers sent for it, comma-separated ("" when
   // none was sent: answered by ADDFD SEND, or abandoned).
+  // Calls held for later (an accept with nothing queued) stay with the test's SocketCalls, which
+  // lives until TearDown; RunHeld() then serves them.
   std::string Handle(Call call, std::array<uint64_t, 6> args, bool observe_only = false) {
     size_t before = notifier_.answers.size();
-    {
-      HandlerEnv env{features_,
-                     notifier_,
-                     installer_,
-                     held_,
-                     local_,
-                     stats_,
-                     observe_only ? nullptr : &*switcher_};
-      SocketCalls calls(env);
-      tracer::Notification n;
-      n.id = ++last_id_;
-      n.tid = target_;
-      n.args = args;
-      calls.Handle(PendingCall(sinks_, n, call));
+    SocketCalls& calls = observe_only ? Calls(observing_, nullptr) : Calls(switching_, &*switcher_);
+    tracer::Notification n;
+    n.id = ++last_id_;
+    n.tid = target_;
+    n.args = args;
+    calls.Handle(PendingCall(sinks_, n, call));
+    return AnswersSince(before);
+  }
+  // Runs what is ready on the event loop (a held call whose fd became ready); returns the answers
+  // it sent.
+  std::string RunHeld() {
+    size_t before = notifier_.answers.size();
+    for (int i = 0; i < 20; ++i) {  // the readiness reaches Asio's epoll, then ours
+      io_.restart();
+      io_.poll();
+      if (notifier_.answers.size() != before || !installer_.placements.empty()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
+    return AnswersSince(before);
+  }
+  std::string AnswersSince(size_t before) const {
     std::string out;
     for (size_t i = before; i < notifier_.answers.size(); ++i) {
       out += (out.empty() ? "" : ", ") + notifier_.answers[i];
     }
     return out;
+  }
+  SocketCalls& Calls(std::optional<SocketCalls>& calls, Switcher* switcher) {
+    if (!calls) {
+      calls.emplace(HandlerEnv{features_, notifier_, installer_, held_, local_, stats_, switcher});
+    }
+    return *calls;
   }
 
   // The target's copy of g_mem.
@@ -330,6 +352,7 @@ class SocketCallsTest : public RuntimeDirTest {
   HeldCalls held_;
   LocalAddresses local_;
   std::optional<Switcher> switcher_;
+  std::optional<SocketCalls> switching_, observing_;
   pid_t target_ = -1;
   uint64_t last_id_ = 1000;
 };
@@ -508,6 +531,70 @@ TEST_F(SocketCallsTest, AcceptWithNothingToPairIsLeftToTheKernel) {
   EXPECT_EQ(Handle(Call::kAccept4, args), "") << "a switch is in flight: the supervisor accepts";
   ASSERT_EQ(installer_.placements.size(), 1u);
   EXPECT_EQ(*SocketName(installer_.files[0].Get(), true), *SocketName(queued.Get(), false));
+}
+
+// A blocking accept with nothing queued is held. Held alone, it is let through once a connection
+// arrives that no switch is in flight for (the kernel accepts: one trapped call); one of several
+// held on the listener is not (one connection wakes them all), and the supervisor accepts.
+TEST_F(SocketCallsTest, HeldAcceptAloneIsLetThroughWhenNothingToPair) {
+  auto table = matcher::ListenerTable::Open(matcher::ListenerTablePath(dir_));
+  ASSERT_TRUE(table) << table.error().ToString();
+  UniqueFd listener = Listener();
+  StartTarget();
+  std::array<uint64_t, 6> args{static_cast<uint64_t>(listener.Get()), 0, 0, SOCK_CLOEXEC};
+  EXPECT_EQ(Handle(Call::kAccept4, args), "") << "nothing queued: held";
+  EXPECT_EQ(held_.size(), 1u);
+  UniqueFd client = ConnectTo(listener.Get());
+  EXPECT_EQ(RunHeld(), Continued());
+  EXPECT_TRUE(installer_.placements.empty());
+  EXPECT_EQ(held_.size(), 0u);
+  pollfd p{listener.Get(), POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 0), 1) << "still queued, for the kernel's accept";
+}
+
+TEST_F(SocketCallsTest, HeldAcceptsWokenTogetherAreServedBySupervisor) {
+  auto table = matcher::ListenerTable::Open(matcher::ListenerTablePath(dir_));
+  ASSERT_TRUE(table) << table.error().ToString();
+  UniqueFd listener = Listener();
+  StartTarget();
+  std::array<uint64_t, 6> args{static_cast<uint64_t>(listener.Get()), 0, 0, SOCK_CLOEXEC};
+  EXPECT_EQ(Handle(Call::kAccept4, args), "");
+  EXPECT_EQ(Handle(Call::kAccept4, args), "");
+  EXPECT_EQ(held_.size(), 2u);
+  UniqueFd client = ConnectTo(listener.Get());
+  EXPECT_EQ(RunHeld(), "") << "installed (ADDFD SEND), not let through";
+  ASSERT_EQ(installer_.placements.size(), 1u);
+  EXPECT_EQ(*SocketName(installer_.files[0].Get(), true), *SocketName(client.Get(), false));
+  EXPECT_EQ(held_.size(), 1u) << "the other waits for the next connection";
+}
+
+// A held call is retried when something arrives by another way than its fd (a connection parked
+// for the listener): Wake runs the retries of the matching calls, posted, and only theirs.
+TEST_F(SocketCallsTest, WakeRetriesOnlyTheMatchingHeldCalls) {
+  UniqueFd quiet = Listener(), other = Listener();  // never readable: nothing connects
+  auto id_of = [](int fd) { return GetFileId(fd).value(); };
+  FileId quiet_id = id_of(quiet.Get());
+  std::vector<int> retried;
+  auto hold = [&](int fd, int tag) {
+    tracer::Notification n;
+    n.id = ++last_id_;
+    n.tid = getpid();
+    held_.Hold(PendingCall(sinks_, n, Call::kAccept), UniqueFd(fcntl(fd, F_DUPFD_CLOEXEC, 0)),
+               HeldCalls::Wait::kRead, [&retried, tag](PendingCall& call, int) {
+                 retried.push_back(tag);
+                 call.Return(0);
+                 return true;
+               });
+  };
+  hold(quiet.Get(), 1);
+  hold(other.Get(), 2);
+  held_.Wake([&](int fd) { return id_of(fd) == quiet_id; });
+  EXPECT_TRUE(retried.empty()) << "posted, never run inside the caller";
+  io_.restart();
+  io_.poll();
+  EXPECT_THAT(retried, ElementsAre(1));
+  EXPECT_EQ(held_.size(), 1u) << "the answered call is dropped; the other stays held";
+  held_.DropAll();
 }
 
 // An end that reached the program from another supervisor's program (SCM_RIGHTS): the daemon
@@ -729,6 +816,67 @@ class SwitcherTest : public RuntimeDirTest {
   Stats stats_;
   std::optional<Switcher> switcher_;
 };
+
+// --- MatcherClient's asynchronous requests ---------------------------------------------------
+
+// A request on the notification path does not wait: its answer comes later, posted to the loop.
+TEST_F(SwitcherTest, CallAsyncAnswerIsPostedNeverRunInline) {
+  FakeDaemon daemon(dir_, /*adopt_tcp=*/-1);
+  MatcherClient client(io_, {});
+  ASSERT_TRUE(client.Connect(/*spawn=*/false));
+  std::optional<Result<matcher::Message>> answer;
+  client.CallAsync(matcher::MsgType::kSweep, getpid(), {}, {},
+                   [&](Result<matcher::Message> m) { answer = std::move(m); });
+  EXPECT_FALSE(answer) << "run before CallAsync returned";
+  ASSERT_TRUE(RunUntil([&] { return answer.has_value(); }));
+  ASSERT_TRUE(*answer) << answer->error().ToString();
+  EXPECT_EQ((*answer)->type(), matcher::MsgType::kError);
+}
+
+TEST_F(SwitcherTest, CallAsyncTimesOutWhenTheDaemonDoesNotAnswer) {
+  FakeDaemon daemon(dir_, /*adopt_tcp=*/-1, /*answer_others=*/false);
+  MatcherClient client(io_, {});
+  ASSERT_TRUE(client.Connect(/*spawn=*/false));
+  std::optional<Result<matcher::Message>> answer;
+  auto start = std::chrono::steady_clock::now();
+  client.CallAsync(
+      matcher::MsgType::kClaim, getpid(), {}, {},
+      [&](Result<matcher::Message> m) { answer = std::move(m); }, /*timeout_ms=*/150);
+  ASSERT_TRUE(RunUntil([&] { return answer.has_value(); }));
+  auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(*answer);
+  EXPECT_EQ(answer->error().err, ETIMEDOUT);
+  EXPECT_GE(waited, std::chrono::milliseconds(150));
+  EXPECT_TRUE(client.connected()) << "a slow daemon keeps the session";
+}
+
+TEST_F(SwitcherTest, CallAsyncFailsWhenTheDaemonGoes) {
+  std::optional<FakeDaemon> daemon(std::in_place, dir_, /*adopt_tcp=*/-1, false);
+  bool lost = false;
+  MatcherClient::Callbacks callbacks;
+  callbacks.on_lost = [&] { lost = true; };
+  MatcherClient client(io_, callbacks);
+  ASSERT_TRUE(client.Connect(/*spawn=*/false));
+  std::optional<Result<matcher::Message>> answer;
+  client.CallAsync(matcher::MsgType::kClaim, getpid(), {}, {},
+                   [&](Result<matcher::Message> m) { answer = std::move(m); });
+  daemon.reset();  // closes its side
+  ASSERT_TRUE(RunUntil([&] { return answer.has_value(); }));
+  EXPECT_TRUE(lost);
+  ASSERT_FALSE(*answer);
+  EXPECT_NE(answer->error().err, ETIMEDOUT) << "failed at once, not after the time-out";
+}
+
+TEST_F(SwitcherTest, CallAsyncWithoutDaemonFailsPosted) {
+  MatcherClient client(io_, {});
+  std::optional<Result<matcher::Message>> answer;
+  client.CallAsync(matcher::MsgType::kClaim, getpid(), {}, {},
+                   [&](Result<matcher::Message> m) { answer = std::move(m); });
+  EXPECT_FALSE(answer);
+  ASSERT_TRUE(RunUntil([&] { return answer.has_value(); }));
+  ASSERT_FALSE(*answer);
+  EXPECT_EQ(answer->error().err, ENOTCONN);
+}
 
 TEST_F(SwitcherTest, BookFindUnbook) {
   TcpConnection client = Connected();

@@ -33,6 +33,10 @@ constexpr auto kSweepPeriod = std::chrono::seconds(1);
 // How long the event loop waits for the daemon's answer to a hint (the peer end's holder, a sweep
 // before bind): a stopped or busy daemon must not stall every trapped call of the tree.
 constexpr int kHintCallMs = 50;
+// How long the event loop waits for kAdopt (an AF_UNIX end we never saw, used in a trapped call):
+// the call needs the answer to emulate TCP, but is rare (once per such socket). Without an answer
+// the call treats the end as the AF_UNIX socket it is, and the next call asks again.
+constexpr int kAdoptCallMs = 200;
 // After the daemon died with pairs in flight, how long a claimer has to finish installing the end
 // it already received before we decide from /proc who holds it.
 constexpr auto kOrphanGrace = std::chrono::seconds(1);
@@ -87,12 +91,18 @@ void Switcher::Start() {
   }
 }
 
-void Switcher::OnListener(pid_t tgid, int target_fd, int listener) {
+void Switcher::OnListener(pid_t tgid, int target_fd, int listener,
+                          std::function<void()> registered) {
   uint64_t ino = InodeOf(listener);
   listeners_[ino] = KnownListener{tgid, target_fd};
+  if (!active()) return registered();
   // A round trip, so that the daemon has told every supervisor before the program's listen()
-  // returns: a client started afterwards is switched for sure.
-  if (active()) (void)client_.Call(MsgType::kRegisterListener, tgid, {}, {&listener, 1});
+  // returns: a client started afterwards is switched for sure. Without blocking the event loop:
+  // a stopped daemon delays this listen() alone (at most the call's time-out).
+  client_.CallAsync(MsgType::kRegisterListener, tgid, {}, {&listener, 1},
+                    [registered = std::move(registered)](Result<matcher::Message>) {
+                      registered();
+                    });
 }
 
 void Switcher::OnReconnected() {
@@ -111,7 +121,9 @@ void Switcher::OnReconnected() {
       continue;
     }
     int raw = fd->Get();
-    (void)client_.Call(MsgType::kRegisterListener, it->second.tgid, {}, {&raw, 1});
+    // Not waited for: nothing depends on the answer here.
+    client_.CallAsync(MsgType::kRegisterListener, it->second.tgid, {}, {&raw, 1},
+                      [](Result<matcher::Message>) {});
     ++it;
   }
 }
@@ -315,14 +327,11 @@ std::optional<UniqueFd> Switcher::TakeFromInbox(const SockAddr& local, const Soc
   return end;
 }
 
-std::optional<UniqueFd> Switcher::Claim(const PidOf& pid, int accepted, const SockAddr& remote,
-                                        bool peer_on_this_host, const char** why) {
+void Switcher::Claim(const PidOf& pid, int accepted, const SockAddr& remote,
+                     bool peer_on_this_host, ClaimDone done) {
   // Gather, cheapest first; decide (matcher::DecideAccept, pure); act.
   auto local = SocketName(accepted, false);
-  if (!local) {
-    *why = "the connection is gone";
-    return std::nullopt;
-  }
+  if (!local) return done(std::nullopt, "the connection is gone");
   if (active()) client_.Poll();  // a push queued for this connection is handled first
   matcher::AcceptFacts facts;
   auto pushed = inbox_.find({CanonicalText(*local), CanonicalText(remote)});
@@ -336,24 +345,35 @@ std::optional<UniqueFd> Switcher::Claim(const PidOf& pid, int accepted, const So
   }
   facts.daemon_connected = active();
   matcher::AcceptDecision decision = matcher::DecideAccept(facts);
-  *why = decision.why;
   switch (decision.action) {
     case matcher::AcceptAction::kStayTcp:
-      return std::nullopt;
+      return done(std::nullopt, decision.why);
     case matcher::AcceptAction::kTakePushed: {
       UniqueFd end = std::move(pushed->second.server_end);
       inbox_.erase(pushed);
-      return end;
+      return done(std::move(end), decision.why);
     }
     case matcher::AcceptAction::kClaim:
       break;
   }
-  return ClaimFromDaemon(pid(), accepted, *local, remote);
+  // The daemon answers in microseconds, but one that is stopped or busy must not stall the
+  // other trapped calls of the tree: the accept alone waits (at most the call's time-out, then it
+  // stays TCP and the client's supervisor relays).
+  client_.CallAsync(MsgType::kClaim, pid(), {}, {&accepted, 1},
+                    [this, local = *local, remote, done = std::move(done),
+                     why = decision.why](Result<matcher::Message> reply) {
+                      const char* no = !reply && reply.error().err == ETIMEDOUT
+                                           ? "slipstreamd did not answer the claim in time"
+                                       : !reply ? "slipstreamd is gone"
+                                                : "slipstreamd paired no client with it";
+                      auto end = ClaimAnswered(std::move(reply), local, remote);
+                      const char* decided = end ? why : no;
+                      done(std::move(end), decided);
+                    });
 }
 
-std::optional<UniqueFd> Switcher::ClaimFromDaemon(pid_t pid, int accepted, const SockAddr& local,
-                                                  const SockAddr& remote) {
-  auto reply = client_.Call(MsgType::kClaim, pid, {}, {&accepted, 1});
+std::optional<UniqueFd> Switcher::ClaimAnswered(Result<matcher::Message> reply, const SockAddr& local,
+                                                const SockAddr& remote) {
   if (!reply || reply->type() != MsgType::kClaimReply) return std::nullopt;
   const auto* body = reply->As<matcher::ClaimReplyBody>();
   if (body == nullptr) return std::nullopt;
@@ -366,7 +386,7 @@ std::optional<UniqueFd> Switcher::ClaimFromDaemon(pid_t pid, int accepted, const
       }
       return std::move(reply->fds[0]);
     case matcher::ClaimResult::kPushedToYou:
-      // The push was queued before this reply, so Call() has handled it already.
+      // The push was queued before this reply, so it has been dispatched already.
       return TakeFromInbox(local, remote);
     case matcher::ClaimResult::kNo:
       return std::nullopt;
@@ -440,10 +460,11 @@ SwitchedSocket* Switcher::FindOrAdopt(int end) {
   if (!local || !remote || local->len() != kUnnamed || remote->len() != kUnnamed) return nullptr;
   matcher::InodeBody body{end_ino};
   // The end comes along: the daemon hands its TCP socket only to a holder of the end.
-  auto reply = client_.Call(MsgType::kAdopt, getpid(), matcher::Bytes(body), {&end, 1});
-  const auto* r = reply && reply->type() == MsgType::kAdoptReply
-                      ? reply->As<matcher::AdoptReplyBody>()
-                      : nullptr;
+  auto reply =
+      client_.Call(MsgType::kAdopt, getpid(), matcher::Bytes(body), {&end, 1}, kAdoptCallMs);
+  if (!reply) return nullptr;  // no answer in time: not known to be switched, nor unswitched
+  const auto* r =
+      reply->type() == MsgType::kAdoptReply ? reply->As<matcher::AdoptReplyBody>() : nullptr;
   if (r == nullptr || !r->found || reply->fds.size() != 1) {
     if (not_switched_.size() >= 4096) not_switched_.clear();
     not_switched_.insert(end_ino);

@@ -72,8 +72,11 @@ class Switcher {
   void Refresh() { client_.Poll(); }
 
   // A listening socket of a supervised program: register it, and remember where it lives so a
-  // restarted daemon can be told again. `tgid`/`target_fd` name it in the program.
-  void OnListener(pid_t tgid, int target_fd, int listener);
+  // restarted daemon can be told again. `tgid`/`target_fd` name it in the program. `registered`
+  // runs once the daemon has answered (it has then set the port in the listener table and told
+  // every supervisor), or has failed to; at once without a daemon.
+  void OnListener(pid_t tgid, int target_fd, int listener,
+                  std::function<void()> registered = [] {});
   // Listeners inherited from outside supervision are registered at their first accept().
   bool KnowsListener(uint64_t ino) const { return listeners_.count(ino) != 0; }
 
@@ -116,12 +119,15 @@ class Switcher {
   // ends pushed to us.
   void LowerAcceptGates();
 
-  // Server side: the AF_UNIX end to install instead of `accepted` (whose peer is `remote`), if it
-  // is paired: pushed to us ahead of the accept (no round trip), or claimed from the daemon, as
-  // matcher::DecideAccept decides; `why` gets the fact that decided, for --trace. `pid` is read
-  // only for a claim. Installed() reports the end placed.
-  std::optional<UniqueFd> Claim(const PidOf& pid, int accepted, const SockAddr& remote,
-                                bool peer_on_this_host, const char** why);
+  // Server side: `done` gets the AF_UNIX end to install instead of `accepted` (whose peer is
+  // `remote`), if it is paired: pushed to us ahead of the accept (no round trip, `done` runs
+  // before Claim returns), or claimed from the daemon (`done` runs when it answers, the event loop
+  // serving other calls meanwhile), as matcher::DecideAccept decides; `why` is the fact that
+  // decided, for --trace. `pid` is read only for a claim. `accepted` is read only before Claim
+  // returns. Installed() reports the end placed.
+  using ClaimDone = std::function<void(std::optional<UniqueFd> end, const char* why)>;
+  void Claim(const PidOf& pid, int accepted, const SockAddr& remote, bool peer_on_this_host,
+             ClaimDone done);
   void Installed(pid_t pid, uint64_t end_ino, int tcp);
   // A claimed or pushed end that will never be installed (the connection was lost before the
   // program got it): closed, and the daemon told, so the client's supervisor relays or ends it.
@@ -175,9 +181,10 @@ class Switcher {
   // The TCP listeners on `port` in our namespace (sock_diag), cached (listener_cache_).
   std::optional<std::vector<TcpSocketInfo>> ListenersOn(uint16_t port);
   std::optional<UniqueFd> TakeFromInbox(const SockAddr& local, const SockAddr& remote);
-  // kClaim: the daemon's answer for the accepted socket (its end, or our inbox's after a push).
-  std::optional<UniqueFd> ClaimFromDaemon(pid_t pid, int accepted, const SockAddr& local,
-                                          const SockAddr& remote);
+  // kClaim's answer for the accepted socket whose addresses are `local` and `remote`: its end,
+  // or our inbox's after a push.
+  std::optional<UniqueFd> ClaimAnswered(Result<matcher::Message> reply, const SockAddr& local,
+                                        const SockAddr& remote);
   void ScheduleInboxSweep();
   void SweepInbox();
   void OnRelease(uint64_t server_end_ino);

@@ -1,16 +1,18 @@
 // ss-notify-floor: the cost floor of a trapped call, for comparison with slipstream-trace's.
 //
-//   ss-notify-floor [--no-sync-wakeup] -- PROGRAM [ARGS...]
+//   ss-notify-floor [--no-sync-wakeup] [--trap CALL]... -- PROGRAM [ARGS...]
 //
 // Runs PROGRAM under the smallest seccomp user-notification supervisor there can be: the filter
-// traps getsockname() only, and the supervisor answers each notification with CONTINUE at once,
+// traps getsockname() only (or the CALLs named: getsockname, connect, accept (accept and
+// accept4), listen), and the supervisor answers each notification with CONTINUE at once,
 // reading nothing (no /proc, no process memory, no fd copy). What a getsockname costs PROGRAM
 // here is the bare notification round trip: the filter, two context switches, two ioctls. Like
 // slipstream-trace, it waits for notifications in poll() and asks for
 // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (Linux 6.6: the target is woken on the supervisor's CPU)
 // unless --no-sync-wakeup; it runs where it was started (bench/run pins both to the client CPU).
 //
-// Exit status: PROGRAM's, or 126 if the supervisor could not be set up.
+// SIGTERM, SIGINT and SIGHUP are forwarded to PROGRAM. Exit status: PROGRAM's, or 126 if the
+// supervisor could not be set up.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/audit.h>
@@ -41,18 +43,27 @@ static void die(const char* what) {
   exit(126);
 }
 
-// In the child: installs the filter and returns its notification fd.
-static int install_filter(void) {
-  struct sock_filter code[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_getsockname, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  struct sock_fprog prog = {sizeof code / sizeof code[0], code};
+enum { kMaxTrapped = 8 };
+
+// In the child: installs the filter trapping the `n` system calls `nrs` and returns its
+// notification fd.
+static int install_filter(const int* nrs, int n) {
+  struct sock_filter code[4 + kMaxTrapped + 2];
+  int len = 0;
+  code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                             offsetof(struct seccomp_data, arch));
+  code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+  code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  code[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                             offsetof(struct seccomp_data, nr));
+  // Each match jumps over the remaining tests and the ALLOW to the USER_NOTIF at the end.
+  for (int i = 0; i < n; ++i) {
+    code[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nrs[i],
+                                               (unsigned char)(n - i), 0);
+  }
+  code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  code[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF);
+  struct sock_fprog prog = {(unsigned short)len, code};
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("prctl(NO_NEW_PRIVS)");
   int fd =
       (int)syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
@@ -106,6 +117,14 @@ static int recv_fd(int sock) {
   return fd;
 }
 
+static volatile pid_t g_child;
+
+// SIGTERM, SIGINT, SIGHUP go on to PROGRAM, as slipstream-trace forwards them: a benchmark that
+// stops the supervisor stops the program.
+static void forward_signal(int sig) {
+  if (g_child > 0) kill(g_child, sig);
+}
+
 // Answers every notification with CONTINUE until no process uses the filter any more (POLLHUP).
 static void serve(int notify_fd) {
   struct seccomp_notif req;
@@ -134,13 +153,49 @@ static void serve(int notify_fd) {
   }
 }
 
+// Adds the system calls named `name` to `nrs`; 0 if the name is unknown.
+static int add_trapped(const char* name, int* nrs, int* n) {
+  if (*n + 2 > kMaxTrapped) return 0;
+  if (strcmp(name, "getsockname") == 0) {
+    nrs[(*n)++] = __NR_getsockname;
+  } else if (strcmp(name, "connect") == 0) {
+    nrs[(*n)++] = __NR_connect;
+  } else if (strcmp(name, "accept") == 0) {
+    nrs[(*n)++] = __NR_accept;
+    nrs[(*n)++] = __NR_accept4;
+  } else if (strcmp(name, "listen") == 0) {
+    nrs[(*n)++] = __NR_listen;
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
 int main(int argc, char** argv) {
+  static const char kUsage[] =
+      "usage: ss-notify-floor [--no-sync-wakeup] [--trap getsockname|connect|accept|listen]... "
+      "-- PROGRAM [ARGS...]\n";
   int i = 1;
   int sync_wakeup = 1;
-  if (i < argc && strcmp(argv[i], "--no-sync-wakeup") == 0) sync_wakeup = 0, ++i;
+  int nrs[kMaxTrapped];
+  int n = 0;
+  for (; i < argc && strncmp(argv[i], "--", 2) == 0 && argv[i][2] != '\0'; ++i) {
+    if (strcmp(argv[i], "--no-sync-wakeup") == 0) {
+      sync_wakeup = 0;
+    } else if (strcmp(argv[i], "--trap") == 0 && i + 1 < argc) {
+      if (!add_trapped(argv[++i], nrs, &n)) {
+        fprintf(stderr, "ss-notify-floor: cannot trap '%s'\n%s", argv[i], kUsage);
+        return 2;
+      }
+    } else {
+      fprintf(stderr, "ss-notify-floor: unknown option '%s'\n%s", argv[i], kUsage);
+      return 2;
+    }
+  }
+  if (n == 0) nrs[n++] = __NR_getsockname;
   if (i < argc && strcmp(argv[i], "--") == 0) ++i;
   if (i >= argc) {
-    fprintf(stderr, "usage: ss-notify-floor [--no-sync-wakeup] -- PROGRAM [ARGS...]\n");
+    fputs(kUsage, stderr);
     return 2;
   }
   int sv[2];
@@ -149,7 +204,7 @@ int main(int argc, char** argv) {
   if (child < 0) die("fork");
   if (child == 0) {
     close(sv[0]);
-    int fd = install_filter();
+    int fd = install_filter(nrs, n);
     send_fd(sv[1], fd);
     close(fd);
     char go;
@@ -159,6 +214,13 @@ int main(int argc, char** argv) {
     _exit(127);
   }
   close(sv[1]);
+  g_child = child;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = forward_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
   int notify_fd = recv_fd(sv[0]);
   if (sync_wakeup) {
     unsigned long long flags = SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP;
