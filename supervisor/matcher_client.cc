@@ -176,6 +176,7 @@ void MatcherClient::OnReadable() {
 }
 
 void MatcherClient::Dispatch(Message m) {
+  ++received_;
   // Our requests carry seq >= 1; the daemon's own messages carry 0.
   if (auto it = calls_.find(m.header.seq); m.header.seq != 0 && it != calls_.end()) {
     Done done = std::move(it->second.done);
@@ -263,6 +264,7 @@ Result<Message> MatcherClient::Call(MsgType type, int32_t pid, std::span<const u
       return tl::unexpected(m.error());
     }
     if (m->header.seq == seq) {
+      ++received_;
       return std::move(*m);
     }
     Dispatch(std::move(*m));
@@ -305,8 +307,9 @@ void MatcherClient::FailCalls(const SysError& why) {
 void MatcherClient::Answer(Done done, Result<Message> answer) {
   // Posted, never run from here: the answer may arrive inside Poll() or a synchronous Call(),
   // i.e. in the middle of another handler's work (a held accept's retry, a claim's gathering).
-  asio::post(io_, [done = std::move(done), answer = std::move(answer)]() mutable {
-    done(std::move(answer));
+  asio::post(io_, [alive = std::weak_ptr<int>(alive_), done = std::move(done),
+                   answer = std::move(answer)]() mutable {
+    if (!alive.expired()) done(std::move(answer));  // else destroyed unrun, as documented
   });
 }
 

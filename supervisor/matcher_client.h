@@ -68,6 +68,9 @@ class MatcherClient {
   static constexpr auto kCallSweepPeriod = std::chrono::milliseconds(100);
   Status Send(matcher::MsgType type, int32_t pid, std::span<const uint8_t> body,
               std::span<const int> fds = {});
+  // How many messages have been read from the daemon (answers included): a caller that got no
+  // answer in time can tell whether the daemon has spoken since.
+  uint64_t received() const { return received_; }
   // Handles every message already queued (without waiting): the freshest view of the listeners.
   // Returns how many there were.
   size_t Poll();
@@ -101,6 +104,9 @@ class MatcherClient {
   uint64_t seq_ = 0;
   std::unordered_map<uint64_t, AsyncCall> calls_;  // by seq: requests awaiting their answer
   SweepTimer call_timer_;
+  uint64_t received_ = 0;
+  // Answers already posted when we are destroyed see it expired and are dropped unrun.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
 
 // slipstreamd next to slipstream-trace (installed, or in the build tree), else from PATH.

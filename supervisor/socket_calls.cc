@@ -185,6 +185,9 @@ void SocketCalls::OnListen(PendingCall& c) {
     // moment it listens already finds it among the supervised listeners. (A socket that then
     // fails to listen is simply never listed by sock_diag as a listener.)
     return RegisterListener(c, fd, std::move(*sock), [this, backlog](PendingCall& call, int l) {
+      // The program may have left the call meanwhile (a signal: EINTR, or a restart that
+      // listens again): a native listen() interrupted before it ran leaves no listening socket.
+      if (!env_.notifier.IdValid(call.id())) return call.Abandon();
       if (ListenOnCopy(call, l, backlog)) call.Return(0);
     });
   }

@@ -135,6 +135,11 @@ class SocketCalls {
   // just trapped or is the only accept held on the listener.
   bool NothingToPair(int listener);
   int HeldAcceptsOn(const FileId& listener_id) const;
+  // Keeps `conn`, taken for an accept the program left, for the next accept on the listener.
+  void Park(const FileId& listener_id, Parked conn);
+  // Retries the accepts held on the listener (HeldCalls::Wake): a connection was parked for it,
+  // or its last claim ended.
+  void WakeHeldAccepts(const FileId& listener_id);
   // `first_try`: the call was just trapped (not a held accept woken).
   bool TryAccept(PendingCall& c, int listener, const FileId& listener_id, const AcceptArgs& args,
                  bool first_try);
@@ -218,6 +223,8 @@ class SocketCalls {
   // withdrawn, timed out, dropped at exit) counts it off; shared, as HeldCalls outlives us.
   using HeldAccepts = std::map<FileId, int, FileIdLess>;
   class HeldAcceptToken;
+  // Claims out (sent to slipstreamd, not yet answered) for connections taken from each listener.
+  std::map<FileId, int, FileIdLess> claims_out_;
   std::shared_ptr<HeldAccepts> held_accepts_ = std::make_shared<HeldAccepts>();
   // TCP sockets whose emulated connect() completed but whose answer was lost (a signal): as in
   // the kernel, the restarted connect() reports the completed connection once.

@@ -45,6 +45,10 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   if (is_accept4) c.trace().args += ", " + AcceptFlagsText(args.flags);
   if (args.flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) return;  // the kernel's EINVAL
   if (env_.switcher == nullptr) return;  // --no-switch observes only: the kernel accepts
+  // An accept this thread had held was withdrawn (a thread is in one call at a time), and this
+  // may be its restart, with the same address buffer: the held one must not be retried later and
+  // write another connection's peer there after this call got its own.
+  env_.held.ThreadMovedOn(c.tid());
   auto target = OpenTarget(c);
   if (!target) return;
   auto listener = TakeInetSocket(c, args.fd);
@@ -77,6 +81,11 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
   }
   pollfd p{listener, POLLIN, 0};
   bool queued = poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+  // A connection taken for an accept whose claim is still out comes back parked if that accept
+  // is withdrawn (a signal; this call may be its restart), and in the kernel it would still be
+  // queued: with nothing queued, wait for the claim's end (held, blocking or not) rather than
+  // answer EAGAIN or wait for the next connection.
+  if (!queued && claims_out_.count(listener_id) != 0) return false;
   // Not for one of several accepts held on the listener: one arriving connection wakes them all
   // at once, and each would see it queued and be let through. One held alone (a sequential
   // blocking server's) is, so it costs a wait and nothing more.
@@ -124,18 +133,59 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
     return true;
   }
   auto accepted = std::make_shared<Parked>(Parked{UniqueFd(conn), UniqueFd(), {}});
+  ++claims_out_[listener_id];
+  auto waited = std::make_shared<bool>(false);  // the claim went to the daemon: answered later
   ClaimFromThisHost(c, conn, SocketName(conn, true),
-                    [this, accepted, listener_id, args](PendingCall& call,
-                                                        std::optional<UniqueFd> end) {
+                    [this, accepted, listener_id, args, waited](PendingCall& call,
+                                                                std::optional<UniqueFd> end) {
                       if (end) {
                         (void)SetNonBlocking(end->Get(), (args.flags & SOCK_NONBLOCK) != 0);
                         accepted->unix_end = std::move(*end);
                       } else {
                         ++env_.stats.left_on_tcp;
                       }
-                      Deliver(call, std::move(*accepted), listener_id, args);
+                      // After a wait the program may have left the call (a signal) and, with
+                      // SA_RESTART, made it again with the same buffers: writing this
+                      // connection's address there would give the restarted call's connection
+                      // another's peer. Checked before writing anything; the connection goes to
+                      // the next accept. (Expected race: a signal after this check, as for any
+                      // answer.)
+                      if (*waited && !env_.notifier.IdValid(call.id())) {
+                        Park(listener_id, std::move(*accepted));
+                        call.Abandon();
+                      } else {
+                        Deliver(call, std::move(*accepted), listener_id, args);
+                      }
+                      if (auto it = claims_out_.find(listener_id); --it->second == 0) {
+                        claims_out_.erase(it);
+                        // Accepts held meanwhile for the claim's end (only a claim that waited
+                        // lets other calls run): a non-blocking one fails with EAGAIN now if
+                        // nothing was parked, a blocking one waits on.
+                        if (*waited) WakeHeldAccepts(listener_id);
+                      }
                     });
+  *waited = true;
   return true;
+}
+
+void SocketCalls::Park(const FileId& listener_id, Parked conn) {
+  if (!conn.gate.raised()) {
+    if (auto local = SocketName(conn.tcp.Get(), false)) {
+      conn.gate = env_.switcher->gate().Raise(matcher::AcceptGate::Kind::kParked, local->port());
+    }
+  }
+  parked_[listener_id].push_back(std::move(conn));
+  // An accept held on the listener meanwhile (the withdrawn one, restarted while its claim was
+  // out) waits for the listener to be readable: it must take this one.
+  WakeHeldAccepts(listener_id);
+}
+
+void SocketCalls::WakeHeldAccepts(const FileId& listener_id) {
+  if (HeldAcceptsOn(listener_id) == 0) return;
+  env_.held.Wake([listener_id](int held_fd) {
+    auto id = GetFileId(held_fd);
+    return id && *id == listener_id;
+  });
 }
 
 int SocketCalls::HeldAcceptsOn(const FileId& listener_id) const {
@@ -212,18 +262,7 @@ void SocketCalls::Deliver(PendingCall& c, Parked conn, const FileId& listener_id
   int give = conn.unix_end ? conn.unix_end.Get() : conn.tcp.Get();
   auto fd = env_.installer.Install({c.id(), give, -1, (args.flags & SOCK_CLOEXEC) != 0, true});
   if (!fd) {
-    if (!conn.gate.raised()) {
-      if (auto local = SocketName(conn.tcp.Get(), false)) {
-        conn.gate = env_.switcher->gate().Raise(matcher::AcceptGate::Kind::kParked, local->port());
-      }
-    }
-    parked_[listener_id].push_back(std::move(conn));
-    // An accept held on the listener meanwhile (the withdrawn one, restarted while its claim was
-    // answered) waits for the listener to be readable: it must take this one.
-    env_.held.Wake([listener_id](int held_fd) {
-      auto id = GetFileId(held_fd);
-      return id && *id == listener_id;
-    });
+    Park(listener_id, std::move(conn));
     if (fd.error().TargetGone()) return c.Abandon();
     return (void)c.Fail(fd.error().err);  // EMFILE: the target's fd table is full
   }
@@ -271,6 +310,8 @@ void SocketCalls::OnLateClaim(PendingCall& c) {
                       if (SwitchAccepted(call, conn->Get(), std::move(end)) || call.answered()) {
                         return;
                       }
+                      // Left meanwhile (a signal): its restart claims again.
+                      if (!env_.notifier.IdValid(call.id())) return call.Abandon();
                       auto program = OpenTarget(call);
                       if (!program) return;  // gone: CONTINUE, whose error leaves it on TCP
                       if (!program->WriteInt(call.arg(3), SLIPSTREAM_CLAIM_TCP)) {

@@ -31,6 +31,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
@@ -83,12 +84,14 @@ class FakeInstaller : public fdinject::FdInstaller {
  public:
   static constexpr int kNewFd = 77;
   Result<int> Install(const fdinject::Placement& placement) override {
+    if (left.count(placement.id) != 0) return Error(ENOENT, "fake ADDFD: the target left");
     placements.push_back(placement);
     files.emplace_back(fcntl(placement.src_fd, F_DUPFD_CLOEXEC, 0));
     return placement.target_fd >= 0 ? placement.target_fd : kNewFd;
   }
   std::vector<fdinject::Placement> placements;
   std::vector<UniqueFd> files;
+  std::set<uint64_t> left;  // notification ids whose call the target left (a signal)
 };
 
 // The target's memory that pointer arguments point into. A global so that it has the same address
@@ -566,6 +569,37 @@ TEST_F(SocketCallsTest, HeldAcceptsWokenTogetherAreServedBySupervisor) {
   ASSERT_EQ(installer_.placements.size(), 1u);
   EXPECT_EQ(*SocketName(installer_.files[0].Get(), true), *SocketName(client.Get(), false));
   EXPECT_EQ(held_.size(), 1u) << "the other waits for the next connection";
+}
+
+// An accept withdrawn (a signal) while its claim is out: the connection it took is parked when
+// the daemon answers. The restarted accept, non-blocking, found nothing queued meanwhile: it waits
+// for the claim's end and takes the parked connection, where failing with EAGAIN would leave the
+// connection parked out of sight of an event loop that waits for the listener to be readable.
+TEST_F(SocketCallsTest, AcceptRestartedWhileItsClaimIsOutTakesTheParkedConnection) {
+  auto table = matcher::ListenerTable::Open(matcher::ListenerTablePath(dir_));
+  ASSERT_TRUE(table) << table.error().ToString();
+  FakeDaemon daemon(dir_, /*adopt_tcp=*/-1);  // answers the claim with kError: not paired
+  switcher_->Start();
+  ASSERT_TRUE(switcher_->active());
+  UniqueFd listener = Listener();
+  ASSERT_TRUE(SetNonBlocking(listener.Get(), true));
+  matcher::AcceptGate::Count switching =
+      switcher_->BeginSwitch(SocketName(listener.Get(), false)->port());  // so the accept claims
+  UniqueFd client = ConnectTo(listener.Get());
+  StartTarget();
+  std::array<uint64_t, 6> args{static_cast<uint64_t>(listener.Get()), 0, 0,
+                               SOCK_CLOEXEC | SOCK_NONBLOCK};
+  EXPECT_EQ(Handle(Call::kAccept4, args), "") << "taken; the claim is out";
+  installer_.left.insert(last_id_);
+  EXPECT_EQ(Handle(Call::kAccept4, args), "") << "nothing queued, a claim out: held, not EAGAIN";
+  for (int i = 0; i < 200 && installer_.placements.empty(); ++i) {
+    io_.restart();
+    io_.run_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(installer_.placements.size(), 1u);
+  EXPECT_EQ(installer_.placements[0].id, last_id_) << "the restarted accept got it";
+  EXPECT_EQ(*SocketName(installer_.files[0].Get(), true), *SocketName(client.Get(), false));
+  EXPECT_EQ(held_.size(), 0u);
 }
 
 // A held call is retried when something arrives by another way than its fd (a connection parked

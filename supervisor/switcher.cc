@@ -35,7 +35,8 @@ constexpr auto kSweepPeriod = std::chrono::seconds(1);
 constexpr int kHintCallMs = 50;
 // How long the event loop waits for kAdopt (an AF_UNIX end we never saw, used in a trapped call):
 // the call needs the answer to emulate TCP, but is rare (once per such socket). Without an answer
-// the call treats the end as the AF_UNIX socket it is, and the next call asks again.
+// the call treats the end as the AF_UNIX socket it is; the next call asks again only once the
+// daemon has been heard from, so a stopped daemon costs the loop one such wait, not one per call.
 constexpr int kAdoptCallMs = 200;
 // After the daemon died with pairs in flight, how long a claimer has to finish installing the end
 // it already received before we decide from /proc who holds it.
@@ -458,11 +459,16 @@ SwitchedSocket* Switcher::FindOrAdopt(int end) {
   constexpr size_t kUnnamed = sizeof(sa_family_t);
   auto local = SocketName(end, false), remote = SocketName(end, true);
   if (!local || !remote || local->len() != kUnnamed || remote->len() != kUnnamed) return nullptr;
+  if (adopt_unanswered_at_ && *adopt_unanswered_at_ == client_.received()) return nullptr;
+  adopt_unanswered_at_.reset();
   matcher::InodeBody body{end_ino};
   // The end comes along: the daemon hands its TCP socket only to a holder of the end.
   auto reply =
       client_.Call(MsgType::kAdopt, getpid(), matcher::Bytes(body), {&end, 1}, kAdoptCallMs);
-  if (!reply) return nullptr;  // no answer in time: not known to be switched, nor unswitched
+  if (!reply) {  // not known to be switched, nor unswitched
+    if (reply.error().err == ETIMEDOUT) adopt_unanswered_at_ = client_.received();
+    return nullptr;
+  }
   const auto* r =
       reply->type() == MsgType::kAdoptReply ? reply->As<matcher::AdoptReplyBody>() : nullptr;
   if (r == nullptr || !r->found || reply->fds.size() != 1) {

@@ -207,6 +207,8 @@ class Switcher {
   std::optional<SockDiag> diag_;
   std::unordered_map<uint64_t, SwitchedSocket> book_;  // by the program's AF_UNIX end inode
   std::unordered_set<uint64_t> not_switched_;          // AF_UNIX inodes the daemon did not know
+  // MatcherClient::received() when a kAdopt last went unanswered: no kAdopt until it moves.
+  std::optional<uint64_t> adopt_unanswered_at_;
   matcher::AcceptGate gate_;  // before awaiting_, whose counts it must outlive
   std::unordered_map<uint64_t, Awaiting> awaiting_;    // by server end inode
   std::map<uint64_t, KnownListener> listeners_;        // by listener inode (ours)
