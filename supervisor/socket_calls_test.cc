@@ -171,11 +171,13 @@ class RuntimeDirTest : public ::testing::Test {
 };
 
 // A stand-in for slipstreamd at the daemon's socket path, for what FindOrAdopt asks it: answers
-// kAdopt with `adopt_tcp` (found) or not found when it is -1, anything else with kError (kHello
+// kAdopt with `adopt_tcp` (found), not found when it is -1, not at all when it is kSilent (a
+// stopped daemon), anything else with kError (kHello
 // always; the rest only when `answer_others`, else never, as a stopped daemon). Records the inode
 // of each kAdopt whose end came along (0 for one without it).
 class FakeDaemon {
  public:
+  static constexpr int kSilent = -2;
   FakeDaemon(const std::string& dir, int adopt_tcp, bool answer_others = true)
       : adopt_tcp_(adopt_tcp), answer_others_(answer_others) {
     listener_ = UniqueFd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
@@ -218,6 +220,7 @@ class FakeDaemon {
         std::lock_guard lock(mu_);
         adopted_.push_back(with_end ? body->inode : 0);
       }
+      if (adopt_tcp_ == kSilent) continue;
       matcher::AdoptReplyBody reply{adopt_tcp_ >= 0, 1};
       std::span<const int> fds;
       if (adopt_tcp_ >= 0) fds = {&adopt_tcp_, 1};
@@ -986,6 +989,26 @@ TEST_F(SwitcherTest, FindOrAdoptAsksTheDaemonOnlyAboutUnnamedEnds) {
   EXPECT_THAT(daemon.adopted(), ElementsAre(InodeOf(end.Get())))
       << "one round trip, with the end as proof; the answer is remembered";
   EXPECT_EQ(switcher_->booked(), 0u);
+}
+
+// A daemon that does not answer kAdopt (stopped) costs the event loop one bounded wait: no kAdopt
+// is sent again until the daemon has been heard from, and the end is not remembered as unswitched.
+TEST_F(SwitcherTest, FindOrAdoptWaitsOnceForASilentDaemon) {
+  FakeDaemon daemon(dir_, FakeDaemon::kSilent);
+  switcher_->Start();
+  ASSERT_TRUE(switcher_->active());
+  auto [end, peer] = UnixPair();
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(switcher_->FindOrAdopt(end.Get()), nullptr);
+  auto first = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(first, std::chrono::milliseconds(150)) << "waited for the answer, bounded";
+  EXPECT_LT(first, std::chrono::seconds(1));
+  start = std::chrono::steady_clock::now();
+  EXPECT_EQ(switcher_->FindOrAdopt(end.Get()), nullptr);
+  EXPECT_EQ(switcher_->FindOrAdopt(peer.Get()), nullptr);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(100))
+      << "not asked again while the daemon is silent";
+  EXPECT_EQ(daemon.adopted().size(), 1u);
 }
 
 TEST_F(SwitcherTest, FindOrAdoptBooksTheTcpSocketTheDaemonHandsOver) {
