@@ -326,16 +326,12 @@ bool SocketCalls::SwitchAccepted(PendingCall& c, int conn, std::optional<UniqueF
     ++env_.stats.left_on_tcp;
     return false;
   }
-  // The program took the socket from the kernel itself, so unlike our own accept another thread
-  // may have forked before this claim: the child's copy would go on naming the TCP socket after
-  // the switch, and bytes written through it would be lost. As for a connect, it stays TCP (and
-  // the client's supervisor relays). Expected race: a fork after this scan.
-  if (HasOtherFds(c, InodeOf(conn))) {
-    c.trace().note += " (left on TCP: the socket has other fds)";
-    env_.switcher->Disown(std::move(*end));
-    ++env_.stats.left_on_tcp;
-    return false;
-  }
+  // No scan for other fds naming the socket, unlike a connect's (HasOtherFds): the library makes
+  // this claim before its accept returns, so no code of the program has seen the fd number yet.
+  // A copy made meanwhile (another thread's fork, or a signal handler's) is one its holder does
+  // not know it has, never one it uses as this connection; as for our own accept's socket, the
+  // program learns the fd only once it names the AF_UNIX end. The scan cost 15 system calls per
+  // switched connection, 39 % of the server's supervisor's time in connrate (BENCHMARKS.md §17).
   auto file_flags = GetFileFlags(conn);
   if (!file_flags || !SetNonBlocking(end->Get(), (*file_flags & O_NONBLOCK) != 0)) {
     env_.switcher->Disown(std::move(*end));
