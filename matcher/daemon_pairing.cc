@@ -131,8 +131,8 @@ void Daemon::OnConnected(Session* s, Message& m) {
   }
   int tcp = m.fds[0].Get();
   // Another namespace, on either side: the 4-tuple is not unique there, sequence numbers are.
-  if (auto cookie = NetnsCookie(tcp);
-      body->by_seq || (cookie && *cookie != netns_cookie_ && IsTcpSocket(tcp))) {
+  auto cookie = NetnsCookie(tcp);
+  if (body->by_seq || (cookie && *cookie != netns_cookie_ && IsTcpSocket(tcp))) {
     return OnConnectedBySeq(s, m, body->inode);
   }
   // The fd is the proof of possession; an intent only lets an early claim wait for this message.
@@ -167,7 +167,10 @@ void Daemon::OnConnected(Session* s, Message& m) {
   // The client's supervisor decided from the kernel's listeners (sock_diag) and our list of
   // supervised ones. Whose registered listeners can take the connection? If that was wrong (an
   // unsupervised process accepts it), the sweeps below notice and the client's supervisor relays.
-  if (SocketNetns(tcp, s->netns) != netns_) return Resolve(it, /*claimed=*/false);
+  // Our own namespace's cookie settles it (Linux 5.14); otherwise ask for the namespace itself,
+  // an ioctl, an fstat and a close more per connection.
+  bool ours = cookie && *cookie == netns_cookie_;
+  if (!ours && SocketNetns(tcp, s->netns) != netns_) return Resolve(it, /*claimed=*/false);
   std::set<uint64_t> owners;
   for (const auto& [ino, l] : listeners_) {
     TcpSocketInfo info;
