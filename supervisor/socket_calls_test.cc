@@ -178,12 +178,17 @@ class RuntimeDirTest : public ::testing::Test {
 class FakeDaemon {
  public:
   static constexpr int kSilent = -2;
-  FakeDaemon(const std::string& dir, int adopt_tcp, bool answer_others = true)
-      : adopt_tcp_(adopt_tcp), answer_others_(answer_others) {
+  // How a kClaim is answered besides the above: as the real daemon does when the client's
+  // kConnected reached it first (push the end, then answer "pushed to you"), or the push alone.
+  enum class Claims { kError, kPushThenReply, kPushOnly };
+  FakeDaemon(const std::string& dir, int adopt_tcp, bool answer_others = true,
+             Claims claims = Claims::kError)
+      : adopt_tcp_(adopt_tcp), answer_others_(answer_others), claims_(claims) {
     listener_ = UniqueFd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     matcher::SocketPath(dir).copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+    unlink(addr.sun_path);  // an earlier FakeDaemon's
     EXPECT_EQ(bind(listener_.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
     EXPECT_EQ(listen(listener_.Get(), 1), 0);
     thread_ = std::thread([this] { Serve(); });
@@ -197,6 +202,10 @@ class FakeDaemon {
     std::lock_guard lock(mu_);
     return adopted_;
   }
+  uint64_t pushed_end_ino() {
+    std::lock_guard lock(mu_);
+    return pushed_end_ino_;
+  }
 
  private:
   void Serve() {
@@ -207,6 +216,10 @@ class FakeDaemon {
       auto m = matcher::ReceiveMessage(conn.Get());
       if (!m && m.error().err == EPROTO) continue;
       if (!m) break;
+      if (m->type() == matcher::MsgType::kClaim && claims_ != Claims::kError) {
+        PushFor(conn.Get(), *m);
+        continue;
+      }
       if (m->type() != matcher::MsgType::kAdopt) {
         if (answer_others_ || m->type() == matcher::MsgType::kHello) {
           (void)matcher::SendMessage(conn.Get(), matcher::MsgType::kError, m->header.seq, 0, {});
@@ -229,8 +242,35 @@ class FakeDaemon {
     }
     conn_ = -1;
   }
+  // Pushes a new end for the claimed connection (addresses as its accepting side sees them).
+  void PushFor(int conn, const matcher::Message& claim) {
+    if (claim.fds.size() != 1) return;
+    auto local = SocketName(claim.fds[0].Get(), false);
+    auto remote = SocketName(claim.fds[0].Get(), true);
+    int pair[2];
+    if (!local || !remote || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) return;
+    UniqueFd end(pair[0]), kept(pair[1]);
+    matcher::PushBody body{};
+    std::memcpy(&body.local, local->get(), local->len());
+    std::memcpy(&body.remote, remote->get(), remote->len());
+    body.local_len = local->len();
+    body.remote_len = remote->len();
+    body.server_end_ino = InodeOf(end.Get());
+    {
+      std::lock_guard lock(mu_);
+      pushed_end_ino_ = body.server_end_ino;
+    }
+    int fd = end.Get();
+    (void)matcher::SendMessage(conn, matcher::MsgType::kPush, 0, 0, matcher::Bytes(body), {&fd, 1});
+    if (claims_ != Claims::kPushThenReply) return;
+    matcher::ClaimReplyBody reply{static_cast<uint8_t>(matcher::ClaimResult::kPushedToYou)};
+    (void)matcher::SendMessage(conn, matcher::MsgType::kClaimReply, claim.header.seq, 0,
+                               matcher::Bytes(reply));
+  }
   int adopt_tcp_;
   bool answer_others_;
+  Claims claims_;
+  uint64_t pushed_end_ino_ = 0;
   UniqueFd listener_;
   std::atomic<int> conn_{-1};
   std::mutex mu_;
@@ -1024,6 +1064,37 @@ TEST_F(SwitcherTest, FindOrAdoptBooksTheTcpSocketTheDaemonHandsOver) {
   EXPECT_EQ(switcher_->Find(InodeOf(end.Get())), sw);
   EXPECT_EQ(switcher_->FindOrAdopt(end.Get()), sw) << "booked: no second round trip";
   EXPECT_THAT(daemon.adopted(), ElementsAre(InodeOf(end.Get())));
+}
+
+// The client's kConnected and our kClaim cross in the daemon: it pushes the end, then answers
+// "pushed to you". The push answers the claim; the daemon's answer is not waited for (without it,
+// kPushOnly's claim waits for the 3 s time-out and stays TCP) and does not answer it twice.
+TEST_F(SwitcherTest, APushAnswersTheClaimThatIsOutForItsConnection) {
+  for (auto claims : {FakeDaemon::Claims::kPushThenReply, FakeDaemon::Claims::kPushOnly}) {
+    SCOPED_TRACE(claims == FakeDaemon::Claims::kPushOnly ? "push only" : "push, then reply");
+    switcher_.emplace(io_, stats_);
+    TcpConnection tcp = Connected();
+    FakeDaemon daemon(dir_, /*adopt_tcp=*/-1, /*answer_others=*/true, claims);
+    switcher_->Start();
+    ASSERT_TRUE(switcher_->active());
+    auto remote = SocketName(tcp.server.Get(), true);
+    ASSERT_TRUE(remote);
+    int answers = 0;
+    std::optional<UniqueFd> end;
+    switcher_->Claim([] { return getpid(); }, tcp.server.Get(), *remote,
+                     /*peer_on_this_host=*/true,
+                     [&](std::optional<UniqueFd> e, const char*) {
+                       ++answers;
+                       end = std::move(e);
+                     });
+    ASSERT_TRUE(RunUntil([&] { return answers > 0; }));
+    ASSERT_TRUE(end.has_value()) << "left on TCP";
+    EXPECT_EQ(InodeOf(end->Get()), daemon.pushed_end_ino());
+    io_.restart();
+    io_.run_for(std::chrono::milliseconds(100));  // the daemon's answer, if any, arrives
+    EXPECT_EQ(answers, 1);
+    switcher_.reset();
+  }
 }
 
 TEST_F(SwitcherTest, BeginSwitchRaisesAndLowersTheSwitchingGate) {

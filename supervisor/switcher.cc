@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -314,10 +315,23 @@ void Switcher::OnPush(matcher::Message& push) {
   if (body == nullptr || push.fds.size() != 1 || !matcher::PushAddrs(*body, &local, &remote)) {
     return;
   }
-  inbox_[{CanonicalText(local), CanonicalText(remote)}] =
-      InboxEntry{std::move(push.fds[0]), std::nullopt,
-                 gate_.Raise(matcher::AcceptGate::Kind::kSwitching, local.port())};
-  ScheduleInboxSweep();
+  InboxKey key{CanonicalText(local), CanonicalText(remote)};
+  auto claim = claims_out_.find(key);
+  if (claim == claims_out_.end()) {
+    inbox_[key] = InboxEntry{std::move(push.fds[0]), std::nullopt,
+                             gate_.Raise(matcher::AcceptGate::Kind::kSwitching, local.port())};
+    return ScheduleInboxSweep();
+  }
+  // Our claim for this connection is out: answer it with the end now. Posted, as the daemon's
+  // answers are (MatcherClient::CallAsync): this runs inside the daemon socket's handler.
+  ClaimDone done = std::move(claim->second->done);
+  claim->second->done = nullptr;  // its CallAsync answer, when it comes, finds it answered
+  const char* why = claim->second->why;
+  claims_out_.erase(claim);
+  asio::post(io_, [alive = std::weak_ptr<int>(alive_), done = std::move(done), why,
+                   end = std::move(push.fds[0])]() mutable {
+    if (!alive.expired()) done(std::move(end), why);
+  });
 }
 
 std::optional<UniqueFd> Switcher::TakeFromInbox(const SockAddr& local, const SockAddr& remote) {
@@ -360,16 +374,26 @@ void Switcher::Claim(const PidOf& pid, int accepted, const SockAddr& remote,
   // The daemon answers in microseconds, but one that is stopped or busy must not stall the
   // other trapped calls of the tree: the accept alone waits (at most the call's time-out, then it
   // stays TCP and the client's supervisor relays).
+  InboxKey key{CanonicalText(*local), CanonicalText(remote)};
+  auto wait = std::make_shared<ClaimWait>(ClaimWait{std::move(done), decision.why});
+  claims_out_[key] = wait;  // a claim of the same 4-tuple still out was for a closed connection
   client_.CallAsync(MsgType::kClaim, pid(), {}, {&accepted, 1},
-                    [this, local = *local, remote, done = std::move(done),
-                     why = decision.why](Result<matcher::Message> reply) {
+                    [this, local = *local, remote, key = std::move(key),
+                     wait](Result<matcher::Message> reply) {
+                      if (!wait->done) return;  // the push answered it (OnPush)
+                      if (auto it = claims_out_.find(key);
+                          it != claims_out_.end() && it->second == wait) {
+                        claims_out_.erase(it);
+                      }
                       const char* no = !reply && reply.error().err == ETIMEDOUT
                                            ? "slipstreamd did not answer the claim in time"
                                        : !reply ? "slipstreamd is gone"
                                                 : "slipstreamd paired no client with it";
                       auto end = ClaimAnswered(std::move(reply), local, remote);
-                      const char* decided = end ? why : no;
-                      done(std::move(end), decided);
+                      const char* decided = end ? wait->why : no;
+                      ClaimDone answer = std::move(wait->done);
+                      wait->done = nullptr;
+                      answer(std::move(end), decided);
                     });
 }
 

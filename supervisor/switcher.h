@@ -240,7 +240,19 @@ class Switcher {
     // or the end, with what the client wrote into it, would be lost.
     matcher::AcceptGate::Count switching;
   };
-  std::map<std::pair<std::string, std::string>, InboxEntry> inbox_;  // by (local, remote)
+  using InboxKey = std::pair<std::string, std::string>;  // (local, remote), canonical text
+  std::map<InboxKey, InboxEntry> inbox_;
+  // A claim sent to the daemon because the inbox missed, until it is answered. The server end is
+  // usually already on its way: the client's kConnected and our kClaim cross in the daemon, which
+  // pushes the end and then answers "pushed to you". The push answers the claim at once, a
+  // wake-up of this process and a daemon message earlier; the daemon's answer is then dropped.
+  struct ClaimWait {
+    ClaimDone done;  // empty once answered
+    const char* why;
+  };
+  std::map<InboxKey, std::shared_ptr<ClaimWait>> claims_out_;
+  // Answers posted by OnPush that are still queued when we are destroyed see it expired.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
   SweepTimer inbox_timer_;
   SweepTimer sweep_timer_;
   boost::asio::steady_timer orphan_timer_;
