@@ -24,37 +24,42 @@ namespace {
 constexpr std::string_view kEventpoll = "anon_inode:[eventpoll]";
 
 // Calls `each(name)` for every entry of the open directory `dir` but "." and "..", until it
-// returns false. getdents64 on a stack buffer: no allocation per entry.
+// returns false. getdents64 on a stack buffer: no allocation per entry. False if a read failed
+// (a /proc directory of a process that has exited: ENOENT).
 template <typename F>
-void ForEachEntry(int dir, F each) {
+bool ForEachEntry(int dir, F each) {
   alignas(8) char buf[4096];
   for (;;) {
     ssize_t n = getdents64(dir, buf, sizeof(buf));  // glibc 2.30
-    if (n <= 0) return;
+    if (n <= 0) return n == 0;
     for (ssize_t off = 0; off < n;) {
       auto* d = reinterpret_cast<dirent64*>(buf + off);
       off += d->d_reclen;
       if (d->d_name[0] == '.') continue;
-      if (!each(d->d_name)) return;
+      if (!each(d->d_name)) return true;
     }
   }
 }
 
-// Calls `each(fd_name, link_text)` for every fd of process `pid` until it returns false. False if
-// /proc/PID/fd cannot be read.
+// Calls `each(fd_name, link_text)` for every fd in the open /proc/PID/fd directory `dir`, from its
+// start, until it returns false. False if it cannot be read.
 template <typename F>
-bool ForEachFdLink(pid_t pid, F each) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/fd", pid);
-  int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0) return false;
-  ForEachEntry(dir, [&](const char* name) {
+bool ForEachFdLinkIn(int dir, F each) {
+  if (lseek(dir, 0, SEEK_SET) < 0) return false;
+  return ForEachEntry(dir, [&](const char* name) {
     char link[64];
     ssize_t n = readlinkat(dir, name, link, sizeof(link));
     return n < 0 || each(name, std::string_view(link, static_cast<size_t>(n)));
   });
-  close(dir);
-  return true;
+}
+
+// The same for process `pid`, opening its directory. False if /proc/PID/fd cannot be read.
+template <typename F>
+bool ForEachFdLink(pid_t pid, F each) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+  UniqueFd dir(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  return dir && ForEachFdLinkIn(dir.Get(), each);
 }
 
 // The fd of process `pid` for the socket whose link text is `want`, or -1.
@@ -159,28 +164,35 @@ struct FdScan {
   int count = 0;
 };
 
-// Counts the fds of `pid` that name `scan.want`, and lists its epoll fds in `epoll_fds` if given.
-// False if /proc/PID/fd cannot be read.
-bool CountIn(pid_t pid, FdScan& scan, std::vector<int>* epoll_fds = nullptr) {
-  return ForEachFdLink(pid, [&](const char* name, std::string_view link) {
+// Counts the fds that name `scan.want`, from the open /proc/PID/fd directory `dir` (or that of
+// `pid` when `dir` is -1), and lists the epoll fds in `epoll_fds` if given. False if it cannot be
+// read.
+bool CountIn(pid_t pid, FdScan& scan, std::vector<int>* epoll_fds = nullptr, int dir = -1) {
+  auto each = [&](const char* name, std::string_view link) {
     if (link == scan.want) ++scan.count;
     if (epoll_fds != nullptr && link == kEventpoll) epoll_fds->push_back(std::atoi(name));
     return scan.count < scan.limit && --scan.budget > 0;
-  });
+  };
+  return dir >= 0 ? ForEachFdLinkIn(dir, each) : ForEachFdLink(pid, each);
 }
 
-// Appends the pids listed in the children file `path` (relative to `dir`) to `out`. False if it
-// cannot be opened.
-bool AppendListedChildren(int dir, const char* path, std::vector<pid_t>& out) {
-  int fd = openat(dir, path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+// Appends the pids listed in the open children file `fd`, read from its start, to `out`. False
+// (and nothing appended) if it cannot be read.
+bool AppendChildrenFrom(int fd, std::vector<pid_t>& out) {
+  size_t first = out.size();
   // The list may be longer than one buffer: a number cut at the buffer's end is carried over.
   char text[4096];
   size_t kept = 0;
+  off_t at = 0;
   for (;;) {
-    ssize_t n = read(fd, text + kept, sizeof(text) - 1 - kept);
+    ssize_t n = pread(fd, text + kept, sizeof(text) - 1 - kept, at);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
+    if (n < 0) {
+      out.resize(first);
+      return false;
+    }
+    if (n == 0) break;
+    at += n;
     size_t len = kept + static_cast<size_t>(n);
     text[len] = '\0';
     size_t done = len;  // parse whole numbers only: a trailing one may go on in the next read
@@ -202,8 +214,14 @@ bool AppendListedChildren(int dir, const char* path, std::vector<pid_t>& out) {
     text[kept] = '\0';
     out.push_back(static_cast<pid_t>(strtol(text, nullptr, 10)));
   }
-  close(fd);
   return true;
+}
+
+// Appends the pids listed in the children file `path` (relative to `dir`) to `out`. False if it
+// cannot be opened.
+bool AppendListedChildren(int dir, const char* path, std::vector<pid_t>& out) {
+  UniqueFd fd(openat(dir, path, O_RDONLY | O_CLOEXEC));
+  return fd && AppendChildrenFrom(fd.Get(), out);
 }
 
 // Appends the children of every thread of `pid` (/proc/PID/task/TID/children, Linux 4.2 with
@@ -222,15 +240,11 @@ void AppendThreadChildren(pid_t pid, std::vector<pid_t>& out) {
   close(dir);
 }
 
-// Fields of /proc/PID/stat after the command name: "S 1 ..." (state, ppid, ...); -1 if unread.
-long StatField(pid_t pid, int field) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
+// Fields of the open /proc/PID/stat `fd` after the command name: "S 1 ..." (state, ppid, ...);
+// -1 if unread (ESRCH once the process it was opened for has exited).
+long StatFieldFrom(int fd, int field) {
   char text[1024];
-  ssize_t n = read(fd, text, sizeof(text) - 1);
-  close(fd);
+  ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
   if (n <= 0) return -1;
   text[n] = '\0';
   const char* p = strrchr(text, ')');  // the command name may contain spaces and parentheses
@@ -241,6 +255,14 @@ long StatField(pid_t pid, int field) {
     while (*p != ' ' && *p != '\0') ++p;
   }
   return strtol(p, nullptr, 10);
+}
+
+// The same for process `pid`, opening its file.
+long StatField(pid_t pid, int field) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
+  return fd ? StatFieldFrom(fd.Get(), field) : -1;
 }
 
 constexpr int kStatPpid = 1;         // after the state
@@ -273,10 +295,14 @@ bool AppendChildrenByParent(pid_t pid, long at_most, std::vector<pid_t>& out) {
 // Below 256 threads the listing of /proc that decides it would cost more than it saves.
 // A process with one thread has one list, that of its leader (a leader that exits before the
 // other threads stays counted until they all have): read it without listing /proc/PID/task.
-void AppendChildren(pid_t pid, std::vector<pid_t>& out) {
+// `threads` is the process's thread count when the caller read it already (else 0), and
+// `leader_children` its leader's children file when the caller holds it open (else -1).
+void AppendChildren(pid_t pid, std::vector<pid_t>& out, long threads = 0,
+                    int leader_children = -1) {
   constexpr long kManyThreads = 256;
-  long threads = StatField(pid, kStatNumThreads);
+  if (threads <= 0) threads = StatField(pid, kStatNumThreads);
   if (threads == 1) {
+    if (leader_children >= 0 && AppendChildrenFrom(leader_children, out)) return;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
     if (AppendListedChildren(AT_FDCWD, path, out)) return;
@@ -287,14 +313,40 @@ void AppendChildren(pid_t pid, std::vector<pid_t>& out) {
 
 }  // namespace
 
+ProcFiles* ProcFilesCache::Get(pid_t pid) {
+  if (auto it = map_.find(pid); it != map_.end()) return &it->second;
+  char path[64];
+  ProcFiles files;
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  files.stat = UniqueFd(open(path, O_RDONLY | O_CLOEXEC));
+  snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+  files.fd_dir = UniqueFd(open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
+  files.leader_children = UniqueFd(open(path, O_RDONLY | O_CLOEXEC));
+  if (!files.stat || !files.fd_dir || !files.leader_children) return nullptr;
+  if (map_.size() >= capacity_) map_.clear();  // processes seen long ago: open them again
+  return &map_.insert_or_assign(pid, std::move(files)).first->second;
+}
+
 std::optional<int> SocketFdCount(pid_t pid, uint64_t inode, int limit, int max_fds,
-                                 bool include_pid, std::vector<int>* epoll_fds) {
+                                 bool include_pid, std::vector<int>* epoll_fds,
+                                 ProcFilesCache* cache) {
   char want[48];
   int len = snprintf(want, sizeof(want), "socket:[%llu]", static_cast<unsigned long long>(inode));
   FdScan scan{std::string_view(want, static_cast<size_t>(len)), limit, max_fds};
-  if (include_pid && !CountIn(pid, scan, epoll_fds)) return std::nullopt;
+  // The kept files are read first through /proc/PID/stat, which fails (ESRCH) once the process
+  // they were opened for has exited: then `pid` is another process's now, and they are reopened.
+  ProcFiles* files = cache != nullptr ? cache->Get(pid) : nullptr;
+  long threads = files != nullptr ? StatFieldFrom(files->stat.Get(), kStatNumThreads) : 0;
+  if (files != nullptr && threads <= 0) {
+    cache->Forget(pid);
+    files = cache->Get(pid);
+    threads = files != nullptr ? StatFieldFrom(files->stat.Get(), kStatNumThreads) : 0;
+  }
+  int fd_dir = files != nullptr ? files->fd_dir.Get() : -1;
+  if (include_pid && !CountIn(pid, scan, epoll_fds, fd_dir)) return std::nullopt;
   std::vector<pid_t> pending;
-  AppendChildren(pid, pending);
+  AppendChildren(pid, pending, threads, files != nullptr ? files->leader_children.Get() : -1);
   while (!pending.empty() && scan.count < limit && scan.budget > 0) {
     pid_t child = pending.back();
     pending.pop_back();

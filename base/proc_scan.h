@@ -11,6 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/unique_fd.h"
+
 namespace slipstream {
 
 // The processes other than us that have an fd for each of the sockets `inodes` (a socket that no
@@ -35,15 +37,41 @@ bool HeldByOthers(const std::optional<SocketHolders>& holders, uint64_t inode,
 // /proc/PID/comm? A program may take such a name; the callers only wait longer for it.
 bool IsSlipstreamProcess(pid_t pid);
 
+// The /proc files of one process that SocketFdCount reads each time, kept open: a repeated scan
+// then costs a pread or a seek where each took an open, a read and a close (5 system calls less
+// per scan of a single-threaded process; BENCHMARKS.md §17). Each fd names the process it was
+// opened for, not its pid number: once that process has exited, reads fail (/proc/PID/stat:
+// ESRCH) even if the number is reused, and SocketFdCount opens the files again.
+struct ProcFiles {
+  UniqueFd stat;             // /proc/PID/stat
+  UniqueFd fd_dir;           // /proc/PID/fd
+  UniqueFd leader_children;  // /proc/PID/task/PID/children (Linux 4.2, CONFIG_PROC_CHILDREN)
+};
+class ProcFilesCache {
+ public:
+  // At most `capacity` processes' files (three fds each) are kept.
+  explicit ProcFilesCache(size_t capacity = 64) : capacity_(capacity) {}
+  // The files of `pid`, opened if they are not kept; nullptr if one cannot be opened.
+  ProcFiles* Get(pid_t pid);
+  void Forget(pid_t pid) { map_.erase(pid); }
+  size_t size() const { return map_.size(); }
+
+ private:
+  size_t capacity_;
+  std::unordered_map<pid_t, ProcFiles> map_;
+};
+
 // How many fds of the descendants of process `pid` (and of `pid` itself with `include_pid`) refer
 // to the socket with inode `inode`, counted up to `limit` (the scan stops there). nullopt when
 // /proc/PID/fd cannot be read, or when more than `max_fds` fds would have to be looked at. The
 // kernel has no interface for a file's reference count, so this costs one readlink per fd scanned
 // (1.5–5 µs each on a 2-vCPU VM).
 // With `epoll_fds`, the same pass over `pid`'s own fds also lists its epoll instances (complete
-// unless the count reached `limit`).
+// unless the count reached `limit`). With `cache`, `pid`'s own files are read through it (its
+// descendants' are opened each time).
 std::optional<int> SocketFdCount(pid_t pid, uint64_t inode, int limit, int max_fds,
-                                 bool include_pid = true, std::vector<int>* epoll_fds = nullptr);
+                                 bool include_pid = true, std::vector<int>* epoll_fds = nullptr,
+                                 ProcFilesCache* cache = nullptr);
 
 // The fds of process `pid` that are epoll instances (link "anon_inode:[eventpoll]"), in one pass
 // over /proc/PID/fd (a readlink each); nullopt if it cannot be read.

@@ -7,10 +7,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -87,20 +90,63 @@ class ChildHolding {
 };
 
 // A child holds its copy of `sock` while the copies are counted: two with the process's own, one
-// in its descendants alone, and one again once the child has exited.
-void ExpectTheChildsCopyCounted(int sock) {
+// in its descendants alone, and one again once the child has exited. With `cache`, the files of
+// our process are read through it (kept open from one count to the next).
+void ExpectTheChildsCopyCounted(int sock, ProcFilesCache* cache = nullptr) {
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024, true, nullptr, cache), 1);
   ChildHolding child;
   ASSERT_GT(child.pid(), 0);
-  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024), 2);
-  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024, /*include_pid=*/false), 1);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024, true, nullptr, cache), 2);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024, /*include_pid=*/false, nullptr, cache),
+            1);
   child.Release();
-  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024), 1);
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock), 5, 1024, true, nullptr, cache), 1);
 }
 
 TEST(SocketFdCount, CountsCopiesInChildren) {
   UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(sock);
   ExpectTheChildsCopyCounted(sock.Get());
+}
+
+// The kept files are read afresh each time: a dup, a child and its exit made after they were
+// opened are all seen.
+TEST(SocketFdCount, CountsTheSameThroughKeptFiles) {
+  ProcFilesCache cache;
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  ExpectTheChildsCopyCounted(sock.Get(), &cache);
+  EXPECT_EQ(cache.size(), 1u);
+  UniqueFd copy(dup(sock.Get()));
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024, true, nullptr, &cache), 2);
+  copy.Reset();
+  EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024, true, nullptr, &cache), 1);
+}
+
+// Files kept for a process that has exited are not read as its pid's new owner's: the new
+// process's fds are counted (from files opened again), not "none" or "cannot tell". The pid is
+// reused on purpose through /proc/sys/kernel/ns_last_pid, which needs root.
+TEST(SocketFdCount, KeptFilesOfAnExitedProcessAreOpenedAgainForItsPidsNewOwner) {
+  if (geteuid() != 0) GTEST_SKIP() << "reusing a pid on purpose needs root";
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  ProcFilesCache cache;
+  pid_t first;
+  {
+    ChildHolding holder;  // holds a copy of `sock`
+    first = holder.pid();
+    ASSERT_GT(first, 0);
+    EXPECT_EQ(SocketFdCount(first, Inode(sock.Get()), 5, 1024, true, nullptr, &cache), 1);
+  }
+  UniqueFd last_pid(open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC));
+  ASSERT_TRUE(last_pid);
+  std::string before = std::to_string(first - 1);
+  ASSERT_EQ(write(last_pid.Get(), before.data(), before.size()),
+            static_cast<ssize_t>(before.size()));
+  int sock_fd = sock.Get();
+  ChildHolding second([&] { close(sock_fd); });  // the same pid, without the socket
+  if (second.pid() != first) GTEST_SKIP() << "another process took pid " << first << " first";
+  EXPECT_EQ(SocketFdCount(first, Inode(sock.Get()), 5, 1024, true, nullptr, &cache), 0);
 }
 
 // Above 256 threads the children are found from every process's parent pid instead of each

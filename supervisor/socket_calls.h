@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/proc_scan.h"
 #include "base/sock_diag.h"
 #include "base/syscalls.h"
 #include "fdinject/installer.h"
@@ -215,6 +216,7 @@ class SocketCalls {
 
   HandlerEnv env_;
   tracer::PidfdCache pidfds_;
+  ProcFilesCache proc_files_;  // for HasOtherFds' scans of the connecting processes
   // Connections accepted for a call the target left before the answer (a signal, EMFILE): they go
   // to the next accept on the same listener, as they would have stayed in the kernel's queue.
   std::map<FileId, std::deque<Parked>, FileIdLess> parked_;

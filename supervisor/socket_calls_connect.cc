@@ -181,7 +181,7 @@ bool SocketCalls::HasOtherFds(PendingCall& c, uint64_t ino, std::vector<int>* ep
   // Expected race: a thread that dups the fd after this scan and before the switch. The scan is
   // bounded: a subtree with more fds than kMaxScannedFds stays on TCP (docs/differences.md).
   constexpr int kMaxScannedFds = 1024;
-  auto count = SocketFdCount(ProcessOf(c), ino, 2, kMaxScannedFds, true, epoll_fds);
+  auto count = SocketFdCount(ProcessOf(c), ino, 2, kMaxScannedFds, true, epoll_fds, &proc_files_);
   return !count || *count > 1;  // cannot tell: do not risk it
 }
 
