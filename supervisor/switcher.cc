@@ -5,8 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
+#include <boost/asio/post.hpp>
 
 #include <algorithm>
 #include <cstdlib>
@@ -101,10 +101,9 @@ void Switcher::OnListener(pid_t tgid, int target_fd, int listener,
   // A round trip, so that the daemon has told every supervisor before the program's listen()
   // returns: a client started afterwards is switched for sure. Without blocking the event loop:
   // a stopped daemon delays this listen() alone (at most the call's time-out).
-  client_.CallAsync(MsgType::kRegisterListener, tgid, {}, {&listener, 1},
-                    [registered = std::move(registered)](Result<matcher::Message>) {
-                      registered();
-                    });
+  client_.CallAsync(
+      MsgType::kRegisterListener, tgid, {}, {&listener, 1},
+      [registered = std::move(registered)](Result<matcher::Message>) { registered(); });
 }
 
 void Switcher::OnReconnected() {
@@ -342,8 +341,8 @@ std::optional<UniqueFd> Switcher::TakeFromInbox(const SockAddr& local, const Soc
   return end;
 }
 
-void Switcher::Claim(const PidOf& pid, int accepted, const SockAddr& remote,
-                     bool peer_on_this_host, ClaimDone done) {
+void Switcher::Claim(const PidOf& pid, int accepted, const SockAddr& remote, bool peer_on_this_host,
+                     ClaimDone done) {
   // Gather, cheapest first; decide (matcher::DecideAccept, pure); act.
   auto local = SocketName(accepted, false);
   if (!local) return done(std::nullopt, "the connection is gone");
@@ -377,28 +376,27 @@ void Switcher::Claim(const PidOf& pid, int accepted, const SockAddr& remote,
   InboxKey key{CanonicalText(*local), CanonicalText(remote)};
   auto wait = std::make_shared<ClaimWait>(ClaimWait{std::move(done), decision.why});
   claims_out_[key] = wait;  // a claim of the same 4-tuple still out was for a closed connection
-  client_.CallAsync(MsgType::kClaim, pid(), {}, {&accepted, 1},
-                    [this, local = *local, remote, key = std::move(key),
-                     wait](Result<matcher::Message> reply) {
-                      if (!wait->done) return;  // the push answered it (OnPush)
-                      if (auto it = claims_out_.find(key);
-                          it != claims_out_.end() && it->second == wait) {
-                        claims_out_.erase(it);
-                      }
-                      const char* no = !reply && reply.error().err == ETIMEDOUT
-                                           ? "slipstreamd did not answer the claim in time"
-                                       : !reply ? "slipstreamd is gone"
-                                                : "slipstreamd paired no client with it";
-                      auto end = ClaimAnswered(std::move(reply), local, remote);
-                      const char* decided = end ? wait->why : no;
-                      ClaimDone answer = std::move(wait->done);
-                      wait->done = nullptr;
-                      answer(std::move(end), decided);
-                    });
+  client_.CallAsync(
+      MsgType::kClaim, pid(), {}, {&accepted, 1},
+      [this, local = *local, remote, key = std::move(key), wait](Result<matcher::Message> reply) {
+        if (!wait->done) return;  // the push answered it (OnPush)
+        if (auto it = claims_out_.find(key); it != claims_out_.end() && it->second == wait) {
+          claims_out_.erase(it);
+        }
+        const char* no = !reply && reply.error().err == ETIMEDOUT
+                             ? "slipstreamd did not answer the claim in time"
+                         : !reply ? "slipstreamd is gone"
+                                  : "slipstreamd paired no client with it";
+        auto end = ClaimAnswered(std::move(reply), local, remote);
+        const char* decided = end ? wait->why : no;
+        ClaimDone answer = std::move(wait->done);
+        wait->done = nullptr;
+        answer(std::move(end), decided);
+      });
 }
 
-std::optional<UniqueFd> Switcher::ClaimAnswered(Result<matcher::Message> reply, const SockAddr& local,
-                                                const SockAddr& remote) {
+std::optional<UniqueFd> Switcher::ClaimAnswered(Result<matcher::Message> reply,
+                                                const SockAddr& local, const SockAddr& remote) {
   if (!reply || reply->type() != MsgType::kClaimReply) return std::nullopt;
   const auto* body = reply->As<matcher::ClaimReplyBody>();
   if (body == nullptr) return std::nullopt;
