@@ -9,7 +9,10 @@
 
 namespace slipstream::matcher {
 
-Result<ListenerTable> ListenerTable::Open(const std::string& path) {
+namespace {
+
+// The table's file, created (0600) or reused, at least its full size.
+Result<UniqueFd> OpenFullSize(const std::string& path) {
   UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) return Errno("open(listener table)");
   struct stat st;
@@ -17,6 +20,21 @@ Result<ListenerTable> ListenerTable::Open(const std::string& path) {
   if (!S_ISREG(st.st_mode)) return Error(EINVAL, "listener table is not a file");
   constexpr auto kSize = static_cast<off_t>(sizeof(slipstream_listener_table));
   if (st.st_size < kSize && ftruncate(fd.Get(), kSize) < 0) return Errno("ftruncate");
+  return fd;
+}
+
+}  // namespace
+
+Status ListenerTable::Provide(const std::string& path) {
+  auto fd = OpenFullSize(path);
+  if (!fd) return tl::unexpected(fd.error());
+  return {};
+}
+
+Result<ListenerTable> ListenerTable::Open(const std::string& path) {
+  auto file = OpenFullSize(path);
+  if (!file) return tl::unexpected(file.error());
+  UniqueFd fd = std::move(*file);
   void* p = mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ | PROT_WRITE, MAP_SHARED,
                  fd.Get(), 0);
   if (p == MAP_FAILED) return Errno("mmap(listener table)");

@@ -22,6 +22,12 @@ class ListenerTable {
 
   // Creates the file (0600) or reuses it, maps it and clears it.
   [[nodiscard]] static Result<ListenerTable> Open(const std::string& path);
+  // Creates the file at its full size if it is missing or shorter, leaving what it holds as it
+  // is (no magic: readers take it as unknown until a daemon Opens it). For slipstream-trace,
+  // before it starts the program: the preload library maps the table once, and a program that
+  // starts before slipstreamd has created it, then drops its privileges (nginx's worker runs as
+  // nobody), could never open it and would send every accept and connect to the supervisor.
+  [[nodiscard]] static Status Provide(const std::string& path);
   ListenerTable(ListenerTable&& other) noexcept : table_(other.table_) { other.table_ = nullptr; }
   ListenerTable& operator=(ListenerTable&&) = delete;
   ~ListenerTable();

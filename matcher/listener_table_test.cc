@@ -82,10 +82,34 @@ TEST_F(ListenerTableTest, ANewDaemonClearsTheSameFileAndOldMappingsSeeIt) {
   munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
 }
 
+// slipstream-trace provides the file before its program starts, so the program can map it at
+// once; until a daemon initialises it, its magic says "unknown". Providing it again, or while a
+// daemon runs, changes nothing in it.
+TEST_F(ListenerTableTest, AProvidedFileIsMappableAndUnknownUntilADaemonOpensIt) {
+  ASSERT_TRUE(ListenerTable::Provide(path_));
+  struct stat st;
+  ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(st.st_size, static_cast<off_t>(sizeof(slipstream_listener_table)));
+  const auto* view = MapReadOnly();  // the program, started before the daemon
+  EXPECT_NE(view->magic, SLIPSTREAM_TABLE_MAGIC);
+  auto table = ListenerTable::Open(path_);
+  ASSERT_TRUE(table);
+  EXPECT_EQ(view->magic, SLIPSTREAM_TABLE_MAGIC) << "the same file, seen through the early mapping";
+  ListenerTable::Ports ports{};
+  ListenerTable::Mark(ports, 8080);
+  table->Publish(ports);
+  ASSERT_TRUE(ListenerTable::Provide(path_));  // the next slipstream-trace
+  EXPECT_EQ(view->magic, SLIPSTREAM_TABLE_MAGIC);
+  EXPECT_TRUE(slipstream_port_supervised(view, 8080));
+  munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
+}
+
 TEST_F(ListenerTableTest, RefusesASymlink) {
   ASSERT_EQ(symlink("/etc/passwd", path_.c_str()), 0);
   auto table = ListenerTable::Open(path_);
   EXPECT_FALSE(table);
+  EXPECT_FALSE(ListenerTable::Provide(path_));
 }
 
 TEST_F(ListenerTableTest, AcceptGateDoesNothingUntilTheDaemonCreatedTheFile) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "matcher/listener_table.h"
 #include "matcher/paths.h"
 #include "supervisor/blocking_guard.h"
 #include "supervisor/launcher.h"
@@ -102,7 +103,13 @@ Hybrid SetUpHybrid(const Options& o, const tracer::KernelFeatures& features) {
   if (p.cookie == 0) return h;
   auto dir = matcher::RuntimeDir();
   if (dir) {
-    if (o.switching) p.table = matcher::ListenerTablePath(*dir);
+    if (o.switching) {
+      p.table = matcher::ListenerTablePath(*dir);
+      // Before the program starts, so that it maps the table at once (ListenerTable::Provide).
+      if (auto made = matcher::ListenerTable::Provide(p.table); !made) {
+        spdlog::debug("listener table {}: {}", p.table, made.error().ToString());
+      }
+    }
     if (o.stats || o.trace) {
       auto counters = PreloadCounters::Create(*dir);
       if (counters) {
