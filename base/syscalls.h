@@ -30,7 +30,7 @@ inline constexpr unsigned kPidfdThread = 0200;  // O_EXCL, as in <linux/pidfd.h>
 struct FileId {
   uint64_t dev = 0;
   uint64_t ino = 0;
-  bool operator==(const FileId&) const = default;
+  auto operator<=>(const FileId&) const = default;  // and ==: a key of ordered maps
 };
 [[nodiscard]] Result<FileId> GetFileId(int fd);
 

@@ -68,17 +68,19 @@ bool SignalPendingFor(pid_t tid) {
 }
 
 struct HeldCalls::Entry {
-  Entry(PendingCall c, UniqueFd f, Wait w, Retry r, Interrupt i)
+  Entry(PendingCall c, UniqueFd f, Wait w, Retry r, Interrupt i, std::optional<FileId> k)
       : call(std::move(c)),
         fd(std::move(f)),
         wait(w),
         retry(std::move(r)),
-        interrupt(std::move(i)) {}
+        interrupt(std::move(i)),
+        key(k) {}
   PendingCall call;
   UniqueFd fd;
   Wait wait;
   Retry retry;
   Interrupt interrupt;
+  std::optional<FileId> key;
   std::optional<std::chrono::steady_clock::time_point> deadline;
   std::list<std::unique_ptr<Entry>>::iterator self;
 };
@@ -115,7 +117,10 @@ HeldCalls::HeldCalls(asio::io_context& io, tracer::Notifier& notifier, bool kill
 
 HeldCalls::~HeldCalls() = default;
 
-void HeldCalls::DropAll() { held_.clear(); }
+void HeldCalls::DropAll() {
+  held_.clear();
+  keyed_.clear();
+}
 
 uint32_t HeldCalls::EventsOf(Wait wait) {
   switch (wait) {
@@ -131,13 +136,15 @@ uint32_t HeldCalls::EventsOf(Wait wait) {
   return 0;
 }
 
-void HeldCalls::Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt) {
+void HeldCalls::Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt,
+                     std::optional<FileId> key) {
   auto entry = std::make_unique<Entry>(std::move(call), std::move(fd), wait, std::move(retry),
-                                       std::move(interrupt));
+                                       std::move(interrupt), key);
   Entry* raw = entry.get();
   raw->deadline = DeadlineOf(raw->fd.Get(), wait);
   held_.push_front(std::move(entry));
   raw->self = held_.begin();
+  if (key) ++keyed_[*key];
   epoll_event ev{};
   ev.events = EventsOf(wait);
   ev.data.ptr = raw;
@@ -181,11 +188,16 @@ void HeldCalls::OnWaitsReady() {
   }
 }
 
-void HeldCalls::Wake(std::function<bool(int fd)> matches) {
-  asio::post(io_, [this, matches = std::move(matches)] {
+int HeldCalls::HeldWith(const FileId& key) const {
+  auto it = keyed_.find(key);
+  return it == keyed_.end() ? 0 : it->second;
+}
+
+void HeldCalls::Wake(const FileId& key) {
+  asio::post(io_, [this, key] {
     for (auto it = held_.begin(); it != held_.end();) {
       Entry* entry = (it++)->get();  // a retry may hold a new call (at the front), not drop others
-      if (matches(entry->fd.Get()) && entry->retry(entry->call, entry->fd.Get())) Drop(entry);
+      if (entry->key == key && entry->retry(entry->call, entry->fd.Get())) Drop(entry);
     }
   });
 }
@@ -194,6 +206,11 @@ void HeldCalls::Drop(Entry* entry) {
   // Deregister before closing: the file lives on in the program, and epoll forgets an item only
   // when the file's last reference goes.
   epoll_ctl(waits_fd_.Get(), EPOLL_CTL_DEL, entry->fd.Get(), nullptr);
+  if (entry->key) {
+    if (auto it = keyed_.find(*entry->key); it != keyed_.end() && --it->second <= 0) {
+      keyed_.erase(it);
+    }
+  }
   held_.erase(entry->self);
 }
 

@@ -18,9 +18,12 @@
 #include <boost/asio/steady_timer.hpp>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
+#include <optional>
 
 #include "base/sweep_timer.h"
+#include "base/syscalls.h"
 #include "base/unique_fd.h"
 #include "supervisor/pending_call.h"
 
@@ -49,12 +52,18 @@ class HeldCalls {
   HeldCalls(boost::asio::io_context& io, tracer::Notifier& notifier, bool killable);
   ~HeldCalls();
 
-  void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt = nullptr);
+  // `key` names what the call waits for beyond its fd (an accept: its listener), for Wake and
+  // HeldWith.
+  void Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Interrupt interrupt = nullptr,
+            std::optional<FileId> key = std::nullopt);
   size_t size() const { return held_.size(); }
-  // Runs, soon (posted: never inside another retry), the retries of the calls held on fds for
-  // which `matches` is true, as if those fds were ready: for what arrives by another way than the
-  // fd (a connection parked for a listener after its accept was withdrawn).
-  void Wake(std::function<bool(int fd)> matches);
+  // How many calls are held with `key`: counted off however a held call ends (answered,
+  // withdrawn, timed out, dropped at exit).
+  int HeldWith(const FileId& key) const;
+  // Runs, soon (posted: never inside another retry), the retries of the calls held with `key`, as
+  // if their fds were ready: for what arrives by another way than the fd (a connection parked
+  // for a listener after its accept was withdrawn).
+  void Wake(const FileId& key);
   // At exit, once every supervised task is gone: drops the calls still held (their notifications
   // are void), and with them what their retries own (an accept gate's count).
   void DropAll();
@@ -87,6 +96,7 @@ class HeldCalls {
   boost::asio::posix::stream_descriptor waits_;
   SweepTimer sweep_timer_;
   std::list<std::unique_ptr<Entry>> held_;
+  std::map<FileId, int> keyed_;  // how many of held_ have each key
 };
 
 // True when a signal is pending that the kernel would deliver to thread `tid` if it were in an

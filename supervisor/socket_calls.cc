@@ -55,6 +55,11 @@ void SocketCalls::PurgeParked(SockDiag& diag) {
 }
 
 void SocketCalls::Handle(PendingCall call) {
+  // A thread is in one system call at a time: any call this thread had held was withdrawn (a
+  // signal), and this may be its restart, with the same buffers. The held one is ended now, so
+  // that what it did is known before this call runs and it is never retried after it (an accept
+  // would write another connection's peer into the buffer this call filled).
+  env_.held.ThreadMovedOn(call.tid());
   switch (call.trace().call) {
     case Call::kSocket:
       return OnSocket(call);

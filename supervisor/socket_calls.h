@@ -60,11 +60,6 @@ class SocketCalls {
   }
 
  private:
-  struct FileIdLess {
-    bool operator()(const FileId& a, const FileId& b) const {
-      return a.dev != b.dev ? a.dev < b.dev : a.ino < b.ino;
-    }
-  };
   struct Parked {
     UniqueFd tcp;
     UniqueFd unix_end;  // set when the connection was already paired
@@ -135,7 +130,6 @@ class SocketCalls {
   // connection queued and NothingToPair, the kernel runs the accept (CONTINUE), if the call was
   // just trapped or is the only accept held on the listener.
   bool NothingToPair(int listener);
-  int HeldAcceptsOn(const FileId& listener_id) const;
   // Keeps `conn`, taken for an accept the program left, for the next accept on the listener.
   void Park(const FileId& listener_id, Parked conn);
   // Retries the accepts held on the listener (HeldCalls::Wake): a connection was parked for it,
@@ -219,15 +213,9 @@ class SocketCalls {
   ProcFilesCache proc_files_;  // for HasOtherFds' scans of the connecting processes
   // Connections accepted for a call the target left before the answer (a signal, EMFILE): they go
   // to the next accept on the same listener, as they would have stayed in the kernel's queue.
-  std::map<FileId, std::deque<Parked>, FileIdLess> parked_;
-  // How many accepts are held on each listener: one held alone may be let through (TryAccept).
-  // Counted by a token in each held call's retry, so every way a held call ends (answered,
-  // withdrawn, timed out, dropped at exit) counts it off; shared, as HeldCalls outlives us.
-  using HeldAccepts = std::map<FileId, int, FileIdLess>;
-  class HeldAcceptToken;
+  std::map<FileId, std::deque<Parked>> parked_;
   // Claims out (sent to slipstreamd, not yet answered) for connections taken from each listener.
-  std::map<FileId, int, FileIdLess> claims_out_;
-  std::shared_ptr<HeldAccepts> held_accepts_ = std::make_shared<HeldAccepts>();
+  std::map<FileId, int> claims_out_;
   // TCP sockets whose emulated connect() completed but whose answer was lost (a signal): as in
   // the kernel, the restarted connect() reports the completed connection once.
   std::set<uint64_t> unreported_connects_;

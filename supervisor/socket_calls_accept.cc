@@ -18,26 +18,6 @@ namespace slipstream::supervisor {
 
 using tracer::TargetAccess;
 
-// Counts one held accept on a listener for as long as it lives (in the held call's retry).
-class SocketCalls::HeldAcceptToken {
- public:
-  HeldAcceptToken(std::shared_ptr<HeldAccepts> counts, const FileId& id)
-      : counts_(std::move(counts)), id_(id) {
-    ++(*counts_)[id_];
-  }
-  ~HeldAcceptToken() {
-    if (auto it = counts_->find(id_); it != counts_->end() && --it->second <= 0) {
-      counts_->erase(it);
-    }
-  }
-  HeldAcceptToken(const HeldAcceptToken&) = delete;
-  HeldAcceptToken& operator=(const HeldAcceptToken&) = delete;
-
- private:
-  std::shared_ptr<HeldAccepts> counts_;
-  FileId id_;
-};
-
 void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   AcceptArgs args{static_cast<int>(c.arg(0)), c.arg(1), c.arg(2),
                   is_accept4 ? static_cast<int>(c.arg(3)) : 0};
@@ -45,10 +25,6 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   if (is_accept4) c.trace().args += ", " + AcceptFlagsText(args.flags);
   if (args.flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) return;  // the kernel's EINVAL
   if (env_.switcher == nullptr) return;  // --no-switch observes only: the kernel accepts
-  // An accept this thread had held was withdrawn (a thread is in one call at a time), and this
-  // may be its restart, with the same address buffer: the held one must not be retried later and
-  // write another connection's peer there after this call got its own.
-  env_.held.ThreadMovedOn(c.tid());
   auto target = OpenTarget(c);
   if (!target) return;
   auto listener = TakeInetSocket(c, args.fd);
@@ -61,11 +37,12 @@ void SocketCalls::OnAccept(PendingCall c, bool is_accept4) {
   }
   if (TryAccept(c, listener->Get(), *id, args, /*first_try=*/true)) return;
   FileId listener_id = *id;
-  auto token = std::make_shared<HeldAcceptToken>(held_accepts_, listener_id);
-  env_.held.Hold(std::move(c), std::move(*listener), HeldCalls::Wait::kRead,
-                 [this, listener_id, args, token](PendingCall& call, int l) {
-                   return TryAccept(call, l, listener_id, args, /*first_try=*/false);
-                 });
+  env_.held.Hold(
+      std::move(c), std::move(*listener), HeldCalls::Wait::kRead,
+      [this, listener_id, args](PendingCall& call, int l) {
+        return TryAccept(call, l, listener_id, args, /*first_try=*/false);
+      },
+      nullptr, listener_id);
   ++env_.stats.held;
 }
 
@@ -89,7 +66,7 @@ bool SocketCalls::TryAccept(PendingCall& c, int listener, const FileId& listener
   // Not for one of several accepts held on the listener: one arriving connection wakes them all
   // at once, and each would see it queued and be let through. One held alone (a sequential
   // blocking server's) is, so it costs a wait and nothing more.
-  bool alone = first_try || HeldAcceptsOn(listener_id) <= 1;
+  bool alone = first_try || env_.held.HeldWith(listener_id) <= 1;
   if (queued && alone && NothingToPair(listener)) {
     // The kernel's accept takes the oldest queued connection, and none of those can be a
     // switching client's: one trapped call and nothing more. (Expected race: another thread of
@@ -181,16 +158,7 @@ void SocketCalls::Park(const FileId& listener_id, Parked conn) {
 }
 
 void SocketCalls::WakeHeldAccepts(const FileId& listener_id) {
-  if (HeldAcceptsOn(listener_id) == 0) return;
-  env_.held.Wake([listener_id](int held_fd) {
-    auto id = GetFileId(held_fd);
-    return id && *id == listener_id;
-  });
-}
-
-int SocketCalls::HeldAcceptsOn(const FileId& listener_id) const {
-  auto it = held_accepts_->find(listener_id);
-  return it == held_accepts_->end() ? 0 : it->second;
+  if (env_.held.HeldWith(listener_id) != 0) env_.held.Wake(listener_id);
 }
 
 bool SocketCalls::NothingToPair(int listener) {

@@ -181,7 +181,6 @@ void SocketCalls::OnData(PendingCall c) {
   if (!sock || !sock->switched) return;  // TCP, UDP, genuine AF_UNIX: the kernel is exact
   auto flags = static_cast<unsigned>(c.arg(flags_arg));
   c.trace().note = "(switched socket)";
-  env_.held.ThreadMovedOn(c.tid());  // a restarted call must see what its predecessor did
   if (recv) return OnRecv(std::move(c), *target, std::move(sock->fd), flags);
   OnSend(std::move(c), *target, *sock, flags);
 }

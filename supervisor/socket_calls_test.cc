@@ -646,32 +646,41 @@ TEST_F(SocketCallsTest, AcceptRestartedWhileItsClaimIsOutTakesTheParkedConnectio
 }
 
 // A held call is retried when something arrives by another way than its fd (a connection parked
-// for the listener): Wake runs the retries of the matching calls, posted, and only theirs.
+// for the listener): Wake runs the retries of the calls held with that key, posted, and only
+// theirs; HeldWith counts them, and counts off those that end.
 TEST_F(SocketCallsTest, WakeRetriesOnlyTheMatchingHeldCalls) {
   UniqueFd quiet = Listener(), other = Listener();  // never readable: nothing connects
   auto id_of = [](int fd) { return GetFileId(fd).value(); };
-  FileId quiet_id = id_of(quiet.Get());
+  FileId quiet_id = id_of(quiet.Get()), other_id = id_of(other.Get());
   std::vector<int> retried;
-  auto hold = [&](int fd, int tag) {
+  auto hold = [&](int fd, int tag, std::optional<FileId> key) {
     tracer::Notification n;
     n.id = ++last_id_;
     n.tid = getpid();
-    held_.Hold(PendingCall(sinks_, n, Call::kAccept), UniqueFd(fcntl(fd, F_DUPFD_CLOEXEC, 0)),
-               HeldCalls::Wait::kRead, [&retried, tag](PendingCall& call, int) {
-                 retried.push_back(tag);
-                 call.Return(0);
-                 return true;
-               });
+    held_.Hold(
+        PendingCall(sinks_, n, Call::kAccept), UniqueFd(fcntl(fd, F_DUPFD_CLOEXEC, 0)),
+        HeldCalls::Wait::kRead,
+        [&retried, tag](PendingCall& call, int) {
+          retried.push_back(tag);
+          call.Return(0);
+          return true;
+        },
+        nullptr, key);
   };
-  hold(quiet.Get(), 1);
-  hold(other.Get(), 2);
-  held_.Wake([&](int fd) { return id_of(fd) == quiet_id; });
+  hold(quiet.Get(), 1, quiet_id);
+  hold(other.Get(), 2, other_id);
+  hold(quiet.Get(), 3, std::nullopt);  // the same fd, but held without the key
+  EXPECT_EQ(held_.HeldWith(quiet_id), 1);
+  EXPECT_EQ(held_.HeldWith(other_id), 1);
+  held_.Wake(quiet_id);
   EXPECT_TRUE(retried.empty()) << "posted, never run inside the caller";
   io_.restart();
   io_.poll();
   EXPECT_THAT(retried, ElementsAre(1));
-  EXPECT_EQ(held_.size(), 1u) << "the answered call is dropped; the other stays held";
+  EXPECT_EQ(held_.size(), 2u) << "the answered call is dropped; the others stay held";
+  EXPECT_EQ(held_.HeldWith(quiet_id), 0) << "counted off when it ended";
   held_.DropAll();
+  EXPECT_EQ(held_.HeldWith(other_id), 0);
 }
 
 // An end that reached the program from another supervisor's program (SCM_RIGHTS): the daemon
