@@ -1,7 +1,12 @@
 #include "base/proc_scan.h"
 
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/kcmp.h>
+#include <linux/seccomp.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -10,6 +15,9 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <iterator>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -121,6 +129,79 @@ TEST(SocketFdCount, CountsTheSameThroughKeptFiles) {
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024, true, nullptr, &cache), 2);
   copy.Reset();
   EXPECT_EQ(SocketFdCount(getpid(), Inode(sock.Get()), 5, 1024, true, nullptr, &cache), 1);
+}
+
+// With our own copy of the socket the fds are compared by kcmp: the same counts as by readlink,
+// and the epoll instances listed are those that hold the socket under its fd number (the ones a
+// switch moves), where readlink lists every epoll instance.
+TEST(SocketFdCount, ByKcmpCountsTheSameAndListsTheEpollInstancesHoldingTheSocket) {
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd other(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd holding(epoll_create1(EPOLL_CLOEXEC)), not_holding(epoll_create1(EPOLL_CLOEXEC));
+  ASSERT_TRUE(sock && other && holding && not_holding);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ASSERT_EQ(epoll_ctl(holding.Get(), EPOLL_CTL_ADD, sock.Get(), &ev), 0);
+  ASSERT_EQ(epoll_ctl(not_holding.Get(), EPOLL_CTL_ADD, other.Get(), &ev), 0);
+  UniqueFd own(dup(sock.Get()));  // ours, as a supervisor's pidfd_getfd copy is
+  int sock_fd = sock.Get(), own_fd = own.Get();
+  for (bool dup_in_child : {false, true}) {
+    SCOPED_TRACE(dup_in_child ? "a dup in the child" : "no dup");
+    // The child holds copies of all our fds but `own`, and perhaps one dup more.
+    ChildHolding child([&] {
+      close(own_fd);
+      if (dup_in_child) (void)!dup(sock_fd);
+    });
+    ASSERT_GT(child.pid(), 0);
+    uint64_t ino = Inode(sock.Get());
+    std::vector<int> by_link_epolls, by_kcmp_epolls;
+    auto by_link = SocketFdCount(child.pid(), ino, 5, 1024, true, &by_link_epolls);
+    SocketFdQuery query{ino, own.Get(), sock.Get(), 5, 1024, true, &by_kcmp_epolls, nullptr};
+    auto by_kcmp = SocketFdCount(child.pid(), query);
+    ASSERT_TRUE(by_link.has_value() && by_kcmp.has_value());
+    EXPECT_EQ(*by_kcmp, dup_in_child ? 2 : 1);
+    EXPECT_EQ(*by_kcmp, *by_link);
+    EXPECT_NE(std::find(by_link_epolls.begin(), by_link_epolls.end(), not_holding.Get()),
+              by_link_epolls.end());
+    EXPECT_EQ(by_kcmp_epolls, std::vector<int>{holding.Get()});
+    EXPECT_EQ(EpollFdsHolding(child.pid(), own.Get(), sock.Get()),
+              std::optional<std::vector<int>>(std::vector<int>{holding.Get()}));
+    EXPECT_EQ(EpollFdsHolding(child.pid(), own.Get(), other.Get()),
+              std::optional<std::vector<int>>(std::vector<int>{}))
+        << "registered under another fd number: not this socket's registration";
+  }
+}
+
+// Where a seccomp profile refuses kcmp (Docker's default one without CAP_SYS_PTRACE), the scan
+// reads the links instead and still counts right. Run in a child that installs such a filter.
+TEST(SocketFdCount, FallsBackToReadlinkWhereKcmpIsRefused) {
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  UniqueFd own(dup(sock.Get()));
+  pid_t scanner = fork();
+  ASSERT_GE(scanner, 0);
+  if (scanner == 0) {
+    sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_kcmp, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+      _exit(90);
+    }
+    if (syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, 0, 0) >= 0 || errno != EPERM) _exit(91);
+    ChildHolding child;  // holds our copies of `sock` and `own`: two
+    SocketFdQuery query{Inode(sock.Get()), own.Get(), sock.Get(), 5, 1024, true, nullptr, nullptr};
+    auto count = SocketFdCount(child.pid(), query);
+    _exit(count == std::optional<int>(2) ? 0 : 92);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(scanner, &status, 0), scanner);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "90: no filter, 91: kcmp not refused, 92: wrong count";
 }
 
 // Files kept for a process that has exited are not read as its pid's new owner's: the new

@@ -187,7 +187,7 @@ class SocketCalls {
   void PrepareSwitch(PendingCall& c, int sock, bool nonblocking, SwitchPrep& prep);
   // Does any other fd of the caller or its descendants name the socket with inode `ino`? (Then
   // it must stay TCP.) With `epoll_fds`, also lists the caller's epoll instances.
-  bool HasOtherFds(PendingCall& c, uint64_t ino, std::vector<int>* epoll_fds = nullptr);
+  bool HasOtherFds(PendingCall& c, int sock, uint64_t ino, std::vector<int>* epoll_fds = nullptr);
   // Announces the switch of the connected `sock` and puts `prep`'s end in the program, answering
   // the call if it came from the library; false if it could not (the connection stays TCP).
   bool SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bool in_progress,

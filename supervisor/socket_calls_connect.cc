@@ -162,7 +162,7 @@ void SocketCalls::PrepareSwitch(PendingCall& c, int sock, bool nonblocking, Swit
   // new epoll instance during the handshake (expected races, as a dup after the scan was).
   prep.ready = true;
   prep.sock_ino = InodeOf(sock);
-  prep.shared = HasOtherFds(c, prep.sock_ino, &prep.epoll_fds);
+  prep.shared = HasOtherFds(c, sock, prep.sock_ino, &prep.epoll_fds);
   if (prep.shared) return;
   auto pair = fdinject::MakeStreamPair(nonblocking, false);
   if (!pair) return;  // no end: SwitchConnected leaves the connection on TCP
@@ -172,7 +172,8 @@ void SocketCalls::PrepareSwitch(PendingCall& c, int sock, bool nonblocking, Swit
   prep.end_ino = InodeOf(prep.end.Get());
 }
 
-bool SocketCalls::HasOtherFds(PendingCall& c, uint64_t ino, std::vector<int>* epoll_fds) {
+bool SocketCalls::HasOtherFds(PendingCall& c, int sock, uint64_t ino,
+                              std::vector<int>* epoll_fds) {
   // A copy of the socket made before connect() (dup, fork, SCM_RIGHTS) would go on naming the TCP
   // socket after the switch: what the program wrote through it would reach the idle TCP
   // connection and be lost without an error. Such a socket stays TCP. The caller and its
@@ -181,7 +182,10 @@ bool SocketCalls::HasOtherFds(PendingCall& c, uint64_t ino, std::vector<int>* ep
   // Expected race: a thread that dups the fd after this scan and before the switch. The scan is
   // bounded: a subtree with more fds than kMaxScannedFds stays on TCP (docs/differences.md).
   constexpr int kMaxScannedFds = 1024;
-  auto count = SocketFdCount(ProcessOf(c), ino, 2, kMaxScannedFds, true, epoll_fds, &proc_files_);
+  // `sock` is our copy of it: the fds are compared with it by kcmp, not by readlink.
+  SocketFdQuery query{ino, sock, static_cast<int>(c.arg(0)), 2, kMaxScannedFds, true, epoll_fds,
+                      &proc_files_};
+  auto count = SocketFdCount(ProcessOf(c), query);
   return !count || *count > 1;  // cannot tell: do not risk it
 }
 
@@ -231,8 +235,13 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bo
   // the program makes then must find the end). After SETFD every instance is looked at, and a
   // registration made later names the end already: exact. From the library, whose dup3 comes after
   // the answer, the instances the scan before the handshake listed (none: nothing to read).
-  if (auto moved = fdinject::MoveEpollRegistrations(pid, fd, prep.sock_ino, sock, end.Get(),
-                                                    by_send ? &prep.epoll_fds : nullptr);
+  // After SETFD, the instances holding the TCP socket under `fd` by kcmp, one call per fd; where
+  // kcmp is refused, MoveEpollRegistrations lists every instance (a readlink per fd).
+  std::optional<std::vector<int>> holding;
+  if (!by_send) holding = EpollFdsHolding(pid, sock, fd);
+  const std::vector<int>* instances = by_send ? &prep.epoll_fds : holding ? &*holding : nullptr;
+  if (auto moved =
+          fdinject::MoveEpollRegistrations(pid, fd, prep.sock_ino, sock, end.Get(), instances);
       !moved) {
     spdlog::warn("could not move the epoll registrations of fd {} in pid {}: {}", fd, pid,
                  moved.error().ToString());
