@@ -160,10 +160,10 @@ std::optional<SocketHolder> FindSocketHolder(uint64_t inode, pid_t pid) {
 namespace {
 
 struct FdScan {
-  std::string_view want;  // "socket:[INODE]"
-  int limit;              // stop counting here
-  int budget;             // fds left to look at
-  int own = -1;           // our fd for the socket: compare with kcmp
+  std::string_view want;   // "socket:[INODE]"
+  int limit;               // stop counting here
+  int budget;              // fds left to look at
+  int own = -1;            // our fd for the socket: compare with kcmp
   int registered_as = -1;  // the epoll registrations' fd number, for KCMP_EPOLL_TFD
   bool kcmp_refused = false;
   int count = 0;
@@ -421,8 +421,8 @@ ProcFiles* ProcFilesCache::Get(pid_t pid) {
 std::optional<int> SocketFdCount(pid_t pid, uint64_t inode, int limit, int max_fds,
                                  bool include_pid, std::vector<int>* epoll_fds,
                                  ProcFilesCache* cache) {
-  return SocketFdCount(pid, SocketFdQuery{inode, -1, -1, limit, max_fds, include_pid, epoll_fds,
-                                          cache});
+  return SocketFdCount(pid,
+                       SocketFdQuery{inode, -1, -1, limit, max_fds, include_pid, epoll_fds, cache});
 }
 
 std::optional<int> SocketFdCount(pid_t pid, const SocketFdQuery& q) {

@@ -6,9 +6,9 @@
 #include <linux/seccomp.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,10 +16,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstddef>
-#include <iterator>
 #include <condition_variable>
+#include <cstddef>
 #include <functional>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <thread>

@@ -172,8 +172,7 @@ void SocketCalls::PrepareSwitch(PendingCall& c, int sock, bool nonblocking, Swit
   prep.end_ino = InodeOf(prep.end.Get());
 }
 
-bool SocketCalls::HasOtherFds(PendingCall& c, int sock, uint64_t ino,
-                              std::vector<int>* epoll_fds) {
+bool SocketCalls::HasOtherFds(PendingCall& c, int sock, uint64_t ino, std::vector<int>* epoll_fds) {
   // A copy of the socket made before connect() (dup, fork, SCM_RIGHTS) would go on naming the TCP
   // socket after the switch: what the program wrote through it would reach the idle TCP
   // connection and be lost without an error. Such a socket stays TCP. The caller and its
@@ -183,8 +182,8 @@ bool SocketCalls::HasOtherFds(PendingCall& c, int sock, uint64_t ino,
   // bounded: a subtree with more fds than kMaxScannedFds stays on TCP (docs/differences.md).
   constexpr int kMaxScannedFds = 1024;
   // `sock` is our copy of it: the fds are compared with it by kcmp, not by readlink.
-  SocketFdQuery query{ino, sock, static_cast<int>(c.arg(0)), 2, kMaxScannedFds, true, epoll_fds,
-                      &proc_files_};
+  SocketFdQuery query{ino,       sock,        static_cast<int>(c.arg(0)), 2, kMaxScannedFds, true,
+                      epoll_fds, &proc_files_};
   auto count = SocketFdCount(ProcessOf(c), query);
   return !count || *count > 1;  // cannot tell: do not risk it
 }
