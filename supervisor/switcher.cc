@@ -667,6 +667,8 @@ void Switcher::ResolveOrphans() {
     return;
   }
   bool undecided = false;
+  // Ends nobody holds, with the inode of their connection's server-side TCP socket (0: none).
+  std::vector<std::pair<uint64_t, uint64_t>> unheld;
   for (uint64_t ino : orphans) {
     auto it = holders->find(ino);
     if (it == holders->end() || it->second.empty()) {
@@ -675,10 +677,8 @@ void Switcher::ResolveOrphans() {
         // Besides our copy, another fd of ours: the end waits in our own inbox or with a parked
         // connection (both programs are ours); our own accept installs it or gives it up.
         undecided = true;
-      } else if (ServerSideRetained(awaiting_.find(ino)->second.tcp.Get())) {
-        OnRelease(ino);  // installed, and since closed by its program
       } else {
-        OnRelay(ino);  // given up before it reached a program
+        unheld.emplace_back(ino, ServerSideInode(awaiting_.find(ino)->second.tcp.Get()));
       }
     } else if (std::all_of(it->second.begin(), it->second.end(), IsSlipstreamProcess)) {
       // Held only by Slipstream's processes: not in a program yet, but waiting in another
@@ -690,29 +690,59 @@ void Switcher::ResolveOrphans() {
       OnRelease(ino);  // in a program
     }
   }
-  if (undecided) ScheduleOrphanLook();
-}
-
-bool Switcher::ServerSideRetained(int client_tcp) {
   // Without the daemon, an end that nobody but us holds was either given up before reaching a
   // program (relay it) or installed and then closed by its program (relaying it would keep the
   // connection open behind the program's back). The server side of the TCP connection tells them
   // apart: a supervisor that installed the end retains it (Book); otherwise a program holds it
   // (it accepted the TCP connection itself) or nobody does (the connection went away).
-  if (!diag_) return false;
-  auto local = SocketName(client_tcp, false), remote = SocketName(client_tcp, true);
-  if (!local || !remote) return false;
-  auto server_side = diag_->LookupTcp(*remote, *local);
-  if (!server_side || server_side->inode == 0) return false;
-  uint64_t ino = server_side->inode;
-  for (const auto& [end_ino, sw] : book_) {
-    if (InodeOf(sw.tcp.Get()) == ino) return true;  // retained by us: both programs are ours
+  std::vector<uint64_t> server_sides;
+  for (const auto& [ino, server] : unheld) {
+    if (server != 0) server_sides.push_back(server);
   }
-  auto holders = FindSocketHolders({&ino, 1});
-  if (!holders) return false;
-  auto it = holders->find(ino);
-  return it != holders->end() && !it->second.empty() &&
-         std::all_of(it->second.begin(), it->second.end(), IsSlipstreamProcess);
+  auto retained = RetainedServerSides(server_sides);
+  for (const auto& [ino, server] : unheld) {
+    if (server != 0 && retained.count(server) != 0) {
+      OnRelease(ino);  // installed, and since closed by its program
+    } else {
+      OnRelay(ino);  // given up before it reached a program
+    }
+  }
+  if (undecided) ScheduleOrphanLook();
+}
+
+uint64_t Switcher::ServerSideInode(int client_tcp) {
+  if (!diag_) return 0;
+  auto local = SocketName(client_tcp, false), remote = SocketName(client_tcp, true);
+  if (!local || !remote) return 0;
+  auto server_side = diag_->LookupTcp(*remote, *local);
+  return server_side ? server_side->inode : 0;
+}
+
+std::unordered_set<uint64_t> Switcher::RetainedServerSides(std::span<const uint64_t> inodes) {
+  std::unordered_set<uint64_t> retained;
+  if (inodes.empty()) return retained;
+  std::unordered_set<uint64_t> booked;  // retained by us: both programs are ours
+  for (const auto& [end_ino, sw] : book_) booked.insert(InodeOf(sw.tcp.Get()));
+  std::vector<uint64_t> look;
+  for (uint64_t ino : inodes) {
+    if (booked.count(ino) != 0) {
+      retained.insert(ino);
+    } else {
+      look.push_back(ino);
+    }
+  }
+  // One pass over /proc for them all (a pass per end made a daemon death with many ends in
+  // flight cost a pass each, with an fstat of every booked socket each time).
+  auto holders = FindSocketHolders(look);
+  if (!holders) return retained;
+  for (uint64_t ino : look) {
+    auto it = holders->find(ino);
+    if (it != holders->end() && !it->second.empty() &&
+        std::all_of(it->second.begin(), it->second.end(), IsSlipstreamProcess)) {
+      retained.insert(ino);
+    }
+  }
+  return retained;
 }
 
 void Switcher::ScheduleSweep() {

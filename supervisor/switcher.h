@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -195,9 +196,12 @@ class Switcher {
   // drop our copy), nobody (relay), or only another supervisor (look again later).
   void ScheduleOrphanLook();
   void ResolveOrphans();
-  // Is the server side of the switched connection whose client TCP socket is `client_tcp`
-  // retained by a supervisor (its end was installed)?
-  bool ServerSideRetained(int client_tcp);
+  // The inode of the server-side TCP socket of the connection whose client TCP socket is
+  // `client_tcp` (sock_diag); 0 if there is none.
+  uint64_t ServerSideInode(int client_tcp);
+  // Which of the server-side TCP sockets `inodes` a supervisor retains (their end was installed):
+  // we do (Book), or only Slipstream's processes hold them. One pass over /proc for them all.
+  std::unordered_set<uint64_t> RetainedServerSides(std::span<const uint64_t> inodes);
   void ScheduleSweep();
   void Sweep();
 
