@@ -180,10 +180,11 @@ long Kcmp(pid_t pid1, pid_t pid2, int type, unsigned long idx1, unsigned long id
 // EBADF for an fd closed meanwhile. Several items may share the number (a closed file's
 // registration left behind, then ours): up to 8 are looked at. 1: it holds it; 0: it does not;
 // -1: kcmp is refused.
-int EpollHolds(pid_t pid, int fd, int own, int as) {
+// `self` is our pid (glibc's getpid() is a system call).
+int EpollHolds(pid_t self, pid_t pid, int fd, int own, int as) {
   for (uint32_t toff = 0; toff < 8; ++toff) {
     kcmp_epoll_slot slot{static_cast<uint32_t>(fd), static_cast<uint32_t>(as), toff};
-    long r = Kcmp(getpid(), pid, KCMP_EPOLL_TFD, static_cast<unsigned long>(own),
+    long r = Kcmp(self, pid, KCMP_EPOLL_TFD, static_cast<unsigned long>(own),
                   reinterpret_cast<unsigned long>(&slot));
     if (r == 0) return 1;
     if (r < 0) return errno == EINVAL || errno == ENOENT || errno == EBADF ? 0 : -1;
@@ -208,7 +209,7 @@ bool CountByKcmp(pid_t pid, int dir, FdScan& scan, std::vector<int>* epoll_fds) 
     }
     if (same == 0) ++scan.count;
     if (same > 0 && epoll_fds != nullptr) {
-      int holds = EpollHolds(pid, fd, scan.own, scan.registered_as);
+      int holds = EpollHolds(self, pid, fd, scan.own, scan.registered_as);
       if (holds < 0) {
         scan.kcmp_refused = true;
         return false;
@@ -393,8 +394,9 @@ std::optional<std::vector<int>> EpollFdsHolding(pid_t pid, int own, int register
   if (!dir) return std::nullopt;
   std::vector<int> fds;
   bool refused = false;
+  pid_t self = getpid();
   bool read = ForEachEntry(dir.Get(), [&](const char* name) {
-    int holds = EpollHolds(pid, std::atoi(name), own, registered_as);
+    int holds = EpollHolds(self, pid, std::atoi(name), own, registered_as);
     if (holds > 0) fds.push_back(std::atoi(name));
     refused = holds < 0;
     return !refused;
