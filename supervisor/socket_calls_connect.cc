@@ -162,7 +162,8 @@ void SocketCalls::PrepareSwitch(PendingCall& c, int sock, bool nonblocking, Swit
   // new epoll instance during the handshake (expected races, as a dup after the scan was).
   prep.ready = true;
   prep.sock_ino = InodeOf(sock);
-  prep.shared = HasOtherFds(c, sock, prep.sock_ino, &prep.epoll_fds);
+  // Only an answer by SEND uses the list of epoll instances (after SETFD they are found again).
+  prep.shared = HasOtherFds(c, sock, prep.sock_ino, AnswersBySend(c) ? &prep.epoll_fds : nullptr);
   if (prep.shared) return;
   auto pair = fdinject::MakeStreamPair(nonblocking, false);
   if (!pair) return;  // no end: SwitchConnected leaves the connection on TCP
