@@ -156,12 +156,14 @@ def remove_stale_images(prefix):
 
 
 class Container:
-    """A container of `image` running `sleep` (no network but loopback: --network none), into
-    which commands are started with `docker exec`. Removed (docker rm -f) by the test's cleanup."""
+    """A container of `image` running `sleep`, into which commands are started with `docker
+    exec`. Its network is `network` (default none: loopback only; "bridge": Docker's default
+    bridge; "container:ID": another container's namespace, as the containers of a Kubernetes pod).
+    Removed (docker rm -f) by the test's cleanup."""
 
-    def __init__(self, test, image, *, user=None, options=()):
+    def __init__(self, test, image, *, user=None, options=(), network="none"):
         self.user = user
-        args = ["run", "-d", "--rm", "--network", "none", *options]
+        args = ["run", "-d", "--rm", "--network", network, *options]
         if user:
             args += ["--user", user]
         # Bounded even if the test is killed before its cleanup: --rm removes it when sleep ends.
@@ -177,6 +179,10 @@ class Container:
 
     def run(self, cmd, timeout=30, check=True):
         return docker("exec", self.id, *cmd, timeout=timeout, check=check)
+
+    def address(self):
+        """The container's IPv4 address on Docker's default bridge."""
+        return docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", self.id).stdout.strip()
 
     def read(self, path):
         return self.run(["cat", path]).stdout
