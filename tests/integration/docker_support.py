@@ -110,9 +110,11 @@ def _copy(src, root, dst):
     os.chmod(target, 0o755)
 
 
-def build_image(name, fixtures):
-    """Imports an image `name` with our binaries and the static C `fixtures` in /slip/bin."""
+def build_image(name, fixtures, extra=None):
+    """Imports an image `name` with our binaries and the `fixtures` (test programs) in /slip/bin,
+    and the programs `extra` ({name in /slip/bin: path on the host}, e.g. a daemon to measure)."""
     binaries = {"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN}
+    binaries.update(extra or {})
     preload = os.path.join(harness.BUILD, "preload-fallback", "libslipstream-preload.so")
     if os.path.exists(preload):
         binaries["libslipstream-preload.so"] = preload  # found next to slipstream-trace
