@@ -7,13 +7,13 @@
 #ifndef SLIPSTREAM_BASE_SWEEP_TIMER_H_
 #define SLIPSTREAM_BASE_SWEEP_TIMER_H_
 
+#include <chrono>
+#include <functional>
+#include <memory>
 #include <utility>  // before asio: awaitable.hpp needs std::exchange on g++ 12
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <chrono>
-#include <functional>
-#include <memory>
 
 namespace slipstream {
 

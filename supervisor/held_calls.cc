@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/syscalls.h"
 
@@ -82,7 +83,8 @@ struct HeldCalls::Entry {
   Interrupt interrupt;
   std::optional<FileId> key;
   std::optional<std::chrono::steady_clock::time_point> deadline;
-  std::list<std::unique_ptr<Entry>>::iterator self;
+  std::multimap<pid_t, std::unique_ptr<Entry>>::iterator self;
+  std::multimap<FileId, Entry*>::iterator keyed;  // valid only with `key`
 };
 
 namespace {
@@ -118,8 +120,8 @@ HeldCalls::HeldCalls(asio::io_context& io, tracer::Notifier& notifier, bool kill
 HeldCalls::~HeldCalls() = default;
 
 void HeldCalls::DropAll() {
-  held_.clear();
   keyed_.clear();
+  held_.clear();
 }
 
 uint32_t HeldCalls::EventsOf(Wait wait) {
@@ -142,9 +144,8 @@ void HeldCalls::Hold(PendingCall call, UniqueFd fd, Wait wait, Retry retry, Inte
                                        std::move(interrupt), key);
   Entry* raw = entry.get();
   raw->deadline = DeadlineOf(raw->fd.Get(), wait);
-  held_.push_front(std::move(entry));
-  raw->self = held_.begin();
-  if (key) ++keyed_[*key];
+  raw->self = held_.emplace(raw->call.tid(), std::move(entry));
+  if (key) raw->keyed = keyed_.emplace(*key, raw);
   epoll_event ev{};
   ev.events = EventsOf(wait);
   ev.data.ptr = raw;
@@ -188,16 +189,17 @@ void HeldCalls::OnWaitsReady() {
   }
 }
 
-int HeldCalls::HeldWith(const FileId& key) const {
-  auto it = keyed_.find(key);
-  return it == keyed_.end() ? 0 : it->second;
-}
+int HeldCalls::HeldWith(const FileId& key) const { return static_cast<int>(keyed_.count(key)); }
 
 void HeldCalls::Wake(const FileId& key) {
   asio::post(io_, [this, key] {
-    for (auto it = held_.begin(); it != held_.end();) {
-      Entry* entry = (it++)->get();  // a retry may hold a new call (at the front), not drop others
-      if (entry->key == key && entry->retry(entry->call, entry->fd.Get())) Drop(entry);
+    // Listed first: a retry may hold a new call with the same key (which must wait for its own
+    // wake-up), though it never drops another held call.
+    std::vector<Entry*> woken;
+    auto [first, last] = keyed_.equal_range(key);
+    for (auto it = first; it != last; ++it) woken.push_back(it->second);
+    for (Entry* entry : woken) {
+      if (entry->retry(entry->call, entry->fd.Get())) Drop(entry);
     }
   });
 }
@@ -206,12 +208,8 @@ void HeldCalls::Drop(Entry* entry) {
   // Deregister before closing: the file lives on in the program, and epoll forgets an item only
   // when the file's last reference goes.
   epoll_ctl(waits_fd_.Get(), EPOLL_CTL_DEL, entry->fd.Get(), nullptr);
-  if (entry->key) {
-    if (auto it = keyed_.find(*entry->key); it != keyed_.end() && --it->second <= 0) {
-      keyed_.erase(it);
-    }
-  }
-  held_.erase(entry->self);
+  if (entry->key) keyed_.erase(entry->keyed);
+  held_.erase(entry->self);  // destroys `entry`
 }
 
 void HeldCalls::ScheduleSweep() {
@@ -219,9 +217,10 @@ void HeldCalls::ScheduleSweep() {
 }
 
 void HeldCalls::ThreadMovedOn(pid_t tid) {
-  for (auto it = held_.begin(); it != held_.end();) {
-    Entry* entry = (it++)->get();
-    if (entry->call.tid() != tid || notifier_.IdValid(entry->call.id())) continue;
+  auto [it, last] = held_.equal_range(tid);
+  while (it != last) {
+    Entry* entry = (it++)->second.get();
+    if (notifier_.IdValid(entry->call.id())) continue;
     if (entry->interrupt) entry->interrupt(entry->call, entry->fd.Get(), End::kWithdrawn);
     entry->call.Abandon();
     Drop(entry);
@@ -230,7 +229,7 @@ void HeldCalls::ThreadMovedOn(pid_t tid) {
 
 void HeldCalls::Sweep() {
   for (auto it = held_.begin(); it != held_.end();) {
-    Entry* entry = (it++)->get();
+    Entry* entry = (it++)->second.get();
     PendingCall& call = entry->call;
     if (!notifier_.IdValid(call.id())) {
       if (entry->interrupt) entry->interrupt(call, entry->fd.Get(), End::kWithdrawn);

@@ -10,17 +10,16 @@
 #ifndef SLIPSTREAM_SUPERVISOR_HELD_CALLS_H_
 #define SLIPSTREAM_SUPERVISOR_HELD_CALLS_H_
 
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
 #include <utility>  // before asio: awaitable.hpp needs std::exchange on g++ 12
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <functional>
-#include <list>
-#include <map>
-#include <memory>
-#include <optional>
 
 #include "base/sweep_timer.h"
 #include "base/syscalls.h"
@@ -95,8 +94,13 @@ class HeldCalls {
   UniqueFd waits_fd_;
   boost::asio::posix::stream_descriptor waits_;
   SweepTimer sweep_timer_;
-  std::list<std::unique_ptr<Entry>> held_;
-  std::map<FileId, int> keyed_;  // how many of held_ have each key
+  // The held calls, by the thread blocked in each, so that a thread's new call finds its own in
+  // O(log n) (ThreadMovedOn runs on every trapped call). A thread is in one call at a time, but a
+  // call withdrawn by a signal stays here until it is found out, so a thread can have several.
+  std::multimap<pid_t, std::unique_ptr<Entry>> held_;
+  // An index of the held calls that have a key (Hold's `key`): HeldWith and Wake look up only
+  // those.
+  std::multimap<FileId, Entry*> keyed_;
 };
 
 // True when a signal is pending that the kernel would deliver to thread `tid` if it were in an

@@ -48,6 +48,7 @@ namespace slipstream::supervisor {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::Pair;
 using tracer::Call;
 
 std::string Continued() { return "CONTINUE"; }
@@ -681,6 +682,40 @@ TEST_F(SocketCallsTest, WakeRetriesOnlyTheMatchingHeldCalls) {
   EXPECT_EQ(held_.HeldWith(quiet_id), 0) << "counted off when it ended";
   held_.DropAll();
   EXPECT_EQ(held_.HeldWith(other_id), 0);
+}
+
+// A thread's new call ends the held calls that thread left (withdrawn by a signal), and only that
+// thread's: a held call that is still valid, or another thread's, stays held.
+TEST_F(SocketCallsTest, ThreadMovedOnEndsOnlyThatThreadsWithdrawnCalls) {
+  UniqueFd quiet = Listener();  // never readable: nothing connects
+  FileId key = GetFileId(quiet.Get()).value();
+  std::vector<std::pair<pid_t, HeldCalls::End>> ended;
+  auto hold = [&](pid_t tid) {
+    tracer::Notification n;
+    n.id = ++last_id_;
+    n.tid = tid;
+    held_.Hold(
+        PendingCall(sinks_, n, Call::kAccept), UniqueFd(fcntl(quiet.Get(), F_DUPFD_CLOEXEC, 0)),
+        HeldCalls::Wait::kRead, [](PendingCall&, int) { return false; },
+        [&ended, tid](PendingCall&, int, HeldCalls::End end) { ended.emplace_back(tid, end); },
+        key);
+  };
+  hold(101);
+  hold(202);
+  hold(101);
+  EXPECT_EQ(held_.HeldWith(key), 3);
+  held_.ThreadMovedOn(101);
+  EXPECT_TRUE(ended.empty()) << "its calls are still valid: a thread's call is not withdrawn";
+  notifier_.target_left = true;
+  held_.ThreadMovedOn(303);
+  EXPECT_TRUE(ended.empty()) << "a thread with no held call";
+  held_.ThreadMovedOn(101);
+  EXPECT_THAT(ended, ElementsAre(Pair(101, HeldCalls::End::kWithdrawn),
+                                 Pair(101, HeldCalls::End::kWithdrawn)));
+  EXPECT_EQ(held_.size(), 1u) << "thread 202's call stays held";
+  EXPECT_EQ(held_.HeldWith(key), 1);
+  held_.DropAll();
+  EXPECT_EQ(held_.HeldWith(key), 0);
 }
 
 // An end that reached the program from another supervisor's program (SCM_RIGHTS): the daemon
