@@ -51,8 +51,15 @@ class MatcherClient {
   bool connected() const { return desc_ != nullptr; }
   // The runtime directory is a system-wide daemon's (root's): we may not write there.
   bool system_wide() const { return system_wide_; }
-  // The daemon refused our uid (and we said so).
+  // The daemon refused our uid.
   bool refused() const { return refused_; }
+  // A refusal or a missing system-wide daemon was reported, with its cause and fix.
+  bool reported() const { return warned_refused_ || warned_missing_; }
+  // After a failed Connect(): tries again in the background (every second, as after a lost
+  // session), e.g. for a system-wide daemon its administrator has yet to start.
+  void KeepTrying() {
+    if (!desc_) ScheduleReconnect();
+  }
 
   // Sends and waits for the answer, blocking the event loop for at most `timeout_ms`: for start-up
   // (kHello) and for rare calls that pass a short bound (kAdopt 200 ms; kPeerPid and kSweep, whose

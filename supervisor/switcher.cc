@@ -88,7 +88,9 @@ Switcher::~Switcher() = default;
 
 void Switcher::Start() {
   auto st = client_.Connect(/*spawn=*/true);
-  if (!st && !client_.refused()) {  // a refusal was reported with its cause and fix
+  // Nobody here starts a system-wide daemon but its administrator: look for it again later.
+  if (!st && client_.system_wide()) client_.KeepTrying();
+  if (!st && !client_.reported()) {
     spdlog::warn("no slipstreamd ({}): connections stay on TCP", st.error().ToString());
   }
 }
