@@ -218,6 +218,28 @@ class AllUsers(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual({u["pid"] for u in seen["supervisors"] if u["uid"] == 0}, {0}, seen)
         self.finish(server, client)
 
+    def test_no_system_wide_daemon_nobody_stays_tcp_and_is_told_why(self):
+        # Root's 0755 directory and no daemon: slipstream-trace starts none there and creates
+        # nothing; it names the cause and the fix, and the program runs on TCP.
+        os.mkdir(self.runtime, 0o755)
+        os.chmod(self.runtime, 0o755)
+        port_file = os.path.join(self.work, "port")
+        server = ss.Gated(self, [os.path.join(self.bin, "switch_peer"), "server",
+                                 "--port-file", port_file, *COMMON])
+        fr.read_port(port_file)
+        client = self.peer("client", port_file, True)
+        warning = client.err.wait_for(r"no slipstreamd", 20)
+        self.assertIn(f"no slipstreamd answers in {self.runtime}", warning)
+        self.assertIn("slipstreamd --all-users", warning)
+        client.go()
+        c, s = client.ready(), server.ready()
+        self.assert_on_tcp(c, status=self.status)
+        client_result, _ = self.finish(server, client)
+        # One line says it all (no second, generic warning).
+        self.assertEqual(len([l for l in client_result[2] if "slipstreamd" in l]), 1,
+                         client_result[2])
+        self.assertEqual(os.listdir(self.runtime), [])
+
     def test_without_all_users_nobody_stays_tcp_and_is_told_why(self):
         os.mkdir(self.runtime, 0o700)
         daemon = self.start_daemon()
