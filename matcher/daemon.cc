@@ -38,6 +38,9 @@ namespace {
 constexpr auto kSweepPeriod = std::chrono::milliseconds(100);
 constexpr auto kApprovalLifetime = std::chrono::seconds(10);
 constexpr auto kLiveSweepPeriod = std::chrono::seconds(2);
+// Sessions of one user other than ours and root, serving every user: a supervisor has one, so
+// this is many supervised process trees at once.
+constexpr long kMaxSessionsPerUser = 1024;
 
 }  // namespace
 
@@ -72,7 +75,8 @@ Result<std::unique_ptr<Daemon>> Daemon::Create(DaemonConfig config) {
     if (path.size() >= sizeof(addr.sun_path)) return Error(ENAMETOOLONG, "socket path");
     path.copy(addr.sun_path, path.size());
     if (bind(fd.Get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) return Errno("bind");
-    chmod(path.c_str(), 0600);
+    // Serving every user, anyone may connect: each session proves what it acts on with fds.
+    chmod(path.c_str(), config.all_users ? 0666 : 0600);
     if (listen(fd.Get(), SOMAXCONN) < 0) return Errno("listen");
   }
   auto diag = SockDiag::Open();
@@ -100,7 +104,8 @@ Daemon::Daemon(DaemonConfig config, UniqueFd lock, UniqueFd listen_fd, uint64_t 
       accept_retry_timer_(io_),
       last_activity_(Clock::now()) {
   if (auto cookie = NetnsCookie(listener_.native_handle())) netns_cookie_ = *cookie;
-  auto table = ListenerTable::Open(ListenerTablePath(config_.dir));
+  // Serving every user, their programs' preload libraries read the table; only we write it.
+  auto table = ListenerTable::Open(ListenerTablePath(config_.dir), config_.all_users ? 0644 : 0600);
   if (table) {
     table_.emplace(std::move(*table));
     gate_.emplace(ListenerTablePath(config_.dir));
@@ -164,10 +169,8 @@ void Daemon::OnAccept() {
     UniqueFd owned(fd);
     ucred cred{};
     socklen_t len = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != geteuid()) {
-      spdlog::warn("refused a connection from uid {}: different users never pair", cred.uid);
-      continue;
-    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) continue;
+    if (!Admit(fd, cred.uid)) continue;
     auto s = std::make_unique<Session>(io_, owned.Release());
     s->id = next_session_++;
     s->pid = cred.pid;
@@ -183,6 +186,44 @@ void Daemon::OnAccept() {
   }
   last_activity_ = Clock::now();
   ArmAccept();
+}
+
+namespace {
+
+// Tells a supervisor why it gets no session (unsolicited kError) before the caller closes it.
+void Refuse(int fd, int err, const char* text) {
+  ErrorBody body{};
+  body.err = err;
+  snprintf(body.text, sizeof(body.text), "%s", text);
+  (void)SendMessage(fd, MsgType::kError, 0, 0, Bytes(body), {}, /*wait=*/false);
+}
+
+}  // namespace
+
+bool Daemon::Admit(int fd, uid_t uid) {
+  char text[sizeof(ErrorBody::text)];
+  if (uid == geteuid()) return true;
+  if (!config_.all_users) {
+    spdlog::warn("refused a connection from uid {}: serving only uid {} (no --all-users)", uid,
+                 geteuid());
+    // Said before the close, so that the supervisor names the cause and the fix instead of
+    // reporting a daemon that went away (it knows our uid from SO_PEERCRED, the directory and its
+    // own uid). It reads this also after its own send failed on the closed connection
+    // (MatcherClient::Lost).
+    snprintf(text, sizeof(text), "serves only uid %u: start it with --all-users", geteuid());
+    Refuse(fd, EACCES, text);
+    return false;
+  }
+  if (uid == 0) return true;
+  // One user must not take every session (each is an fd of ours) from the others.
+  auto of_uid = std::count_if(sessions_.begin(), sessions_.end(), [uid](const auto& e) {
+    return !e.second->closed && e.second->uid == uid;
+  });
+  if (of_uid < kMaxSessionsPerUser) return true;
+  spdlog::warn("refused a connection from uid {}: it has {} sessions already", uid, of_uid);
+  snprintf(text, sizeof(text), "too many sessions of uid %u", uid);
+  Refuse(fd, EUSERS, text);
+  return false;
 }
 
 void Daemon::ArmRead(Session* s) {

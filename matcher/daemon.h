@@ -37,6 +37,10 @@ struct DaemonConfig {
   std::chrono::milliseconds claim_grace{250};  // accepted but unclaimed -> relay
   std::chrono::milliseconds deferred_claim_limit{2000};
   int ready_fd = -1;  // written to once listening
+  // Serve the supervisors of every uid (slipstreamd --all-users): matcher.sock 0666 and
+  // listeners.table 0644 instead of 0600. Otherwise a session of another uid gets a kError
+  // naming the cause and is closed.
+  bool all_users = false;
   // A listening socket bound at SocketPath(dir) by systemd (socket activation,
   // matcher/socket_activation.h): used instead of binding one, and its file is left in place at
   // exit (systemd owns it). -1: bind our own.
@@ -61,6 +65,9 @@ class Daemon {
 
   void ArmAccept();
   void OnAccept();
+  // Whether a supervisor of `uid` may have a session; if not, tells it why (kError EACCES) before
+  // the caller closes the connection.
+  bool Admit(int fd, uid_t uid);
   void ArmRead(Session* s);
   // Reads and handles the messages queued on `s`, at most `budget` of them, so that a session
   // that sends as fast as the daemon reads cannot keep it from the others.
@@ -137,6 +144,9 @@ class Daemon {
   void ScheduleIdleCheck();
   bool Idle() const;
 
+  // `pid` as the session may learn it: 0 unless the pid's process belongs to the session's user,
+  // when it is neither ours nor root (--all-users).
+  int32_t ShownPid(uint64_t asking_session, int32_t pid) const;
   // Lists at most `max_listed` listeners and connections (the totals are always exact).
   std::string StatusJson(uint64_t asking_session, size_t max_listed) const;
 
@@ -195,6 +205,8 @@ class Daemon {
     // To be paired by sequence numbers. Its socket is not read then: the program still holds it,
     // and a write racing with repair mode would be misplaced (tcp_sendmsg_locked).
     bool by_seq = false;
+    // Raised for a supervisor that cannot write the table (IntentBody::raise_gate).
+    AcceptGate::Count switching;
   };
   std::map<uint64_t, Intent> intents_;  // by client TCP socket inode
   std::map<ConnKey, Pending> pending_;  // by the server side's (local, remote)

@@ -153,8 +153,8 @@ int Main(int argc, char** argv) {
   if (!parsed) return exit_code;
   DaemonOptions o = *parsed;
   // Started by systemd (slipstreamd.socket): the socket names the runtime directory.
-  auto activated =
-      o.status ? Result<std::optional<ActivatedSocket>>(std::nullopt) : TakeActivatedSocket();
+  auto activated = o.status ? Result<std::optional<ActivatedSocket>>(std::nullopt)
+                            : TakeActivatedSocket(o.all_users);
   if (!activated) {
     fprintf(stderr, "slipstreamd: socket activation: %s\n", activated.error().ToString().c_str());
     return 1;
@@ -164,7 +164,8 @@ int Main(int argc, char** argv) {
     dir = (*activated)->dir;
     o.foreground = true;  // systemd supervises the process it started: no detaching
   } else {
-    auto runtime = RuntimeDir();
+    // --status is a client like slipstream-trace: it also asks a system-wide daemon.
+    auto runtime = o.status ? RuntimeDir() : DaemonRuntimeDir(o.all_users);
     if (!runtime) {
       fprintf(stderr, "slipstreamd: runtime directory: %s\n", runtime.error().ToString().c_str());
       return 1;
@@ -188,6 +189,7 @@ int Main(int argc, char** argv) {
   }
   config.idle_exit = std::chrono::seconds(o.idle_exit);
   config.ready_fd = o.ready_fd;
+  config.all_users = o.all_users;
   auto daemon = Daemon::Create(config);
   if (!daemon) {
     if (daemon.error().err == EWOULDBLOCK) {

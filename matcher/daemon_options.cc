@@ -26,7 +26,8 @@ const std::vector<ManEntry> kExitStatus = {
 const std::vector<ManEntry> kEnvironment = {
     {"SLIPSTREAM_RUNTIME_DIR",
      "the runtime directory (socket, lock, log, listeners.table); it must be a directory of "
-     "this user with mode 0700 (created so when missing)."},
+     "this user with mode 0700 (created so when missing), or, with --all-users, one writable by "
+     "this user alone (created 0755)."},
     {"XDG_RUNTIME_DIR",
      "when SLIPSTREAM_RUNTIME_DIR is unset: the runtime directory is $XDG_RUNTIME_DIR/slipstream "
      "if XDG_RUNTIME_DIR is writable, else /tmp/slipstream-UID."},
@@ -60,6 +61,10 @@ std::optional<DaemonOptions> ParseDaemonOptions(int argc, char** argv, int* exit
   app.add_option("--ready-fd", o.ready_fd,
                  "write a byte to FD once listening (used by slipstream-trace)")
       ->type_name("FD");
+  app.add_flag("--all-users", o.all_users,
+               "serve the supervisors of every user, not only this user's (a system-wide daemon, "
+               "run as root): the runtime directory is then 0755, matcher.sock 0666 and "
+               "listeners.table 0644");
   app.add_flag("-v,--verbose", o.verbose, "debug logging");
   if (!command_line.Parse(argc, argv, exit_code)) return std::nullopt;
   if ((o.json || o.watch) && !o.status) {

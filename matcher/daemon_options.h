@@ -12,6 +12,7 @@ struct DaemonOptions {
   bool json = false;
   bool watch = false;
   bool verbose = false;
+  bool all_users = false;  // serve the supervisors of every user (docs/design.md)
   int idle_exit = 30;
   int ready_fd = -1;
 };

@@ -102,8 +102,16 @@ void Daemon::OnIntent(Session* s, Message& m) {
   if (m.fds.size() != 1 || (!m.body.empty() && body == nullptr) || !IsTcpSocket(m.fds[0].Get())) {
     return ReplyError(s, m, EINVAL, "intent needs a TCP socket");
   }
-  intents_[InodeOf(m.fds[0].Get())] = Intent{s->id, Clock::now(), body != nullptr && body->by_seq};
+  Intent& intent = intents_[InodeOf(m.fds[0].Get())];
+  intent = Intent{s->id, Clock::now(), body != nullptr && body->by_seq, {}};
   ScheduleSweep();
+  if (body == nullptr || !body->raise_gate) return;
+  // Before its connect, so that a server accepting in-process offers the connection to its
+  // supervisor (preload_abi.h). The port is the message's word, not the kernel's (the socket is
+  // not connected yet): a lie raises a gate of some port for at most the intent's life, which
+  // costs that port's in-process accepts a trapped claim each, nothing else.
+  if (gate_) intent.switching = gate_->Raise(AcceptGate::Kind::kSwitching, body->port);
+  (void)Send(s, MsgType::kIntentReply, m.header.seq, m.header.pid, {});
 }
 
 void Daemon::OnAbort(Session* s, Message& m) {
@@ -136,8 +144,11 @@ void Daemon::OnConnected(Session* s, Message& m) {
     return OnConnectedBySeq(s, m, body->inode);
   }
   // The fd is the proof of possession; an intent only lets an early claim wait for this message.
+  // A gate raised for the intent stays up until the pending pair's own is (end of this function).
+  AcceptGate::Count intent_gate;
   if (auto intent = intents_.find(InodeOf(tcp));
       intent != intents_.end() && intent->second.session == s->id) {
+    intent_gate = std::move(intent->second.switching);
     intents_.erase(intent);
   }
   auto local = Name(tcp, false), remote = Name(tcp, true);
@@ -364,6 +375,9 @@ void Daemon::OnPeerPid(Session* s, Message& m) {
     if (live.server_end_ino == body->inode) reply.pid = live.client_pid;
     if (reply.pid != 0) break;
   }
+  // Only the inode proves nothing (any user reads it in /proc/net/unix): a pid of another user
+  // stays hidden, as in the status. Its supervisor could not take the end from there anyway.
+  reply.pid = ShownPid(s->id, reply.pid);
   (void)Send(s, MsgType::kPeerPidReply, m.header.seq, m.header.pid, Bytes(reply));
 }
 

@@ -47,7 +47,30 @@ void Daemon::OnStatus(Session* s, Message& m) {
              {reinterpret_cast<const uint8_t*>(json.data()), json.size()});
 }
 
+namespace {
+
+// The owner of a process, as /proc shows it (the euid of a dumpable process); nullopt when gone.
+std::optional<uid_t> ProcessUid(int32_t pid) {
+  struct stat st;
+  if (pid <= 0 || stat(("/proc/" + std::to_string(pid)).c_str(), &st) < 0) return std::nullopt;
+  return st.st_uid;
+}
+
+}  // namespace
+
+int32_t Daemon::ShownPid(uint64_t asking_session, int32_t pid) const {
+  // Serving every user, a user other than ours (and root) learns the pids of its own processes
+  // only: /proc/net/tcp and /proc/net/unix show every user the addresses and inodes we list, but
+  // which process holds a socket only its owner sees (/proc/PID/fd). 0 stands for hidden.
+  auto it = sessions_.find(asking_session);
+  if (it == sessions_.end()) return 0;
+  uid_t uid = it->second->uid;
+  if (uid == geteuid() || uid == 0) return pid;
+  return ProcessUid(pid) == uid ? pid : 0;
+}
+
 std::string Daemon::StatusJson(uint64_t asking_session, size_t max_listed) const {
+  auto shown = [this, asking_session](int32_t pid) { return ShownPid(asking_session, pid); };
   nlohmann::json j;
   j["schema"] = kStatusSchema;
   j["running"] = true;
@@ -56,22 +79,26 @@ std::string Daemon::StatusJson(uint64_t asking_session, size_t max_listed) const
   j["supervisors"] = nlohmann::json::array();
   for (const auto& [id, s] : sessions_) {
     if (!s->closed && id != asking_session)
-      j["supervisors"].push_back({{"pid", s->pid}, {"uid", s->uid}});
+      j["supervisors"].push_back({{"pid", shown(s->pid)}, {"uid", s->uid}});
   }
   j["listeners"] = nlohmann::json::array();
   j["listeners_total"] = listeners_.size();
   for (const auto& [ino, l] : listeners_) {
     if (j["listeners"].size() >= max_listed) break;
-    j["listeners"].push_back(
-        {{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}, {"netns", netns_cookie_}});
+    j["listeners"].push_back({{"address", l.addr.ToString()},
+                              {"pid", shown(l.pid)},
+                              {"inode", ino},
+                              {"netns", netns_cookie_}});
   }
   size_t total = listeners_.size();
   for (const auto& [ino, l] : remote_listeners_) {
     if (l.netns == netns_cookie_) continue;  // in listeners_ too
     ++total;
     if (j["listeners"].size() >= max_listed) continue;
-    j["listeners"].push_back(
-        {{"address", l.addr.ToString()}, {"pid", l.pid}, {"inode", ino}, {"netns", l.netns}});
+    j["listeners"].push_back({{"address", l.addr.ToString()},
+                              {"pid", shown(l.pid)},
+                              {"inode", ino},
+                              {"netns", l.netns}});
   }
   j["listeners_total"] = total;
   // Namespaces are named by SO_NETNS_COOKIE (the kernel's, unique while the machine runs).
@@ -98,8 +125,8 @@ std::string Daemon::StatusJson(uint64_t asking_session, size_t max_listed) const
     j["connections"].push_back(
         {{"client", c.client.ToString()},
          {"server", c.server.ToString()},
-         {"client_pid", c.client_pid},
-         {"server_pid", c.server_pid},
+         {"client_pid", shown(c.client_pid)},
+         {"server_pid", shown(c.server_pid)},
          {"client_unix_inode", c.client_end_ino},
          {"server_unix_inode", c.server_end_ino},
          {"client_netns", c.client_netns},

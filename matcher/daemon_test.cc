@@ -57,6 +57,7 @@ class DaemonTest : public ::testing::Test {
     config.dir = dir_;
     config.claim_grace = 100ms;
     config.deferred_claim_limit = 500ms;
+    config.all_users = all_users_;
     auto d = Daemon::Create(config);
     ASSERT_TRUE(d) << d.error().ToString();
     daemon_ = std::move(*d);
@@ -183,7 +184,8 @@ class DaemonTest : public ::testing::Test {
     }
   }
 
-  std::string subdir_;  // set by a derived fixture: the runtime directory's own name
+  std::string subdir_;      // set by a derived fixture: the runtime directory's own name
+  bool all_users_ = false;  // set by a derived fixture: slipstreamd --all-users
   std::string root_;
   std::string dir_;
   std::unique_ptr<Daemon> daemon_;
@@ -399,7 +401,8 @@ TEST_F(DaemonTest, ClaimOvertakingConnectedWaitsForIt) {
 class SeqPairing {
  public:
   static void Intent(int session, int fd) {
-    IntentBody body{1, {}};
+    IntentBody body{};
+    body.by_seq = 1;
     EXPECT_TRUE(SendMessage(session, MsgType::kIntent, 0, getpid(), Bytes(body), {&fd, 1}));
   }
   static void Connected(int session, int fd, int client_end, int server_end) {
@@ -896,6 +899,88 @@ TEST_F(DaemonTest, OtherUsersAreRefused) {
   ASSERT_EQ(waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// A supervisor that cannot write the table (a system-wide daemon's) has the daemon raise the
+// `switching` gate of the port it connects to, answered once raised; the raise lasts as long as
+// the intent (here: until kAbort).
+TEST_F(DaemonTest, IntentRaisesTheGateForASupervisorThatCannotWriteTheTable) {
+  UniqueFd session = Session();
+  constexpr uint16_t kPort = 40123;
+  UniqueFd tcp(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int fd = tcp.Get();
+  IntentBody body{};
+  body.raise_gate = 1;
+  body.port = kPort;
+  ASSERT_TRUE(SendMessage(session.Get(), MsgType::kIntent, 5, getpid(), Bytes(body), {&fd, 1}));
+  auto reply = Expect(session.Get(), MsgType::kIntentReply);
+  ASSERT_TRUE(reply) << reply.error().ToString();
+  EXPECT_EQ(reply->header.seq, 5u);
+  AcceptGate reader(ListenerTablePath(dir_));
+  EXPECT_EQ(reader.Read(AcceptGate::Kind::kSwitching, kPort), std::optional<uint32_t>(1));
+
+  InodeBody abort{Ino(fd)};
+  ASSERT_TRUE(SendMessage(session.Get(), MsgType::kAbort, 0, getpid(), Bytes(abort)));
+  ASSERT_TRUE(SendMessage(session.Get(), MsgType::kStatus, 6, 0, {}));  // after the abort
+  ASSERT_TRUE(Expect(session.Get(), MsgType::kStatusReply));
+  EXPECT_EQ(reader.Read(AcceptGate::Kind::kSwitching, kPort), std::optional<uint32_t>(0));
+}
+
+// What a process of another uid (nobody) reads first from the daemon's socket: the kError's errno,
+// or a negative errno of the child's own calls. Only raw system calls after fork(): the daemon's
+// thread may hold locks the child would inherit.
+int FirstWordAsNobody(const std::string& dir, int wait_ms = 5000) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  SocketPath(dir).copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+  pid_t child = fork();
+  if (child == 0) {
+    if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0) _exit(101);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) _exit(102);
+    alignas(8) char buf[sizeof(Header) + sizeof(ErrorBody)];
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, wait_ms) != 1) _exit(103);
+    if (recv(fd, buf, sizeof(buf), 0) != static_cast<ssize_t>(sizeof(buf))) _exit(104);
+    Header h;
+    ErrorBody e;
+    memcpy(&h, buf, sizeof(h));
+    memcpy(&e, buf + sizeof(h), sizeof(e));
+    if (h.type != static_cast<uint16_t>(MsgType::kError) || h.seq != 0) _exit(105);
+    // Then the daemon closes the session.
+    _exit(recv(fd, buf, sizeof(buf), 0) == 0 ? e.err : 106);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST_F(DaemonTest, ASessionOfAnotherUserIsToldWhyBeforeTheClose) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to connect as another user";
+  // Opened up, as an administrator might: the daemon still serves its own user only.
+  ASSERT_EQ(chmod(root_.c_str(), 0755), 0);
+  ASSERT_EQ(chmod(SocketPath(dir_).c_str(), 0666), 0);
+  EXPECT_EQ(FirstWordAsNobody(dir_), EACCES);
+}
+
+class AllUsersDaemonTest : public DaemonTest {
+ protected:
+  AllUsersDaemonTest() { all_users_ = true; }
+};
+
+TEST_F(AllUsersDaemonTest, SocketAndTableAreOpenToEveryUser) {
+  struct stat st;
+  ASSERT_EQ(stat(SocketPath(dir_).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0666u);
+  ASSERT_EQ(stat(ListenerTablePath(dir_).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+}
+
+TEST_F(AllUsersDaemonTest, ASessionOfAnotherUserIsServed) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to connect as another user";
+  ASSERT_EQ(chmod(root_.c_str(), 0755), 0);
+  // Served: nothing to read until it asks (the child times out waiting for a word).
+  EXPECT_EQ(FirstWordAsNobody(dir_, /*wait_ms=*/300), 103);
 }
 
 }  // namespace

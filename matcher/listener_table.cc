@@ -31,10 +31,12 @@ Status ListenerTable::Provide(const std::string& path) {
   return {};
 }
 
-Result<ListenerTable> ListenerTable::Open(const std::string& path) {
+Result<ListenerTable> ListenerTable::Open(const std::string& path, mode_t mode) {
   auto file = OpenFullSize(path);
   if (!file) return tl::unexpected(file.error());
   UniqueFd fd = std::move(*file);
+  // Also for a file a predecessor left with another mode (a daemon without --all-users).
+  if (fchmod(fd.Get(), mode) < 0) return Errno("fchmod(listener table)");
   void* p = mmap(nullptr, sizeof(slipstream_listener_table), PROT_READ | PROT_WRITE, MAP_SHARED,
                  fd.Get(), 0);
   if (p == MAP_FAILED) return Errno("mmap(listener table)");

@@ -5,6 +5,8 @@
 #ifndef SLIPSTREAM_MATCHER_LISTENER_TABLE_H_
 #define SLIPSTREAM_MATCHER_LISTENER_TABLE_H_
 
+#include <sys/types.h>
+
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -20,13 +22,16 @@ class ListenerTable {
  public:
   using Ports = std::array<uint64_t, SLIPSTREAM_TABLE_WORDS>;  // bit p: port p
 
-  // Creates the file (0600) or reuses it, maps it and clears it.
-  [[nodiscard]] static Result<ListenerTable> Open(const std::string& path);
+  // Creates the file or reuses it, gives it `mode` (0600; 0644 for a daemon serving every user,
+  // whose programs' preload libraries read it), maps it and clears it.
+  [[nodiscard]] static Result<ListenerTable> Open(const std::string& path, mode_t mode = 0600);
   // Creates the file at its full size if it is missing or shorter, leaving what it holds as it
   // is (no magic: readers take it as unknown until a daemon Opens it). For slipstream-trace,
   // before it starts the program: the preload library maps the table once, and a program that
   // starts before slipstreamd has created it, then drops its privileges (nginx's worker runs as
   // nobody), could never open it and would send every accept and connect to the supervisor.
+  // EACCES in a system-wide daemon's directory, where only the daemon creates files: the caller
+  // goes on without it (that daemon made the table when it started).
   [[nodiscard]] static Status Provide(const std::string& path);
   ListenerTable(ListenerTable&& other) noexcept : table_(other.table_) { other.table_ = nullptr; }
   ListenerTable& operator=(ListenerTable&&) = delete;
@@ -80,6 +85,9 @@ class AcceptGate {
   // initialised (no magic), so it cannot be told. While a new daemon re-initialises the file, the
   // bits read clear: true of that daemon, with which no listener is registered yet.
   std::optional<bool> PortSupervised(uint16_t port);
+  // Whether Raise() can raise anything: false while the file is missing, or when it is not
+  // writable by us (a system-wide daemon's table is root's, 0644).
+  bool CanRaise() { return Map() != nullptr; }
 
  private:
   slipstream_listener_table* Map();

@@ -128,6 +128,8 @@ const char* MsgTypeName(MsgType type) {
       return "peer-pid";
     case MsgType::kPeerPidReply:
       return "peer-pid-reply";
+    case MsgType::kIntentReply:
+      return "intent-reply";
     case MsgType::kClaimReply:
       return "claim-reply";
     case MsgType::kStatusReply:

@@ -12,7 +12,8 @@
 //   kHello {addresses} [sock_diag socket]         kListener..., kNetns..., kRemoteListener..., then
 //                                                   kHelloReply: the supervisor knows them all
 //   kRegisterListener [listener]                  kRegistered (after broadcasting kListener)
-//   kIntent {by_seq} [client socket]              (none) a supervised client is connecting
+//   kIntent {by_seq} [client socket]              (none) a supervised client is connecting;
+//   kIntent {.., raise_gate, port} [..]           kIntentReply once the port's gate is raised
 //   kAbort {client socket ino}                    (none) ...and gave up
 //   kConnected {client end ino} [tcp, server end] (none) -> kPush to the listeners' supervisor,
 //                                                   or kRelay if not every listener is supervised
@@ -88,6 +89,7 @@ enum class MsgType : uint16_t {
   kAdoptReply = 106,
   kSwept = 107,
   kPeerPidReply = 108,
+  kIntentReply = 109,
   // Unsolicited, 200-.
   kRelease = 201,
   kRelay = 202,
@@ -182,9 +184,14 @@ struct RemoteListenerBody {
 // kIntent and kConnected: pair this connection by TCP sequence numbers (its server side is, or may
 // be, in another network namespace than the client's, or the client is not in the daemon's), not
 // by (namespace, 4-tuple). kIntent's body may be empty (by 4-tuple).
+// `raise_gate`: the supervisor cannot write the listener table (a system-wide daemon's, root's
+// 0644): the daemon raises the `switching` accept gate of destination port `port` for it, until
+// kConnected or kAbort or the intent expires, and answers kIntentReply once it has.
 struct IntentBody {
   uint8_t by_seq;
-  uint8_t reserved[7];
+  uint8_t raise_gate;
+  uint16_t port;  // host order
+  uint8_t reserved[4];
 };
 struct ConnectedBody {
   uint64_t inode;  // the client's AF_UNIX end

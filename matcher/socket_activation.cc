@@ -57,7 +57,7 @@ Result<std::string> BoundDir(int fd) {
 
 }  // namespace
 
-Result<std::optional<ActivatedSocket>> TakeActivatedSocket() {
+Result<std::optional<ActivatedSocket>> TakeActivatedSocket(bool all_users) {
   long pid = ParseCount(getenv("LISTEN_PID"));
   if (pid != static_cast<long>(getpid())) return std::nullopt;
   long count = ParseCount(getenv("LISTEN_FDS"));
@@ -83,9 +83,10 @@ Result<std::optional<ActivatedSocket>> TakeActivatedSocket() {
   }
   auto dir = BoundDir(fd.Get());
   if (!dir) return tl::unexpected(dir.error());
-  // The runtime directory holds the lock and listeners.table: as with RuntimeDir(), it must be
-  // ours and closed to others (slipstreamd.socket: DirectoryMode=0700).
-  if (auto st = CheckPrivateDir(*dir); !st) return tl::unexpected(st.error());
+  // The runtime directory holds the lock and listeners.table: as with DaemonRuntimeDir(), it must
+  // be ours and closed to others (slipstreamd.socket: DirectoryMode=0700), or to writers only
+  // when serving every user (DirectoryMode=0755).
+  if (auto st = CheckDaemonDir(*dir, all_users); !st) return tl::unexpected(st.error());
   return ActivatedSocket{std::move(fd), std::move(*dir)};
 }
 

@@ -25,8 +25,9 @@ inline constexpr int kListenFdsStart = 3;
 // nullopt when the process was not socket-activated (no LISTEN_PID, or it names another process).
 // Otherwise takes fd 3 and clears LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES. An error when the
 // passed socket is not what slipstream-trace connects to: not exactly one fd, not a listening
-// AF_UNIX SOCK_SEQPACKET socket, not bound to DIR/matcher.sock, DIR not a 0700 directory of ours.
-Result<std::optional<ActivatedSocket>> TakeActivatedSocket();
+// AF_UNIX SOCK_SEQPACKET socket, not bound to DIR/matcher.sock, DIR not a 0700 directory of ours
+// (with `all_users`: not ours or writable by others, as for DaemonRuntimeDir()).
+Result<std::optional<ActivatedSocket>> TakeActivatedSocket(bool all_users = false);
 
 }  // namespace slipstream::matcher
 

@@ -87,6 +87,17 @@ struct Hybrid {
   std::optional<PreloadCounters> counters;
 };
 
+// In a system-wide daemon's directory, hybrid mode needs the table writable: through it this
+// supervisor raises the accept gates that keep the program's in-process accept() from taking a
+// connection that is being switched or parked (preload_abi.h). The table is root's and 0644, so
+// only root's supervisors use hybrid mode there; the others trap every socket call.
+bool CanWriteTable(const std::string& dir) {
+  std::string table = matcher::ListenerTablePath(dir);
+  if (access(table.c_str(), W_OK) == 0) return true;
+  spdlog::debug("hybrid mode off: {} is not writable by this user (a system-wide daemon's)", table);
+  return false;
+}
+
 Hybrid SetUpHybrid(const Options& o, const tracer::KernelFeatures& features) {
   Hybrid h;
   if (!o.preload || !features.CanEmulate()) return h;
@@ -101,16 +112,19 @@ Hybrid SetUpHybrid(const Options& o, const tracer::KernelFeatures& features) {
   }
   p.cookie = NewCookie();
   if (p.cookie == 0) return h;
-  auto dir = matcher::RuntimeDir();
+  auto found = matcher::FindRuntimeDir();
+  auto dir = found ? Result<std::string>(found->dir) : tl::unexpected(found.error());
+  bool system_wide = found && found->trust == matcher::DirTrust::kSystemWide;
+  if (dir && system_wide && o.switching && !CanWriteTable(*dir)) return h;
   if (dir) {
     if (o.switching) {
       p.table = matcher::ListenerTablePath(*dir);
       // Before the program starts, so that it maps the table at once (ListenerTable::Provide).
-      if (auto made = matcher::ListenerTable::Provide(p.table); !made) {
-        spdlog::debug("listener table {}: {}", p.table, made.error().ToString());
-      }
+      // A system-wide daemon made it when it started; we create nothing in its directory.
+      auto made = system_wide ? Status() : matcher::ListenerTable::Provide(p.table);
+      if (!made) spdlog::debug("listener table {}: {}", p.table, made.error().ToString());
     }
-    if (o.stats || o.trace) {
+    if ((o.stats || o.trace) && !system_wide) {
       auto counters = PreloadCounters::Create(*dir);
       if (counters) {
         if (o.trace) counters->EnableTrace();

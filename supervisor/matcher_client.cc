@@ -11,8 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
+#include <boost/asio/post.hpp>
 
 #include <climits>
 #include <cstdlib>
@@ -30,6 +30,9 @@ using matcher::MsgType;
 namespace {
 
 constexpr auto kReconnectPeriod = std::chrono::seconds(1);
+// A daemon that refused our uid is asked again seldom: it logs each refusal, and serves us only
+// once restarted with --all-users.
+constexpr auto kRefusedReconnectPeriod = std::chrono::seconds(10);
 // After this many failed reconnects in a row, start a daemon ourselves.
 constexpr int kRespawnAfter = 10;
 
@@ -95,16 +98,39 @@ Status MatcherClient::SpawnDaemon() {
 
 Status MatcherClient::Connect(bool spawn) {
   if (dir_.empty()) {
-    auto dir = matcher::RuntimeDir();
+    auto dir = matcher::FindRuntimeDir();
     if (!dir) return tl::unexpected(dir.error());
-    dir_ = *dir;
+    dir_ = dir->dir;
+    system_wide_ = dir->trust == matcher::DirTrust::kSystemWide;
   }
   auto fd = ConnectTo(matcher::SocketPath(dir_));
-  if (!fd && spawn) {
+  // Root's directory is a system-wide daemon's, started by its administrator: a daemon of ours
+  // there could not create its files, nor serve the other users who look for it there.
+  if (!fd && spawn && !system_wide_ && !refused_) {
     if (auto st = SpawnDaemon(); !st) return st;
     fd = ConnectTo(matcher::SocketPath(dir_));
   }
-  if (!fd) return tl::unexpected(fd.error());
+  if (!fd) {
+    if (system_wide_ && !warned_missing_) {
+      warned_missing_ = true;
+      spdlog::warn(
+          "no slipstreamd answers in {} ({}), a system-wide directory (root's), where "
+          "slipstream-trace starts none: start `slipstreamd --all-users` there as root "
+          "(SLIPSTREAM_RUNTIME_DIR={}), or unset SLIPSTREAM_RUNTIME_DIR to use a daemon of your "
+          "own",
+          dir_, fd.error().ToString(), dir_);
+    }
+    return tl::unexpected(fd.error());
+  }
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd->Get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+    return Errno("getsockopt(slipstreamd, SO_PEERCRED)");
+  }
+  // The directory's trust already excludes other users' daemons; this also holds for a socket
+  // passed around some other way. Root's is a system-wide daemon's.
+  if (cred.uid != geteuid() && cred.uid != 0) return Error(EPERM, "slipstreamd of another user");
+  daemon_uid_ = cred.uid;
   desc_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd->Release());
   reconnect_failures_ = 0;
   spdlog::debug("connected to slipstreamd in {}", dir_);
@@ -128,7 +154,11 @@ Status MatcherClient::Connect(bool spawn) {
   auto hello = Call(MsgType::kHello, getpid(), matcher::Bytes(addrs),
                     diag ? std::span<const int>(&diag_fd, 1) : std::span<const int>());
   if (hello && hello->type() == MsgType::kHelloReply) Dispatch(std::move(*hello));
-  if (!hello && !desc_) return tl::unexpected(hello.error());  // the session broke (Lost ran)
+  if (!hello && !desc_) {  // the session broke (Lost ran)
+    if (refused_) return Error(EACCES, "slipstreamd serves only its own user");
+    return tl::unexpected(hello.error());
+  }
+  refused_ = false;
   // A daemon that is only slow (stopped, busy) still serves this session: its list and its
   // answer arrive later and are read like any message.
   if (!hello) spdlog::warn("slipstreamd is slow: going on without its list of listeners");
@@ -210,6 +240,7 @@ void MatcherClient::Dispatch(Message m) {
       for (UniqueFd& end : m.fds) Disown(std::move(end));
       break;
     case MsgType::kError:
+      if (IsRefusal(m)) return NoteRefusal(m);
       if (const auto* e = m.As<matcher::ErrorBody>()) {
         spdlog::debug("slipstreamd: error {} ({})", e->err, matcher::ErrorText(*e));
       }
@@ -291,8 +322,7 @@ bool MatcherClient::ExpireCalls() {
       ++it;
       continue;
     }
-    spdlog::warn("slipstreamd did not answer {} in time",
-                 matcher::MsgTypeName(it->second.type));
+    spdlog::warn("slipstreamd did not answer {} in time", matcher::MsgTypeName(it->second.type));
     Answer(std::move(it->second.done), Error(ETIMEDOUT, "slipstreamd call"));
     it = calls_.erase(it);
   }
@@ -313,10 +343,41 @@ void MatcherClient::Answer(Done done, Result<Message> answer) {
   });
 }
 
+bool MatcherClient::IsRefusal(const Message& m) {
+  const auto* e = m.As<matcher::ErrorBody>();
+  return m.type() == MsgType::kError && m.header.seq == 0 && e != nullptr && e->err == EACCES;
+}
+
+void MatcherClient::NoteRefusal(const Message& m) {
+  refused_ = true;
+  if (warned_refused_) return;
+  warned_refused_ = true;
+  spdlog::debug("slipstreamd: {}", matcher::ErrorText(*m.As<matcher::ErrorBody>()));
+  spdlog::warn(
+      "slipstreamd in {} runs as uid {} and serves only its own user: start it with --all-users "
+      "to serve uid {}; connections stay on TCP",
+      dir_, daemon_uid_, geteuid());
+}
+
+void MatcherClient::ReadLastWords() {
+  // Only the refusal matters: the rest would have been dropped with the connection anyway.
+  for (;;) {
+    auto m = matcher::ReceiveMessage(desc_->native_handle(), /*nonblocking=*/true);
+    if (!m && m.error().err == EPROTO) continue;
+    if (!m) return;
+    if (IsRefusal(*m)) NoteRefusal(*m);
+  }
+}
+
 void MatcherClient::Lost(const SysError& why) {
   if (!desc_) return;
-  spdlog::warn("lost slipstreamd ({}): new connections stay on TCP until it is back",
-               why.err == 0 ? "it closed the connection" : why.ToString());
+  ReadLastWords();
+  if (refused_) {
+    spdlog::debug("slipstreamd refused this session");
+  } else {
+    spdlog::warn("lost slipstreamd ({}): new connections stay on TCP until it is back",
+                 why.err == 0 ? "it closed the connection" : why.ToString());
+  }
   boost::system::error_code ignored;
   desc_->close(ignored);
   desc_.reset();
@@ -326,7 +387,7 @@ void MatcherClient::Lost(const SysError& why) {
 }
 
 void MatcherClient::ScheduleReconnect() {
-  reconnect_timer_.expires_after(kReconnectPeriod);
+  reconnect_timer_.expires_after(refused_ ? kRefusedReconnectPeriod : kReconnectPeriod);
   reconnect_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec || desc_) return;
     bool spawn = ++reconnect_failures_ >= kRespawnAfter;

@@ -43,10 +43,23 @@ class MatcherClient {
   MatcherClient(boost::asio::io_context& io, Callbacks callbacks);
   ~MatcherClient();
 
-  // Connects to the daemon of this user, starting `slipstreamd` when none runs. Blocking; for
-  // start-up. Later reconnects happen in the background.
+  // Connects to the daemon of this user, starting `slipstreamd` when none runs (never in a
+  // system-wide daemon's directory: matcher::DirTrust). Blocking; for start-up. Later reconnects
+  // happen in the background. A daemon that serves only its own user refuses us with a kError
+  // (EACCES), which is reported once, naming the cause and the fix.
   Status Connect(bool spawn);
   bool connected() const { return desc_ != nullptr; }
+  // The runtime directory is a system-wide daemon's (root's): we may not write there.
+  bool system_wide() const { return system_wide_; }
+  // The daemon refused our uid.
+  bool refused() const { return refused_; }
+  // A refusal or a missing system-wide daemon was reported, with its cause and fix.
+  bool reported() const { return warned_refused_ || warned_missing_; }
+  // After a failed Connect(): tries again in the background (every second, as after a lost
+  // session), e.g. for a system-wide daemon its administrator has yet to start.
+  void KeepTrying() {
+    if (!desc_) ScheduleReconnect();
+  }
 
   // Sends and waits for the answer, blocking the event loop for at most `timeout_ms`: for start-up
   // (kHello) and for rare calls that pass a short bound (kAdopt 200 ms; kPeerPid and kSweep, whose
@@ -84,6 +97,11 @@ class MatcherClient {
   void OnReadable();
   void Dispatch(matcher::Message m);
   void Lost(const SysError& why);
+  // A daemon that refuses our uid says so (kError EACCES, seq 0) before it closes the session.
+  static bool IsRefusal(const matcher::Message& m);
+  void NoteRefusal(const matcher::Message& m);
+  // Reads what the daemon left queued before it closed the session, looking for its refusal.
+  void ReadLastWords();
   void ScheduleReconnect();
   bool ExpireCalls();
   void FailCalls(const SysError& why);
@@ -98,6 +116,11 @@ class MatcherClient {
   boost::asio::io_context& io_;
   Callbacks callbacks_;
   std::string dir_;
+  bool system_wide_ = false;     // dir_ is root's (matcher::DirTrust::kSystemWide): never spawn
+  uid_t daemon_uid_ = 0;         // SO_PEERCRED of the daemon we connected to last
+  bool refused_ = false;         // that daemon serves only its own user
+  bool warned_refused_ = false;  // reported once per run
+  bool warned_missing_ = false;  // no system-wide daemon: reported once per run
   std::unique_ptr<boost::asio::posix::stream_descriptor> desc_;
   boost::asio::steady_timer reconnect_timer_;
   int reconnect_failures_ = 0;

@@ -29,7 +29,9 @@ const std::vector<matcher::ManEntry> kEnvironment = {
      "(the default), error or off. -v is the same as debug."},
     {"SLIPSTREAM_RUNTIME_DIR",
      "the runtime directory shared with slipstreamd (its socket, lock, log and listeners.table). "
-     "Supervisors pair connections only through one daemon, that is one runtime directory."},
+     "Supervisors pair connections only through one daemon, that is one runtime directory. It "
+     "must be this user's and closed to others, or root's and writable by root alone (a "
+     "system-wide slipstreamd --all-users, which slipstream-trace never starts itself)."},
     {"XDG_RUNTIME_DIR",
      "when SLIPSTREAM_RUNTIME_DIR is unset: the runtime directory is $XDG_RUNTIME_DIR/slipstream "
      "if XDG_RUNTIME_DIR is writable, else /tmp/slipstream-UID."},

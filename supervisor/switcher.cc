@@ -88,7 +88,9 @@ Switcher::~Switcher() = default;
 
 void Switcher::Start() {
   auto st = client_.Connect(/*spawn=*/true);
-  if (!st) {
+  // Nobody here starts a system-wide daemon but its administrator: look for it again later.
+  if (!st && client_.system_wide()) client_.KeepTrying();
+  if (!st && !client_.reported()) {
     spdlog::warn("no slipstreamd ({}): connections stay on TCP", st.error().ToString());
   }
 }
@@ -169,7 +171,7 @@ matcher::QueryReason Switcher::Approve(const PidOf& pid, int sock, const SockAdd
   // Announced before the handshake starts, so that a claim racing ahead of our kConnected waits
   // for it instead of giving the server plain TCP.
   bool by_seq = netns_ != 0 && netns_ != daemon_netns_;
-  if (!SendIntent(pid(), sock, by_seq,
+  if (!SendIntent(pid(), sock, dest.port(), by_seq,
                   "to be paired by TCP sequence numbers: slipstreamd runs in another network "
                   "namespace")) {
     return QueryReason::kError;
@@ -191,11 +193,26 @@ std::optional<std::vector<TcpSocketInfo>> Switcher::ListenersOn(uint16_t port) {
   return std::move(*found);
 }
 
-bool Switcher::SendIntent(pid_t pid, int sock, bool by_seq, std::string why) {
-  if (!by_seq) return static_cast<bool>(client_.Send(MsgType::kIntent, pid, {}, {&sock, 1}));
-  matcher::IntentBody body{};
-  body.by_seq = 1;
-  if (!client_.Send(MsgType::kIntent, pid, matcher::Bytes(body), {&sock, 1})) return false;
+bool Switcher::SendIntent(pid_t pid, int sock, uint16_t port, bool by_seq, std::string why) {
+  if (client_.system_wide() && !gate_.CanRaise()) {
+    // A system-wide daemon's table, which only root writes: the daemon raises the gate that
+    // BeginSwitch cannot, and must have done so before our SYN, or a server accepting in-process
+    // takes the connection without offering it to its supervisor (a relay instead of a switch).
+    // Bounded like the other hints: without an answer the connect goes on.
+    matcher::IntentBody body{};
+    body.by_seq = by_seq ? 1 : 0;
+    body.raise_gate = 1;
+    body.port = port;
+    auto reply = client_.Call(MsgType::kIntent, pid, matcher::Bytes(body), {&sock, 1}, kHintCallMs);
+    if (!reply && !client_.connected()) return false;
+  } else if (!by_seq) {
+    return static_cast<bool>(client_.Send(MsgType::kIntent, pid, {}, {&sock, 1}));
+  } else {
+    matcher::IntentBody body{};
+    body.by_seq = 1;
+    if (!client_.Send(MsgType::kIntent, pid, matcher::Bytes(body), {&sock, 1})) return false;
+  }
+  if (!by_seq) return true;
   if (seq_intents_.size() >= 4096) seq_intents_.clear();  // stale: bound it
   seq_intents_[InodeOf(sock)] = std::move(why);
   return true;
@@ -220,7 +237,7 @@ matcher::QueryReason Switcher::ApproveCross(const PidOf& pid, int sock, const So
       "namespace";
   text += candidates.size() > 1 ? "s" : "";
   for (uint64_t c : candidates) text += " " + std::to_string(c);
-  if (!SendIntent(pid(), sock, /*by_seq=*/true, text)) return QueryReason::kError;
+  if (!SendIntent(pid(), sock, dest.port(), /*by_seq=*/true, text)) return QueryReason::kError;
   *why = std::move(text);
   return QueryReason::kSupervised;
 }

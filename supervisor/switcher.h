@@ -76,8 +76,8 @@ class Switcher {
   // restarted daemon can be told again. `tgid`/`target_fd` name it in the program. `registered`
   // runs once the daemon has answered (it has then set the port in the listener table and told
   // every supervisor), or has failed to; at once without a daemon.
-  void OnListener(pid_t tgid, int target_fd, int listener,
-                  std::function<void()> registered = [] {});
+  void OnListener(
+      pid_t tgid, int target_fd, int listener, std::function<void()> registered = [] {});
   // Listeners inherited from outside supervision are registered at their first accept().
   bool KnowsListener(uint64_t ino) const { return listeners_.count(ino) != 0; }
 
@@ -178,7 +178,9 @@ class Switcher {
 
   void OnPush(matcher::Message& push);
   void OnNetns(const matcher::Message& m);
-  bool SendIntent(pid_t pid, int sock, bool by_seq, std::string why = {});
+  // kIntent for a connect to `port`; when we cannot raise that port's `switching` gate ourselves,
+  // asks the daemon to, and waits (briefly) until it has.
+  bool SendIntent(pid_t pid, int sock, uint16_t port, bool by_seq, std::string why = {});
   // The TCP listeners on `port` in our namespace (sock_diag), cached (listener_cache_).
   std::optional<std::vector<TcpSocketInfo>> ListenersOn(uint16_t port);
   std::optional<UniqueFd> TakeFromInbox(const SockAddr& local, const SockAddr& remote);

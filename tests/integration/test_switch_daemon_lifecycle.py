@@ -11,6 +11,7 @@ daemon) connecting to a supervised server as root stays TCP, and root's daemon c
 connection from nobody's uid even when the socket is reachable.
 """
 
+import errno
 import os
 import pwd
 import shutil
@@ -219,7 +220,8 @@ class DaemonLifecycle(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(server.finish()[0], 0)
 
     def test_daemon_refuses_another_uid(self):
-        """Even with its socket reachable, a daemon closes a connection from another uid."""
+        """Even with its socket reachable, a daemon closes a connection from another uid, after
+        saying why (an unsolicited kError EACCES naming the fix, for the supervisor to report)."""
         user, binaries, work, _ = self.nobody_setup()
         directory = self.runtime_dir()
         daemon = ss.Gated(self, [ss.DAEMON_BIN, "--foreground"], env=self.env(directory))
@@ -229,16 +231,25 @@ class DaemonLifecycle(ss.EvidenceMixin, fr.FixtureTest):
         os.chmod(os.path.dirname(directory), 0o755)
         os.chmod(directory, 0o711)
         os.chmod(socket_path, 0o666)
-        probe = ("import socket, sys\n"
+        probe = ("import socket, struct, sys\n"
                  "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
                  "s.settimeout(10)\n"
                  "s.connect(sys.argv[1])\n"
+                 "m = s.recv(4096)\n"
+                 "kind = struct.unpack_from('<H', m, 6)[0]\n"
+                 "seq = struct.unpack_from('<Q', m, 8)[0]\n"
+                 "err = struct.unpack_from('<i', m, 24)[0]\n"
+                 "text = m[28:].split(b'\\0')[0].decode()\n"
+                 "print(kind, seq, err, text)\n"
                  "print('closed' if s.recv(4096) == b'' else 'answered')\n")
         python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
         result = harness.run(["runuser", "-u", USER, "--", python, "-c", probe,
                               socket_path], timeout=30)
         os.chmod(directory, 0o700)  # private again, as the status command insists
-        self.assertEqual((result.returncode, result.stdout), (0, "closed\n"), result.stderr)
+        # kError (104), unsolicited (seq 0), EACCES.
+        self.assertEqual((result.returncode, result.stdout),
+                         (0, f"104 0 {errno.EACCES} serves only uid {os.geteuid()}: start it with "
+                          "--all-users\nclosed\n"), result.stderr)
         daemon.err.wait_for(rf"refused a connection from uid {user.pw_uid}", 10)
         self.assertIsNone(daemon.proc.poll(), "the daemon goes on")
         self.assertEqual(status()["pid"], daemon.pid)
