@@ -120,6 +120,10 @@ HeldCalls::HeldCalls(asio::io_context& io, tracer::Notifier& notifier, bool kill
 HeldCalls::~HeldCalls() = default;
 
 void HeldCalls::DropAll() {
+  // Deregistered one by one (as Drop does): a file that lives on elsewhere (the program's fd
+  // passed to another process) would keep its epoll item, and with it a pointer to a freed entry.
+  for (auto& [tid, entry] : held_)
+    epoll_ctl(waits_fd_.Get(), EPOLL_CTL_DEL, entry->fd.Get(), nullptr);
   keyed_.clear();
   held_.clear();
 }
@@ -193,8 +197,8 @@ int HeldCalls::HeldWith(const FileId& key) const { return static_cast<int>(keyed
 
 void HeldCalls::Wake(const FileId& key) {
   asio::post(io_, [this, key] {
-    // Listed first: a retry may hold a new call with the same key (which must wait for its own
-    // wake-up), though it never drops another held call.
+    // Listed first, oldest first (the order the kernel wakes blocked accepts in): the list is
+    // fixed before any retry runs (retries neither hold nor drop other calls: held_calls.h).
     std::vector<Entry*> woken;
     auto [first, last] = keyed_.equal_range(key);
     for (auto it = first; it != last; ++it) woken.push_back(it->second);

@@ -37,7 +37,8 @@ class HeldCalls {
   // MSG_WAITALL): the retry runs each time data arrives, not while data merely sits there.
   enum class Wait { kRead, kWrite, kReadMore };
   // Runs when `fd` is ready. Returns true once the call is answered (or handed on), false to wait
-  // again.
+  // again. A retry, like an interrupt, must not hold or drop other calls (HeldCalls walks its
+  // calls while they run); what it hands on, it posts.
   using Retry = std::function<bool(PendingCall& call, int fd)>;
   // How a held call's wait ended early: the socket's SO_RCVTIMEO/SO_SNDTIMEO expired, a signal is
   // pending (WAIT_KILLABLE_RECV: the call must be answered), or the call was withdrawn (a signal

@@ -175,7 +175,8 @@ class SocketCalls {
     bool ready = false;
     uint64_t sock_ino = 0;
     bool shared = false;         // another fd names the socket: it stays TCP
-    std::vector<int> epoll_fds;  // the caller's epoll instances, from the same /proc pass
+    bool by_send = false;        // the end is installed by the answer (AnswersBySend)
+    std::vector<int> epoll_fds;  // with by_send: the caller's epoll instances holding the socket
     UniqueFd end;                // the program's end of a new pair (none: stays TCP)
     UniqueFd server_end;
     uint64_t end_ino = 0;

@@ -163,7 +163,8 @@ void SocketCalls::PrepareSwitch(PendingCall& c, int sock, bool nonblocking, Swit
   prep.ready = true;
   prep.sock_ino = InodeOf(sock);
   // Only an answer by SEND uses the list of epoll instances (after SETFD they are found again).
-  prep.shared = HasOtherFds(c, sock, prep.sock_ino, AnswersBySend(c) ? &prep.epoll_fds : nullptr);
+  prep.by_send = AnswersBySend(c);
+  prep.shared = HasOtherFds(c, sock, prep.sock_ino, prep.by_send ? &prep.epoll_fds : nullptr);
   if (prep.shared) return;
   auto pair = fdinject::MakeStreamPair(nonblocking, false);
   if (!pair) return;  // no end: SwitchConnected leaves the connection on TCP
@@ -224,7 +225,7 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bo
   uint64_t end_ino = prep.end_ino;
   // From the library (preload_abi.h), the end is installed and the call answered at once, after
   // the switch is announced; otherwise the end replaces the program's fd before.
-  bool by_send = AnswersBySend(c);
+  bool by_send = prep.by_send;
   if (!by_send && !InstallOverFd(c, prep.sock_ino, end.Get())) return false;
   const std::string* by_seq = env_.switcher->BySeq(prep.sock_ino);
   std::string seq_note = by_seq != nullptr ? " (" + *by_seq + ")" : "";

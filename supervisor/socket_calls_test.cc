@@ -62,15 +62,16 @@ class FakeNotifier : public tracer::Notifier {
   Status Continue(uint64_t) override { return Record(Continued()); }
   Status Return(uint64_t, int64_t value) override { return Record(Returned(value)); }
   Status Fail(uint64_t, int err) override { return Record(Failed(err)); }
-  Status IdValid(uint64_t) override {
+  Status IdValid(uint64_t id) override {
     ++id_checks;
-    if (target_left) return Error(ENOENT, "fake NOTIF_ID_VALID");
+    if (target_left || left_ids.count(id) != 0) return Error(ENOENT, "fake NOTIF_ID_VALID");
     return {};
   }
 
   std::vector<std::string> answers;
   int id_checks = 0;
-  bool target_left = false;  // IdValid says the target left the call (a signal)
+  bool target_left = false;     // IdValid says the target left every call (a signal)
+  std::set<uint64_t> left_ids;  // ...or these calls
 
  private:
   Status Record(std::string answer) {
@@ -684,36 +685,43 @@ TEST_F(SocketCallsTest, WakeRetriesOnlyTheMatchingHeldCalls) {
   EXPECT_EQ(held_.HeldWith(other_id), 0);
 }
 
-// A thread's new call ends the held calls that thread left (withdrawn by a signal), and only that
-// thread's: a held call that is still valid, or another thread's, stays held.
+// A thread's new call ends the held calls that thread left (withdrawn by a signal), and only
+// those: a call of that thread that is still valid, and other threads' calls (lower and higher
+// tids), stay held. Each ended call is abandoned (no answer) and counted off its key.
 TEST_F(SocketCallsTest, ThreadMovedOnEndsOnlyThatThreadsWithdrawnCalls) {
   UniqueFd quiet = Listener();  // never readable: nothing connects
   FileId key = GetFileId(quiet.Get()).value();
-  std::vector<std::pair<pid_t, HeldCalls::End>> ended;
-  auto hold = [&](pid_t tid) {
+  std::vector<int> ended;  // the tags of the calls ended, in order
+  auto hold = [&](pid_t tid, int tag) {
     tracer::Notification n;
     n.id = ++last_id_;
     n.tid = tid;
     held_.Hold(
         PendingCall(sinks_, n, Call::kAccept), UniqueFd(fcntl(quiet.Get(), F_DUPFD_CLOEXEC, 0)),
         HeldCalls::Wait::kRead, [](PendingCall&, int) { return false; },
-        [&ended, tid](PendingCall&, int, HeldCalls::End end) { ended.emplace_back(tid, end); },
+        [&ended, tag](PendingCall&, int, HeldCalls::End end) {
+          EXPECT_EQ(end, HeldCalls::End::kWithdrawn);
+          ended.push_back(tag);
+        },
         key);
+    return n.id;
   };
-  hold(101);
-  hold(202);
-  hold(101);
-  EXPECT_EQ(held_.HeldWith(key), 3);
+  uint64_t first = hold(101, 1);
+  hold(50, 2);
+  hold(202, 3);
+  uint64_t second = hold(101, 4);
+  hold(101, 5);  // still in its call: valid
+  EXPECT_EQ(held_.HeldWith(key), 5);
   held_.ThreadMovedOn(101);
   EXPECT_TRUE(ended.empty()) << "its calls are still valid: a thread's call is not withdrawn";
-  notifier_.target_left = true;
+  notifier_.left_ids = {first, second};
   held_.ThreadMovedOn(303);
   EXPECT_TRUE(ended.empty()) << "a thread with no held call";
   held_.ThreadMovedOn(101);
-  EXPECT_THAT(ended, ElementsAre(Pair(101, HeldCalls::End::kWithdrawn),
-                                 Pair(101, HeldCalls::End::kWithdrawn)));
-  EXPECT_EQ(held_.size(), 1u) << "thread 202's call stays held";
-  EXPECT_EQ(held_.HeldWith(key), 1);
+  EXPECT_THAT(ended, ElementsAre(1, 4)) << "the withdrawn ones, oldest first";
+  EXPECT_TRUE(notifier_.answers.empty()) << "abandoned: a withdrawn call gets no answer";
+  EXPECT_EQ(held_.size(), 3u);
+  EXPECT_EQ(held_.HeldWith(key), 3);
   held_.DropAll();
   EXPECT_EQ(held_.HeldWith(key), 0);
 }
