@@ -196,11 +196,14 @@ class Container:
 
     def snapshot(self, ends):
         """One look at the kernel inside the container: the socket inode of each (pid, fd) in
-        `ends`, and the container's /proc/net/unix and /proc/net/tcp{,6}."""
+        `ends`, the container's /proc/net/unix and /proc/net/tcp{,6}, and which executable holds
+        each socket (every fd of every process the container's /proc shows)."""
+        holders = ("for p in /proc/[0-9]*; do e=$(readlink $p/exe); for f in $p/fd/*; do "
+                   "echo \"$e $(readlink $f)\"; done; done 2>/dev/null")
         script = "; ".join(
             [f"echo fd {pid} {fd} $(readlink /proc/{pid}/fd/{fd})" for pid, fd in ends] +
             ["echo '== unix'", "cat /proc/net/unix", "echo '== tcp'", "cat /proc/net/tcp",
-             "cat /proc/net/tcp6 2>/dev/null", "true"])
+             "cat /proc/net/tcp6 2>/dev/null", "echo '== holders'", holders, "true"])
         return Snapshot(self.run(["sh", "-c", script]).stdout)
 
 
@@ -208,7 +211,7 @@ class Snapshot:
     """Parsed output of Container.snapshot."""
 
     def __init__(self, text):
-        self.inodes, self.unix, self.tcp = {}, set(), []
+        self.inodes, self.unix, self.tcp, self.holders = {}, set(), [], {}
         section = None
         for line in text.splitlines():
             if line.startswith("fd "):
@@ -221,6 +224,10 @@ class Snapshot:
                 fields = line.split()
                 if len(fields) >= 7 and fields[6].isdigit():
                     self.unix.add(int(fields[6]))
+            elif section == "holders":
+                m = re.match(r"(\S+) socket:\[(\d+)\]$", line)
+                if m:
+                    self.holders.setdefault(int(m.group(2)), set()).add(os.path.basename(m.group(1)))
             elif section == "tcp":
                 fields = line.split()
                 if len(fields) >= 10 and fields[0].endswith(":") and fields[0][:-1].isdigit():

@@ -229,6 +229,7 @@ def tcp_sockets():
 
 
 TCP_ESTABLISHED = 1
+TCP_LISTEN = 10  # include/net/tcp_states.h
 
 
 def tcp_inodes():

@@ -22,9 +22,10 @@ containers sharing one network namespace (`--network container:ID`, as the conta
 Kubernetes pod) are paired by their 4-tuple.
 """
 
-import json
 import os
 import re
+import shutil
+import tempfile
 import unittest
 
 import docker_support as ds
@@ -46,7 +47,12 @@ def stable(lines):
     return [re.sub(r" (local|peer)=\S+", "", line) for line in ss.program_lines(lines)]
 
 
-class BetweenContainers(fr.FixtureTest):
+class Between(fr.FixtureTest):
+    """Containers sharing one host daemon; the tests are in the subclasses."""
+
+    # The host daemon's runtime directory and its options; subclasses change them.
+    DAEMON_ARGS = ()
+    USER = None
 
     @classmethod
     def setUpClass(cls):
@@ -57,21 +63,31 @@ class BetweenContainers(fr.FixtureTest):
             cls.skip_reason = str(e)
             return
         ds.remove_stale_images("slipstream-between-")
-        cls.image = f"slipstream-between-{os.getpid()}"
+        cls.image = f"slipstream-between-{os.getpid()}-{cls.__name__.lower()}"
         ds.build_image(cls.image, list(PEERS.values()))
-        # The host's daemon, as root in the host's namespaces, in this file's own (0700) runtime
-        # directory (harness.RUNTIME_DIR): the directory the containers get.
-        daemon = harness.run([ss.DAEMON_BIN, "--idle-exit", "300"], timeout=30)
+        cls.addClassCleanup(ds.remove_image, cls.image)
+        cls.runtime = cls.runtime_dir()
+        # The host's daemon, as root in the host's namespaces: the one the containers share.
+        daemon = harness.run([ss.DAEMON_BIN, "--idle-exit", "300", *cls.DAEMON_ARGS],
+                             timeout=30, env={**os.environ, "SLIPSTREAM_RUNTIME_DIR": cls.runtime})
         if daemon.returncode != 0:
             raise RuntimeError(f"slipstreamd did not start: {daemon.stderr}")
+        cls.addClassCleanup(cls.stop_daemon)
 
     @classmethod
-    def tearDownClass(cls):
-        if cls.image:
-            ds.remove_image(cls.image)
-            pid = ss.daemon_status().get("pid", 0)
-            if pid:
-                os.kill(pid, 15)
+    def runtime_dir(cls):
+        """This file's own runtime directory (harness.RUNTIME_DIR: root's, 0700)."""
+        return harness.RUNTIME_DIR
+
+    @classmethod
+    def status(cls):
+        return ss.daemon_status(prefix=["env", f"SLIPSTREAM_RUNTIME_DIR={cls.runtime}"])
+
+    @classmethod
+    def stop_daemon(cls):
+        pid = cls.status().get("pid", 0)
+        if pid:
+            os.kill(pid, 15)
 
     def setUp(self):
         if self.skip_reason:
@@ -81,33 +97,39 @@ class BetweenContainers(fr.FixtureTest):
     # ---- Runs ------------------------------------------------------------------------------
 
     def container(self, grant=("--cap-add", "SYS_PTRACE"), network="bridge"):
-        options = ["-v", f"{harness.RUNTIME_DIR}:{MOUNT}", "-e", f"SLIPSTREAM_RUNTIME_DIR={MOUNT}",
+        options = ["-v", f"{self.runtime}:{MOUNT}", "-e", f"SLIPSTREAM_RUNTIME_DIR={MOUNT}",
                    *grant]
-        return ds.Container(self, self.image, options=options, network=network)
+        return ds.Container(self, self.image, user=self.USER, options=options, network=network)
 
     def supervisors(self):
-        return len(ss.daemon_status().get("supervisors", []))
+        return {s["pid"] for s in self.status().get("supervisors", [])}
+
+    def listeners(self):
+        return {l["inode"] for l in self.status().get("listeners", [])
+                if l["address"].endswith(f":{PORT}")}
 
     def server(self, box, lang, supervise):
         cmd = [f"{BIN}/{PEERS[lang]}", "server", "--port", PORT, "--count", "1", "--mode", "echo",
                "--hold", "--log"]
         cmd += ["--bind", "0.0.0.0"] if lang != "go" else ["--family", "v4mapped"]
-        if supervise:
-            cmd = [f"{BIN}/slipstream-trace", "--trace", "--stats", "-o", SERVER_TRACE, "--", *cmd]
-            before = self.supervisors()
+        if not supervise:
+            server = ss.Gated(self, box.exec_argv(cmd, interactive=True))
+            fr.wait_until(lambda: any(e[2] == ss.TCP_LISTEN and e[0].endswith(f":{PORT}")
+                                      for e in box.snapshot([]).tcp), 20,
+                          f"the server listening; stderr {server.err.snapshot()}")
+            return server
+        before = self.listeners()
+        cmd = [f"{BIN}/slipstream-trace", "--trace", "--stats", "-o", SERVER_TRACE, "--", *cmd]
         server = ss.Gated(self, box.exec_argv(cmd, interactive=True))
-        if supervise:
-            fr.wait_until(lambda: any(l["address"].endswith(f":{PORT}")
-                                      for l in ss.daemon_status().get("listeners", [])), 20,
-                          f"the server container's listener registered ({before} supervisors "
-                          f"before); server stderr {server.err.snapshot()}")
-        # An unsupervised server is waited for by the client's --retry.
+        # Registered with the daemon, so that the client's supervisor learns of it.
+        fr.wait_until(lambda: self.listeners() - before, 20,
+                      f"the server container's listener registered; "
+                      f"stderr {server.err.snapshot()}")
         return server
 
     def client(self, box, lang, host, supervise):
-        cmd = [f"{BIN}/{PEERS[lang]}", "client", "--host", host, "--port", PORT, "--retry", "10",
-               "--mode", "echo", "--bytes", BYTES, "--chunk", "1000", "--seed", "7", "--hold",
-               "--log"]
+        cmd = [f"{BIN}/{PEERS[lang]}", "client", "--host", host, "--port", PORT, "--mode", "echo",
+               "--bytes", BYTES, "--chunk", "1000", "--seed", "7", "--hold", "--log"]
         if not supervise:
             return ss.Gated(self, box.exec_argv(cmd, interactive=True))
         before = self.supervisors()
@@ -116,7 +138,7 @@ class BetweenContainers(fr.FixtureTest):
         client = ss.Gated(self, box.exec_argv(cmd, interactive=True))
         # The client's supervisor must have the daemon's list of supervised listeners before the
         # program connects (switch_support.Gated.start_program).
-        fr.wait_until(lambda: self.supervisors() > before, 20,
+        fr.wait_until(lambda: self.supervisors() - before, 20,
                       f"slipstreamd listing the client container's supervisor; "
                       f"stderr {client.err.snapshot()}")
         client.go()
@@ -179,13 +201,16 @@ class BetweenContainers(fr.FixtureTest):
         self.assertNotIn(s_ino, s_snap.tcp_inodes(), "the server's fd must not be TCP")
         self.assertEqual(ss.canonical(c_ready["local"]), ss.canonical(s_ready["peer"]))
         self.assertEqual(ss.canonical(c_ready["peer"]), ss.canonical(s_ready["local"]))
-        for snap, ready, mine in ((c_snap, c_ready, c_ino), (s_snap, s_ready, s_ino)):
+        # The TCP connection lives on, established, held in each container by its supervisor
+        # (slipstream-trace) and by no other process there.
+        for who, snap, ready in (("client", c_snap, c_ready), ("server", s_snap, s_ready)):
             held = [e for e in snap.tcp if e[0] == ss.canonical(ready["local"])
                     and e[1] == ss.canonical(ready["peer"])]
-            self.assertEqual(len(held), 1, f"the supervisor's TCP socket: {snap.tcp}")
+            self.assertEqual(len(held), 1, f"the {who} side's TCP socket: {snap.tcp}")
             self.assertEqual(held[0][2], ss.TCP_ESTABLISHED)
-            self.assertNotEqual(held[0][3], mine)
-        record = ss.status_connection(c_ino)
+            self.assertEqual(snap.holders.get(held[0][3]), {"slipstream-trace"},
+                             f"the {who} side's TCP socket {held[0][3]} held by: {snap.holders}")
+        record = ss.status_connection(c_ino, self.status)
         self.assertEqual(record["server_unix_inode"], s_ino, record)
         self.assertEqual(record["evidence"], "tcp-sequence-numbers", record)
         self.assertNotEqual(record["client_netns"], record["server_netns"], record)
@@ -213,16 +238,29 @@ class BetweenContainers(fr.FixtureTest):
         server, client, s_ready, c_ready = self.run_pair(server_box, client_box, lang, host)
         self.assertEqual(c_ready["peer"].rsplit(":", 1)[0].removeprefix("::ffff:"), host)
         record = self.assert_switched(server_box, client_box, s_ready, c_ready)
+        # Hybrid mode for dynamically linked programs, but for another user's supervisors under
+        # a system-wide daemon: they cannot write its listener table's accept gates, and run
+        # without the library (docs/design.md, "Every user's sessions").
+        hybrid = lang in ss.DYNAMIC_PEERS and self.USER is None
+        for box, ready in ((client_box, c_ready), (server_box, s_ready)):
+            maps = box.read(f"/proc/{ready['pid']}/maps")
+            self.assertEqual("libslipstream-preload.so" in maps, hybrid,
+                             f"{lang} programs as {self.USER or 'root'}: hybrid mode {hybrid}")
         supervised = self.finish(server, client)
         self.assertSameRun(native, supervised)
         self.assert_traced_switch(server_box, client_box, record)
         for what, result in zip(("server", "client"), supervised):
             self.assertFalse([line for line in result[2] if "warn" in line],
                              f"{what}: no warning expected: {result[2]}")
-        if lang in ss.DYNAMIC_PEERS:  # hybrid mode: the library served calls in both programs
+        if hybrid:  # the library served calls in both programs
             for box, path in ((client_box, CLIENT_TRACE), (server_box, SERVER_TRACE)):
                 counts = ss.preload_counts(self.copy_out(box, path))
                 self.assertTrue(counts and sum(counts.values()) > 0, (path, counts))
+
+
+
+class BetweenContainers(Between):
+    """Root in the containers (Docker's default user), root's own daemon on the host."""
 
     def test_static_c_containers_on_the_default_bridge_switch(self):
         self.switched_between("c")
@@ -256,9 +294,10 @@ class BetweenContainers(fr.FixtureTest):
 
     def test_containers_sharing_a_namespace_as_in_a_pod_switch(self):
         # Kubernetes runs the containers of a pod in one network namespace; Docker does the same
-        # with --network container:ID. One namespace: paired by the 4-tuple, as on one host.
+        # with --network container:ID. The client connects to 127.0.0.1.
         server_box = self.container()
         client_box = self.container(network=f"container:{server_box.id}")
+        native = self.native(server_box, client_box, "c", "127.0.0.1")
         server, client, s_ready, c_ready = self.run_pair(server_box, client_box, "c",
                                                          "127.0.0.1")
         c_end, s_end = (c_ready["pid"], c_ready["fd"]), (s_ready["pid"], s_ready["fd"])
@@ -266,12 +305,72 @@ class BetweenContainers(fr.FixtureTest):
         c_ino, s_ino = c_snap.inodes[c_end], s_snap.inodes[s_end]
         self.assertTrue({c_ino, s_ino} <= c_snap.unix, "both fds must be AF_UNIX")
         self.assertFalse({c_ino, s_ino} & c_snap.tcp_inodes(), "neither fd may be TCP")
-        record = ss.status_connection(c_ino)
+        record = ss.status_connection(c_ino, self.status)
         self.assertEqual(record["server_unix_inode"], s_ino, record)
+        # One namespace, but not the daemon's: paired by sequence numbers (within the daemon's
+        # own namespace the 4-tuple would do).
+        self.assertEqual(record["evidence"], "tcp-sequence-numbers", record)
         self.assertEqual(record["client_netns"], record["server_netns"], record)
+        self.assertSameRun(native, self.finish(server, client))
+
+
+class NonRootBetweenContainers(Between):
+    """The containers run as nobody (--user 65534); the host's root daemon serves every user
+    (--all-users) from a directory of root's that others may read but not write (0755)."""
+
+    DAEMON_ARGS = ("--all-users",)
+    USER = ds.NOBODY
+
+    @classmethod
+    def runtime_dir(cls):
+        path = tempfile.mkdtemp(prefix="slipstream-all-users-")
+        os.chmod(path, 0o755)
+        cls.addClassCleanup(shutil.rmtree, path, True)
+        return path
+
+    def test_non_root_containers_with_an_all_users_daemon_switch(self):
+        self.switched_between("c")
+
+    def test_non_root_dynamic_programs_with_an_all_users_daemon_switch(self):
+        # Dynamically linked, but nobody's supervisors run them without the library.
+        self.switched_between("c_dyn")
+
+
+class NonRootWithoutAllUsers(Between):
+    """The containers run as nobody; the host's root daemon serves root only (its directory is
+    root's 0700, as a daemon without --all-users makes it): the supervisors cannot reach it, say
+    so naming --all-users, and the programs run on TCP as without Slipstream."""
+
+    USER = ds.NOBODY
+
+    def test_non_root_containers_without_all_users_stay_tcp_and_name_the_flag(self):
+        server_box, client_box = self.container(), self.container()
+        host = server_box.address()
+        trace = [f"{BIN}/slipstream-trace", "--"]
+        server = ss.Gated(self, server_box.exec_argv(
+            [*trace, f"{BIN}/switch_peer", "server", "--port", PORT, "--bind", "0.0.0.0",
+             "--count", "1", "--mode", "echo", "--hold", "--log"], interactive=True))
+        fr.wait_until(lambda: any(e[2] == ss.TCP_LISTEN and e[0].endswith(f":{PORT}")
+                                  for e in server_box.snapshot([]).tcp), 20,
+                      f"the server listening; stderr {server.err.snapshot()}")
+        client = ss.Gated(self, client_box.exec_argv(
+            [*trace, f"{BIN}/switch_peer", "client", "--host", host, "--port", PORT, "--mode",
+             "echo", "--bytes", BYTES, "--chunk", "1000", "--seed", "7", "--hold", "--log"],
+            interactive=True))
+        s_ready, c_ready = server.ready(), client.ready()
+        c_end, s_end = (c_ready["pid"], c_ready["fd"]), (s_ready["pid"], s_ready["fd"])
+        c_snap, s_snap = client_box.snapshot([c_end]), server_box.snapshot([s_end])
+        self.assertIn(c_snap.inodes[c_end], c_snap.tcp_inodes(), "the client must stay TCP")
+        self.assertIn(s_snap.inodes[s_end], s_snap.tcp_inodes(), "the server must stay TCP")
         s, c = self.finish(server, client)
         self.assertEqual((s[0], c[0]), (0, 0), (s, c))
         self.assertIn(f"bytes_out={BYTES} bytes_in={BYTES} errors=0", ss.summary(c[1], "client"))
+        for what, result in (("server", s), ("client", c)):
+            said = [line for line in result[2] if "slipstreamd" in line]
+            self.assertEqual(len(said), 1, f"{what}: one line names the cause: {result[2]}")
+            self.assertIn(f"no slipstreamd answers in {MOUNT}", said[0])
+            self.assertIn("EACCES", said[0])
+            self.assertIn("start `slipstreamd --all-users` there as root", said[0])
 
 
 if __name__ == "__main__":
