@@ -24,6 +24,7 @@ import tempfile
 import time
 import unittest
 
+import fixture_runs as fr
 import harness
 import switch_support as ss
 
@@ -149,12 +150,40 @@ def remove_image(name):
 
 
 def remove_stale_images(prefix):
-    """Removes images `prefix`PID whose test process is gone (killed before its cleanup ran)."""
+    """Removes images `prefix`PID[-...] whose test process is gone (killed before its cleanup
+    ran)."""
     names = docker("images", "--format", "{{.Repository}}", check=False).stdout.split()
     for name in names:
-        pid = name[len(prefix):]
+        pid = name[len(prefix):].split("-")[0]
         if name.startswith(prefix) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             remove_image(name)
+
+
+class DockerTest(fr.FixtureTest):
+    """A test class whose tests need dockerd and an image of our binaries with the class's
+    FIXTURES, imported once for the class (IMAGE_PREFIX PID-CLASS) and removed after it. Without
+    Docker every test skips (in setUp, so that CTest sees the file skipped: exit 77)."""
+
+    IMAGE_PREFIX = "slipstream-test-"
+    FIXTURES = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.image, cls.skip_reason = None, None
+        try:
+            ensure_dockerd()
+        except unittest.SkipTest as e:
+            cls.skip_reason = str(e)
+            return
+        remove_stale_images(cls.IMAGE_PREFIX)
+        cls.image = f"{cls.IMAGE_PREFIX}{os.getpid()}-{cls.__name__.lower()}"
+        build_image(cls.image, list(cls.FIXTURES))
+        cls.addClassCleanup(remove_image, cls.image)
+
+    def setUp(self):
+        if self.skip_reason:
+            raise unittest.SkipTest(self.skip_reason)
+        super().setUp()
 
 
 class Container:

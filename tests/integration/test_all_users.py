@@ -17,8 +17,6 @@ starting a daemon or creating a file there.
 """
 
 import os
-import pwd
-import shutil
 import signal
 import stat
 import subprocess
@@ -27,6 +25,7 @@ import unittest
 import fixture_runs as fr
 import harness
 import switch_support as ss
+import user_runs as ur
 
 USER = "nobody"
 N = 1 << 20
@@ -35,58 +34,23 @@ CLIENT_LINE = f"client: mode=echo connections=1 bytes_out={N} bytes_in={N} error
 SERVER_LINE = f"server: mode=echo connections=1 bytes_in={N} bytes_out={N} errors=0"
 
 
-def supervisor_below(pid):
-    """The slipstream-trace process among `pid` and its descendants (runuser forks)."""
-    for candidate in [pid] + ss.descendants(pid):
-        if fr.comm(candidate) == "slipstream-trac":
-            return candidate
-    return None
-
-
-class AllUsers(ss.EvidenceMixin, fr.FixtureTest):
+class AllUsers(ss.EvidenceMixin, ur.UserRunsMixin, fr.FixtureTest):
+    USER = USER
 
     def setUp(self):
         super().setUp()
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("needs root: a system-wide daemon and runs as nobody")
-        if shutil.which("runuser") is None:
-            raise unittest.SkipTest("runuser not installed")
-        try:
-            self.user = pwd.getpwnam(USER)
-        except KeyError:
-            raise unittest.SkipTest(f"no user {USER}")
-        os.chmod(self.tmp, 0o755)
-        self.bin = os.path.join(self.tmp, "bin")
-        os.mkdir(self.bin, 0o755)
-        os.chmod(self.bin, 0o755)
-        for name, src in {"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
-                          "switch_peer": harness.program("switch_peer"),
-                          "switch_peer_dyn": harness.program("switch_peer_dyn")}.items():
-            shutil.copy(src, os.path.join(self.bin, name))
-            os.chmod(os.path.join(self.bin, name), 0o755)
-        # Where the copied slipstream-trace looks for the hybrid-mode library.
-        self.library = os.path.join(harness.BUILD, "preload-fallback", "libslipstream-preload.so")
-        if os.path.exists(self.library):
-            lib_dir = os.path.join(self.tmp, "preload-fallback")
-            os.mkdir(lib_dir, 0o755)
-            os.chmod(lib_dir, 0o755)
-            shutil.copy(self.library, lib_dir)
-            os.chmod(os.path.join(lib_dir, os.path.basename(self.library)), 0o755)
-        self.addCleanup(self.kill_copied_binaries)
-        self.work = os.path.join(self.tmp, "work")  # nobody's: port files
-        os.mkdir(self.work, 0o755)
-        os.chown(self.work, self.user.pw_uid, self.user.pw_gid)
+        # Where the copied slipstream-trace looks for the hybrid-mode library (its test skips
+        # without it).
+        self.library = ur.LIBRARY
+        self.setup_user({"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
+                         "switch_peer": harness.program("switch_peer"),
+                         "switch_peer_dyn": harness.program("switch_peer_dyn")},
+                        library=os.path.exists(self.library), work_mode=0o755)  # port files
         self.runtime = os.path.join(self.tmp, "runtime")  # made by the daemon
         self.daemon_bin = os.path.join(self.bin, "slipstreamd")
 
-    def kill_copied_binaries(self):
-        harness.kill_by_exe(lambda exe: exe.startswith(self.bin + os.sep))
-
     def env(self):
         return ["env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}"]
-
-    def as_user(self, cmd):
-        return ["runuser", "-u", USER, "--", *self.env(), f"HOME={self.work}", *cmd]
 
     def as_root(self, cmd):
         return [*self.env(), *cmd]
@@ -135,7 +99,7 @@ class AllUsers(ss.EvidenceMixin, fr.FixtureTest):
         server = self.peer("server", port_file, server_as_nobody, dynamic_server)
         fr.read_port(port_file)
         client = self.peer("client", port_file, True)
-        client_supervisor = fr.wait_until(lambda: supervisor_below(client.pid), 10,
+        client_supervisor = fr.wait_until(lambda: ur.supervisor_below(client.pid), 10,
                                           "the client's slipstream-trace")
         return server, client, client_supervisor
 

@@ -18,9 +18,7 @@ what to change.
 """
 
 import json
-import os
 import re
-import unittest
 
 import docker_support as ds
 import fixture_runs as fr
@@ -40,30 +38,8 @@ def stable(lines):
     return [re.sub(r" (local|peer)=\S+", "", line) for line in ss.program_lines(lines)]
 
 
-class Docker(fr.FixtureTest):
-
-    @classmethod
-    def setUpClass(cls):
-        # A skip is raised by each test (setUp), so that CTest sees the file skipped (exit 77).
-        cls.image, cls.skip_reason = None, None
-        try:
-            ds.ensure_dockerd()
-        except unittest.SkipTest as e:
-            cls.skip_reason = str(e)
-            return
-        ds.remove_stale_images("slipstream-test-")
-        cls.image = f"slipstream-test-{os.getpid()}"
-        ds.build_image(cls.image, ["switch_peer"])
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.image:
-            ds.remove_image(cls.image)
-
-    def setUp(self):
-        if self.skip_reason:
-            raise unittest.SkipTest(self.skip_reason)
-        super().setUp()
+class Docker(ds.DockerTest):
+    FIXTURES = ("switch_peer",)
 
     # ---- Runs ------------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import tempfile
-import unittest
 
 import docker_support as ds
 import fixture_runs as fr
@@ -47,25 +46,20 @@ def stable(lines):
     return [re.sub(r" (local|peer)=\S+", "", line) for line in ss.program_lines(lines)]
 
 
-class Between(fr.FixtureTest):
+class Between(ds.DockerTest):
     """Containers sharing one host daemon; the tests are in the subclasses."""
 
-    # The host daemon's runtime directory and its options; subclasses change them.
+    IMAGE_PREFIX = "slipstream-between-"
+    FIXTURES = tuple(PEERS.values())
+    # The host daemon's options and the containers' user; subclasses change them.
     DAEMON_ARGS = ()
     USER = None
 
     @classmethod
     def setUpClass(cls):
-        cls.image, cls.skip_reason = None, None
-        try:
-            ds.ensure_dockerd()
-        except unittest.SkipTest as e:
-            cls.skip_reason = str(e)
+        super().setUpClass()
+        if cls.skip_reason:
             return
-        ds.remove_stale_images("slipstream-between-")
-        cls.image = f"slipstream-between-{os.getpid()}-{cls.__name__.lower()}"
-        ds.build_image(cls.image, list(PEERS.values()))
-        cls.addClassCleanup(ds.remove_image, cls.image)
         cls.runtime = cls.runtime_dir()
         # The host's daemon, as root in the host's namespaces: the one the containers share.
         daemon = harness.run([ss.DAEMON_BIN, "--idle-exit", "300", *cls.DAEMON_ARGS],
@@ -89,11 +83,6 @@ class Between(fr.FixtureTest):
         if pid:
             os.kill(pid, 15)
 
-    def setUp(self):
-        if self.skip_reason:
-            raise unittest.SkipTest(self.skip_reason)
-        super().setUp()
-
     # ---- Runs ------------------------------------------------------------------------------
 
     def container(self, grant=("--cap-add", "SYS_PTRACE"), network="bridge"):
@@ -108,16 +97,19 @@ class Between(fr.FixtureTest):
         return {l["inode"] for l in self.status().get("listeners", [])
                 if l["address"].endswith(f":{PORT}")}
 
+    def listening(self, box, server):
+        """Waits until something listens on PORT in `box` (a server the daemon may not know)."""
+        fr.wait_until(lambda: any(e[2] == ss.TCP_LISTEN and e[0].endswith(f":{PORT}")
+                                  for e in box.snapshot([]).tcp), 20,
+                      f"the server listening; stderr {server.err.snapshot()}")
+        return server
+
     def server(self, box, lang, supervise):
         cmd = [f"{BIN}/{PEERS[lang]}", "server", "--port", PORT, "--count", "1", "--mode", "echo",
                "--hold", "--log"]
         cmd += ["--bind", "0.0.0.0"] if lang != "go" else ["--family", "v4mapped"]
         if not supervise:
-            server = ss.Gated(self, box.exec_argv(cmd, interactive=True))
-            fr.wait_until(lambda: any(e[2] == ss.TCP_LISTEN and e[0].endswith(f":{PORT}")
-                                      for e in box.snapshot([]).tcp), 20,
-                          f"the server listening; stderr {server.err.snapshot()}")
-            return server
+            return self.listening(box, ss.Gated(self, box.exec_argv(cmd, interactive=True)))
         before = self.listeners()
         cmd = [f"{BIN}/slipstream-trace", "--trace", "--stats", "-o", SERVER_TRACE, "--", *cmd]
         server = ss.Gated(self, box.exec_argv(cmd, interactive=True))
@@ -347,12 +339,9 @@ class NonRootWithoutAllUsers(Between):
         server_box, client_box = self.container(), self.container()
         host = server_box.address()
         trace = [f"{BIN}/slipstream-trace", "--"]
-        server = ss.Gated(self, server_box.exec_argv(
+        server = self.listening(server_box, ss.Gated(self, server_box.exec_argv(
             [*trace, f"{BIN}/switch_peer", "server", "--port", PORT, "--bind", "0.0.0.0",
-             "--count", "1", "--mode", "echo", "--hold", "--log"], interactive=True))
-        fr.wait_until(lambda: any(e[2] == ss.TCP_LISTEN and e[0].endswith(f":{PORT}")
-                                  for e in server_box.snapshot([]).tcp), 20,
-                      f"the server listening; stderr {server.err.snapshot()}")
+             "--count", "1", "--mode", "echo", "--hold", "--log"], interactive=True)))
         client = ss.Gated(self, client_box.exec_argv(
             [*trace, f"{BIN}/switch_peer", "client", "--host", host, "--port", PORT, "--mode",
              "echo", "--bytes", BYTES, "--chunk", "1000", "--seed", "7", "--hold", "--log"],

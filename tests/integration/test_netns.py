@@ -19,7 +19,6 @@ each get their own server's bytes (a mispair would show as a CRC mismatch).
 """
 
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -28,6 +27,7 @@ import time
 import fixture_runs as fr
 import harness
 import switch_support as ss
+import user_runs as ur
 
 ECHO_BYTES = 1 << 20
 RUNTIME = "SLIPSTREAM_RUNTIME_DIR"
@@ -415,7 +415,7 @@ class AcrossNamespaces(fr.FixtureTest):
             self.assertEqual(code, 0, err)
 
 
-class UserNamespace(fr.FixtureTest):
+class UserNamespace(ur.UserRunsMixin, fr.FixtureTest):
     """As an unprivileged user (nobody): the user's own slipstreamd, in the initial namespaces,
     pairs a connection inside a network namespace that user created with `unshare -Urn`. Its
     CAP_NET_ADMIN there comes from owning the user namespace, not from root."""
@@ -424,47 +424,12 @@ class UserNamespace(fr.FixtureTest):
 
     def setUp(self):
         super().setUp()
-        if os.geteuid() != 0:
-            self.skipTest("needs root to switch to an unprivileged user")
-        for tool in ("runuser", "unshare", "ip"):
-            if shutil.which(tool) is None:
-                self.skipTest(f"{tool} is not installed")
-        try:
-            self.user = pwd.getpwnam(self.USER)
-        except KeyError:
-            self.skipTest(f"no user {self.USER}")
+        self.setup_user({"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
+                         "switch_peer": harness.program("switch_peer")},
+                        tools=("runuser", "unshare", "ip"))
         if sh("runuser", "-u", self.USER, "--", "unshare", "-Urn", "true",
               check=False).returncode != 0:
             self.skipTest("unprivileged user namespaces are disabled")
-        os.chmod(self.tmp, 0o755)
-        self.bin = os.path.join(self.tmp, "bin")
-        os.mkdir(self.bin, 0o755)
-        for name, src in {"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
-                          "switch_peer": harness.program("switch_peer")}.items():
-            shutil.copy(src, os.path.join(self.bin, name))
-            os.chmod(os.path.join(self.bin, name), 0o755)
-        self.addCleanup(self.kill_copied_binaries)
-        self.work = os.path.join(self.tmp, "work")
-        os.mkdir(self.work, 0o700)
-        os.chown(self.work, self.user.pw_uid, self.user.pw_gid)
-        self.runtime = os.path.join(self.work, "runtime")
-
-    def kill_copied_binaries(self):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    exe = os.readlink(f"/proc/{entry}/exe")
-                except OSError:
-                    continue
-                if exe.startswith(self.bin + os.sep):
-                    try:
-                        os.kill(int(entry), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-
-    def as_user(self, cmd):
-        return ["runuser", "-u", self.USER, "--", "env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}",
-                f"HOME={self.work}", *cmd]
 
     def status(self):
         return ss.daemon_status(prefix=self.as_user([]),

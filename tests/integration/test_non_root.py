@@ -9,57 +9,29 @@ and write the programs' memory without privileges.
 """
 
 import os
-import pwd
-import shutil
 import stat
-import unittest
 
 import fixture_runs as fr
 import harness
+import user_runs as ur
 
 USER = "nobody"
 
 
-class NonRoot(fr.FixtureTest):
+class NonRoot(ur.UserRunsMixin, fr.FixtureTest):
+    USER = USER
 
     def setUp(self):
         super().setUp()
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("needs root to switch to an unprivileged user")
-        if shutil.which("runuser") is None:
-            raise unittest.SkipTest("runuser not installed")
-        try:
-            self.user = pwd.getpwnam(USER)
-        except KeyError:
-            raise unittest.SkipTest(f"no user {USER}")
-        os.chmod(self.tmp, 0o755)
-        self.bin = os.path.join(self.tmp, "bin")
-        os.mkdir(self.bin, 0o755)
-        os.chmod(self.bin, 0o755)
         sources = {"slipstream-trace": harness.TRACE_BIN,
                    "tcp_server": harness.program("tcp_server"),
                    "tcp_client": harness.program("tcp_client")}
         daemon = os.path.join(harness.BUILD, "matcher", "slipstreamd")
         if os.path.exists(daemon):
             sources["slipstreamd"] = daemon  # found beside slipstream-trace
-        for name, src in sources.items():
-            dst = os.path.join(self.bin, name)
-            shutil.copy(src, dst)
-            os.chmod(dst, 0o755)
-        # Runs after the processes are killed: whatever still runs from the copied binaries (the
-        # slipstreamd that slipstream-trace started in this test's runtime directory) goes too.
-        self.addCleanup(self.kill_copied_binaries)
-        self.work = os.path.join(self.tmp, "work")
-        os.mkdir(self.work, 0o700)
-        os.chown(self.work, self.user.pw_uid, self.user.pw_gid)
-        self.runtime = os.path.join(self.work, "runtime")
-
-    def kill_copied_binaries(self):
-        harness.kill_by_exe(lambda exe: exe.startswith(self.bin + os.sep))
-
-    def as_user(self, cmd):
-        return ["runuser", "-u", USER, "--", "env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}",
-                f"HOME={self.work}", *cmd]
+        # The cleanup it adds runs after the processes are killed: whatever still runs from the
+        # copied binaries (the slipstreamd that slipstream-trace started here) goes too.
+        self.setup_user(sources)
 
     def pair(self, supervise):
         port_file = os.path.join(self.work, "port")

@@ -13,15 +13,13 @@ lists (KNOWN_DIFFERENCES below). Every wait is bounded: a hang fails instead of 
 """
 
 import os
-import pwd
-import shutil
 import sys
 import time
-import unittest
 
 import fixture_runs as fr
 import harness
 import switch_support as ss
+import user_runs as ur
 
 PY_PEER = os.path.join(harness.SOURCE, "tests", "programs", "py", "close_peer.py")
 
@@ -393,7 +391,7 @@ class SwitchClose(ss.EvidenceMixin, fr.FixtureTest):
         self.assertEqual(native["server"][1][1:3], ["write: 5 ok", "write: 0 EPIPE"])
 
 
-class SwitchCloseNonRoot(SwitchClose):
+class SwitchCloseNonRoot(ur.UserRunsMixin, SwitchClose):
     """Every scenario again as nobody (runuser), with nobody's own slipstreamd: the reset of an
     abortive close takes the peer's end from another process with pidfd_getfd, which needs no
     privilege over a process of the same user."""
@@ -402,55 +400,17 @@ class SwitchCloseNonRoot(SwitchClose):
 
     def setUp(self):
         super().setUp()
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("needs root to switch to an unprivileged user")
-        if shutil.which("runuser") is None:
-            raise unittest.SkipTest("runuser not installed")
-        try:
-            self.user = pwd.getpwnam(self.USER)
-        except KeyError:
-            raise unittest.SkipTest(f"no user {self.USER}")
-        # The build tree may not be readable by nobody: copies in a fresh 0755 directory.
-        os.chmod(self.tmp, 0o755)
-        self.bin = os.path.join(self.tmp, "bin")
-        os.mkdir(self.bin, 0o755)
-        os.chmod(self.bin, 0o755)
-        for name, src in {"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
-                          "switch_close": harness.program("switch_close"),
-                          "switch_close_dyn": harness.program("switch_close_dyn"),
-                          # found next to slipstream-trace (hybrid mode)
-                          "libslipstream-preload.so": os.path.join(
-                              harness.BUILD, "preload-fallback", "libslipstream-preload.so"),
-                          "closepeer": harness.program("closepeer"),
-                          "close_peer.py": PY_PEER}.items():
-            shutil.copy(src, os.path.join(self.bin, name))
-            os.chmod(os.path.join(self.bin, name), 0o755)
-        self.addCleanup(self.kill_copied_binaries)  # nobody's slipstreamd among them
-        self.work = os.path.join(self.tmp, "work")
-        os.mkdir(self.work, 0o700)
-        os.chown(self.work, self.user.pw_uid, self.user.pw_gid)
-        self.runtime = os.path.join(self.work, "runtime")
+        self.setup_user({"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
+                         "switch_close": harness.program("switch_close"),
+                         "switch_close_dyn": harness.program("switch_close_dyn"),
+                         # found next to slipstream-trace (hybrid mode)
+                         "libslipstream-preload.so": ur.LIBRARY,
+                         "closepeer": harness.program("closepeer"),
+                         "close_peer.py": PY_PEER})
         # This interpreter may live where nobody cannot read (pyenv under /root).
         self.python = "/usr/bin/python3"
         self.status = lambda: ss.daemon_status(prefix=self.as_user([]),
                                                daemon=os.path.join(self.bin, "slipstreamd"))
-
-    def kill_copied_binaries(self):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    exe = os.readlink(f"/proc/{entry}/exe")
-                except OSError:
-                    continue
-                if exe.startswith(self.bin + os.sep):
-                    try:
-                        os.kill(int(entry), 9)
-                    except ProcessLookupError:
-                        pass
-
-    def as_user(self, cmd):
-        return ["runuser", "-u", self.USER, "--", "env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}",
-                f"HOME={self.work}", *cmd]
 
     def program(self, name):
         return os.path.join(self.bin, name)

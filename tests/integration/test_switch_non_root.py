@@ -14,15 +14,12 @@ nobody's listener table and counters, and --stats must show calls it served in-p
 """
 
 import os
-import pwd
-import shutil
-import signal
 import stat
-import unittest
 
 import fixture_runs as fr
 import harness
 import switch_support as ss
+import user_runs as ur
 
 USER = "nobody"
 
@@ -35,67 +32,15 @@ def uid_of(pid):
     return None
 
 
-def supervisor_below(pid):
-    """The slipstream-trace process among `pid` and its descendants (runuser forks)."""
-    for candidate in [pid] + ss.descendants(pid):
-        if fr.comm(candidate) == "slipstream-trac":
-            return candidate
-    return None
-
-
-class SwitchNonRoot(ss.EvidenceMixin, fr.FixtureTest):
+class SwitchNonRoot(ss.EvidenceMixin, ur.UserRunsMixin, fr.FixtureTest):
     HYBRID = False
+    USER = USER
 
     def setUp(self):
         super().setUp()
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("needs root to switch to an unprivileged user")
-        if shutil.which("runuser") is None:
-            raise unittest.SkipTest("runuser not installed")
-        try:
-            self.user = pwd.getpwnam(USER)
-        except KeyError:
-            raise unittest.SkipTest(f"no user {USER}")
-        os.chmod(self.tmp, 0o755)
-        self.bin = os.path.join(self.tmp, "bin")
-        os.mkdir(self.bin, 0o755)
-        os.chmod(self.bin, 0o755)
         peer = "switch_peer_dyn" if self.HYBRID else "switch_peer"
-        for name, src in {"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
-                          "switch_peer": harness.program(peer)}.items():
-            shutil.copy(src, os.path.join(self.bin, name))
-            os.chmod(os.path.join(self.bin, name), 0o755)
-        if self.HYBRID:
-            library = os.path.join(harness.BUILD, "preload-fallback", "libslipstream-preload.so")
-            if not os.path.exists(library):
-                raise unittest.SkipTest("libslipstream-preload.so not built")
-            lib_dir = os.path.join(self.tmp, "preload-fallback")
-            os.mkdir(lib_dir, 0o755)
-            os.chmod(lib_dir, 0o755)
-            shutil.copy(library, lib_dir)
-            os.chmod(os.path.join(lib_dir, os.path.basename(library)), 0o755)
-        self.addCleanup(self.kill_copied_binaries)  # nobody's slipstreamd among them
-        self.work = os.path.join(self.tmp, "work")
-        os.mkdir(self.work, 0o700)
-        os.chown(self.work, self.user.pw_uid, self.user.pw_gid)
-        self.runtime = os.path.join(self.work, "runtime")
-
-    def kill_copied_binaries(self):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    exe = os.readlink(f"/proc/{entry}/exe")
-                except OSError:
-                    continue
-                if exe.startswith(self.bin + os.sep):
-                    try:
-                        os.kill(int(entry), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-
-    def as_user(self, cmd):
-        return ["runuser", "-u", USER, "--", "env", f"SLIPSTREAM_RUNTIME_DIR={self.runtime}",
-                f"HOME={self.work}", *cmd]
+        self.setup_user({"slipstream-trace": harness.TRACE_BIN, "slipstreamd": ss.DAEMON_BIN,
+                         "switch_peer": harness.program(peer)}, library=self.HYBRID)
 
     def status(self):
         return ss.daemon_status(prefix=self.as_user([]),
@@ -115,7 +60,7 @@ class SwitchNonRoot(ss.EvidenceMixin, fr.FixtureTest):
         client = ss.Gated(self, self.as_user(
             [trace, *opts["client"], "--",
              *ss.after_gate([peer, "client", "--port-file", port_file, *common])]))
-        client_supervisor = fr.wait_until(lambda: supervisor_below(client.pid), 10,
+        client_supervisor = fr.wait_until(lambda: ur.supervisor_below(client.pid), 10,
                                           "the client's slipstream-trace")
         client.start_program(status=self.status, supervisor=client_supervisor)
         c, s = client.ready(), server.ready()
