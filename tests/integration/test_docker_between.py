@@ -162,6 +162,18 @@ class Between(ds.DockerTest):
         self.assertIn(f"bytes_out={BYTES} bytes_in={BYTES} errors=0",
                       ss.summary(supervised[1][1], "client"))
 
+    def finish_on_tcp(self, server_box, client_box, server, client, s_ready, c_ready):
+        """Checks that both held fds are TCP sockets, lets the pair finish, checks the bytes;
+        returns both results."""
+        c_end, s_end = (c_ready["pid"], c_ready["fd"]), (s_ready["pid"], s_ready["fd"])
+        c_snap, s_snap = client_box.snapshot([c_end]), server_box.snapshot([s_end])
+        self.assertIn(c_snap.inodes[c_end], c_snap.tcp_inodes(), "the client must stay TCP")
+        self.assertIn(s_snap.inodes[s_end], s_snap.tcp_inodes(), "the server must stay TCP")
+        s, c = self.finish(server, client)
+        self.assertEqual((s[0], c[0]), (0, 0), (s, c))
+        self.assertIn(f"bytes_out={BYTES} bytes_in={BYTES} errors=0", ss.summary(c[1], "client"))
+        return s, c
+
     def records(self, box, path):
         return [m.groupdict() for m in map(harness.TRACE_LINE.match, box.read(path).splitlines())
                 if m]
@@ -271,13 +283,7 @@ class BetweenContainers(Between):
         host = server_box.address()
         server, client, s_ready, c_ready = self.run_pair(server_box, client_box, "c", host,
                                                          supervise_server=False)
-        c_end, s_end = (c_ready["pid"], c_ready["fd"]), (s_ready["pid"], s_ready["fd"])
-        c_snap, s_snap = client_box.snapshot([c_end]), server_box.snapshot([s_end])
-        self.assertIn(c_snap.inodes[c_end], c_snap.tcp_inodes(), "the client must stay TCP")
-        self.assertIn(s_snap.inodes[s_end], s_snap.tcp_inodes(), "the server must stay TCP")
-        s, c = self.finish(server, client)
-        self.assertEqual((s[0], c[0]), (0, 0), (s, c))
-        self.assertIn(f"bytes_out={BYTES} bytes_in={BYTES} errors=0", ss.summary(c[1], "client"))
+        s, c = self.finish_on_tcp(server_box, client_box, server, client, s_ready, c_ready)
         connects = fr.calls(self.records(client_box, CLIENT_TRACE), "connect")
         self.assertEqual(len(connects), 1, connects)
         self.assertIn("left on TCP", connects[0]["note"], connects)
@@ -347,13 +353,7 @@ class NonRootWithoutAllUsers(Between):
              "echo", "--bytes", BYTES, "--chunk", "1000", "--seed", "7", "--hold", "--log"],
             interactive=True))
         s_ready, c_ready = server.ready(), client.ready()
-        c_end, s_end = (c_ready["pid"], c_ready["fd"]), (s_ready["pid"], s_ready["fd"])
-        c_snap, s_snap = client_box.snapshot([c_end]), server_box.snapshot([s_end])
-        self.assertIn(c_snap.inodes[c_end], c_snap.tcp_inodes(), "the client must stay TCP")
-        self.assertIn(s_snap.inodes[s_end], s_snap.tcp_inodes(), "the server must stay TCP")
-        s, c = self.finish(server, client)
-        self.assertEqual((s[0], c[0]), (0, 0), (s, c))
-        self.assertIn(f"bytes_out={BYTES} bytes_in={BYTES} errors=0", ss.summary(c[1], "client"))
+        s, c = self.finish_on_tcp(server_box, client_box, server, client, s_ready, c_ready)
         for what, result in (("server", s), ("client", c)):
             said = [line for line in result[2] if "slipstreamd" in line]
             self.assertEqual(len(said), 1, f"{what}: one line names the cause: {result[2]}")
