@@ -113,7 +113,7 @@ Hybrid SetUpHybrid(const Options& o, const tracer::KernelFeatures& features) {
   p.cookie = NewCookie();
   if (p.cookie == 0) return h;
   auto found = matcher::FindRuntimeDir();
-  auto dir = found ? Result<std::string>(found->dir) : tl::unexpected(found.error());
+  auto dir = found.map([](const matcher::RuntimeDirInfo& info) { return info.dir; });
   bool system_wide = found && found->trust == matcher::DirTrust::kSystemWide;
   if (dir && system_wide && o.switching && !CanWriteTable(*dir)) return h;
   if (dir) {

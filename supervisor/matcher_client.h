@@ -51,8 +51,6 @@ class MatcherClient {
   bool connected() const { return desc_ != nullptr; }
   // The runtime directory is a system-wide daemon's (root's): we may not write there.
   bool system_wide() const { return system_wide_; }
-  // The daemon refused our uid.
-  bool refused() const { return refused_; }
   // A refusal or a missing system-wide daemon was reported, with its cause and fix.
   bool reported() const { return warned_refused_ || warned_missing_; }
   // After a failed Connect(): tries again in the background (every second, as after a lost

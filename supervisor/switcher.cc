@@ -194,23 +194,24 @@ std::optional<std::vector<TcpSocketInfo>> Switcher::ListenersOn(uint16_t port) {
 }
 
 bool Switcher::SendIntent(pid_t pid, int sock, uint16_t port, bool by_seq, std::string why) {
-  if (client_.system_wide() && !gate_.CanRaise()) {
-    // A system-wide daemon's table, which only root writes: the daemon raises the gate that
-    // BeginSwitch cannot, and must have done so before our SYN, or a server accepting in-process
-    // takes the connection without offering it to its supervisor (a relay instead of a switch).
-    // Bounded like the other hints: without an answer the connect goes on.
-    matcher::IntentBody body{};
-    body.by_seq = by_seq ? 1 : 0;
-    body.raise_gate = 1;
-    body.port = port;
-    auto reply = client_.Call(MsgType::kIntent, pid, matcher::Bytes(body), {&sock, 1}, kHintCallMs);
-    if (!reply && !client_.connected()) return false;
-  } else if (!by_seq) {
-    return static_cast<bool>(client_.Send(MsgType::kIntent, pid, {}, {&sock, 1}));
-  } else {
-    matcher::IntentBody body{};
-    body.by_seq = 1;
-    if (!client_.Send(MsgType::kIntent, pid, matcher::Bytes(body), {&sock, 1})) return false;
+  matcher::IntentBody body{};
+  body.by_seq = by_seq ? 1 : 0;
+  // A system-wide daemon's table, which only root writes: the daemon raises the gate that
+  // BeginSwitch cannot, and must have done so before our SYN, or a server accepting in-process
+  // takes the connection without offering it to its supervisor (a relay instead of a switch).
+  // Bounded like the other hints: without an answer the connect goes on.
+  body.raise_gate = client_.system_wide() && !gate_.CanRaise() ? 1 : 0;
+  body.port = port;
+  // An empty body is an intent by 4-tuple that needs nothing of the daemon (the common case).
+  std::span<const uint8_t> bytes;
+  if (body.by_seq || body.raise_gate) bytes = matcher::Bytes(body);
+  if (body.raise_gate) {
+    if (!client_.Call(MsgType::kIntent, pid, bytes, {&sock, 1}, kHintCallMs) &&
+        !client_.connected()) {
+      return false;
+    }
+  } else if (!client_.Send(MsgType::kIntent, pid, bytes, {&sock, 1})) {
+    return false;
   }
   if (!by_seq) return true;
   if (seq_intents_.size() >= 4096) seq_intents_.clear();  // stale: bound it
