@@ -57,7 +57,8 @@ REQUIRES = {
     "syscalls": ["ss-syscalls"], "sweep": ["ss-sweep"], "netpipe": ["NPtcp"], "connrate": ["ss-connrate"], "nginx": ["nginx", "wrk"],
     "memcached": ["memcached", "ss-memcload"], "redis": ["redis-server", "redis-benchmark"],
     "pgbench": ["pgbench", "/usr/lib/postgresql/15/bin/postgres", "/usr/lib/postgresql/15/bin/initdb"],
-    "iperf3": ["iperf3"], "http": ["ss-http"],
+    "iperf3": ["iperf3"], "http": ["ss-http"], "netns": ["ss-sweep", "ip", "iptables"],
+    "containers": ["memcached", "ss-memcload", "docker", "dockerd", "busybox", "nsenter"],
 }
 
 EPILOG = """workloads (in run order):
@@ -71,6 +72,9 @@ EPILOG = """workloads (in run order):
   pgbench    PostgreSQL 15 pgbench select-only and TPC-B, scale 1 and 10
   iperf3     iperf3 single stream
   http       Go net/http server and keep-alive client (static, CGO_ENABLED=0)
+  netns      sweep between two network namespaces (veth + bridge), as two containers (root; issue 10)
+  containers memcached between two Docker containers, the paper's Figure 10 (root; starts dockerd
+             if needed; issue 10)
 
 variants: tcp, slipstream (both sides under slipstream-trace; hybrid mode for dynamically linked
 programs), no-preload (the same with --no-preload: connrate, nginx, syscalls), client-only,

@@ -201,12 +201,13 @@ class Procs:
                 return
 
 
-def tcp_listening(port):
-    """True if some socket in this network namespace listens on TCP `port` (any address).
+def tcp_listening(port, pid="self"):
+    """True if some socket in the network namespace of process `pid` (default: ours) listens on
+    TCP `port` (any address).
 
     Reading /proc/net/tcp{,6} instead of connecting keeps readiness checks invisible to the
     servers (NPtcp's receiver, for one, takes the first connection as its test partner)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
@@ -220,10 +221,11 @@ def tcp_listening(port):
     return False
 
 
-def unix_listening(path):
-    """True if a listening AF_UNIX socket is bound to `path` (flag __SO_ACCEPTCON in /proc/net/unix)."""
+def unix_listening(path, pid="self"):
+    """True if a listening AF_UNIX socket is bound to `path` (flag __SO_ACCEPTCON in /proc/net/unix),
+    as the network namespace of process `pid` (default: ours) lists them."""
     try:
-        with open("/proc/net/unix") as f:
+        with open(f"/proc/{pid}/net/unix") as f:
             next(f)
             for line in f:
                 fields = line.split()

@@ -285,7 +285,7 @@ def _curve_plots(doc, wl, plot_dir):
     files = []
     rows = [r for r in doc["summary"] if r["workload"] == wl and r["x"] is not None]
     variants = variants_of(doc, wl)
-    name = {"netpipe": "NetPIPE NPtcp", "sweep": "ss-sweep"}.get(wl, wl)
+    name = {"netpipe": "NetPIPE NPtcp", "sweep": "ss-sweep", "netns": "ss-sweep across namespaces"}.get(wl, wl)
     for case in _case_order(doc, wl):
         for metric in ("throughput", "latency"):
             sel = sorted((r for r in rows if r["case"] == case and r["metric"] == metric), key=lambda r: r["x"])
@@ -341,7 +341,7 @@ def _ratio_plot(doc, plot_dir):
     labels, cols = [], {}
     series_names = ["slipstream", "client-only", "server-only", "unix"]
     for wl in doc["workloads"]:
-        if wl in ("syscalls", "netpipe", "sweep"):
+        if wl in ("syscalls", "netpipe", "sweep", "netns"):
             continue
         metrics = [m["metric"] for m in doc["metrics"] if m["workload"] == wl]
         if not metrics:

@@ -14,8 +14,10 @@ class Server:
     """One server instance, plain or under slipstream-trace, ready when it listens."""
 
     def __init__(self, wl, key, argv, supervised, tcp_port=None, unix_path=None, user=None,
-                 stop_signal=signal.SIGTERM, cwd=None, env=None, start_timeout=30, extra_ready=None):
+                 stop_signal=signal.SIGTERM, cwd=None, env=None, start_timeout=30, extra_ready=None,
+                 prefix=()):
         self.wl, self.key, self.argv = wl, key, argv
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", NAME]: runs the whole command there
         self.supervised = supervised
         self.tcp_port, self.unix_path = tcp_port, unix_path
         self.user, self.stop_signal, self.cwd, self.env = user, stop_signal, cwd, env
@@ -29,16 +31,20 @@ class Server:
         cmd, self.stats_path = ctx.command(self.argv, "server", self.supervised, self.user,
                                            f"{self.wl.name}-{self.key}-server",
                                            SERVER_TRACE_ARGS.get(self.key, ()))
+        cmd = self.prefix + cmd
         env = dict(ctx.runtime_env(self.user))
         env.update(self.env or {})
         role = "supervised server" if self.supervised else f"{self.key} server"
         ctx.results.command(self.wl.name, self.key, "server", quote(cmd))
         self.proc = ctx.procs.start(cmd, f"{self.wl.name}-{self.key}-server", env=env, cwd=self.cwd)
+        # Read in the server's own network namespace: `ip netns exec` execs, so the process we
+        # started is in it.
+        netns_of = self.proc.pid if self.prefix else "self"
         if self.tcp_port:
-            wait_until(lambda: tcp_listening(self.tcp_port), self.start_timeout, self.proc,
+            wait_until(lambda: tcp_listening(self.tcp_port, netns_of), self.start_timeout, self.proc,
                        f"{role} listening on TCP port {self.tcp_port}")
         if self.unix_path:
-            wait_until(lambda: unix_listening(self.unix_path), self.start_timeout, self.proc,
+            wait_until(lambda: unix_listening(self.unix_path, netns_of), self.start_timeout, self.proc,
                        f"{role} listening on {self.unix_path}")
         if self.extra_ready:
             wait_until(self.extra_ready, self.start_timeout, self.proc, f"{role} ready")
@@ -99,8 +105,9 @@ class Workload:
     def dead_servers(self):
         return [k for k, s in self.servers.items() if s.proc is not None and not s.alive()]
 
-    def client(self, argv, case, variant, rep, timeout, user=None, env=None, check=True):
-        """Runs one client command for `variant` (supervised or not), pinned to the client CPU."""
+    def client(self, argv, case, variant, rep, timeout, user=None, env=None, check=True, prefix=()):
+        """Runs one client command for `variant` (supervised or not), pinned to the client CPU;
+        `prefix` goes before the whole command, as Server's."""
         ctx = self.ctx
         supervised = VARIANTS[variant][1] if variant in VARIANTS else False  # "native": plain
         tag = f"{self.name}-{variant}" + (f"-{case}" if case else "")
@@ -111,6 +118,7 @@ class Workload:
         with_stats = rep < 0 or ctx.args.client_stats
         cmd, stats = ctx.command(argv, "client", supervised, user, tag if with_stats else None,
                                  VARIANT_TRACE_ARGS.get(variant, ()))
+        cmd = list(prefix) + cmd
         ctx.results.command(self.name, variant, "client", quote(cmd))
         run_env = dict(ctx.runtime_env(user))
         run_env.update(env or {})

@@ -20,5 +20,5 @@ def json_lines(text, command=""):
     return out
 
 
-def tcp_addr(port):
-    return f"tcp:127.0.0.1:{port}"
+def tcp_addr(port, host=None):
+    return f"tcp:{host or '127.0.0.1'}:{port}"

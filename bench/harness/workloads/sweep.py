@@ -18,15 +18,23 @@ class Sweep(Workload):
     def cases(self):
         return ["pingpong", "stream"]
 
+    # Where the servers listen and what goes before each command (the netns workload runs the
+    # two sides in two network namespaces).
+    server_host = None  # None: tcp_addr's loopback
+    server_prefix = ()
+    client_prefix = ()
+
     def setup(self):
         prog = self.ctx.bench_program("ss-sweep")
         p1, p2 = self.ctx.free_port(), self.ctx.free_port()
-        self.unix_path = self.ctx.path("sweep.sock")
-        self.addr = {"plain": tcp_addr(p1), "supervised": tcp_addr(p2), "unix": f"unix:{self.unix_path}"}
+        self.unix_path = self.ctx.path(f"{self.name}.sock")
+        self.addr = {"plain": tcp_addr(p1, self.server_host), "supervised": tcp_addr(p2, self.server_host),
+                     "unix": f"unix:{self.unix_path}"}
         self.servers = {
-            "plain": Server(self, "plain", [prog, "server", self.addr["plain"]], False, tcp_port=p1),
-            "supervised": Server(self, "supervised", [prog, "server", self.addr["supervised"]], True, tcp_port=p2),
-            "unix": Server(self, "unix", [prog, "server", self.addr["unix"]], False, unix_path=self.unix_path),
+            key: Server(self, key, [prog, "server", self.addr[key]], key == "supervised",
+                        tcp_port={"plain": p1, "supervised": p2}.get(key),
+                        unix_path=self.unix_path if key == "unix" else None, prefix=self.server_prefix)
+            for key in ("plain", "supervised", "unix")
         }
         for s in self.servers.values():
             s.start()
@@ -48,7 +56,7 @@ class Sweep(Workload):
             sizes += 1
             s *= p["sweep_factor"]
         timeout = 60 + sizes * 2 * p["sweep_time"] * 8
-        out, _, _ = self.client(argv, case, variant, rep, timeout)
+        out, _, _ = self.client(argv, case, variant, rep, timeout, prefix=self.client_prefix)
         points = json_lines(out, " ".join(argv))
         self.ctx.results.curves[(self.name, "sweep", variant, rep)] = points
         pp = [("pingpong", "throughput", pt["size"], pt["mbps"]) for pt in points if pt["mode"] == "pingpong"]
