@@ -17,7 +17,8 @@ container, getpeername and getsockname show the bridge addresses mirrored, slips
 names two namespaces and the evidence, the trace says "paired by TCP sequence numbers". The output
 (byte counts, CRC-32 of 256 KiB each way) equals that of a native run between the same containers.
 
-Also: a client whose server container is not supervised stays TCP and says why, and two
+Also: a client whose server container is not supervised stays TCP and says why, so does one
+that reaches the server through a port Docker publishes (docker-proxy in between), and two
 containers sharing one network namespace (`--network container:ID`, as the containers of a
 Kubernetes pod) are paired by their 4-tuple.
 """
@@ -85,9 +86,9 @@ class Between(ds.DockerTest):
 
     # ---- Runs ------------------------------------------------------------------------------
 
-    def container(self, grant=("--cap-add", "SYS_PTRACE"), network="bridge"):
+    def container(self, grant=("--cap-add", "SYS_PTRACE"), network="bridge", publish=()):
         options = ["-v", f"{self.runtime}:{MOUNT}", "-e", f"SLIPSTREAM_RUNTIME_DIR={MOUNT}",
-                   *grant]
+                   *grant, *[arg for port in publish for arg in ("-p", port)]]
         return ds.Container(self, self.image, user=self.USER, options=options, network=network)
 
     def supervisors(self):
@@ -119,8 +120,8 @@ class Between(ds.DockerTest):
                       f"stderr {server.err.snapshot()}")
         return server
 
-    def client(self, box, lang, host, supervise):
-        cmd = [f"{BIN}/{PEERS[lang]}", "client", "--host", host, "--port", PORT, "--mode", "echo",
+    def client(self, box, lang, host, supervise, port=PORT):
+        cmd = [f"{BIN}/{PEERS[lang]}", "client", "--host", host, "--port", port, "--mode", "echo",
                "--bytes", BYTES, "--chunk", "1000", "--seed", "7", "--hold", "--log"]
         if not supervise:
             return ss.Gated(self, box.exec_argv(cmd, interactive=True))
@@ -137,11 +138,11 @@ class Between(ds.DockerTest):
         return client
 
     def run_pair(self, server_box, client_box, lang, host, supervise_server=True,
-                 supervise_client=True):
+                 supervise_client=True, port=PORT):
         """Server and client, both holding their connection at "ready". Returns the two Gated
         processes and their ready lines."""
         server = self.server(server_box, lang, supervise_server)
-        client = self.client(client_box, lang, host, supervise_client)
+        client = self.client(client_box, lang, host, supervise_client, port)
         return server, client, server.ready(), client.ready()
 
     def finish(self, server, client):
@@ -289,6 +290,30 @@ class BetweenContainers(Between):
         self.assertIn("left on TCP", connects[0]["note"], connects)
         stats = self.stats(client_box, CLIENT_TRACE)
         self.assertEqual((stats["switched"], stats["relayed"]), (0, 0), stats)
+
+    def test_published_port_through_docker_proxy_stays_tcp(self):
+        # `-p PORT`: Docker publishes the server's port on the host, where docker-proxy (an
+        # unsupervised process of the host) listens and opens a connection of its own to the
+        # server. A client container reaching it through the bridge's gateway (Docker's nat rules
+        # leave traffic from docker0 to the proxy) makes two TCP connections, neither between two
+        # supervised programs: both stay TCP, as they would without Slipstream, bytes intact.
+        server_box, client_box = self.container(publish=[PORT]), self.container()
+        gateway = ds.docker("inspect", "-f", "{{.NetworkSettings.Gateway}}",
+                            client_box.id).stdout.strip()
+        published = ds.docker("port", server_box.id, f"{PORT}/tcp").stdout.split()[0]
+        port = published.rsplit(":", 1)[1]
+        server, client, s_ready, c_ready = self.run_pair(server_box, client_box, "c", gateway,
+                                                         port=port)
+        self.assertEqual(c_ready["peer"].removeprefix("::ffff:"), f"{gateway}:{port}")
+        self.assertEqual(s_ready["peer"].rsplit(":", 1)[0].removeprefix("::ffff:"), gateway,
+                         "the server's peer is docker-proxy, on the host side of the bridge")
+        self.finish_on_tcp(server_box, client_box, server, client, s_ready, c_ready)
+        connects = fr.calls(self.records(client_box, CLIENT_TRACE), "connect")
+        self.assertEqual(len(connects), 1, connects)
+        self.assertIn("left on TCP", connects[0]["note"], connects)
+        for box, path in ((client_box, CLIENT_TRACE), (server_box, SERVER_TRACE)):
+            stats = self.stats(box, path)
+            self.assertEqual((stats["switched"], stats["relayed"]), (0, 0), (path, stats))
 
     def test_containers_sharing_a_namespace_as_in_a_pod_switch(self):
         # Kubernetes runs the containers of a pod in one network namespace; Docker does the same
