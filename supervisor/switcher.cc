@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "base/netns.h"
 #include "base/proc_scan.h"
@@ -231,6 +232,15 @@ matcher::QueryReason Switcher::ApproveCross(const PidOf& pid, int sock, const So
                                           matcher::Canonical(dest), &candidates);
   if (reason != matcher::CrossReason::kSupervised) {
     *why = matcher::CrossReasonText(reason);
+    bool no_evidence = reason == matcher::CrossReason::kNoEvidenceHere ||
+                       reason == matcher::CrossReason::kNoEvidenceThere;
+    if (no_evidence && !std::exchange(warned_no_evidence_, true)) {
+      spdlog::warn(
+          "a supervised program listens at {} in another network namespace, but {}: connections "
+          "between the namespaces stay on TCP. Run slipstreamd as root on the host, or as the "
+          "user who made both namespaces (docs/containers.md, \"Between containers\")",
+          dest.ToString(), *why);
+    }
     return QueryReason::kOtherNamespace;
   }
   std::string text =

@@ -224,6 +224,9 @@ class Switcher {
   uint64_t netns_ = 0;
   uint64_t daemon_netns_ = 0;
   bool seq_evidence_ = false;
+  // Said once per supervisor: a supervised listener in another namespace that the daemon cannot
+  // pair with (no CAP_NET_ADMIN), which a user who supervised both sides did not expect.
+  bool warned_no_evidence_ = false;
   std::map<uint64_t, matcher::NetnsView> namespaces_;
   std::map<uint64_t, matcher::RemoteListenerView> remote_listeners_;  // by inode
   // Client sockets announced as paired by sequence numbers (by inode), with the reason.

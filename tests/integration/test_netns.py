@@ -513,6 +513,14 @@ class UserNamespace(ur.UserRunsMixin, fr.FixtureTest):
         self.assertEqual(len(connects), 1, connects)
         self.assertIn("cannot read TCP sequence numbers", connects[0]["note"] or "")
         self.assertIn("CAP_NET_ADMIN", connects[0]["note"] or "")
+        # Both sides were supervised, so the user expected a switch: the client's supervisor says
+        # once, on stderr, why not and what to change; the server's has nothing to say.
+        said = [line for line in cerr if "another network namespace" in line]
+        self.assertEqual(len(said), 1, cerr)
+        self.assertIn(f"{topo.addrs[1]}:{port}", said[0])
+        self.assertIn("no CAP_NET_ADMIN", said[0])
+        self.assertIn("Run slipstreamd as root on the host", said[0])
+        self.assertFalse([line for line in serr if "network namespace" in line], serr)
 
 
 if __name__ == "__main__":
