@@ -223,6 +223,10 @@ def main(argv=None):
     try:
         for cls in selected:
             wl = cls(ctx)
+            if cls.needs_root and os.geteuid() != 0:
+                results.declare_workload(cls.name, cls.description, cls.baseline, [])
+                results.exclude(cls.name, None, "all", f"needs root: {cls.needs_root}")
+                continue
             missing = missing_tools(ctx, REQUIRES.get(cls.name, []))
             if missing:
                 results.declare_workload(cls.name, cls.description, cls.baseline, [])

@@ -69,6 +69,7 @@ class Workload:
     description = ""
     variants = ["tcp", "slipstream", "client-only", "server-only", "unix"]
     baseline = "tcp"
+    needs_root = ""  # why, if the workload runs only as root (bench/run then leaves it out)
 
     def __init__(self, ctx):
         self.ctx = ctx

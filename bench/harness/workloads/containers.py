@@ -68,6 +68,7 @@ class Containers(Workload):
                    "client-only must stay TCP; unix: memcached -s on a directory mounted into both. "
                    "Every slipstream sample is checked to have switched all its connections.")
     variants = ["tcp", "slipstream", "client-only", "unix"]
+    needs_root = "dockerd, a root slipstreamd"
 
     def declare(self):
         self.ctx.results.declare_metric(self.name, "rate", "ops/s", "higher", "operations per second")
@@ -76,8 +77,6 @@ class Containers(Workload):
         return [f"conns={c}" for c in self.p["memcached_conns"]]
 
     def setup(self):
-        if os.geteuid() != 0:
-            raise SampleError("needs root (dockerd, a root slipstreamd)")
         self.boxes, self.image, self.procs = [], None, []
         _ensure_dockerd()
         self.ds, self.ss = _import_docker_support(self.ctx)

@@ -61,10 +61,9 @@ class Netns(Sweep):
                    "namespaces by TCP sequence numbers by a root slipstreamd in the run's namespace; "
                    "client-only must stay TCP; unix: native AF_UNIX through a path both see.")
     variants = ["tcp", "slipstream", "client-only", "unix"]
+    needs_root = "ip netns, veth, a bridge; a root slipstreamd"
 
     def setup(self):
-        if os.geteuid() != 0:
-            raise SampleError("needs root (ip netns, veth, a bridge; a root slipstreamd)")
         self.net = TwoNamespaces(f"ssb{os.getpid() % 100000}")
         self.net.create()
         self.server_host = self.net.address(1)
