@@ -726,6 +726,35 @@ TEST_F(SocketCallsTest, ThreadMovedOnEndsOnlyThatThreadsWithdrawnCalls) {
   EXPECT_EQ(held_.HeldWith(key), 0);
 }
 
+// DropAll forgets calls whose file lives on in another fd (the program's socket, passed on or
+// dup'ed): the epoll item of such a file outlives our copy of the fd, so without its removal a
+// later event would point to a freed call (AddressSanitizer: heap-use-after-free).
+TEST_F(SocketCallsTest, DropAllForgetsCallsWhoseFileLivesOnElsewhere) {
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  UniqueFd held_end(pair[0]), writer(pair[1]);
+  int retried = 0;
+  tracer::Notification n;
+  n.id = ++last_id_;
+  n.tid = getpid();
+  held_.Hold(PendingCall(sinks_, n, Call::kAccept),
+             UniqueFd(fcntl(held_end.Get(), F_DUPFD_CLOEXEC, 0)), HeldCalls::Wait::kRead,
+             [&retried](PendingCall& call, int) {
+               ++retried;
+               call.Return(0);
+               return true;
+             });
+  ASSERT_EQ(held_.size(), 1u);
+  held_.DropAll();
+  EXPECT_EQ(notifier_.answers.size(), 1u) << "a dropped call is left to the kernel";
+  ASSERT_EQ(write(writer.Get(), "x", 1), 1);  // held_end's file (still open here) turns readable
+  io_.restart();
+  io_.run_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(retried, 0) << "a dropped call is never retried";
+  EXPECT_EQ(held_.size(), 0u);
+  EXPECT_EQ(notifier_.answers.size(), 1u) << "nor answered again";
+}
+
 // An end that reached the program from another supervisor's program (SCM_RIGHTS): the daemon
 // hands over its TCP socket, whose address getpeername then answers.
 TEST_F(SocketCallsTest, GetNameOnAnEndTheDaemonKnows) {
