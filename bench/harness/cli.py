@@ -72,9 +72,10 @@ EPILOG = """workloads (in run order):
   pgbench    PostgreSQL 15 pgbench select-only and TPC-B, scale 1 and 10
   iperf3     iperf3 single stream
   http       Go net/http server and keep-alive client (static, CGO_ENABLED=0)
-  netns      sweep between two network namespaces (veth + bridge), as two containers (root; issue 10)
+  netns      sweep between two network namespaces (veth + bridge), as two containers (root; issue
+             10; only with --only)
   containers memcached between two Docker containers, the paper's Figure 10 (root; starts dockerd
-             if needed; issue 10)
+             if needed, which stays; issue 10; only with --only)
 
 variants: tcp, slipstream (both sides under slipstream-trace; hybrid mode for dynamically linked
 programs), no-preload (the same with --no-preload: connrate, nginx, syscalls), client-only,
@@ -96,7 +97,9 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench/run", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Slipstream benchmark suite: plain TCP vs slipstream-trace vs native AF_UNIX on loopback. "
-                    "Starts and stops every server itself (temporary directories, loopback only).")
+                    "Starts and stops every server itself (temporary directories, loopback only; the opt-in "
+                    "workloads netns and containers, run only when named in --only, build networks "
+                    "and Docker containers).")
     ap.add_argument("--quick", action="store_true", help="short profile: 3 repetitions, shorter runs (~5 min)")
     ap.add_argument("--only", metavar="NAME[,NAME]", help="run only these workloads")
     ap.add_argument("--reps", type=int, metavar="N", help="repetitions per variant (default 5, --quick 3)")
@@ -158,8 +161,8 @@ def missing_tools(ctx, names):
     return missing
 
 
-class Terminated(Exception):
-    pass
+class Terminated(BaseException):
+    """A signal ends the run; not an Exception, which a failing sample or set-up is."""
 
 
 def main(argv=None):
@@ -181,7 +184,8 @@ def main(argv=None):
         variants = ["tcp"] + variants  # every ratio needs its baseline
     if "slipstream" in variants and "native" not in variants:
         variants.append("native")
-    selected = [w for w in ALL if not args.only or w.name in args.only.split(",")]
+    # Opt-in workloads (root-only ones that build networks, start dockerd) run only when named.
+    selected = [w for w in ALL if (w.name in args.only.split(",") if args.only else not w.opt_in)]
 
     started = datetime.datetime.now()
     stamp = started.strftime("%Y%m%d-%H%M%S")

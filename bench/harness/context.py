@@ -91,6 +91,13 @@ class Context:
             env["HOME"] = self.path()
         return env
 
+    def start_daemon(self, name):
+        """Starts the run's slipstreamd ahead of any supervisor, in the run's network namespace, as
+        a system-wide daemon would be (one started on demand lives where its first supervisor
+        does). It carries the run's id, so the clean-up ends it."""
+        self.procs.run([os.path.join(self.build, "matcher", "slipstreamd"), "--idle-exit", "600"],
+                       f"{name}-slipstreamd", 30, env=self.runtime_env())
+
     # ---- commands ------------------------------------------------------------------------------
 
     def cpu_for(self, side):

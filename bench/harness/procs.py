@@ -30,6 +30,11 @@ class SampleError(Exception):
         self.log_tail = log_tail
 
 
+class NotSwitched(SampleError):
+    """A sample whose connections did not switch (or switched where they must not): the variant
+    is excluded from the rest of the run."""
+
+
 def quote(argv):
     return " ".join(shlex.quote(str(a)) for a in argv)
 

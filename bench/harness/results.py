@@ -13,6 +13,18 @@ import sys
 import time
 
 
+def parse_trace_stats(text):
+    """The counts of a `slipstream-trace --stats` summary (None where a count is missing) and the
+    text itself ("raw")."""
+    entry = {"raw": text.strip()}
+    for key, pattern in (("seen", r"connections seen (\d+)"), ("switched", r"switched (\d+)"),
+                         ("relayed", r"relayed (\d+)"), ("left_on_tcp", r"left on TCP (\d+)"),
+                         ("trapped_calls", r"total\s+(\d+)")):
+        m = re.search(pattern, text)
+        entry[key] = int(m.group(1)) if m else None
+    return entry
+
+
 class Results:
     def __init__(self, log_path):
         self.samples = []
@@ -72,12 +84,7 @@ class Results:
         except OSError:
             return None
         entry = {"workload": workload, "case": case, "variant": variant, "rep": rep, "role": role,
-                 "raw": text.strip()}
-        for key, pattern in (("seen", r"connections seen (\d+)"), ("switched", r"switched (\d+)"),
-                             ("relayed", r"relayed (\d+)"), ("left_on_tcp", r"left on TCP (\d+)"),
-                             ("trapped_calls", r"total\s+(\d+)")):
-            m = re.search(pattern, text)
-            entry[key] = int(m.group(1)) if m else None
+                 **parse_trace_stats(text)}
         self.trace_stats.append(entry)
         return entry
 

@@ -1,9 +1,10 @@
 """The workload interface, long-running servers, and the interleaved measurement loop."""
 
+import os
 import signal
 
 from .context import SERVER_TRACE_ARGS, VARIANT_ORDER, VARIANT_TRACE_ARGS, VARIANTS
-from .procs import SampleError, quote, tcp_listening, unix_listening, wait_until
+from .procs import NotSwitched, SampleError, quote, tcp_listening, unix_listening, wait_until
 
 # Two failures of the same (case, variant) exclude it for the rest of the run: a variant that
 # hangs would otherwise cost its timeout in every repetition.
@@ -37,14 +38,21 @@ class Server:
         role = "supervised server" if self.supervised else f"{self.key} server"
         ctx.results.command(self.wl.name, self.key, "server", quote(cmd))
         self.proc = ctx.procs.start(cmd, f"{self.wl.name}-{self.key}-server", env=env, cwd=self.cwd)
-        # Read in the server's own network namespace: `ip netns exec` execs, so the process we
-        # started is in it.
+        # With a prefix (`ip netns exec NAME`, which execs), read in the server's own network
+        # namespace, once the process is in it: until its setns, /proc/PID/net is ours.
         netns_of = self.proc.pid if self.prefix else "self"
+        ours = os.readlink("/proc/self/ns/net")
+
+        def moved():
+            try:
+                return not self.prefix or os.readlink(f"/proc/{self.proc.pid}/ns/net") != ours
+            except OSError:
+                return False
         if self.tcp_port:
-            wait_until(lambda: tcp_listening(self.tcp_port, netns_of), self.start_timeout, self.proc,
+            wait_until(lambda: moved() and tcp_listening(self.tcp_port, netns_of), self.start_timeout, self.proc,
                        f"{role} listening on TCP port {self.tcp_port}")
         if self.unix_path:
-            wait_until(lambda: unix_listening(self.unix_path, netns_of), self.start_timeout, self.proc,
+            wait_until(lambda: moved() and unix_listening(self.unix_path, netns_of), self.start_timeout, self.proc,
                        f"{role} listening on {self.unix_path}")
         if self.extra_ready:
             wait_until(self.extra_ready, self.start_timeout, self.proc, f"{role} ready")
@@ -70,6 +78,9 @@ class Workload:
     variants = ["tcp", "slipstream", "client-only", "server-only", "unix"]
     baseline = "tcp"
     needs_root = ""  # why, if the workload runs only as root (bench/run then leaves it out)
+    # Run only when named in --only: what changes the host beyond the run (dockerd and its
+    # firewall rules, images) or takes long.
+    opt_in = False
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -123,12 +134,29 @@ class Workload:
         ctx.results.command(self.name, variant, "client", quote(cmd))
         run_env = dict(ctx.runtime_env(user))
         run_env.update(env or {})
+        self.last_client_stats = None
         try:
             out, err, rc = ctx.procs.run(cmd, tag, timeout, env=run_env, check=check)
         finally:
             if stats:
-                ctx.results.add_trace_stats(self.name, case, variant, rep, "client", stats)
+                self.last_client_stats = ctx.results.add_trace_stats(self.name, case, variant, rep,
+                                                                     "client", stats)
         return out, err, rc
+
+
+def _as_sample_error(e, what):
+    """Anything a workload's code raises, as a failure the report can show: a run goes on with the
+    next workload whatever one of them raised (docker, a daemon's status, unparsable output)."""
+    if isinstance(e, SampleError):
+        return e
+    return SampleError(f"{what}: {type(e).__name__}: {e}")
+
+
+def _teardown(wl):
+    try:
+        wl.teardown()
+    except Exception as e:  # noqa: BLE001 -- reported, and the run goes on
+        wl.ctx.results.note(wl.name, f"teardown failed: {type(e).__name__}: {e}")
 
 
 def run_workload(ctx, wl, reps, variants, warmup):
@@ -140,10 +168,11 @@ def run_workload(ctx, wl, reps, variants, warmup):
     res.log(f"[{wl.name}] setting up ({', '.join(chosen)})")
     try:
         wl.setup()
-    except SampleError as e:
+    except Exception as e:  # noqa: BLE001
+        e = _as_sample_error(e, "set-up")
         res.fail(wl.name, None, "setup", None, e)
         res.exclude(wl.name, None, "all", f"set-up failed: {e.symptom}")
-        wl.teardown()
+        _teardown(wl)
         return
     failures = {}
     excluded = set()
@@ -152,8 +181,15 @@ def run_workload(ctx, wl, reps, variants, warmup):
         label = f"{case} " if case else ""
         try:
             points = wl.measure(case, variant, rep)
-        except SampleError as e:
+        except Exception as e:  # noqa: BLE001
+            e = _as_sample_error(e, "sample")
             res.fail(wl.name, case, variant, "warm-up" if rep < 0 else rep, e)
+            if isinstance(e, NotSwitched):
+                # The variant does not measure what it is named for: no sample of it counts.
+                for c in wl.cases():
+                    excluded.add((c, variant))
+                res.exclude(wl.name, None, variant, e.symptom)
+                return
             if rep < 0:
                 return
             failures[(case, variant)] = failures.get((case, variant), 0) + 1
@@ -184,12 +220,15 @@ def run_workload(ctx, wl, reps, variants, warmup):
         if warmup:
             first = wl.cases()[0]
             for variant in chosen:
-                measure_one(first, variant, -1)
+                if (first, variant) not in excluded:
+                    measure_one(first, variant, -1)
         for rep in range(reps):
+            # The order rotates with each repetition: no variant always runs first or last.
+            order = chosen[rep % len(chosen):] + chosen[:rep % len(chosen)]
             for case in wl.cases():
-                for variant in chosen:
+                for variant in order:
                     if (case, variant) in excluded:
                         continue
                     measure_one(case, variant, rep)
     finally:
-        wl.teardown()
+        _teardown(wl)

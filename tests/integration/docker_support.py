@@ -31,7 +31,7 @@ import switch_support as ss
 DOCKERD_WAIT = 30.0
 DOCKERD_LOG = "/tmp/slipstream-dockerd.log"
 LOCK = "/tmp/slipstream-dockerd.lock"
-BUSYBOX_APPLETS = ["sh", "cat", "sleep", "readlink", "ls", "id", "env", "kill", "true"]
+BUSYBOX_APPLETS = ["sh", "cat", "sleep", "readlink", "ls", "id", "env", "kill", "true", "timeout"]
 BIN = "/slip/bin"  # where our binaries are in the image
 PROFILE = os.path.join(harness.SOURCE, "contrib", "docker", "seccomp.json")
 # dockerd gives runc the container's OCI configuration here (Docker 20.10; containerd shim v2).

@@ -120,8 +120,8 @@ class Between(ds.DockerTest):
                       f"stderr {server.err.snapshot()}")
         return server
 
-    def client(self, box, lang, host, supervise, port=PORT):
-        cmd = [f"{BIN}/{PEERS[lang]}", "client", "--host", host, "--port", port, "--mode", "echo",
+    def client(self, box, lang, host, supervise):
+        cmd = [f"{BIN}/{PEERS[lang]}", "client", "--host", host, "--port", PORT, "--mode", "echo",
                "--bytes", BYTES, "--chunk", "1000", "--seed", "7", "--hold", "--log"]
         if not supervise:
             return ss.Gated(self, box.exec_argv(cmd, interactive=True))
@@ -138,11 +138,11 @@ class Between(ds.DockerTest):
         return client
 
     def run_pair(self, server_box, client_box, lang, host, supervise_server=True,
-                 supervise_client=True, port=PORT):
+                 supervise_client=True):
         """Server and client, both holding their connection at "ready". Returns the two Gated
         processes and their ready lines."""
         server = self.server(server_box, lang, supervise_server)
-        client = self.client(client_box, lang, host, supervise_client, port)
+        client = self.client(client_box, lang, host, supervise_client)
         return server, client, server.ready(), client.ready()
 
     def finish(self, server, client):
@@ -292,25 +292,26 @@ class BetweenContainers(Between):
         self.assertEqual((stats["switched"], stats["relayed"]), (0, 0), stats)
 
     def test_published_port_through_docker_proxy_stays_tcp(self):
-        # `-p PORT`: Docker publishes the server's port on the host, where docker-proxy (an
+        # `-p PORT:PORT`: Docker publishes the server's port on the host, where docker-proxy (an
         # unsupervised process of the host) listens and opens a connection of its own to the
         # server. A client container reaching it through the bridge's gateway (Docker's nat rules
         # leave traffic from docker0 to the proxy) makes two TCP connections, neither between two
-        # supervised programs: both stay TCP, as they would without Slipstream, bytes intact.
-        server_box, client_box = self.container(publish=[PORT]), self.container()
+        # supervised programs: both stay TCP, as they would without Slipstream, bytes intact. The
+        # same port on both sides: the supervised listener (0.0.0.0:PORT in the server's
+        # namespace) matches by port, and only its namespace's addresses tell it apart.
+        server_box = self.container(publish=[f"{PORT}:{PORT}"])
+        client_box = self.container()
         gateway = ds.docker("inspect", "-f", "{{.NetworkSettings.Gateway}}",
                             client_box.id).stdout.strip()
-        published = ds.docker("port", server_box.id, f"{PORT}/tcp").stdout.split()[0]
-        port = published.rsplit(":", 1)[1]
-        server, client, s_ready, c_ready = self.run_pair(server_box, client_box, "c", gateway,
-                                                         port=port)
-        self.assertEqual(c_ready["peer"].removeprefix("::ffff:"), f"{gateway}:{port}")
+        server, client, s_ready, c_ready = self.run_pair(server_box, client_box, "c", gateway)
+        self.assertEqual(c_ready["peer"].removeprefix("::ffff:"), f"{gateway}:{PORT}")
         self.assertEqual(s_ready["peer"].rsplit(":", 1)[0].removeprefix("::ffff:"), gateway,
                          "the server's peer is docker-proxy, on the host side of the bridge")
         self.finish_on_tcp(server_box, client_box, server, client, s_ready, c_ready)
         connects = fr.calls(self.records(client_box, CLIENT_TRACE), "connect")
         self.assertEqual(len(connects), 1, connects)
-        self.assertIn("left on TCP", connects[0]["note"], connects)
+        self.assertIn("left on TCP: not local, and no supervised listener in another network "
+                      "namespace has that address and port", connects[0]["note"], connects)
         for box, path in ((client_box, CLIENT_TRACE), (server_box, SERVER_TRACE)):
             stats = self.stats(box, path)
             self.assertEqual((stats["switched"], stats["relayed"]), (0, 0), (path, stats))

@@ -2,30 +2,31 @@
 
 An image made with `docker import` (no registry; tests/integration/docker_support.py) holds
 memcached, ss-memcload, slipstream-trace, slipstreamd and the preload library with their shared
-libraries. Two containers on Docker's default bridge, the server's on the server CPU and the load's
-on the client CPU (--cpuset-cpus). One root slipstreamd of the run serves both: its runtime
+libraries. Two containers on Docker's default bridge, the server's on the server CPU and the
+client's on the client CPU (--cpuset-cpus). The run's root slipstreamd serves both: its runtime
 directory is mounted into each container (docs/containers.md, "Between containers").
 """
 
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
 
-from ..procs import SampleError, quote
+from ..procs import NotSwitched, SampleError, quote
+from ..results import parse_trace_stats
 from ..workload import Workload
+from .common import tcp_addr
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 TESTS = os.path.join(REPO, "tests", "integration")
 BIN = "/slip/bin"
 RUN = "/run/slipstream"  # the daemon's runtime directory, in each container
-SHARED = "/shared"       # the directory of the unix variant's socket, in each container
-PORT = {"tcp": 11211, "slipstream": 11212}
-STATS = re.compile(r"switched (\d+), relayed (\d+), left on TCP (\d+)")
+SHARED = "/shared"       # in each container: the unix variant's socket, the --stats files
+PORT = {"plain": 11211, "supervised": 11212}
+SERVER_STATS = "stats-server.txt"
 
 
 def _import_docker_support(ctx):
@@ -47,7 +48,7 @@ def _import_docker_support(ctx):
     return docker_support, switch_support
 
 
-def _ensure_dockerd():
+def _ensure_dockerd(ctx):
     """Starts dockerd if it does not answer, in the host's network namespace (bench/run keeps it
     open), not in the run's private one, which ends with the run."""
     script = f"import sys; sys.path.insert(0, {TESTS!r}); import docker_support; docker_support.ensure_dockerd()"
@@ -55,9 +56,20 @@ def _ensure_dockerd():
     fd = os.environ.get("SLIPSTREAM_BENCH_HOST_NETNS_FD")
     if fd:
         argv = ["nsenter", f"--net=/proc/{os.getpid()}/fd/{fd}", *argv]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, **ctx.runtime_env()}  # the helpers make no runtime directory of their own
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     if r.returncode != 0:
         raise SampleError(f"dockerd: {(r.stderr.strip().splitlines() or ['failed'])[-1]}")
+
+
+class _Exec:
+    """A server started in a container with `docker exec`, as Workload.servers holds them."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
 
 
 class Containers(Workload):
@@ -66,9 +78,11 @@ class Containers(Workload):
                    "(the paper's Figure 10). slipstream: both under slipstream-trace (memcached in "
                    "hybrid mode), paired across the two namespaces by TCP sequence numbers; "
                    "client-only must stay TCP; unix: memcached -s on a directory mounted into both. "
-                   "Every slipstream sample is checked to have switched all its connections.")
+                   "Every supervised client runs with --stats, and each sample is checked: all its "
+                   "connections switched (slipstream), none switched or relayed (client-only).")
     variants = ["tcp", "slipstream", "client-only", "unix"]
     needs_root = "dockerd, a root slipstreamd"
+    opt_in = True
 
     def declare(self):
         self.ctx.results.declare_metric(self.name, "rate", "ops/s", "higher", "operations per second")
@@ -77,43 +91,45 @@ class Containers(Workload):
         return [f"conns={c}" for c in self.p["memcached_conns"]]
 
     def setup(self):
-        self.boxes, self.image, self.procs = [], None, []
-        _ensure_dockerd()
+        self.boxes, self.image, self.ds = [], None, None
+        preload = os.path.join(self.ctx.build, "preload-fallback", "libslipstream-preload.so")
+        if not os.path.exists(preload):
+            raise SampleError(f"{preload} not built: memcached would not run in hybrid mode")
+        _ensure_dockerd(self.ctx)
         self.ds, self.ss = _import_docker_support(self.ctx)
         ds = self.ds
         ds.remove_stale_images("slipstream-bench-")
         self.image = f"slipstream-bench-{os.getpid()}"
         ds.build_image(self.image, [], extra={
             "memcached": shutil.which("memcached"), "ss-memcload": self.ctx.bench_program("ss-memcload")})
+        self.ctx.start_daemon(self.name)
+        self.shared = self.ctx.path("containers-shared")
+        os.makedirs(self.shared, exist_ok=True)
+        os.chmod(self.shared, 0o777)
         runtime = self.ctx.runtime_env()["SLIPSTREAM_RUNTIME_DIR"]
-        self.ctx.procs.run([self.ss.DAEMON_BIN, "--idle-exit", "600"], f"{self.name}-slipstreamd", 30,
-                           env=self.ctx.runtime_env())
-        self.shared = shared = self.ctx.path("containers-shared")
-        os.makedirs(shared, exist_ok=True)
-        os.chmod(shared, 0o777)
 
         def box(side):
             cpu = self.ctx.cpu_for(side)
             pin = ["--cpuset-cpus", str(cpu)] if cpu is not None else []
             cid = ds.docker("run", "-d", "--rm", "--network", "bridge", *pin, "--cap-add", "SYS_PTRACE",
                             "-v", f"{runtime}:{RUN}", "-e", f"SLIPSTREAM_RUNTIME_DIR={RUN}",
-                            "-v", f"{shared}:{SHARED}", self.image, "/bin/sleep", "3600").stdout.strip()
+                            "-v", f"{self.shared}:{SHARED}", self.image, "/bin/sleep", "3600").stdout.strip()
             self.boxes.append(cid)
             return cid
 
-        self.server, self.loader = box("server"), box("client")
-        host = ds.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", self.server).stdout.strip()
+        self.server_box, self.client_box = box("server"), box("client")
+        host = ds.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", self.server_box).stdout.strip()
         memcached = [f"{BIN}/memcached", "-m", "1024", "-t", "1", "-c", "4096", "-u", "root"]
-        trace = [f"{BIN}/slipstream-trace", "--"]
-        servers = {"tcp": memcached + ["-U", "0", "-p", str(PORT["tcp"])],
-                   "slipstream": trace + memcached + ["-U", "0", "-p", str(PORT["slipstream"])],
+        trace = [f"{BIN}/slipstream-trace", "--stats", "-o", f"{SHARED}/{SERVER_STATS}", "--"]
+        servers = {"plain": memcached + ["-U", "0", "-p", str(PORT["plain"])],
+                   "supervised": trace + memcached + ["-U", "0", "-p", str(PORT["supervised"])],
                    "unix": memcached + ["-s", f"{SHARED}/memcached.sock", "-a", "0777"]}
         for key, argv in servers.items():
-            cmd = ["docker", "exec", self.server, *argv]
+            cmd = ["docker", "exec", self.server_box, *argv]
             self.ctx.results.command(self.name, key, "server", quote(cmd))
-            self.procs.append(self.ctx.procs.start(cmd, f"{self.name}-{key}-server"))
-        self.addr = {"tcp": f"tcp:{host}:{PORT['tcp']}", "slipstream": f"tcp:{host}:{PORT['slipstream']}",
-                     "client-only": f"tcp:{host}:{PORT['tcp']}", "unix": f"unix:{SHARED}/memcached.sock"}
+            self.servers[key] = _Exec(self.ctx.procs.start(cmd, f"{self.name}-{key}-server"))
+        self.addr = {"tcp": tcp_addr(PORT["plain"], host), "slipstream": tcp_addr(PORT["supervised"], host),
+                     "client-only": tcp_addr(PORT["plain"], host), "unix": f"unix:{SHARED}/memcached.sock"}
         for variant in ("tcp", "slipstream", "unix"):  # waits for each server and stores every key
             self._ready(variant)
 
@@ -131,22 +147,24 @@ class Containers(Workload):
         return {s["pid"] for s in self.ss.daemon_status().get("supervisors", [])}
 
     def _load(self, variant, conns, seconds, seed, extra=(), case=None, rep=None):
-        """One ss-memcload run in the load container; returns its operations per second."""
+        """One ss-memcload run in the client container; returns its operations per second."""
         argv = [f"{BIN}/ss-memcload", self.addr[variant], "--conns", str(conns), "--time", str(seconds),
                 "--seed", str(seed), *extra]
         stats = None
         if variant in ("slipstream", "client-only"):
             # Gated: the program connects only once the daemon lists its supervisor, which then has
             # the list of supervised listeners (switch_support.Gated.start_program).
-            stats = f"stats-{variant}.txt"  # in the shared directory
+            stats = os.path.join(self.shared, f"stats-{variant}.txt")
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.shared, stats))
-            argv = [f"{BIN}/slipstream-trace", "--stats", "-o", f"{SHARED}/{stats}", "--", "sh", "-c",
-                    'read _; exec "$@"',
-                    "sh", *argv]
+                os.unlink(stats)
+            argv = [f"{BIN}/slipstream-trace", "--stats", "-o", f"{SHARED}/{os.path.basename(stats)}",
+                    "--", "sh", "-c", 'read _; exec "$@"', "sh", *argv]
             before = self._supervisors()
-        cmd = ["docker", "exec", "-i", self.loader, *argv]
-        self.ctx.results.command(self.name, variant, "client", quote(cmd))
+        limit = 60 + seconds
+        # Bounded inside the container too: killing `docker exec` would leave its command running.
+        cmd = ["docker", "exec", "-i", self.client_box, "timeout", "-s", "KILL", str(int(limit)), *argv]
+        if rep is not None and rep >= 0:
+            self.ctx.results.command(self.name, variant, "client", quote(cmd))
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         try:
@@ -156,9 +174,9 @@ class Containers(Workload):
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise SampleError(f"{variant}: no supervisor reached slipstreamd", quote(cmd))
                     time.sleep(0.02)
-            out, err = proc.communicate("\n", timeout=120 + seconds)
+            out, err = proc.communicate("\n", timeout=limit + 10)
         except subprocess.TimeoutExpired:
-            raise SampleError(f"no result within {120 + seconds:.0f} s", quote(cmd))
+            raise SampleError(f"no result within {limit + 10:.0f} s", quote(cmd))
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -170,10 +188,9 @@ class Containers(Workload):
         if result.get("errors"):
             raise SampleError(f"ss-memcload reported errors: {result}", quote(cmd))
         if stats:
-            path = os.path.join(self.shared, stats)
-            self._check_switched(variant, conns + (1 if "--preload" in extra else 0), path, cmd)
+            self._check_switched(variant, conns + (1 if "--preload" in extra else 0), stats, cmd)
             if rep is not None and rep < 0:  # as Workload.client: the warm-up's go in the report
-                self.ctx.results.add_trace_stats(self.name, case, variant, rep, "client", path)
+                self.ctx.results.add_trace_stats(self.name, case, variant, rep, "client", stats)
         return result["ops_per_s"]
 
     def _check_switched(self, variant, made, path, cmd):
@@ -182,14 +199,14 @@ class Containers(Workload):
         supervisor)."""
         try:
             with open(path) as f:
-                text = f.read()
+                counts = parse_trace_stats(f.read())
         except OSError as e:
             raise SampleError(f"no --stats from slipstream-trace: {e}", quote(cmd))
-        m = STATS.search(text)
-        got = tuple(int(g) for g in m.groups()) if m else None
+        got = (counts["switched"], counts["relayed"], counts["left_on_tcp"])
         want = (made, 0, 0) if variant == "slipstream" else (0, 0)
-        if got is None or got[:len(want)] != want:
-            raise SampleError(f"(switched, relayed, left on TCP) {got}, expected {want}", quote(cmd), text)
+        if got[:len(want)] != want:
+            raise NotSwitched(f"{variant}: (switched, relayed, left on TCP) {got}, expected {want}",
+                              quote(cmd), counts["raw"])
 
     def measure(self, case, variant, rep):
         conns = int(case.split("=")[1])
@@ -197,9 +214,28 @@ class Containers(Workload):
         return [(case, "rate", None, self._load(variant, conns, t, 1000 + max(rep, 0), case=case, rep=rep))]
 
     def teardown(self):
-        for cid in getattr(self, "boxes", []):
-            self.ds.docker("rm", "-f", cid, check=False)
-        for p in getattr(self, "procs", []):
-            self.ctx.procs.stop(p)
+        """Each step on its own: one that fails does not keep the others from running."""
+        steps = []
+        if getattr(self, "boxes", None):
+            # SIGTERM to every process of the server's container but its init (sleep): the
+            # supervised memcached's slipstream-trace writes its --stats on the way out.
+            steps.append(lambda: self.ds.docker("exec", self.server_box, "kill", "-TERM", "-1", check=False))
+            steps.append(self._server_stats)
+        steps += [lambda cid=cid: self.ds.docker("rm", "-f", cid, check=False) for cid in getattr(self, "boxes", [])]
+        steps += [lambda s=s: self.ctx.procs.stop(s.proc) for s in self.servers.values()]
         if getattr(self, "image", None):
-            self.ds.remove_image(self.image)
+            steps.append(lambda: self.ds.remove_image(self.image))
+        for step in steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 -- reported; the other steps still run
+                self.ctx.results.note(self.name, f"teardown step failed: {type(e).__name__}: {e}")
+
+    def _server_stats(self):
+        """The supervised server's --stats, once its slipstream-trace has exited (at most 5 s)."""
+        server = self.servers.get("supervised")
+        if server and server.proc:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.proc.wait(timeout=5)
+        self.ctx.results.add_trace_stats(self.name, None, "supervised", None, "server",
+                                         os.path.join(self.shared, SERVER_STATS))

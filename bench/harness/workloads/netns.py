@@ -3,24 +3,26 @@
 import os
 import subprocess
 
-from ..procs import SampleError
+from ..procs import NotSwitched, SampleError
 from .sweep import Sweep
 
-SUBNET = "10.78.0"  # inside the run's own network namespace (bench/run), so it collides with nothing
+# In the run's own network namespace (bench/run's default as root) this subnet meets nothing;
+# with --host-netns it must not be one of the host's.
+SUBNET = "10.78.0"
 
 
 class TwoNamespaces:
-    """Network namespaces NAME-n0 (clients) and NAME-n1 (servers), each with an eth0 on one bridge.
+    """Network namespaces TAGn0 (clients) and TAGn1 (servers), each with an eth0 on one bridge.
 
-    The bridge lives in the run's namespace. An ACCEPT rule for it goes into that namespace's
-    FORWARD chain while it exists: dockerd sets the policy to DROP and, with br_netfilter loaded,
-    bridged frames pass that chain (this matters only with --host-netns)."""
+    The bridge lives in the run's namespace. With --host-netns an ACCEPT rule for it goes into the
+    host's FORWARD chain while it exists: dockerd sets that chain's policy to DROP and, with
+    br_netfilter loaded, bridged frames pass it. The run's private namespace has no rules."""
 
-    def __init__(self, tag):
+    def __init__(self, tag, host_netns):
         self.tag = tag
         self.ns = [f"{tag}n0", f"{tag}n1"]
         self.bridge = f"{tag}br"
-        self.rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+        self.rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"] if host_netns else None
 
     def address(self, i):
         return f"{SUBNET}.{i + 1}"
@@ -30,8 +32,9 @@ class TwoNamespaces:
 
     def create(self):
         steps = [["ip", "link", "add", self.bridge, "type", "bridge"],
-                 ["ip", "link", "set", self.bridge, "up"],
-                 ["iptables", "-I", *self.rule]]
+                 ["ip", "link", "set", self.bridge, "up"]]
+        if self.rule:
+            steps.append(["iptables", "-I", *self.rule])
         for i, ns in enumerate(self.ns):
             veth = f"{self.tag}v{i}"
             steps += [["ip", "netns", "add", ns],
@@ -46,37 +49,57 @@ class TwoNamespaces:
                 raise SampleError(f"{' '.join(argv)}: {r.stderr.strip()}", argv)
 
     def remove(self):
-        for i, ns in enumerate(self.ns):
-            subprocess.run(["ip", "link", "del", f"{self.tag}v{i}"], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        subprocess.run(["iptables", "-D", *self.rule], capture_output=True)
+        """Removes what create made (what exists of it); returns what could not be removed."""
+        left = []
+        steps = [["ip", "netns", "del", ns] for ns in self.ns]  # their veth ends go with them
+        steps.append(["ip", "link", "del", self.bridge])
+        if self.rule:
+            steps.append(["iptables", "-D", *self.rule])
+        for argv in steps:
+            r = subprocess.run(argv, capture_output=True, text=True)
+            if r.returncode != 0 and "No such file" not in r.stderr and "Cannot find" not in r.stderr:
+                left.append(f"{' '.join(argv)}: {r.stderr.strip()}")
+        return left
 
 
 class Netns(Sweep):
     name = "netns"
     description = ("ss-sweep (bench/c/sweep.c) between two network namespaces joined by veth and a "
-                   "bridge, as two containers on one host: servers in one namespace (CPU 0), clients "
-                   "in the other (CPU 1). slipstream: both sides supervised, paired across the "
-                   "namespaces by TCP sequence numbers by a root slipstreamd in the run's namespace; "
-                   "client-only must stay TCP; unix: native AF_UNIX through a path both see.")
+                   "bridge, as two containers on one host: servers in one namespace (CPU 0, bound to "
+                   "0.0.0.0), clients in the other (CPU 1). slipstream: both sides supervised, paired "
+                   "across the namespaces by TCP sequence numbers by a root slipstreamd in the run's "
+                   "namespace; client-only must stay TCP (both checked in the warm-up); unix: native "
+                   "AF_UNIX through a path both see.")
     variants = ["tcp", "slipstream", "client-only", "unix"]
     needs_root = "ip netns, veth, a bridge; a root slipstreamd"
+    opt_in = True
+    listen_host = "0.0.0.0"  # the usual container server: the daemon must find its namespace's address
 
     def setup(self):
-        self.net = TwoNamespaces(f"ssb{os.getpid() % 100000}")
+        self.net = TwoNamespaces(f"ssb{os.getpid() % 100000}",
+                                 host_netns=not os.environ.get("SLIPSTREAM_BENCH_NETNS"))
         self.net.create()
         self.server_host = self.net.address(1)
         self.server_prefix = self.net.exec_prefix(1)
         self.client_prefix = self.net.exec_prefix(0)
-        # The daemon of the run's namespace, as a system-wide daemon would be (started on demand by
-        # the first supervised server, it would live in the servers' namespace instead).
-        daemon = os.path.join(self.ctx.build, "matcher", "slipstreamd")
-        self.ctx.procs.run([daemon, "--idle-exit", "600"], f"{self.name}-slipstreamd", 30,
-                           env=self.ctx.runtime_env())
+        self.ctx.start_daemon(self.name)
         super().setup()
 
+    def measure(self, case, variant, rep):
+        points = super().measure(case, variant, rep)
+        stats = self.last_client_stats  # the warm-up's (clients run with --stats only there)
+        if stats and variant in ("slipstream", "client-only"):
+            got = (stats["switched"], stats["relayed"], stats["left_on_tcp"])
+            want = (1, 0, 0) if variant == "slipstream" else (0, 0)
+            if got[:len(want)] != want:
+                raise NotSwitched(f"{variant}: (switched, relayed, left on TCP) {got}, expected "
+                                  f"{want}", None, stats["raw"])
+        return points
+
     def teardown(self):
-        super().teardown()
-        if getattr(self, "net", None):
-            self.net.remove()
+        try:
+            super().teardown()
+        finally:
+            if getattr(self, "net", None):
+                for what in self.net.remove():
+                    self.ctx.results.note(self.name, f"left behind: {what}")

@@ -18,9 +18,10 @@ class Sweep(Workload):
     def cases(self):
         return ["pingpong", "stream"]
 
-    # Where the servers listen and what goes before each command (the netns workload runs the
-    # two sides in two network namespaces).
+    # Where clients connect, where servers bind, and what goes before each command (the netns
+    # workload runs the two sides in two network namespaces).
     server_host = None  # None: tcp_addr's loopback
+    listen_host = None  # None: server_host
     server_prefix = ()
     client_prefix = ()
 
@@ -30,11 +31,14 @@ class Sweep(Workload):
         self.unix_path = self.ctx.path(f"{self.name}.sock")
         self.addr = {"plain": tcp_addr(p1, self.server_host), "supervised": tcp_addr(p2, self.server_host),
                      "unix": f"unix:{self.unix_path}"}
+        bind = self.listen_host or self.server_host
+        pre = self.server_prefix
         self.servers = {
-            key: Server(self, key, [prog, "server", self.addr[key]], key == "supervised",
-                        tcp_port={"plain": p1, "supervised": p2}.get(key),
-                        unix_path=self.unix_path if key == "unix" else None, prefix=self.server_prefix)
-            for key in ("plain", "supervised", "unix")
+            "plain": Server(self, "plain", [prog, "server", tcp_addr(p1, bind)], False, tcp_port=p1, prefix=pre),
+            "supervised": Server(self, "supervised", [prog, "server", tcp_addr(p2, bind)], True, tcp_port=p2,
+                                 prefix=pre),
+            "unix": Server(self, "unix", [prog, "server", self.addr["unix"]], False, unix_path=self.unix_path,
+                           prefix=pre),
         }
         for s in self.servers.values():
             s.start()
