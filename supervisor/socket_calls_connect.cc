@@ -128,10 +128,16 @@ bool SocketCalls::TryConnect(PendingCall& c, int sock, const SockAddr& dest, boo
   }
   bool shared = connected && approved && prep.shared;
   if (shared) c.trace().note = "(left on TCP: the socket has other fds)";
+  bool in_handshake = (rc == 0 || err == EINPROGRESS) && !connected;
+  if (approved && in_handshake) {
+    c.trace().note = "(left on TCP: still in its handshake when connect() returned)";
+  }
   bool switched =
       connected && approved && !shared && SwitchConnected(c, sock, prep, rc != 0, switching);
   if (approved && !switched) env_.switcher->Abort(ProcessOf(c), sock);
-  if (!approved || shared) ++env_.stats.left_on_tcp;
+  // Every connection seen is counted once: switched (in Switcher), or here, whatever kept it on
+  // TCP (not approved, other fds, a handshake still running, a switch given up).
+  if (!switched) ++env_.stats.left_on_tcp;
   if (!c.answered()) {  // a switch by ADDFD SEND has answered already
     if (IsSupervisorResourceError(err) && rc != 0) {
       c.Continue();

@@ -8,11 +8,14 @@ file (or stderr), never to the program's stdout.
 """
 
 import re
+import sys
 
 import fixture_runs as fr
 import harness
+import switch_support as ss
 
 CONNECTIONS = 7
+QUEUED = 5  # connects toward a listen backlog of 1, never accepted
 
 
 def parse_stats(text):
@@ -70,6 +73,35 @@ class Stats(fr.FixtureTest):
         self.assertEqual(s["accepts"], CONNECTIONS)
         self.assertEqual(s["connects"], 0)
         self.assertEqual(s["kernel"] + s["emulated"] + s["interrupted"], s["total"], s)
+
+    def test_every_connection_seen_is_counted_once(self):
+        """Non-blocking connects toward a listen queue that holds two (backlog 1) and is never
+        accepted from: the others are still in their handshake when connect() returns EINPROGRESS
+        and stay TCP. Each connection seen is counted once: switched (relayed ones among them) or
+        left on TCP (docs/stats-schema.md)."""
+        port = ss.free_port()
+        server_code = ("import socket, sys, time\n"
+                       "ls = socket.socket(); ls.bind(('127.0.0.1', int(sys.argv[1]))); ls.listen(1)\n"
+                       "print('listening', flush=True); time.sleep(30)\n")
+        client_code = ("import socket, sys, time\n"
+                       "socks = [socket.socket() for _ in range(int(sys.argv[2]))]\n"
+                       "for s in socks:\n"
+                       "    s.setblocking(False)\n"
+                       "    print(s.connect_ex(('127.0.0.1', int(sys.argv[1]))) in (0, 115))\n"
+                       "time.sleep(0.5)\n")
+        client_stats = self.path("client.stats")
+        server = self.start(harness.supervised([sys.executable, "-c", server_code, str(port)],
+                                               trace_file=None))
+        server.out.wait_for("listening")
+        client = harness.run(harness.supervised(
+            [sys.executable, "-c", client_code, str(port), str(QUEUED)], stats=True,
+            extra=["-o", client_stats]), timeout=60)
+        self.assertEqual(client.returncode, 0, client.stderr)
+        self.assertEqual(client.stdout, "True\n" * QUEUED)
+        c = ss.read_stats(client_stats)
+        self.assertEqual(c["seen"], QUEUED, c)
+        self.assertEqual(c["switched"] + c["tcp"], QUEUED, c)
+        self.assertGreaterEqual(c["tcp"], 1, f"some connects must have met the full queue: {c}")
 
     def test_stats_on_stderr_without_output_file(self):
         result = harness.run(harness.supervised([harness.program("lifecycle"), "exit", "0"],
