@@ -72,15 +72,26 @@ Status MigrateEpollItem(int epoll_copy, int target_fd, int old_file, int new_fil
       result = Errno("unshare(CLONE_FILES)");
       return;
     }
-    if (dup2(old_file, target_fd) < 0) {
+    // Our own fds may sit at the program's number, which the dup2s below take over (a busy
+    // supervisor's epoll copy at 29 for the program's fd 29: EINVAL from epoll_ctl, the epoll
+    // copy replaced by the socket). Moved away first, in the private table that ends with us.
+    auto away = [target_fd](int fd) {
+      return fd == target_fd ? fcntl(fd, F_DUPFD_CLOEXEC, target_fd + 1) : fd;
+    };
+    int epoll_fd = away(epoll_copy), old_fd = away(old_file), new_fd = away(new_file);
+    if (epoll_fd < 0 || old_fd < 0 || new_fd < 0) {
+      result = Errno("fcntl(F_DUPFD)");
+      return;
+    }
+    if (dup2(old_fd, target_fd) < 0) {
       result = Errno("dup2(old)");
       return;
     }
-    if (epoll_ctl(epoll_copy, EPOLL_CTL_DEL, target_fd, nullptr) < 0) {
+    if (epoll_ctl(epoll_fd, EPOLL_CTL_DEL, target_fd, nullptr) < 0) {
       result = Errno("epoll_ctl(DEL)");
       return;
     }
-    if (dup2(new_file, target_fd) < 0) {
+    if (dup2(new_fd, target_fd) < 0) {
       result = Errno("dup2(new)");
       return;
     }
@@ -89,7 +100,7 @@ Status MigrateEpollItem(int epoll_copy, int target_fd, int old_file, int new_fil
     // and is dropped silently without it, as for the program itself.
     ev.events = item.events;
     ev.data.u64 = item.data;
-    if (epoll_ctl(epoll_copy, EPOLL_CTL_ADD, target_fd, &ev) < 0) result = Errno("epoll_ctl(ADD)");
+    if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, target_fd, &ev) < 0) result = Errno("epoll_ctl(ADD)");
   });
   worker.join();
   return result;
