@@ -46,50 +46,42 @@ Pair SocketPair() {
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-// The program's item is moved from the old file to the new one under the same fd number, with its
-// events and data.
-TEST(MigrateEpollItem, MovesTheItemToTheNewFile) {
-  UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
-  Pair old_pair = SocketPair(), new_pair = SocketPair();
-  constexpr int kProgramFd = 200;  // free in our table
-  RegisterUnder(epoll.Get(), kProgramFd, old_pair.a.Get(), 0xfeed);
-  ASSERT_TRUE(MigrateEpollItem(epoll.Get(), kProgramFd, old_pair.a.Get(), new_pair.a.Get(),
-                               {EPOLLIN, 0xfeed}));
-  auto gone = FindEpollItem(getpid(), epoll.Get(), kProgramFd, Ino(old_pair.a.Get()));
-  auto moved = FindEpollItem(getpid(), epoll.Get(), kProgramFd, Ino(new_pair.a.Get()));
+// Registers the old socket under `program_fd`, moves the item to the new one and checks that
+// the item under `program_fd` is now the new socket's, with its data, and the old one's is gone.
+void ExpectMoved(const UniqueFd& epoll, int program_fd, const Pair& old_pair,
+                 const Pair& new_pair) {
+  constexpr uint64_t kData = 0xfeed;
+  RegisterUnder(epoll.Get(), program_fd, old_pair.a.Get(), kData);
+  auto st = MigrateEpollItem(epoll.Get(), program_fd, old_pair.a.Get(), new_pair.a.Get(),
+                             {EPOLLIN, kData});
+  ASSERT_TRUE(st) << st.error().ToString();
+  auto gone = FindEpollItem(getpid(), epoll.Get(), program_fd, Ino(old_pair.a.Get()));
+  auto moved = FindEpollItem(getpid(), epoll.Get(), program_fd, Ino(new_pair.a.Get()));
   ASSERT_TRUE(gone && moved);
   EXPECT_FALSE(*gone);
   ASSERT_TRUE(*moved);
-  EXPECT_EQ((*moved)->data, 0xfeedu);
+  EXPECT_EQ((*moved)->data, kData);
 }
 
-// Our copy of the program's epoll instance at the very number of the program's fd (a supervisor
-// with many fds): the move still works (it failed with EINVAL from epoll_ctl(DEL), the copy having
-// been replaced by the socket in the worker's table).
+TEST(MigrateEpollItem, MovesTheItemToTheNewFile) {
+  UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
+  Pair old_pair = SocketPair(), new_pair = SocketPair();
+  ExpectMoved(epoll, /*program_fd=*/200, old_pair, new_pair);  // 200: free in our table
+}
+
+// Our own fds at the program's fd number (a supervisor with many fds): the move still works. With
+// our epoll copy there it failed with EINVAL from epoll_ctl(DEL), the copy having been replaced by
+// the socket in the worker's table.
 TEST(MigrateEpollItem, WorksWhenOurEpollCopyHasTheProgramsFdNumber) {
   UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
   Pair old_pair = SocketPair(), new_pair = SocketPair();
-  int program_fd = epoll.Get();
-  RegisterUnder(epoll.Get(), program_fd, old_pair.a.Get(), 7);
-  auto st = MigrateEpollItem(epoll.Get(), program_fd, old_pair.a.Get(), new_pair.a.Get(),
-                             {EPOLLIN, 7});
-  ASSERT_TRUE(st) << st.error().ToString();
-  auto moved = FindEpollItem(getpid(), epoll.Get(), program_fd, Ino(new_pair.a.Get()));
-  ASSERT_TRUE(moved && *moved);
-  EXPECT_EQ((*moved)->data, 7u);
+  ExpectMoved(epoll, epoll.Get(), old_pair, new_pair);
 }
 
-// The same with the new file at the program's number.
 TEST(MigrateEpollItem, WorksWhenTheNewFileHasTheProgramsFdNumber) {
   UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
   Pair old_pair = SocketPair(), new_pair = SocketPair();
-  int program_fd = new_pair.a.Get();
-  RegisterUnder(epoll.Get(), program_fd, old_pair.a.Get(), 9);
-  auto st = MigrateEpollItem(epoll.Get(), program_fd, old_pair.a.Get(), new_pair.a.Get(),
-                             {EPOLLIN, 9});
-  ASSERT_TRUE(st) << st.error().ToString();
-  auto moved = FindEpollItem(getpid(), epoll.Get(), program_fd, Ino(new_pair.a.Get()));
-  ASSERT_TRUE(moved && *moved);
+  ExpectMoved(epoll, new_pair.a.Get(), old_pair, new_pair);
 }
 
 }  // namespace

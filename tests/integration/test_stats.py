@@ -81,13 +81,15 @@ class Stats(fr.FixtureTest):
         left on TCP (docs/stats-schema.md)."""
         port = ss.free_port()
         server_code = ("import socket, sys, time\n"
-                       "ls = socket.socket(); ls.bind(('127.0.0.1', int(sys.argv[1]))); ls.listen(1)\n"
+                       "ls = socket.socket(); ls.bind(('127.0.0.1', int(sys.argv[1])))\n"
+                       "ls.listen(1)\n"
                        "print('listening', flush=True); time.sleep(30)\n")
-        client_code = ("import socket, sys, time\n"
+        client_code = ("import errno, socket, sys, time\n"
                        "socks = [socket.socket() for _ in range(int(sys.argv[2]))]\n"
                        "for s in socks:\n"
                        "    s.setblocking(False)\n"
-                       "    print(s.connect_ex(('127.0.0.1', int(sys.argv[1]))) in (0, 115))\n"
+                       "    rc = s.connect_ex(('127.0.0.1', int(sys.argv[1])))\n"
+                       "    print(rc in (0, errno.EINPROGRESS))\n"
                        "time.sleep(0.5)\n")
         client_stats = self.path("client.stats")
         server = self.start(harness.supervised([sys.executable, "-c", server_code, str(port)],
