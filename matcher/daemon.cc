@@ -270,6 +270,13 @@ void Daemon::Close(Session* s) {
   if (s->closed) return;
   s->closed = true;
   spdlog::debug("session {} (pid {}) closed", s->id, s->pid);
+  // The accept-gate counts it still held: a supervisor that exits cleanly lowered them itself.
+  if (s->ledger && table_) {
+    if (uint64_t n = table_->Drain(*s->ledger)) {
+      spdlog::debug("session {}: lowered {} accept-gate count(s) it left raised", s->id, n);
+    }
+  }
+  s->ledger.reset();
   for (auto it = listeners_.begin(); it != listeners_.end();) {
     if (it->second.session != s->id) {
       ++it;
@@ -334,12 +341,24 @@ void Daemon::Handle(Session* s, Message m) {
       return OnStatus(s, m);
     case MsgType::kPeerPid:
       return OnPeerPid(s, m);
+    case MsgType::kGateLedger:
+      return OnGateLedger(s, m);
     case MsgType::kSweep:
       SweepLive();
       return (void)Send(s, MsgType::kSwept, m.header.seq, m.header.pid, {});
     default:
       return ReplyError(s, m, EPROTO, "unexpected message type");
   }
+}
+
+void Daemon::OnGateLedger(Session* s, Message& m) {
+  if (m.fds.size() != 1 || !m.body.empty()) return ReplyError(s, m, EINVAL, "bad gate ledger");
+  // Only the table's owner's supervisors write its gates (under --all-users the others cannot,
+  // and we raise for them). One per session: a supervisor that reconnects sends it again.
+  if (s->ledger || s->uid != geteuid()) return;
+  auto ledger = GateLedger::Adopt(std::move(m.fds[0]));
+  if (!ledger) return ReplyError(s, m, EINVAL, "gate ledger: not a sealed memfd of its size");
+  s->ledger.emplace(std::move(*ledger));
 }
 
 void Daemon::ReplyError(Session* s, const Message& m, int err, const char* text) {

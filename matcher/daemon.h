@@ -86,6 +86,7 @@ class Daemon {
   void OnDisown(Session* s, Message& m);
   void OnAdopt(Session* s, Message& m);
   void OnPeerPid(Session* s, Message& m);
+  void OnGateLedger(Session* s, Message& m);
   void OnStatus(Session* s, Message& m);
 
   // Across network namespaces (daemon_netns.cc; docs/design.md, "Across network namespaces").

@@ -35,6 +35,7 @@ struct Daemon::Session {
   bool hello = false;         // said kHello: gets namespace and remote-listener news
   bool closed = false;
   bool overflowed = false;  // its queue hit kMaxQueued: being closed
+  std::optional<GateLedger> ledger;  // kGateLedger: drained into the table when it closes
   int fd() { return desc.native_handle(); }
 };
 

@@ -14,9 +14,12 @@
 #include <utility>
 
 #include "base/result.h"
+#include "base/unique_fd.h"
 #include "preload-fallback/preload_abi.h"
 
 namespace slipstream::matcher {
+
+class GateLedger;
 
 class ListenerTable {
  public:
@@ -43,25 +46,74 @@ class ListenerTable {
   bool IsSet(uint16_t port) const { return slipstream_port_supervised(table_, port) != 0; }
   // Zeroes every accept gate (preload_abi.h); only when no supervisor can hold a raise.
   void ClearAcceptGates();
+  // Lowers what a supervisor whose session ended still held (GateLedger::DrainInto).
+  uint64_t Drain(GateLedger& ledger);
 
  private:
   explicit ListenerTable(slipstream_listener_table* table) : table_(table) {}
   slipstream_listener_table* table_;
 };
 
+// The in-process accept's two gates (preload_abi.h).
+enum class GateKind { kSwitching, kParked };
+
+// GateLedger: the counts one supervisor holds raised, gate by gate and port by port, in a memfd
+// (Linux 3.17) it shares with slipstreamd (kGateLedger), so that counts cannot outlive their
+// owner. When the session ends, the daemon lowers in the table whatever the ledger still holds:
+// a supervisor killed mid-switch (SIGKILL, a crash) or one that exits without destroying a count
+// (exit() does not unwind) leaves no port whose every accept goes to the supervisor. 512 KiB,
+// sparse: only the pages of ports ever raised are memory.
+class GateLedger {
+ public:
+  struct Counts {
+    uint32_t switching[65536];
+    uint32_t parked[65536];
+  };
+
+  // A new ledger, all zero, sealed against shrinking and growing (F_SEAL_SHRINK, F_SEAL_GROW,
+  // F_SEAL_SEAL: a mapping of it can never fault with SIGBUS), close-on-exec.
+  [[nodiscard]] static Result<GateLedger> Create();
+  // A ledger a supervisor sent (the daemon): EINVAL unless a file of exactly the ledger's size
+  // that can no longer shrink, so that mapping it is safe whoever holds it.
+  [[nodiscard]] static Result<GateLedger> Adopt(UniqueFd fd);
+  GateLedger(GateLedger&& other) noexcept
+      : fd_(std::move(other.fd_)), counts_(std::exchange(other.counts_, nullptr)) {}
+  GateLedger& operator=(GateLedger&&) = delete;
+  ~GateLedger();
+
+  int fd() const { return fd_.Get(); }
+  uint32_t* Counter(GateKind kind, uint16_t port) {
+    return kind == GateKind::kSwitching ? &counts_->switching[port] : &counts_->parked[port];
+  }
+  // Lowers in `table` every count the ledger holds and zeroes the ledger. Each slot is taken with
+  // an atomic exchange, so its owner, if alive, finds 0 when it lowers that count later and
+  // leaves the table alone. Reads only the pages ever written (lseek SEEK_DATA, Linux 3.8 on
+  // shmem). Returns how many counts it lowered.
+  uint64_t DrainInto(slipstream_listener_table* table);
+
+ private:
+  GateLedger(UniqueFd fd, Counts* counts) : fd_(std::move(fd)), counts_(counts) {}
+  UniqueFd fd_;
+  Counts* counts_;
+};
+
 // AcceptGate: a supervisor's view of the same file, through which it raises and lowers the
 // in-process accept's two gates (`switching`, `parked`: preload_abi.h). The daemon creates the
 // file; a supervisor may start first, so the file is mapped on first use, and a gate that cannot
 // be mapped (no daemon yet) does nothing: the library then finds no table and traps its accepts.
+// A supervisor's gate keeps a GateLedger of its raises (`with_ledger`); the daemon's own raises
+// live in its own records, which end with the sessions they belong to.
 class AcceptGate {
  public:
-  enum class Kind { kSwitching, kParked };
+  using Kind = GateKind;
 
   // One raised count, lowered when destroyed (move-only). Empty if the file was not mapped.
   class Count {
    public:
     Count() = default;
-    Count(Count&& other) noexcept : counter_(std::exchange(other.counter_, nullptr)) {}
+    Count(Count&& other) noexcept
+        : counter_(std::exchange(other.counter_, nullptr)),
+          ledger_(std::exchange(other.ledger_, nullptr)) {}
     Count& operator=(Count&& other) noexcept;
     ~Count() { Reset(); }
     void Reset();
@@ -69,11 +121,14 @@ class AcceptGate {
 
    private:
     friend class AcceptGate;
-    explicit Count(uint32_t* counter) : counter_(counter) {}
+    Count(uint32_t* counter, uint32_t* ledger) : counter_(counter), ledger_(ledger) {}
     uint32_t* counter_ = nullptr;
+    uint32_t* ledger_ = nullptr;  // our entry for it in the ledger, if we keep one
   };
 
-  explicit AcceptGate(std::string path) : path_(std::move(path)) {}
+  // With `with_ledger`, raises are also written to a GateLedger (if one can be made: else as
+  // without).
+  explicit AcceptGate(std::string path, bool with_ledger = false);
   AcceptGate(const AcceptGate&) = delete;
   AcceptGate& operator=(const AcceptGate&) = delete;
   ~AcceptGate();  // every Count must be gone by then
@@ -88,6 +143,10 @@ class AcceptGate {
   // Whether Raise() can raise anything: false while the file is missing, or when it is not
   // writable by us (a system-wide daemon's table is root's, 0644).
   bool CanRaise() { return Map() != nullptr; }
+  // The ledger's memfd, for slipstreamd (-1: none).
+  int ledger_fd() const { return ledger_ ? ledger_->fd() : -1; }
+  // At exit: lowers every count still held, whether or not its Count object is ever destroyed.
+  void LowerAll();
 
  private:
   slipstream_listener_table* Map();
@@ -95,6 +154,7 @@ class AcceptGate {
 
   std::string path_;
   slipstream_listener_table* table_ = nullptr;
+  std::optional<GateLedger> ledger_;
 };
 
 }  // namespace slipstream::matcher

@@ -203,5 +203,81 @@ TEST_F(ListenerTableTest, AcceptGateNeverLowersBelowZero) {
   munmap(p, sizeof(slipstream_listener_table));
 }
 
+// A supervisor killed mid-switch destroys none of its counts: the daemon lowers what its ledger
+// holds when the session ends, and only that (another supervisor's raise stays).
+TEST_F(ListenerTableTest, ALedgerDrainLowersOnlyTheDeadSupervisorsCounts) {
+  auto table = ListenerTable::Open(path_);
+  ASSERT_TRUE(table);
+  const auto* view = MapReadOnly();
+  AcceptGate other(path_, /*with_ledger=*/true);
+  auto kept = other.Raise(AcceptGate::Kind::kSwitching, 8080);
+  auto* dead = new AcceptGate(path_, /*with_ledger=*/true);
+  ASSERT_GE(dead->ledger_fd(), 0);
+  auto* leaked = new AcceptGate::Count[3]{dead->Raise(AcceptGate::Kind::kSwitching, 8080),
+                                          dead->Raise(AcceptGate::Kind::kSwitching, 8080),
+                                          dead->Raise(AcceptGate::Kind::kParked, 60000)};
+  EXPECT_EQ(view->switching[8080], 3u);
+  EXPECT_EQ(view->parked[60000], 1u);
+  // What the daemon receives (kGateLedger): another descriptor of the same memfd.
+  auto adopted = GateLedger::Adopt(UniqueFd(dup(dead->ledger_fd())));
+  ASSERT_TRUE(adopted) << adopted.error().ToString();
+  EXPECT_EQ(table->Drain(*adopted), 3u);
+  EXPECT_EQ(view->switching[8080], 1u) << "the other supervisor's raise stays";
+  EXPECT_EQ(view->parked[60000], 0u);
+  EXPECT_EQ(table->Drain(*adopted), 0u) << "drained once";
+  // Were the dead one alive after all (a session the daemon closed), lowering its counts later
+  // must not take anyone else's raise.
+  delete[] leaked;
+  EXPECT_EQ(view->switching[8080], 1u);
+  kept.Reset();
+  EXPECT_EQ(view->switching[8080], 0u);
+  delete dead;
+  munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
+}
+
+// At exit the supervisor lowers every count it holds, including those whose Count objects the
+// exit never destroys.
+TEST_F(ListenerTableTest, LowerAllLowersCountsNobodyDestroys) {
+  auto table = ListenerTable::Open(path_);
+  ASSERT_TRUE(table);
+  const auto* view = MapReadOnly();
+  AcceptGate gate(path_, /*with_ledger=*/true);
+  auto* never_destroyed = new AcceptGate::Count(gate.Raise(AcceptGate::Kind::kSwitching, 443));
+  auto destroyed_later = gate.Raise(AcceptGate::Kind::kParked, 443);
+  gate.LowerAll();
+  EXPECT_EQ(view->switching[443], 0u);
+  EXPECT_EQ(view->parked[443], 0u);
+  destroyed_later.Reset();
+  EXPECT_EQ(view->parked[443], 0u);
+  auto again = gate.Raise(AcceptGate::Kind::kParked, 443);
+  EXPECT_EQ(view->parked[443], 1u) << "the gate works after LowerAll";
+  again.Reset();
+  EXPECT_EQ(view->parked[443], 0u);
+  delete never_destroyed;  // its ledger entry is 0: lowers nothing
+  munmap(const_cast<slipstream_listener_table*>(view), sizeof(*view));
+}
+
+// The daemon maps what a supervisor sends: only a sealed file of the ledger's size, which no one
+// can shrink under the mapping.
+TEST_F(ListenerTableTest, GateLedgerAdoptRefusesUnsealedOrWrongSizedFiles) {
+  UniqueFd unsealed(memfd_create("t", MFD_CLOEXEC));
+  ASSERT_TRUE(unsealed);
+  ASSERT_EQ(ftruncate(unsealed.Get(), sizeof(GateLedger::Counts)), 0);
+  auto a = GateLedger::Adopt(std::move(unsealed));
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().err, EINVAL);
+  UniqueFd small(memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  ASSERT_EQ(ftruncate(small.Get(), 4096), 0);
+  ASSERT_EQ(fcntl(small.Get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+  EXPECT_FALSE(GateLedger::Adopt(std::move(small)));
+  int pipe_fds[2];
+  ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
+  close(pipe_fds[1]);
+  EXPECT_FALSE(GateLedger::Adopt(UniqueFd(pipe_fds[0])));
+  auto made = GateLedger::Create();
+  ASSERT_TRUE(made);
+  EXPECT_TRUE(GateLedger::Adopt(UniqueFd(dup(made->fd()))));
+}
+
 }  // namespace
 }  // namespace slipstream::matcher

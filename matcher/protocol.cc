@@ -126,6 +126,8 @@ const char* MsgTypeName(MsgType type) {
       return "swept";
     case MsgType::kPeerPid:
       return "peer-pid";
+    case MsgType::kGateLedger:
+      return "gate-ledger";
     case MsgType::kPeerPidReply:
       return "peer-pid-reply";
     case MsgType::kIntentReply:

@@ -25,6 +25,7 @@
 //   kSweep                                        kSwept (closed ends' TCP sockets released)
 //   kPeerPid {end ino}                            kPeerPidReply {pid of the other end's holder}
 //   kStatus                                       kStatusReply {json}
+//   kGateLedger [memfd]                           (none) lowered by the daemon when we are gone
 //   kEndClosed {server end ino}                   (none) closed, in another namespace
 //   anything malformed                            kError {errno, text}
 //
@@ -80,6 +81,9 @@ enum class MsgType : uint16_t {
   // Which process holds the other end of the switched end `inode` (InodeBody)? Answered
   // kPeerPidReply (PeerPidBody, pid 0: unknown), a hint for a /proc look-up.
   kPeerPid = 12,
+  // The supervisor's GateLedger (a sealed memfd): the accept-gate counts it holds raised, which
+  // the daemon lowers when the session ends. No answer.
+  kGateLedger = 13,
   // Replies, 100-199 (the numbers are the wire format: never renumbered).
   kRegistered = 100,
   kClaimReply = 102,

@@ -106,8 +106,11 @@ static inline int slipstream_identity_option(int name) {
  *   daemon (per pending pair) and a server's supervisor (per end pushed to it) raise it too, so
  *   that it stays raised when the client's supervisor exits before the server accepts. An accept
  *   that finds it non-zero after taking a connection from the kernel offers it to its supervisor
- *   (SLIPSTREAM_OPT_CLAIM). A supervisor killed mid-switch leaves its count raised: accepts on
- *   that port then cost a notification each, never a wrong answer, until the daemon's idle exit.
+ *   (SLIPSTREAM_OPT_CLAIM). A supervisor's raises are also written to its ledger, shared with
+ *   the daemon (matcher::GateLedger), which lowers what a killed supervisor left raised when
+ *   its session ends; a count still raised (no daemon then, or killed between the two writes)
+ *   costs accepts on that port a notification each, never a wrong answer, until the daemon's
+ *   idle exit.
  * - parked[p]: connections a server's supervisor took from a listener on port p for an accept the
  *   program then left (a signal, EMFILE), owed to the next accept on that listener. While
  *   non-zero, accepts on port p go to the supervisor. */

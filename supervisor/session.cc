@@ -164,6 +164,8 @@ void Session::LowerAcceptGates() {
   held_.DropAll();
   if (switcher_) switcher_->LowerAcceptGates();
   calls_.LowerAcceptGates();
+  // Any count whose holder the exit will not destroy (ExitLike does not unwind) is lowered too.
+  if (switcher_) switcher_->gate().LowerAll();
 }
 
 }  // namespace slipstream::supervisor

@@ -70,7 +70,7 @@ Switcher::Switcher(asio::io_context& io, Stats& stats)
                       [this](matcher::Message& push) { OnPush(push); },
                       [this](const matcher::Message& m) { OnNetns(m); },
                   }),
-      gate_(GatePath()),
+      gate_(GatePath(), /*with_ledger=*/true),
       inbox_timer_(io, std::chrono::milliseconds(100),
                    [this] {
                      SweepInbox();
@@ -110,6 +110,10 @@ void Switcher::OnListener(pid_t tgid, int target_fd, int listener,
 }
 
 void Switcher::OnReconnected() {
+  // First, so that counts we hold now are lowered if we die from here on (GateLedger).
+  if (int ledger = gate_.ledger_fd(); ledger >= 0) {
+    (void)client_.Send(MsgType::kGateLedger, getpid(), {}, {&ledger, 1});
+  }
   // Tell a (re)started daemon about every listener we know that still exists where we saw it.
   for (auto it = listeners_.begin(); it != listeners_.end();) {
     auto pidfd = PidfdOpen(it->second.tgid);

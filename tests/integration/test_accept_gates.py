@@ -13,11 +13,19 @@ pushes the end to neither and holds it until one claims it: the same must hold.
 """
 
 import os
+import signal
 
 import fixture_runs as fr
 import harness
 import switch_support as ss
 import test_preload as tp
+
+# Connects, writes one byte, says so and keeps the connection until its stdin ends.
+HOLDING_CLIENT = ("import socket, sys\n"
+                  "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+                  "s.sendall(b'x')\n"
+                  "print('sent', flush=True)\n"
+                  "sys.stdin.read()\n")
 
 CLIENT = ("import socket, sys\n"
           "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
@@ -124,6 +132,39 @@ class AcceptAfterTheClientsSupervisorLeft(fr.FixtureTest):
         if supervise:
             self.assert_gates_lowered(port)
         return sorted(results)
+
+    def test_gates_of_a_client_supervisor_killed_mid_switch_are_lowered(self):
+        """`kill -9` of the client's slipstream-trace while its switch awaits the server's accept:
+        the count it raised must not stay (the daemon lowers what its ledger holds when its
+        session ends), or every later accept on the port would go to the server's supervisor."""
+        port_file = self.path("port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        server_stats = self.path("server.stats")
+        cmd = [harness.program("accept_later_dyn"), "--port-file", port_file]
+        server = ss.Gated(self, harness.supervised(ss.after_gate(cmd), stats=True,
+                                                   extra=["-o", server_stats]))
+        server.start_program()
+        port = fr.read_port(port_file)
+        client = ss.Gated(self, harness.supervised(ss.after_gate(
+            ["python3", "-c", HOLDING_CLIENT, str(port)])))
+        client.start_program()
+        client.wait_line(r"^sent")
+        program = fr.program_pid(client.pid)
+        self.track(program)
+        # Raised by the client's supervisor, the daemon (pending pair) and the server's supervisor
+        # (the pushed end) until the server's accept installs the end; the last two once the
+        # daemon has read the client's kConnected (one-way) and pushed the end.
+        fr.wait_until(lambda: tp.gate_counts(port) == (3, 0), 10, "the three raises")
+        os.kill(client.pid, signal.SIGKILL)
+        self.assertEqual(client.proc.wait(10), -signal.SIGKILL)
+        fr.wait_until(lambda: tp.gate_counts(port) == (2, 0), 10,
+                      "the killed supervisor's count lowered by the daemon")
+        server.go()
+        code, out, err = server.finish(timeout=30)
+        self.assertEqual((code, out), (0, ["accept: fd peer=127.0.0.1 read=1"]), err)
+        self.assertEqual(ss.read_stats(server_stats)["switched"], 1)
+        self.assert_gates_lowered(port)
 
     def test_byte_written_before_the_accept_arrives_on_a_shared_port(self):
         native = self.run_shared_port(False)
