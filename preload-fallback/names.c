@@ -2,10 +2,11 @@
  *
  * The supervisor answers them from the connection's retained TCP socket, one notification each
  * (about 36 us on the 2-core VM); servers ask for them per connection (CPython's asyncio four
- * times, redis and nginx for their logs). The library keeps both addresses per fd: filled when it
- * accepted the connection itself (the TCP socket is still in its hands before the late claim) or
- * by one query to the supervisor (SLIPSTREAM_OPT_NAMES) at the first getsockname/getpeername of
- * a socket the supervisor switched.
+ * times, redis and nginx for their logs; libpq and asyncio clients after connecting). The library
+ * keeps both addresses per fd: filled when it accepted the connection itself (the TCP socket is
+ * still in its hands before the late claim), from the supervisor's answer to a connect it switched
+ * (slipstream_connect_answer), or else by one query to the supervisor (SLIPSTREAM_OPT_NAMES) at
+ * the first getsockname/getpeername of a socket the supervisor switched.
  *
  * Exactness: an entry holds the inode of the AF_UNIX end it belongs to, checked with fstat() at
  * each use, so a closed and reused fd number, a dup2() over it or an exec never finds a stale

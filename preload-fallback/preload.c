@@ -387,7 +387,7 @@ EXPORT int socket(int domain, int type, int protocol) {
 static int ConnectThroughSupervisor(int fd, const struct sockaddr* addr, socklen_t len) {
   struct stat before;
   int known = fstat(fd, &before) == 0;
-  struct slipstream_connect_answer answer = {SLIPSTREAM_CLAIM_TCP, 0, 0};
+  struct slipstream_connect_answer answer = {.kind = SLIPSTREAM_CLAIM_TCP};
   long r =
       ScrubbedSyscall(SYS_connect, fd, (long)addr, len, 0, (long)&answer, SLIPSTREAM_CONNECT_MARK);
   if (r < 0) {
@@ -412,6 +412,11 @@ static int ConnectThroughSupervisor(int fd, const struct sockaddr* addr, socklen
                         0, 0);
   } while (d == -EBUSY || d == -EINTR);
   (void)ScrubbedSyscall(SYS_close, r, 0, 0, 0, 0, 0);
+  /* The supervisor read both addresses from the retained TCP socket: getsockname and getpeername
+   * of the connection are answered here from now on, without the SLIPSTREAM_OPT_NAMES query. */
+  if (d == fd && answer.names.local_len != 0 && answer.names.peer_len != 0) {
+    slipstream_names_store(fd, &answer.names);
+  }
   if (answer.err != 0) {
     errno = answer.err;
     return -1;

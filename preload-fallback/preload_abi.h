@@ -140,6 +140,17 @@ struct slipstream_listener_table {
 #define SLIPSTREAM_CLAIM_SWITCHED 1
 #define SLIPSTREAM_CLAIM_NEW_FD 2
 
+/* getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, &struct slipstream_names, &len), made
+ * without the cookie on a socket the supervisor switched: it answers both addresses of the
+ * retained TCP socket at once (what getsockname and getpeername would answer), so that the
+ * library answers the later ones itself. An error from the kernel (EOPNOTSUPP) on any other
+ * socket; the error of either address otherwise (ENOTCONN after a reset). */
+#define SLIPSTREAM_OPT_NAMES 2
+struct slipstream_names {
+  uint32_t local_len, peer_len;
+  uint8_t local[28], peer[28]; /* a sockaddr_in or sockaddr_in6 */
+};
+
 /* A connect the library leaves to the supervisor carries, past connect's three arguments,
  * SLIPSTREAM_CONNECT_MARK in the sixth and the address of a struct slipstream_connect_answer in
  * the fifth (the kernel reads neither; the filter does not let them bypass it). If the supervisor
@@ -147,7 +158,10 @@ struct slipstream_listener_table {
  * 5.19: only a fatal signal can take the answer away), it answers with ADDFD SEND (Linux 5.14):
  * the call returns a new close-on-exec fd naming the AF_UNIX end, `kind` says
  * SLIPSTREAM_CLAIM_NEW_FD, `err` the connect's own result (0, or EINPROGRESS for a non-blocking
- * socket) and `ino` the end's inode; the library moves the fd over the socket's with dup3.
+ * socket), `ino` the end's inode and `names` both addresses of the retained TCP socket (both
+ * lengths 0 if either could not be read); the library moves the fd over the socket's with dup3
+ * and keeps the addresses (names.c), so that the connection's getsockname and getpeername cost
+ * no notification, not even the SLIPSTREAM_OPT_NAMES query.
  * Otherwise `kind` stays SLIPSTREAM_CLAIM_TCP and the call returns connect's answer. The answer
  * is written before the SEND, so a supervisor killed in between leaves it written while the
  * shepherd answers the call itself (0 for a connect already made): the library takes the
@@ -158,17 +172,7 @@ struct slipstream_connect_answer {
   int32_t kind;
   int32_t err;
   uint64_t ino;
-};
-
-/* getsockopt(fd, SLIPSTREAM_SOL, SLIPSTREAM_OPT_NAMES, &struct slipstream_names, &len), made
- * without the cookie on a socket the supervisor switched: it answers both addresses of the
- * retained TCP socket at once (what getsockname and getpeername would answer), so that the
- * library answers the later ones itself. An error from the kernel (EOPNOTSUPP) on any other
- * socket; the error of either address otherwise (ENOTCONN after a reset). */
-#define SLIPSTREAM_OPT_NAMES 2
-struct slipstream_names {
-  uint32_t local_len, peer_len;
-  uint8_t local[28], peer[28]; /* a sockaddr_in or sockaddr_in6 */
+  struct slipstream_names names;
 };
 
 static inline int slipstream_port_supervised(const struct slipstream_listener_table* t,

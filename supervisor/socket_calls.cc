@@ -278,16 +278,10 @@ void SocketCalls::OnNames(PendingCall& c, const TargetAccess& target) {
   if (!local) return (void)c.Fail(local.error().err);
   auto peer = SocketName(sock->tcp(), true);
   if (!peer) return (void)c.Fail(peer.error().err);
-  slipstream_names names{};
-  if (local->len() > sizeof(names.local) || peer->len() > sizeof(names.peer)) {
-    return (void)c.Fail(EINVAL);
-  }
-  names.local_len = local->len();
-  names.peer_len = peer->len();
-  memcpy(names.local, local->get(), local->len());
-  memcpy(names.peer, peer->get(), peer->len());
-  if (!target.Write(c.arg(3), {reinterpret_cast<const uint8_t*>(&names), sizeof(names)}) ||
-      !target.WriteInt(c.arg(4), sizeof(names))) {
+  auto names = LibraryNames(*local, *peer);
+  if (!names) return (void)c.Fail(names.error().err);
+  if (!target.Write(c.arg(3), {reinterpret_cast<const uint8_t*>(&*names), sizeof(*names)}) ||
+      !target.WriteInt(c.arg(4), sizeof(*names))) {
     return (void)c.Fail(EFAULT);
   }
   c.trace().note = "(" + local->ToString() + ", " + peer->ToString() + ")";

@@ -23,6 +23,7 @@
 #include "base/sock_diag.h"
 #include "base/syscalls.h"
 #include "fdinject/installer.h"
+#include "preload-fallback/preload_abi.h"
 #include "supervisor/held_calls.h"
 #include "supervisor/local_addrs.h"
 #include "supervisor/pending_call.h"
@@ -156,9 +157,10 @@ class SocketCalls {
   // with inode `sock_ino`.
   bool InstallOverFd(PendingCall& c, uint64_t sock_ino, int end);
   // Answers the switched connect `c` with `end` at a new fd (ADDFD SEND), `in_progress` giving
-  // EINPROGRESS (preload_abi.h); falls back to InstallOverFd if the program has no free fd.
+  // EINPROGRESS, and the connection's `names` for the library to keep (preload_abi.h); falls back
+  // to InstallOverFd if the program has no free fd.
   void AnswerWithEnd(PendingCall& c, uint64_t sock_ino, int end, uint64_t end_ino,
-                     bool in_progress);
+                     const slipstream_names& names, bool in_progress);
   // Runs `then` with the call and the AF_UNIX end paired with the accepted TCP socket `conn`
   // whose peer address is `peer`, if a supervised client on this host (any network namespace with
   // supervisors) made it: at once, or when slipstreamd answers the claim. `c` is moved into the

@@ -253,12 +253,16 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bo
     spdlog::warn("could not move the epoll registrations of fd {} in pid {}: {}", fd, pid,
                  moved.error().ToString());
   }
-  if (c.tracing()) {
+  slipstream_names names{};  // for the library (preload_abi.h); lengths 0: not known
+  if (by_send || c.tracing()) {
     auto local = SocketName(sock, false), remote = SocketName(sock, true);
-    c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
-                     (remote ? remote->ToString() : "?") + ")" + seq_note;
+    if (c.tracing()) {
+      c.trace().note = "switched to unix (" + (local ? local->ToString() : "?") + " -> " +
+                       (remote ? remote->ToString() : "?") + ")" + seq_note;
+    }
+    if (local && remote) names = LibraryNames(*local, *remote).value_or(names);
   }
-  if (by_send) AnswerWithEnd(c, prep.sock_ino, end.Get(), end_ino, in_progress);
+  if (by_send) AnswerWithEnd(c, prep.sock_ino, end.Get(), end_ino, names, in_progress);
   // The rest keeps the program waiting no longer: its next call is handled after this one.
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);
@@ -267,9 +271,10 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bo
 }
 
 void SocketCalls::AnswerWithEnd(PendingCall& c, uint64_t sock_ino, int end, uint64_t end_ino,
-                                bool in_progress) {
+                                const slipstream_names& names, bool in_progress) {
   auto target = OpenTarget(c);
-  slipstream_connect_answer answer{SLIPSTREAM_CLAIM_NEW_FD, in_progress ? EINPROGRESS : 0, end_ino};
+  slipstream_connect_answer answer{SLIPSTREAM_CLAIM_NEW_FD, in_progress ? EINPROGRESS : 0, end_ino,
+                                   names};
   const auto* bytes = reinterpret_cast<const uint8_t*>(&answer);
   if (target && target->Write(c.arg(4), {bytes, sizeof(answer)})) {
     auto installed = env_.installer.Install({c.id(), end, -1, true, true});

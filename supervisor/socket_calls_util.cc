@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "preload-fallback/preload_abi.h"
 
@@ -25,6 +26,18 @@ std::string AddrText(const Result<SockAddr>& copied, uint64_t len) {
                                         : "<addrlen " + std::to_string(static_cast<int>(len)) + ">";
   }
   return copied->ToString();
+}
+
+Result<slipstream_names> LibraryNames(const SockAddr& local, const SockAddr& peer) {
+  slipstream_names names{};
+  if (local.len() > sizeof(names.local) || peer.len() > sizeof(names.peer)) {
+    return Error(EINVAL, "slipstream_names");
+  }
+  names.local_len = local.len();
+  names.peer_len = peer.len();
+  memcpy(names.local, local.get(), local.len());
+  memcpy(names.peer, peer.get(), peer.len());
+  return names;
 }
 
 bool Established(int sock) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "preload-fallback/preload_abi.h"
 #include "tracer/target.h"
 
 namespace slipstream::supervisor {
@@ -20,6 +21,9 @@ std::string AddrText(const tracer::TargetAccess* target, uint64_t ptr, uint64_t 
 // The same for an address already copied from the program (`copied`, from a length `len`).
 std::string AddrText(const Result<SockAddr>& copied, uint64_t len);
 bool Established(int sock);
+// Both addresses of a switched connection as the preload library keeps them (preload_abi.h):
+// EINVAL if one does not fit (only IPv4 and IPv6 addresses do).
+Result<slipstream_names> LibraryNames(const SockAddr& local, const SockAddr& peer);
 // SOL_SOCKET options that describe the TCP connection rather than the byte stream: on a switched
 // socket they are answered from the retained TCP socket. The rest (buffers, timeouts, SO_ERROR,
 // SO_KEEPALIVE...) act on the AF_UNIX end the program holds.
