@@ -270,13 +270,7 @@ void Daemon::Close(Session* s) {
   if (s->closed) return;
   s->closed = true;
   spdlog::debug("session {} (pid {}) closed", s->id, s->pid);
-  // The accept-gate counts it still held: a supervisor that exits cleanly lowered them itself.
-  if (s->ledger && table_) {
-    if (uint64_t n = table_->Drain(*s->ledger)) {
-      spdlog::debug("session {}: lowered {} accept-gate count(s) it left raised", s->id, n);
-    }
-  }
-  s->ledger.reset();
+  ReleaseLedger(s);
   for (auto it = listeners_.begin(); it != listeners_.end();) {
     if (it->second.session != s->id) {
       ++it;
@@ -349,16 +343,6 @@ void Daemon::Handle(Session* s, Message m) {
     default:
       return ReplyError(s, m, EPROTO, "unexpected message type");
   }
-}
-
-void Daemon::OnGateLedger(Session* s, Message& m) {
-  if (m.fds.size() != 1 || !m.body.empty()) return ReplyError(s, m, EINVAL, "bad gate ledger");
-  // Only the table's owner's supervisors write its gates (under --all-users the others cannot,
-  // and we raise for them). One per session: a supervisor that reconnects sends it again.
-  if (s->ledger || s->uid != geteuid()) return;
-  auto ledger = GateLedger::Adopt(std::move(m.fds[0]));
-  if (!ledger) return ReplyError(s, m, EINVAL, "gate ledger: not a sealed memfd of its size");
-  s->ledger.emplace(std::move(*ledger));
 }
 
 void Daemon::ReplyError(Session* s, const Message& m, int err, const char* text) {
@@ -537,7 +521,9 @@ void Daemon::RetireListeners(Clock::time_point now) {
   }
 }
 
-bool Daemon::Idle() const { return sessions_.empty() && pending_.empty(); }
+bool Daemon::Idle() const {
+  return sessions_.empty() && pending_.empty() && orphan_ledgers_.empty();
+}
 
 void Daemon::ScheduleIdleCheck() {
   idle_timer_.expires_after(std::chrono::seconds(1));

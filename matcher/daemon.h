@@ -21,6 +21,7 @@
 
 #include "base/sock_diag.h"
 #include "base/sweep_timer.h"
+#include "base/syscalls.h"
 #include "matcher/endpoint.h"
 #include "matcher/listener_table.h"
 #include "matcher/protocol.h"
@@ -86,7 +87,11 @@ class Daemon {
   void OnDisown(Session* s, Message& m);
   void OnAdopt(Session* s, Message& m);
   void OnPeerPid(Session* s, Message& m);
+  // Gate ledgers (daemon_ledger.cc): a closing session's ledger is drained once its supervisor
+  // has exited, kept meanwhile in case it reconnects and sends it again.
   void OnGateLedger(Session* s, Message& m);
+  void ReleaseLedger(Session* s);
+  void DrainOrphanOnExit(const FileId& id, UniqueFd pidfd);
   void OnStatus(Session* s, Message& m);
 
   // Across network namespaces (daemon_netns.cc; docs/design.md, "Across network namespaces").
@@ -226,6 +231,14 @@ class Daemon {
   // returns the next one.
   std::vector<Deferred>::iterator RefuseDeferred(std::vector<Deferred>::iterator d);
   std::map<uint64_t, Live> live_;  // switched connections, by server end inode
+  // The ledgers of sessions that closed while their supervisor lived (a queue overflow, a send
+  // that timed out, a supervisor that reconnects), by the memfd's identity: drained when the
+  // supervisor's pidfd says it exited, or taken over by its next session.
+  struct OrphanLedger {
+    GateLedger ledger;
+    std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;  // owns the pidfd
+  };
+  std::map<FileId, OrphanLedger> orphan_ledgers_;
   uint64_t pairs_total_ = 0;
   uint64_t relays_total_ = 0;
   uint64_t claims_total_ = 0;  // kClaim messages received (--status)

@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "base/syscalls.h"
 #include "matcher/daemon.h"
 
 namespace slipstream::matcher {
@@ -35,7 +36,12 @@ struct Daemon::Session {
   bool hello = false;         // said kHello: gets namespace and remote-listener news
   bool closed = false;
   bool overflowed = false;  // its queue hit kMaxQueued: being closed
-  std::optional<GateLedger> ledger;  // kGateLedger: drained into the table when it closes
+  // The supervisor process, from SO_PEERPIDFD (Linux 6.5) or pidfd_open (5.3), once it sends a
+  // gate ledger; invalid if neither could name it (pid 0: another pid namespace, before 6.5).
+  UniqueFd pidfd;
+  // kGateLedger: drained into the table once the supervisor has exited (daemon_ledger.cc).
+  std::optional<GateLedger> ledger;
+  FileId ledger_id;
   int fd() { return desc.native_handle(); }
 };
 

@@ -139,6 +139,7 @@ std::string Daemon::StatusJson(uint64_t asking_session, size_t max_listed) const
   j["pairs_total"] = pairs_total_;
   j["relays_total"] = relays_total_;
   j["claims_total"] = claims_total_;
+  j["gate_ledgers_waiting"] = orphan_ledgers_.size();
   // Paths are bytes, not UTF-8: a runtime directory named in Latin-1 made the default dump() throw
   // (type_error 316) inside the event loop, and std::terminate took the daemon down. Such bytes
   // become U+FFFD in the reply instead.

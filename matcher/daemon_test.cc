@@ -108,6 +108,25 @@ class DaemonTest : public ::testing::Test {
     }
   }
 
+  // How many gate ledgers wait for their supervisor's exit (--status).
+  static int WaitingLedgers(int asking) {
+    if (!SendMessage(asking, MsgType::kStatus, 9, 0, {})) return -1;
+    auto status = Expect(asking, MsgType::kStatusReply);
+    if (!status) return -1;
+    std::string json(status->body.begin(), status->body.end());
+    const std::string key = "\"gate_ledgers_waiting\":";
+    size_t at = json.find(key);
+    return at == std::string::npos ? -1 : atoi(json.c_str() + at + key.size());
+  }
+
+  static bool WaitForWaitingLedgers(int asking, int n) {
+    for (int i = 0; i < 200; ++i) {
+      if (WaitingLedgers(asking) == n) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
   static void Register(int session, int listener) {
     ASSERT_TRUE(SendMessage(session, MsgType::kRegisterListener, 11, getpid(), {}, {&listener, 1}));
     auto reply = Expect(session, MsgType::kRegistered);
@@ -931,6 +950,78 @@ TEST_F(DaemonTest, IntentRaisesTheGateForASupervisorThatCannotWriteTheTable) {
   ASSERT_TRUE(SendMessage(session.Get(), MsgType::kStatus, 6, 0, {}));  // after the abort
   ASSERT_TRUE(Expect(session.Get(), MsgType::kStatusReply));
   EXPECT_EQ(reader.Read(AcceptGate::Kind::kSwitching, kPort), std::optional<uint32_t>(0));
+}
+
+// A session can end while its supervisor still runs (the daemon closed it at the queue limit, the
+// supervisor gave it up after a send timed out): the counts in its ledger are still needed (a
+// parked connection; a switch whose server end a program holds), so they are lowered only once
+// that process has exited, and a new session that sends the same ledger takes it over. Draining
+// at the session's end dropped the raise below at once.
+TEST_F(DaemonTest, ALiveSupervisorsLedgerIsDrainedOnlyWhenItExits) {
+  constexpr uint16_t kPort = 40124;
+  const auto kSwitching = AcceptGate::Kind::kSwitching;
+  UniqueFd asking = Session();
+  AcceptGate gate(ListenerTablePath(dir_), /*with_ledger=*/true);
+  AcceptGate::Count raised = gate.Raise(kSwitching, kPort);
+  ASSERT_TRUE(raised.raised());
+  int ledger = gate.ledger_fd();
+  ASSERT_GE(ledger, 0);
+  auto send_ledger = [&](int session) {
+    ASSERT_TRUE(SendMessage(session, MsgType::kGateLedger, 1, getpid(), {}, {&ledger, 1}));
+    ASSERT_TRUE(SendMessage(session, MsgType::kStatus, 2, 0, {}));  // handled in order
+    ASSERT_TRUE(Expect(session, MsgType::kStatusReply));
+  };
+  {
+    UniqueFd first = Session();
+    send_ledger(first.Get());
+  }  // its session ends; we live on
+  ASSERT_TRUE(WaitForWaitingLedgers(asking.Get(), 1));
+  EXPECT_EQ(gate.Read(kSwitching, kPort), std::optional<uint32_t>(1));
+  UniqueFd second = Session();
+  send_ledger(second.Get());  // we reconnected: ours again
+  EXPECT_EQ(WaitingLedgers(asking.Get()), 0);
+  second.Reset();
+  ASSERT_TRUE(WaitForWaitingLedgers(asking.Get(), 1));
+  EXPECT_EQ(gate.Read(kSwitching, kPort), std::optional<uint32_t>(1));
+
+  // Now a child takes the ledger over, ends its session and exits: then the count is lowered.
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  SocketPath(dir_).copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+  int go[2], ready[2];
+  ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+  pid_t child = fork();
+  if (child == 0) {  // only system calls and SendMessage: the daemon's thread is not copied
+    char byte;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) _exit(101);
+    if (!SendMessage(fd, MsgType::kGateLedger, 1, getpid(), {}, {&ledger, 1})) _exit(102);
+    if (!SendMessage(fd, MsgType::kStatus, 2, 0, {})) _exit(103);
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) _exit(104);  // the ledger was handled before the status
+    if (write(ready[1], "r", 1) != 1 || read(go[0], &byte, 1) != 1) _exit(105);
+    close(fd);
+    _exit(read(go[0], &byte, 1) == 1 ? 0 : 106);
+  }
+  close(go[0]);
+  close(ready[1]);
+  UniqueFd go_write(go[1]), ready_read(ready[0]);
+  char byte;
+  ASSERT_EQ(read(ready_read.Get(), &byte, 1), 1);
+  EXPECT_EQ(WaitingLedgers(asking.Get()), 0);  // the child's session holds it
+  ASSERT_EQ(write(go_write.Get(), "c", 1), 1);  // the child ends its session and lives on
+  ASSERT_TRUE(WaitForWaitingLedgers(asking.Get(), 1));
+  EXPECT_EQ(gate.Read(kSwitching, kPort), std::optional<uint32_t>(1));
+  ASSERT_EQ(write(go_write.Get(), "x", 1), 1);  // the child exits
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_TRUE(WaitForWaitingLedgers(asking.Get(), 0));
+  EXPECT_EQ(gate.Read(kSwitching, kPort), std::optional<uint32_t>(0));
+  raised.Reset();  // finds its ledger entry taken: the table stays at 0
+  EXPECT_EQ(gate.Read(kSwitching, kPort), std::optional<uint32_t>(0));
 }
 
 // What a process of another uid (nobody) reads first from the daemon's socket: the kError's errno,

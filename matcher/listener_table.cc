@@ -107,12 +107,13 @@ uint64_t GateLedger::DrainInto(slipstream_listener_table* table) {
     for (size_t i = begin / sizeof(uint32_t); i < end / sizeof(uint32_t); ++i) {
       bool parked = i >= 65536;
       auto port = static_cast<uint16_t>(i % 65536);
-      uint32_t n = __atomic_exchange_n(Counter(parked ? GateKind::kParked : GateKind::kSwitching,
-                                               port),
-                                       0, __ATOMIC_SEQ_CST);
-      if (n == 0) continue;
+      uint32_t* slot = Counter(parked ? GateKind::kParked : GateKind::kSwitching, port);
+      // Written only where something is held: a plain load skips the rest without dirtying
+      // their cache lines.
+      if (__atomic_load_n(slot, __ATOMIC_RELAXED) == 0) continue;
+      uint32_t n = __atomic_exchange_n(slot, 0, __ATOMIC_SEQ_CST);
       lowered += n;
-      if (table != nullptr) LowerBy(parked ? &table->parked[port] : &table->switching[port], n);
+      LowerBy(parked ? &table->parked[port] : &table->switching[port], n);
     }
   };
   // Only the pages ever written: a hole reads as zeros, and touching it would make it memory.

@@ -59,10 +59,11 @@ enum class GateKind { kSwitching, kParked };
 
 // GateLedger: the counts one supervisor holds raised, gate by gate and port by port, in a memfd
 // (Linux 3.17) it shares with slipstreamd (kGateLedger), so that counts cannot outlive their
-// owner. When the session ends, the daemon lowers in the table whatever the ledger still holds:
-// a supervisor killed mid-switch (SIGKILL, a crash) or one that exits without destroying a count
-// (exit() does not unwind) leaves no port whose every accept goes to the supervisor. 512 KiB,
-// sparse: only the pages of ports ever raised are memory.
+// owner. Once the supervisor has exited (its pidfd says so, matcher/daemon_ledger.cc), the daemon
+// lowers in the table whatever the ledger still holds: a supervisor killed mid-switch (SIGKILL, a
+// crash) or one that exits without destroying a count (exit() does not unwind) leaves no port
+// whose every accept goes to the supervisor. 512 KiB, sparse: only the pages of ports ever raised
+// are memory.
 class GateLedger {
  public:
   struct Counts {
@@ -70,8 +71,9 @@ class GateLedger {
     uint32_t parked[65536];
   };
 
-  // A new ledger, all zero, sealed against shrinking and growing (F_SEAL_SHRINK, F_SEAL_GROW,
-  // F_SEAL_SEAL: a mapping of it can never fault with SIGBUS), close-on-exec.
+  // A new ledger, all zero, close-on-exec, sealed against shrinking (F_SEAL_SHRINK, Linux 3.17:
+  // what keeps a mapping of it from ever faulting with SIGBUS) and, for good, growing
+  // (F_SEAL_GROW, F_SEAL_SEAL).
   [[nodiscard]] static Result<GateLedger> Create();
   // A ledger a supervisor sent (the daemon): EINVAL unless a file of exactly the ledger's size
   // that can no longer shrink, so that mapping it is safe whoever holds it.
@@ -86,9 +88,11 @@ class GateLedger {
     return kind == GateKind::kSwitching ? &counts_->switching[port] : &counts_->parked[port];
   }
   // Lowers in `table` every count the ledger holds and zeroes the ledger. Each slot is taken with
-  // an atomic exchange, so its owner, if alive, finds 0 when it lowers that count later and
-  // leaves the table alone. Reads only the pages ever written (lseek SEEK_DATA, Linux 3.8 on
-  // shmem). Returns how many counts it lowered.
+  // an atomic exchange, so a Count destroyed later finds 0 and leaves the table alone. For the
+  // owner at its exit (AcceptGate::LowerAll) or the daemon once the owner has exited, never while
+  // the owner still raises: an entry is per port, not per Count, so after a drain a new raise
+  // could be lowered by an older Count's Reset. Reads only the pages ever written (lseek
+  // SEEK_DATA, Linux 3.8 on shmem). Returns how many counts it lowered.
   uint64_t DrainInto(slipstream_listener_table* table);
 
  private:

@@ -82,6 +82,8 @@ class MatcherClient {
   // How many messages have been read from the daemon (answers included): a caller that got no
   // answer in time can tell whether the daemon has spoken since.
   uint64_t received() const { return received_; }
+  // The uid of the daemon we connected to last (SO_PEERCRED).
+  uid_t daemon_uid() const { return daemon_uid_; }
   // Handles every message already queued (without waiting): the freshest view of the listeners.
   // Returns how many there were.
   size_t Poll();

@@ -110,8 +110,9 @@ void Switcher::OnListener(pid_t tgid, int target_fd, int listener,
 }
 
 void Switcher::OnReconnected() {
-  // First, so that counts we hold now are lowered if we die from here on (GateLedger).
-  if (int ledger = gate_.ledger_fd(); ledger >= 0) {
+  // First, so that counts we hold now are lowered if we die from here on (GateLedger). Only to a
+  // daemon of our own uid: another's table is not the one we write (it raises for us instead).
+  if (int ledger = gate_.ledger_fd(); ledger >= 0 && client_.daemon_uid() == geteuid()) {
     (void)client_.Send(MsgType::kGateLedger, getpid(), {}, {&ledger, 1});
   }
   // Tell a (re)started daemon about every listener we know that still exists where we saw it.
