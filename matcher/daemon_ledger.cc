@@ -20,21 +20,29 @@ namespace asio = boost::asio;
 
 namespace {
 
-// The process at the other end of the session socket `fd`: SO_PEERPIDFD (Linux 6.5) names the
-// process that connected, even in another pid namespace; before that, pidfd_open of its pid, which
-// races with the pid's reuse if it already died (then its ledger is drained when the new process
-// exits: late, never early). Invalid if neither works. Taken when a ledger arrives, so only
-// the sessions that send one hold a pidfd.
-UniqueFd PeerPidfd(int fd, pid_t pid) {
+// The process at the other end of session socket `fd` (pid `pid` from SO_PEERCRED): a pidfd, or
+// proof that it has exited, or neither. SO_PEERPIDFD (Linux 6.5) names the process that connected,
+// even in another pid namespace, and on 6.16+ even once reaped; before 6.16 a reaped peer gives
+// EINVAL or ESRCH. Before 6.5 (ENOPROTOOPT), pidfd_open of its pid (ESRCH: reaped), which races
+// with the pid's reuse if it already died: then its ledger is drained when the new process exits,
+// late, never early. Taken when a ledger arrives, so only sessions that send one hold a pidfd.
+struct PeerProcess {
+  UniqueFd pidfd;
+  bool exited = false;
+};
+
+PeerProcess PeerOf(int fd, pid_t pid) {
   constexpr int kSoPeerPidfd = 77;  // SO_PEERPIDFD, <asm-generic/socket.h> (Linux 6.5)
   int pidfd = -1;
   socklen_t len = sizeof(pidfd);
   if (getsockopt(fd, SOL_SOCKET, kSoPeerPidfd, &pidfd, &len) == 0 && pidfd >= 0) {
-    return UniqueFd(pidfd);
+    return {UniqueFd(pidfd), false};
   }
-  if (pid <= 0) return UniqueFd();
+  if (errno == EINVAL || errno == ESRCH) return {UniqueFd(), true};
+  if (errno != ENOPROTOOPT || pid <= 0) return {};  // EMFILE, or a pid we cannot see: unknown
   auto opened = PidfdOpen(pid);
-  return opened ? std::move(*opened) : UniqueFd();
+  if (opened) return {std::move(*opened), false};
+  return {UniqueFd(), opened.error().err == ESRCH};
 }
 
 bool Exited(int pidfd) {
@@ -60,7 +68,9 @@ void Daemon::OnGateLedger(Session* s, Message& m) {
   if (orphan_ledgers_.erase(*id) != 0) {
     spdlog::debug("session {}: took over its supervisor's gate ledger", s->id);
   }
-  s->pidfd = PeerPidfd(s->fd(), s->pid);
+  PeerProcess peer = PeerOf(s->fd(), s->pid);
+  s->pidfd = std::move(peer.pidfd);
+  s->exited = peer.exited;
   s->ledger.emplace(std::move(*ledger));
   s->ledger_id = *id;
 }
@@ -76,13 +86,13 @@ void Daemon::ReleaseLedger(Session* s) {
       return;
     }
   }
-  if (!s->pidfd.Valid()) {
+  if (!s->exited && !s->pidfd.Valid()) {
     // Cannot tell when it exits: leave its counts raised (accepts on those ports go to the
     // supervisors, slower but exact) rather than risk lowering a count it still needs.
     return spdlog::debug("session {}: supervisor has no pidfd, its gate ledger is not drained",
                          s->id);
   }
-  if (!Exited(s->pidfd.Get())) {
+  if (!s->exited && !Exited(s->pidfd.Get())) {
     orphan_ledgers_.erase(s->ledger_id);
     orphan_ledgers_.emplace(s->ledger_id, OrphanLedger{std::move(ledger), nullptr});
     return DrainOrphanOnExit(s->ledger_id, std::move(s->pidfd));
@@ -95,7 +105,16 @@ void Daemon::ReleaseLedger(Session* s) {
 void Daemon::DrainOrphanOnExit(const FileId& id, UniqueFd pidfd) {
   auto it = orphan_ledgers_.find(id);
   if (it == orphan_ledgers_.end()) return;
-  auto watch = std::make_unique<asio::posix::stream_descriptor>(io_, pidfd.Release());
+  auto watch = std::make_unique<asio::posix::stream_descriptor>(io_);
+  boost::system::error_code error;
+  watch->assign(pidfd.Get(), error);  // epoll_ctl: ENOSPC (max_user_watches), ENOMEM
+  if (error) {
+    spdlog::warn("cannot watch a supervisor's exit ({}): its accept gates stay raised",
+                 error.message());
+    orphan_ledgers_.erase(it);
+    return;
+  }
+  (void)pidfd.Release();  // the watch's now
   // Destroying the watch (the ledger taken over, the daemon stopping) cancels the wait.
   watch->async_wait(asio::posix::stream_descriptor::wait_read,
                     [this, id](const boost::system::error_code& ec) {

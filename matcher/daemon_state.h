@@ -39,6 +39,7 @@ struct Daemon::Session {
   // The supervisor process, from SO_PEERPIDFD (Linux 6.5) or pidfd_open (5.3), once it sends a
   // gate ledger; invalid if neither could name it (pid 0: another pid namespace, before 6.5).
   UniqueFd pidfd;
+  bool exited = false;  // ... or it was already reaped then
   // kGateLedger: drained into the table once the supervisor has exited (daemon_ledger.cc).
   std::optional<GateLedger> ledger;
   FileId ledger_id;

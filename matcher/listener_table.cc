@@ -178,8 +178,8 @@ AcceptGate::Count AcceptGate::Raise(Kind kind, uint16_t port) {
   // Sequentially consistent: the raise must be visible to an accept that takes a connection whose
   // connect() we start after this (the handshake orders the two processes through the kernel).
   __atomic_fetch_add(counter, 1, __ATOMIC_SEQ_CST);
-  // The ledger after the table: a daemon draining it in between (our session ended) has not seen
-  // this raise, which then stays ours to lower. Killed in between, one count stays raised.
+  // The ledger after the table: killed in between, one count stays raised (the daemon drains
+  // only what the ledger holds, once we have exited).
   uint32_t* ledger = ledger_ ? ledger_->Counter(kind, port) : nullptr;
   if (ledger != nullptr) __atomic_fetch_add(ledger, 1, __ATOMIC_SEQ_CST);
   return Count(counter, ledger);
@@ -208,10 +208,10 @@ AcceptGate::Count& AcceptGate::Count::operator=(Count&& other) noexcept {
 
 void AcceptGate::Count::Reset() {
   if (counter_ == nullptr) return;
-  // The ledger first: if its entry is 0, the count was lowered for us already (the daemon drained
-  // the ledger when our session ended, or LowerAll ran). Never below zero in the table: another
-  // program of the user may have written the file (it only harms that user's accepts), and a
-  // count must not wrap around to "always busy".
+  // The ledger first: if its entry is 0, the count was lowered for us already (LowerAll ran at
+  // our exit, or the daemon drained the ledger of a process that shared it and exited). Never
+  // below zero in the table: another program of the user may have written the file (it only
+  // harms that user's accepts), and a count must not wrap around to "always busy".
   if (ledger_ == nullptr || LowerOne(ledger_)) LowerOne(counter_);
   counter_ = ledger_ = nullptr;
 }

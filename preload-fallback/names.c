@@ -54,11 +54,13 @@ static uint64_t InodeOf(int fd) {
 
 int slipstream_names_keeps(int fd) { return fd >= 0 && fd < kNamedFds; }
 
-void slipstream_names_store(int fd, const struct slipstream_names* names) {
+void slipstream_names_store(int fd, uint64_t ino, const struct slipstream_names* names) {
   if (!slipstream_names_keeps(fd)) return;
-  int saved = errno;
-  uint64_t ino = InodeOf(fd);
-  errno = saved;
+  if (ino == 0) {
+    int saved = errno;
+    ino = InodeOf(fd);
+    errno = saved;
+  }
   struct Entry* e = &g_entries[fd];
   uint64_t seq = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
   __atomic_store_n(&e->seq, seq | 1, __ATOMIC_RELAXED);

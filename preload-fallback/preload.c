@@ -413,9 +413,10 @@ static int ConnectThroughSupervisor(int fd, const struct sockaddr* addr, socklen
   } while (d == -EBUSY || d == -EINTR);
   (void)ScrubbedSyscall(SYS_close, r, 0, 0, 0, 0, 0);
   /* The supervisor read both addresses from the retained TCP socket: getsockname and getpeername
-   * of the connection are answered here from now on, without the SLIPSTREAM_OPT_NAMES query. */
+   * of the connection are answered here from now on, without the SLIPSTREAM_OPT_NAMES query.
+   * Filed under the end's inode, not fstat(fd)'s: another thread may close and reuse the fd. */
   if (d == fd && answer.names.local_len != 0 && answer.names.peer_len != 0) {
-    slipstream_names_store(fd, &answer.names);
+    slipstream_names_store(fd, answer.ino, &answer.names);
   }
   if (answer.err != 0) {
     errno = answer.err;
@@ -501,7 +502,7 @@ static int FetchNames(int fd) {
                         (long)&len, 0);
   } while (r == -EINTR);
   if (r != 0 || len != sizeof(names)) return 0;
-  slipstream_names_store(fd, &names);
+  slipstream_names_store(fd, 0, &names);
   return 1;
 }
 
@@ -698,7 +699,7 @@ static int Accept(int call, int listener, struct sockaddr* addr, socklen_t* len,
      * getsockname/getpeername are then answered here (names.c). */
     struct slipstream_names names;
     int named = TcpNames((int)r, &names);
-    if (LateClaim((int)r) && named) slipstream_names_store((int)r, &names);
+    if (LateClaim((int)r) && named) slipstream_names_store((int)r, 0, &names);
   } else {
     if (port != 0 && g.stats != NULL)
       __atomic_fetch_add(&g.stats->tcp_accepts, 1, __ATOMIC_RELAXED);

@@ -167,13 +167,21 @@ struct slipstream_names {
  * shepherd answers the call itself (0 for a connect already made): the library takes the
  * returned number for the end only if it names the inode `ino`. One wake-up of the target
  * instead of two (ADDFD SETFD, then the answer). */
-#define SLIPSTREAM_CONNECT_MARK 0x534c495043304e4eLL /* "SLIPC0NN" */
+#define SLIPSTREAM_CONNECT_MARK 0x534c495043304e32LL /* "SLIPC0N2" */
 struct slipstream_connect_answer {
   int32_t kind;
   int32_t err;
   uint64_t ino;
   struct slipstream_names names;
 };
+/* The mark names the answer's layout: a new layout takes a new mark, so that the supervisor never
+ * writes past the answer of a library from another build (another copy first in LD_PRELOAD); such
+ * a connect is switched as one without the mark. */
+#ifdef __cplusplus
+static_assert(sizeof(struct slipstream_connect_answer) == 80, "SLIPSTREAM_CONNECT_MARK's layout");
+#else
+_Static_assert(sizeof(struct slipstream_connect_answer) == 80, "SLIPSTREAM_CONNECT_MARK's layout");
+#endif
 
 static inline int slipstream_port_supervised(const struct slipstream_listener_table* t,
                                              uint16_t port) {

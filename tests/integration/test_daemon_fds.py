@@ -54,11 +54,16 @@ class DaemonFds(fr.FixtureTest):
         ours, _ = foreign_fds(prog.pid)
         self.assertTrue(any("seccomp notify" in link for link in ours.values()),
                         f"slipstream-trace's fds: {ours}")
-        foreign, links = foreign_fds(daemon)
-        # The daemon's own pidfd of each session's supervisor (it drains the supervisor's gate
-        # ledger once that process exits) names slipstream-trace: an inherited one would not.
-        sessions = {fd: link for fd, link in foreign.items()
+        # The daemon's own pidfd of a supervisor that sent its gate ledger (drained once that
+        # process exits) names slipstream-trace: an inherited one would not. Taken when the
+        # ledger is handled, which may be just after the status answer.
+        def session_pidfds():
+            foreign, links = foreign_fds(daemon)
+            return {fd: link for fd, link in foreign.items()
                     if "pidfd" in link and pidfd_pid(daemon, fd) == prog.pid}
+        fr.wait_until(lambda: len(session_pidfds()) == 1, 10, "slipstreamd's pidfd of the supervisor")
+        foreign, links = foreign_fds(daemon)
+        sessions = session_pidfds()
         self.assertEqual(len(sessions), 1, f"slipstreamd's fds: {links}")
         foreign = {fd: link for fd, link in foreign.items() if fd not in sessions}
         self.assertEqual(foreign, {}, f"slipstreamd's fds: {links}")
