@@ -271,6 +271,7 @@ void Daemon::Close(Session* s) {
   s->closed = true;
   spdlog::debug("session {} (pid {}) closed", s->id, s->pid);
   ReleaseLedger(s);
+  SettleUncommitted(s);
   for (auto it = listeners_.begin(); it != listeners_.end();) {
     if (it->second.session != s->id) {
       ++it;
@@ -337,6 +338,8 @@ void Daemon::Handle(Session* s, Message m) {
       return OnPeerPid(s, m);
     case MsgType::kGateLedger:
       return OnGateLedger(s, m);
+    case MsgType::kCommitted:
+      return OnCommitted(s, m);
     case MsgType::kSweep:
       SweepLive();
       return (void)Send(s, MsgType::kSwept, m.header.seq, m.header.pid, {});
@@ -438,7 +441,7 @@ void Daemon::Sweep() {
     Pending& p = it->second;
     if (p.handed_to == 0 && it->first.by_seq()) {
       if (ShouldRelayBySeq(p, now)) Resolve(it, /*claimed=*/false);
-    } else if (p.handed_to == 0) {
+    } else if (p.handed_to == 0 && p.committed) {  // uncommitted: its claims wait for the commit
       if (ShouldRelay(diag_, it->first.local, it->first.remote, &p.accepted_since, now,
                       config_.claim_grace)) {
         Resolve(it, /*claimed=*/false);

@@ -90,6 +90,13 @@ class Daemon {
   // Gate ledgers (daemon_ledger.cc): a closing session's ledger is drained once its supervisor
   // has exited, kept meanwhile in case it reconnects and sends it again.
   void OnGateLedger(Session* s, Message& m);
+  // Commits (daemon_pairing.cc): the end of a committed pair goes to a waiting claim, else is
+  // pushed to `push_to` (0: nobody).
+  void OnCommitted(Session* s, Message& m);
+  void OfferPending(std::map<ConnKey, Pending>::iterator it, uint64_t push_to);
+  // The pairs a dead client's supervisor announced and never committed: committed if its program
+  // holds the end, else forgotten (the server keeps TCP, as the client did).
+  void SettleUncommitted(Session* s);
   void ReleaseLedger(Session* s);
   void DrainOrphanOnExit(const FileId& id, UniqueFd pidfd);
   void OnStatus(Session* s, Message& m);

@@ -191,9 +191,22 @@ void Daemon::OnConnected(Session* s, Message& m) {
   }
   if (owners.empty()) return Resolve(it, /*claimed=*/false);
   spdlog::debug("pending {}", key.ToString());
-  // A claim that overtook this message is waiting: answer it.
+  // One supervisor holds every listener that can take the connection: give it the end now, so that
+  // its accept() needs no round trip to us.
+  uint64_t push_to = owners.size() == 1 ? *owners.begin() : 0;
+  if (body->commit_follows != 0) {
+    it->second.committed = false;
+    it->second.push_to = push_to;
+  } else {
+    OfferPending(it, push_to);
+  }
+  ScheduleSweep();
+}
+
+void Daemon::OfferPending(std::map<ConnKey, Pending>::iterator it, uint64_t push_to) {
+  // A claim that overtook the announcement (or the commit) is waiting: answer it.
   for (auto d = deferred_.begin(); d != deferred_.end(); ++d) {
-    if (d->key == key) {
+    if (d->key == it->first) {
       Deferred found = *d;
       deferred_.erase(d);
       if (Session* claimer = Alive(found.session)) {
@@ -203,12 +216,49 @@ void Daemon::OnConnected(Session* s, Message& m) {
       break;
     }
   }
-  // One supervisor holds every listener that can take the connection: give it the end now, so that
-  // its accept() needs no round trip to us.
-  if (owners.size() == 1) {
-    if (Session* owner = Alive(*owners.begin())) HandOver(owner, 0, it);
+  if (Session* owner = push_to != 0 ? Alive(push_to) : nullptr) HandOver(owner, 0, it);
+}
+
+void Daemon::OnCommitted(Session* s, Message& m) {
+  const auto* body = m.As<InodeBody>();
+  if (body == nullptr || !m.fds.empty()) return ReplyError(s, m, EINVAL, "bad committed");
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    Pending& p = it->second;
+    if (p.owner == s->id && p.client_end_ino == body->inode && !p.committed) {
+      p.committed = true;
+      return OfferPending(it, p.push_to);
+    }
   }
-  ScheduleSweep();
+}
+
+void Daemon::SettleUncommitted(Session* s) {
+  std::vector<uint64_t> ends;
+  for (const auto& [key, p] : pending_) {
+    if (p.owner == s->id && !p.committed) ends.push_back(p.client_end_ino);
+  }
+  if (ends.empty()) return;
+  auto holders = FindSocketHolders(ends);
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    auto next = std::next(it);
+    Pending& p = it->second;
+    if (p.owner == s->id && !p.committed) {
+      pid_t exclude[] = {p.owner_pid};
+      if (HeldByOthers(holders, p.client_end_ino, exclude)) {
+        p.committed = true;  // the end reached the program before its supervisor died
+        OfferPending(it, p.push_to);
+      } else {
+        // The shepherd answered the connect: the program kept its TCP socket. So does the
+        // server: its claims are answered no, and the end it never got closes here.
+        spdlog::debug("{}: the client's supervisor died before its program got the end: TCP",
+                      it->first.ToString());
+        for (auto d = deferred_.begin(); d != deferred_.end();) {
+          d = d->key == it->first ? RefuseDeferred(d) : d + 1;
+        }
+        pending_.erase(it);
+      }
+    }
+    it = next;
+  }
 }
 
 bool Daemon::HandOver(Session* to, uint64_t seq, std::map<ConnKey, Pending>::iterator it) {
@@ -296,6 +346,11 @@ void Daemon::OnClaim(Session* s, Message& m) {
   if (it != pending_.end()) {
     if (it->second.handed_to == s->id) return answer(ClaimResult::kPushedToYou);
     if (it->second.handed_to != 0) return answer(ClaimResult::kNo);
+    if (!it->second.committed) {  // answered at the commit (OfferPending)
+      deferred_.push_back(Deferred{s->id, m.header.seq, m.header.pid, key, Clock::now(), 0, 0});
+      ScheduleSweep();
+      return;
+    }
     it->second.server_pid = m.header.pid;
     if (!HandOver(s, m.header.seq, it)) answer(ClaimResult::kNo);
     return;

@@ -70,6 +70,10 @@ struct Daemon::Pending {
   // its own raise when it exits, and a server accepting in-process after that must still offer
   // the connection to its supervisor, or the end, with what the client wrote, is lost.
   AcceptGate::Count switching;
+  // False from a kConnected with commit_follows until kCommitted: the server end is handed to
+  // nobody meanwhile (claims wait; a push waits, for `push_to`).
+  bool committed = true;
+  uint64_t push_to = 0;
 };
 
 struct Daemon::Live {

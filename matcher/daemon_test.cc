@@ -148,7 +148,7 @@ class DaemonTest : public ::testing::Test {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     c.client_end.Reset(sv[0]);
     c.server_end.Reset(sv[1]);
-    ConnectedBody body{Ino(c.client_end.Get()), 0, {}};
+    ConnectedBody body{Ino(c.client_end.Get()), 0, 0, {}};
     int fds[2] = {fd, c.server_end.Get()};
     EXPECT_TRUE(SendMessage(session, MsgType::kConnected, 0, getpid(), Bytes(body), fds));
     return c;
@@ -402,7 +402,7 @@ TEST_F(DaemonTest, ClaimOvertakingConnectedWaitsForIt) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   UniqueFd client_end(sv[0]), server_end(sv[1]);
-  ConnectedBody body{Ino(client_end.Get()), 0, {}};
+  ConnectedBody body{Ino(client_end.Get()), 0, 0, {}};
   int fds[2] = {cfd, server_end.Get()};
   ASSERT_TRUE(
       SendMessage(client_session.Get(), MsgType::kConnected, 0, getpid(), Bytes(body), fds));
@@ -412,6 +412,114 @@ TEST_F(DaemonTest, ClaimOvertakingConnectedWaitsForIt) {
   EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
   ASSERT_EQ(reply->fds.size(), 1u);
   EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(server_end.Get()));
+}
+
+// A connect answered by ADDFD SEND (the preload library's) is announced before its end reaches
+// the program (kConnected with commit_follows), so that a supervisor killed in between leaves no
+// end without a peer; the server end then waits for kCommitted: no push, claims deferred.
+// A status request and its answer: what the session sent before has been handled.
+void RoundTrip(int session) {
+  EXPECT_TRUE(SendMessage(session, MsgType::kStatus, 1, 0, {}));
+  for (pollfd p{session, POLLIN, 0}; poll(&p, 1, 2000) == 1;) {
+    auto m = ReceiveMessage(session);
+    if (!m || m->type() == MsgType::kStatusReply) return;
+  }
+  ADD_FAILURE() << "no status answer";
+}
+
+struct Uncommitted {
+  UniqueFd tcp, accepted, client_end, server_end;
+};
+
+Uncommitted AnnounceUncommitted(int client_session, int server_session, int listener,
+                                const sockaddr_in& addr) {
+  Uncommitted u;
+  // A round trip first: the daemon has accepted the session, so a claim's drain reads it.
+  RoundTrip(client_session);
+  u.tcp.Reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int fd = u.tcp.Get();
+  EXPECT_TRUE(SendMessage(client_session, MsgType::kIntent, 0, getpid(), {}, {&fd, 1}));
+  EXPECT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+  int sv[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  u.client_end.Reset(sv[0]);
+  u.server_end.Reset(sv[1]);
+  ConnectedBody body{Ino(u.client_end.Get()), 0, /*commit_follows=*/1, {}};
+  int fds[2] = {fd, u.server_end.Get()};
+  EXPECT_TRUE(SendMessage(client_session, MsgType::kConnected, 0, getpid(), Bytes(body), fds));
+  u.accepted.Reset(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  int afd = u.accepted.Get();
+  EXPECT_TRUE(SendMessage(server_session, MsgType::kClaim, 5, getpid(), {}, {&afd, 1}));
+  RoundTrip(server_session);  // the claim has been handled (deferred) by the status answer
+  return u;
+}
+
+TEST_F(DaemonTest, AnEndAnsweredBySendIsHandedOverOnlyAfterTheCommit) {
+  UniqueFd server_session = Session(), client_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  Register(server_session.Get(), l.Get());
+  Uncommitted u = AnnounceUncommitted(client_session.Get(), server_session.Get(), l.Get(), addr);
+  // Neither pushed nor answered while the client's supervisor has not answered its program.
+  auto early = Receive(server_session.Get(), 200);
+  EXPECT_FALSE(early) << "type " << static_cast<int>(early->type());
+  InodeBody committed{Ino(u.client_end.Get())};
+  ASSERT_TRUE(SendMessage(client_session.Get(), MsgType::kCommitted, 0, getpid(),
+                          Bytes(committed)));
+  auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
+  ASSERT_TRUE(reply) << reply.error().ToString();
+  EXPECT_EQ(reply->header.seq, 5u);
+  EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
+  ASSERT_EQ(reply->fds.size(), 1u);
+  EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(u.server_end.Get()));
+}
+
+// The client's supervisor dies between the announcement and the commit. Its program either got
+// the end (the SEND was made: the pair stands) or kept its TCP socket (the shepherd answered the
+// connect): then the server must keep TCP too (claim answered no), or the client's bytes, sent
+// over TCP, would reach a server reading an AF_UNIX end, and the connection would be reset.
+TEST_F(DaemonTest, AnUncommittedPairOfADeadSupervisorStandsOnlyIfItsProgramHasTheEnd) {
+  UniqueFd server_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  Register(server_session.Get(), l.Get());
+  {
+    UniqueFd client_session = Session();
+    Uncommitted u = AnnounceUncommitted(client_session.Get(), server_session.Get(), l.Get(), addr);
+    EXPECT_FALSE(Expect(server_session.Get(), MsgType::kClaimReply, 100));  // waits for the commit
+    u.client_end.Reset();  // in no program
+    client_session.Reset();
+    auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
+    ASSERT_TRUE(reply) << reply.error().ToString();
+    EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kNo));
+  }
+  {
+    UniqueFd client_session = Session();
+    Uncommitted u = AnnounceUncommitted(client_session.Get(), server_session.Get(), l.Get(), addr);
+    // The "program": another process holding the client's end when the supervisor's session ends.
+    int go[2];
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    int session_fd = client_session.Get();
+    pid_t program = fork();
+    if (program == 0) {
+      char byte;
+      close(session_fd);  // the supervisor's, not the program's: its session must end
+      close(go[1]);
+      _exit(read(go[0], &byte, 1) >= 0 ? 0 : 1);
+    }
+    close(go[0]);
+    UniqueFd release_program(go[1]);
+    u.client_end.Reset();  // ours: only the program's copy is left
+    client_session.Reset();
+    auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
+    release_program.Reset();
+    int status = 0;
+    ASSERT_EQ(waitpid(program, &status, 0), program);
+    ASSERT_TRUE(reply) << reply.error().ToString();
+    EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
+    ASSERT_EQ(reply->fds.size(), 1u);
+    EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(u.server_end.Get()));
+  }
 }
 
 // Pairing by TCP sequence numbers (what connections across network namespaces use), exercised in
@@ -425,7 +533,7 @@ class SeqPairing {
     EXPECT_TRUE(SendMessage(session, MsgType::kIntent, 0, getpid(), Bytes(body), {&fd, 1}));
   }
   static void Connected(int session, int fd, int client_end, int server_end) {
-    ConnectedBody body{Ino(client_end), 1, {}};
+    ConnectedBody body{Ino(client_end), 1, 0, {}};
     int fds[2] = {fd, server_end};
     EXPECT_TRUE(SendMessage(session, MsgType::kConnected, 0, getpid(), Bytes(body), fds));
   }
@@ -594,7 +702,7 @@ TEST_F(DaemonTest, ConnectedWithoutIntentNobodyCanTakeIsRelayed) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   UniqueFd a(sv[0]), b(sv[1]);
-  ConnectedBody body{Ino(a.Get()), 0, {}};
+  ConnectedBody body{Ino(a.Get()), 0, 0, {}};
   int fds[2] = {c.Get(), b.Get()};
   ASSERT_TRUE(SendMessage(session.Get(), MsgType::kConnected, 4, getpid(), Bytes(body), fds));
   auto reply = Expect(session.Get(), MsgType::kRelay);

@@ -128,6 +128,8 @@ const char* MsgTypeName(MsgType type) {
       return "peer-pid";
     case MsgType::kGateLedger:
       return "gate-ledger";
+    case MsgType::kCommitted:
+      return "committed";
     case MsgType::kPeerPidReply:
       return "peer-pid-reply";
     case MsgType::kIntentReply:

@@ -84,6 +84,10 @@ enum class MsgType : uint16_t {
   // The supervisor's GateLedger (a sealed memfd): the accept-gate counts it holds raised, which
   // the daemon lowers when the session ends. No answer.
   kGateLedger = 13,
+  // The client's supervisor has answered the connect whose kConnected said `commit_follows`
+  // (InodeBody: the client's end): the end is in its program, or the connect was answered
+  // otherwise. Until then the daemon hands the server end to nobody. No answer.
+  kCommitted = 14,
   // Replies, 100-199 (the numbers are the wire format: never renumbered).
   kRegistered = 100,
   kClaimReply = 102,
@@ -200,7 +204,11 @@ struct IntentBody {
 struct ConnectedBody {
   uint64_t inode;  // the client's AF_UNIX end
   uint8_t by_seq;
-  uint8_t reserved[7];
+  // The end reaches the program only after this message (an answer by ADDFD SEND to the preload
+  // library): kCommitted follows. A supervisor killed in between leaves a program that may hold
+  // its TCP socket instead, and the server must then keep TCP too.
+  uint8_t commit_follows;
+  uint8_t reserved[6];
 };
 struct ErrorBody {
   int32_t err;

@@ -236,7 +236,7 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bo
   const std::string* by_seq = env_.switcher->BySeq(prep.sock_ino);
   std::string seq_note = by_seq != nullptr ? " (" + *by_seq + ")" : "";
   env_.switcher->ClientSwitched(pid, sock, prep.sock_ino, std::move(prep.server_end), end_ino,
-                                std::move(switching));
+                                std::move(switching), /*commit_follows=*/by_send);
   // epoll registrations made before the connect (register-then-connect: Go, Java NIO, libuv)
   // still name the TCP socket: move them to the AF_UNIX end, before the answer (an EPOLL_CTL_MOD
   // the program makes then must find the end). After SETFD every instance is looked at, and a
@@ -262,7 +262,10 @@ bool SocketCalls::SwitchConnected(PendingCall& c, int sock, SwitchPrep& prep, bo
     }
     if (local && remote) names = LibraryNames(*local, *remote).value_or(names);
   }
-  if (by_send) AnswerWithEnd(c, prep.sock_ino, end.Get(), end_ino, names, in_progress);
+  if (by_send) {
+    AnswerWithEnd(c, prep.sock_ino, end.Get(), end_ino, names, in_progress);
+    env_.switcher->Committed(pid, end_ino);
+  }
   // The rest keeps the program waiting no longer: its next call is handled after this one.
   UniqueFd tcp(fcntl(sock, F_DUPFD_CLOEXEC, 0));
   env_.switcher->Book(end_ino, std::move(tcp), /*client=*/true, in_progress);

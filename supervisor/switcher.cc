@@ -321,11 +321,13 @@ void Switcher::Abort(pid_t pid, int sock) {
 }
 
 void Switcher::ClientSwitched(pid_t pid, int sock, uint64_t sock_ino, UniqueFd server_end,
-                              uint64_t client_end_ino, matcher::AcceptGate::Count switching) {
+                              uint64_t client_end_ino, matcher::AcceptGate::Count switching,
+                              bool commit_follows) {
   uint64_t server_ino = InodeOf(server_end.Get());
   matcher::ConnectedBody body{};
   body.inode = client_end_ino;
   body.by_seq = seq_intents_.erase(sock_ino) != 0;
+  body.commit_follows = commit_follows ? 1 : 0;
   int fds[2] = {sock, server_end.Get()};
   // If the daemon is gone, the copy below is relayed once the loss is noticed (ResolveOrphans).
   (void)client_.Send(MsgType::kConnected, pid, matcher::Bytes(body), fds);
@@ -333,6 +335,11 @@ void Switcher::ClientSwitched(pid_t pid, int sock, uint64_t sock_ino, UniqueFd s
   awaiting_[server_ino] = Awaiting{std::move(server_end), std::move(tcp), client_end_ino,
                                    std::move(switching), daemon_epoch_};
   if (!active()) OnLost();
+}
+
+void Switcher::Committed(pid_t pid, uint64_t client_end_ino) {
+  matcher::InodeBody body{client_end_ino};
+  (void)client_.Send(MsgType::kCommitted, pid, matcher::Bytes(body));
 }
 
 namespace {

@@ -102,13 +102,18 @@ class Switcher {
   // connection from it is claimed although it is not local.
   bool FromOtherNetns(const SockAddr& peer) const;
   void Abort(pid_t pid, int sock);
-  // The connect succeeded and the client end of a new pair is in the program: hands the server
-  // end to the daemon and keeps a copy until the daemon says who has it. Only after the install:
-  // an end whose peer never reached the program would make the server's first write fail.
-  // `switching` is the port's raised gate (BeginSwitch), kept until the daemon says who has the
-  // server end.
+  // The connect succeeded and the client end of a new pair is in the program, or is about to be
+  // (`commit_follows`: an answer by ADDFD SEND, which must come after this so that a supervisor
+  // killed in between leaves no end whose peer nobody has; Committed() follows it): hands the
+  // server end to the daemon and keeps a copy until the daemon says who has it. `switching` is
+  // the port's raised gate (BeginSwitch), kept until the daemon says who has the server end.
   void ClientSwitched(pid_t pid, int sock, uint64_t sock_ino, UniqueFd server_end,
-                      uint64_t client_end_ino, matcher::AcceptGate::Count switching);
+                      uint64_t client_end_ino, matcher::AcceptGate::Count switching,
+                      bool commit_follows);
+  // The connect announced with `commit_follows` has been answered (kCommitted): until then the
+  // daemon hands the server end to nobody, and if we die first, the server keeps TCP unless the
+  // program got the end.
+  void Committed(pid_t pid, uint64_t client_end_ino);
   // Raises the `switching` gate of `port` (the destination's) before a connect that may be
   // switched runs, so that a program accepting in-process offers the connection to its
   // supervisor (preload_abi.h); lowered when the returned count is dropped.
