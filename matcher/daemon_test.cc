@@ -138,7 +138,7 @@ class DaemonTest : public ::testing::Test {
   struct Client {
     UniqueFd tcp, client_end, server_end;
   };
-  static Client Connect(int session, const sockaddr_in& addr) {
+  static Client Connect(int session, const sockaddr_in& addr, bool commit_follows = false) {
     Client c;
     c.tcp.Reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     int fd = c.tcp.Get();
@@ -148,10 +148,33 @@ class DaemonTest : public ::testing::Test {
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     c.client_end.Reset(sv[0]);
     c.server_end.Reset(sv[1]);
-    ConnectedBody body{Ino(c.client_end.Get()), 0, 0, {}};
+    ConnectedBody body{Ino(c.client_end.Get()), 0, commit_follows, {}};
     int fds[2] = {fd, c.server_end.Get()};
     EXPECT_TRUE(SendMessage(session, MsgType::kConnected, 0, getpid(), Bytes(body), fds));
     return c;
+  }
+
+  // A status request and its answer: what the session sent before has been handled.
+  static void RoundTrip(int session) {
+    ASSERT_TRUE(SendMessage(session, MsgType::kStatus, 1, 0, {}));
+    ASSERT_TRUE(Expect(session, MsgType::kStatusReply));
+  }
+
+  // A pair announced with commit_follows, its connection accepted and claimed (deferred).
+  struct Uncommitted {
+    Client c;
+    UniqueFd accepted;
+  };
+  static Uncommitted AnnounceUncommitted(int client_session, int server_session, int listener,
+                                         const sockaddr_in& addr) {
+    Uncommitted u;
+    RoundTrip(client_session);  // the daemon has accepted the session: a claim's drain reads it
+    u.c = Connect(client_session, addr, /*commit_follows=*/true);
+    u.accepted.Reset(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+    int afd = u.accepted.Get();
+    EXPECT_TRUE(SendMessage(server_session, MsgType::kClaim, 5, getpid(), {}, {&afd, 1}));
+    RoundTrip(server_session);  // the claim has been handled (deferred) by the status answer
+    return u;
   }
 
   static void Installed(int session, uint64_t ino) {
@@ -417,43 +440,6 @@ TEST_F(DaemonTest, ClaimOvertakingConnectedWaitsForIt) {
 // A connect answered by ADDFD SEND (the preload library's) is announced before its end reaches
 // the program (kConnected with commit_follows), so that a supervisor killed in between leaves no
 // end without a peer; the server end then waits for kCommitted: no push, claims deferred.
-// A status request and its answer: what the session sent before has been handled.
-void RoundTrip(int session) {
-  EXPECT_TRUE(SendMessage(session, MsgType::kStatus, 1, 0, {}));
-  for (pollfd p{session, POLLIN, 0}; poll(&p, 1, 2000) == 1;) {
-    auto m = ReceiveMessage(session);
-    if (!m || m->type() == MsgType::kStatusReply) return;
-  }
-  ADD_FAILURE() << "no status answer";
-}
-
-struct Uncommitted {
-  UniqueFd tcp, accepted, client_end, server_end;
-};
-
-Uncommitted AnnounceUncommitted(int client_session, int server_session, int listener,
-                                const sockaddr_in& addr) {
-  Uncommitted u;
-  // A round trip first: the daemon has accepted the session, so a claim's drain reads it.
-  RoundTrip(client_session);
-  u.tcp.Reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  int fd = u.tcp.Get();
-  EXPECT_TRUE(SendMessage(client_session, MsgType::kIntent, 0, getpid(), {}, {&fd, 1}));
-  EXPECT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
-  int sv[2];
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  u.client_end.Reset(sv[0]);
-  u.server_end.Reset(sv[1]);
-  ConnectedBody body{Ino(u.client_end.Get()), 0, /*commit_follows=*/1, {}};
-  int fds[2] = {fd, u.server_end.Get()};
-  EXPECT_TRUE(SendMessage(client_session, MsgType::kConnected, 0, getpid(), Bytes(body), fds));
-  u.accepted.Reset(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
-  int afd = u.accepted.Get();
-  EXPECT_TRUE(SendMessage(server_session, MsgType::kClaim, 5, getpid(), {}, {&afd, 1}));
-  RoundTrip(server_session);  // the claim has been handled (deferred) by the status answer
-  return u;
-}
-
 TEST_F(DaemonTest, AnEndAnsweredBySendIsHandedOverOnlyAfterTheCommit) {
   UniqueFd server_session = Session(), client_session = Session();
   sockaddr_in addr;
@@ -463,15 +449,15 @@ TEST_F(DaemonTest, AnEndAnsweredBySendIsHandedOverOnlyAfterTheCommit) {
   // Neither pushed nor answered while the client's supervisor has not answered its program.
   auto early = Receive(server_session.Get(), 200);
   EXPECT_FALSE(early) << "type " << static_cast<int>(early->type());
-  InodeBody committed{Ino(u.client_end.Get())};
-  ASSERT_TRUE(SendMessage(client_session.Get(), MsgType::kCommitted, 0, getpid(),
-                          Bytes(committed)));
+  InodeBody committed{Ino(u.c.client_end.Get())};
+  ASSERT_TRUE(
+      SendMessage(client_session.Get(), MsgType::kCommitted, 0, getpid(), Bytes(committed)));
   auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
   ASSERT_TRUE(reply) << reply.error().ToString();
   EXPECT_EQ(reply->header.seq, 5u);
   EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
   ASSERT_EQ(reply->fds.size(), 1u);
-  EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(u.server_end.Get()));
+  EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(u.c.server_end.Get()));
 }
 
 // The client's supervisor dies between the announcement and the commit. Its program either got
@@ -487,7 +473,7 @@ TEST_F(DaemonTest, AnUncommittedPairOfADeadSupervisorStandsOnlyIfItsProgramHasTh
     UniqueFd client_session = Session();
     Uncommitted u = AnnounceUncommitted(client_session.Get(), server_session.Get(), l.Get(), addr);
     EXPECT_FALSE(Expect(server_session.Get(), MsgType::kClaimReply, 100));  // waits for the commit
-    u.client_end.Reset();  // in no program
+    u.c.client_end.Reset();                                                 // in no program
     client_session.Reset();
     auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
     ASSERT_TRUE(reply) << reply.error().ToString();
@@ -509,7 +495,7 @@ TEST_F(DaemonTest, AnUncommittedPairOfADeadSupervisorStandsOnlyIfItsProgramHasTh
     }
     close(go[0]);
     UniqueFd release_program(go[1]);
-    u.client_end.Reset();  // ours: only the program's copy is left
+    u.c.client_end.Reset();  // ours: only the program's copy is left
     client_session.Reset();
     auto reply = Expect(server_session.Get(), MsgType::kClaimReply);
     release_program.Reset();
@@ -518,7 +504,7 @@ TEST_F(DaemonTest, AnUncommittedPairOfADeadSupervisorStandsOnlyIfItsProgramHasTh
     ASSERT_TRUE(reply) << reply.error().ToString();
     EXPECT_EQ(reply->As<ClaimReplyBody>()->found, static_cast<uint8_t>(ClaimResult::kHere));
     ASSERT_EQ(reply->fds.size(), 1u);
-    EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(u.server_end.Get()));
+    EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(u.c.server_end.Get()));
   }
 }
 
@@ -1117,7 +1103,7 @@ TEST_F(DaemonTest, ALiveSupervisorsLedgerIsDrainedOnlyWhenItExits) {
   UniqueFd go_write(go[1]), ready_read(ready[0]);
   char byte;
   ASSERT_EQ(read(ready_read.Get(), &byte, 1), 1);
-  EXPECT_EQ(WaitingLedgers(asking.Get()), 0);  // the child's session holds it
+  EXPECT_EQ(WaitingLedgers(asking.Get()), 0);   // the child's session holds it
   ASSERT_EQ(write(go_write.Get(), "c", 1), 1);  // the child ends its session and lives on
   ASSERT_TRUE(WaitForWaitingLedgers(asking.Get(), 1));
   EXPECT_EQ(gate.Read(kSwitching, kPort), std::optional<uint32_t>(1));
