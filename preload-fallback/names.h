@@ -5,6 +5,7 @@
 
 #include <sys/socket.h>
 
+#include "options.h"
 #include "preload_abi.h"
 
 /* Whether addresses can be kept for `fd` at all (the table has a fixed size). */
@@ -18,5 +19,16 @@ void slipstream_names_store(int fd, uint64_t ino, const struct slipstream_names*
  * answer here: the connection is no longer fully open, or the caller's memory is not
  * readable/writable (the supervisor then gives the exact answer or EFAULT). Keeps errno. */
 int slipstream_names_answer(int fd, int peer, struct sockaddr* addr, socklen_t* len);
+
+/* The family (AF_INET or AF_INET6) of the TCP socket behind the switched socket now in `fd`, or 0
+ * when nothing is stored for the file `fd` names now. Keeps errno. */
+int slipstream_names_family(int fd);
+/* Kept option `index` (options.h) of the switched socket now in `fd`: 1 with the value read back
+ * when it was set in this process, 0 when it was not (the retained TCP socket has it), -1 when
+ * nothing is stored for the file `fd` names now. Keeps errno. */
+int slipstream_names_option(int fd, int index, int* value);
+/* Keeps `value` (as read back) for option `index` of the switched socket now in `fd`: 1, or 0
+ * when nothing is stored for the file `fd` names now. Keeps errno. */
+int slipstream_names_set_option(int fd, int index, int value);
 
 #endif /* SLIPSTREAM_PRELOAD_NAMES_H_ */

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "names.h"
+#include "options.h"
 #include "peer_closed.h"
 #include "preload_abi.h"
 
@@ -554,7 +555,19 @@ static int KernelAnswers(int level, int name, int set) {
   return level == SOL_SOCKET && !slipstream_identity_option(name) && !(set && name == SO_LINGER);
 }
 
+/* An option call options.c served from what the library keeps of a switched socket. */
+static int ServedOption(int call, int fd, int level, int name, long result) {
+  Count(call, 1);
+  if (result < 0) errno = (int)-result;
+  Record(call, result < 0 ? -1 : 0, fd, level, name, 0, NULL, 0);
+  return result < 0 ? -1 : 0;
+}
+
 EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) {
+  long served;
+  if (g.enabled && slipstream_options_get(fd, level, name, value, len, &served)) {
+    return ServedOption(SLIPSTREAM_CALL_GETSOCKOPT, fd, level, name, served);
+  }
   if (g.enabled && KernelAnswers(level, name, 0)) {
     Count(SLIPSTREAM_CALL_GETSOCKOPT, 1);
     return (int)FdCallInProcess(SLIPSTREAM_CALL_GETSOCKOPT, SYS_getsockopt, fd, level, name,
@@ -565,6 +578,10 @@ EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) 
 }
 
 EXPORT int setsockopt(int fd, int level, int name, const void* value, socklen_t len) {
+  long served;
+  if (g.enabled && slipstream_options_set(fd, level, name, value, len, &served)) {
+    return ServedOption(SLIPSTREAM_CALL_SETSOCKOPT, fd, level, name, served);
+  }
   if (g.enabled && KernelAnswers(level, name, 1)) {
     Count(SLIPSTREAM_CALL_SETSOCKOPT, 1);
     return (int)FdCallInProcess(SLIPSTREAM_CALL_SETSOCKOPT, SYS_setsockopt, fd, level, name,

@@ -212,10 +212,9 @@ bool SocketCalls::ListenOnCopy(PendingCall& c, int sock, int backlog) {
 void SocketCalls::RegisterListener(PendingCall& c, int fd, UniqueFd sock, ListenerThen then) {
   auto call = std::make_shared<PendingCall>(std::move(c));
   auto listener = std::make_shared<UniqueFd>(std::move(sock));
-  env_.switcher->OnListener(ProcessOf(*call), fd, listener->Get(),
-                            [call, listener, then = std::move(then)] {
-                              then(*call, listener->Get());
-                            });
+  env_.switcher->OnListener(
+      ProcessOf(*call), fd, listener->Get(),
+      [call, listener, then = std::move(then)] { then(*call, listener->Get()); });
 }
 
 void SocketCalls::OnGetName(PendingCall& c, bool peer) {
@@ -300,10 +299,18 @@ void SocketCalls::EmulateSockopt(PendingCall& c, int tcp, bool get) {
     int len = static_cast<int>(c.arg(4));
     if (len < 0) return (void)c.Fail(EINVAL);
     std::vector<uint8_t> value(std::min<size_t>(static_cast<size_t>(len), kMaxOptLen));
-    if (!value.empty() && !target->Read(optval, value)) return (void)c.Fail(EFAULT);
+    const uint8_t* given = value.data();
+    if (!value.empty() && !target->Read(optval, value)) {
+      // Not readable whole: the kernel may still refuse the length first (EINVAL for an int
+      // option shorter than an int), or read only an int's worth. Its answer comes from a copy
+      // of the readable int that ends where unreadable memory begins, as in the program.
+      size_t readable = std::min(value.size(), sizeof(int));
+      if (!target->Read(optval, {value.data(), readable})) readable = 0;
+      given = BeforeAGuardPage({value.data(), readable});
+    }
     // Read, then validate: the value came from the caller only if its call is still pending.
     if (!env_.notifier.IdValid(c.id())) return c.Abandon();
-    if (setsockopt(tcp, level, name, value.data(), static_cast<socklen_t>(value.size())) < 0) {
+    if (setsockopt(tcp, level, name, given, static_cast<socklen_t>(value.size())) < 0) {
       return (void)c.Fail(errno);
     }
     return (void)c.Return(0);

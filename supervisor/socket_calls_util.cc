@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -57,6 +58,24 @@ bool FdTableFull(pid_t tid) {
   rlimit limit{};
   if (prlimit(tid, RLIMIT_NOFILE, nullptr, &limit) != 0) return false;
   return static_cast<rlim_t>(st.st_size) >= limit.rlim_cur;
+}
+
+}  // namespace slipstream::supervisor
+
+namespace slipstream::supervisor {
+
+const uint8_t* BeforeAGuardPage(std::span<const uint8_t> bytes) {
+  static uint8_t* const guard = [] {
+    size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    void* p = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return static_cast<uint8_t*>(nullptr);
+    auto* pages = static_cast<uint8_t*>(p);
+    if (mprotect(pages + page, page, PROT_NONE) != 0) return static_cast<uint8_t*>(nullptr);
+    return pages + page;
+  }();
+  if (guard == nullptr) return nullptr;  // no memory: the kernel's EFAULT at the first byte
+  std::memcpy(guard - bytes.size(), bytes.data(), bytes.size());
+  return guard - bytes.size();
 }
 
 }  // namespace slipstream::supervisor

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "preload-fallback/preload_abi.h"
@@ -32,6 +33,12 @@ bool IsIdentityOption(int name);
 // number of open fds since Linux 6.2; on older kernels (size 0) this says no, and a full table is
 // found out at ADDFD time instead (the connection is then parked for the next accept).
 bool FdTableFull(pid_t tid);
+
+// `bytes` (at most a page) copied so that they end where an inaccessible page begins: a system
+// call given this pointer and a longer length faults exactly where the program's own memory
+// stopped being readable, so the kernel chooses between its checks and EFAULT in its own order.
+// Single-threaded: the copy is overwritten by the next call.
+const uint8_t* BeforeAGuardPage(std::span<const uint8_t> bytes);
 
 }  // namespace slipstream::supervisor
 

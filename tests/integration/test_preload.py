@@ -346,6 +346,24 @@ class Preload(ss.EvidenceMixin, fr.FixtureTest):
                          (1, 1), server)
         self.assertGreaterEqual(server["in_process"].get("bind", 0), 1, server)
 
+    def test_tcp_options_of_switched_sockets_cost_no_notification(self):
+        """TCP_NODELAY and the keepalive timers set on each connection (nginx, redis, wrk, node,
+        asyncio do), then read back with SO_DOMAIN and SO_PROTOCOL: the library answers them for
+        both switched ends itself (options.c), as TCP would; switch_peer checks every value read
+        back. Only the connect and the server's late claim reach a supervisor."""
+        server_stats, client_stats = self.path("server.stats"), self.path("client.stats")
+        self.switched_pair(self.echo_client("--tcp-options"), server_stats, client_stats,
+                           server_extra=("--tcp-options",))
+        client, server = read_counts(client_stats), read_counts(server_stats)
+        self.assertNotIn("setsockopt", client["trapped"], client)
+        self.assertNotIn("setsockopt", server["trapped"], server)
+        self.assertNotIn("getsockopt", client["trapped"], client)
+        self.assertEqual(server["trapped"].get("getsockopt"), 1, server)  # the late claim
+        for counts in (client, server):
+            self.assertGreaterEqual(counts["in_process"].get("setsockopt", 0), 5, counts)
+            self.assertGreaterEqual(counts["in_process"].get("getsockopt", 0), 4, counts)
+        self.assertEqual(client["trapped"].get("connect"), 1, client)
+
     def test_ends_keep_the_fd_and_its_close_on_exec_flag(self):
         """Both ends reach the library at a new fd (ADDFD SEND: the server's late claim, the
         client's connect), which it moves over the socket's fd: same number, the socket's

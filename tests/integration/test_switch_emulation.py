@@ -5,7 +5,8 @@ tests/programs/c/switch_probe.c runs as a server and a client and prints what ea
 about its connection: the addresses of connect and accept, getsockname/getpeername,
 SO_DOMAIN/SO_PROTOCOL/SO_TYPE/SO_ERROR (also after a non-blocking connect)/SO_PEERCRED,
 TCP_NODELAY and TCP_CORK set and read back, TCP_INFO (state ESTABLISHED), TCP_MAXSEG,
-TCP_CONGESTION, TCP_USER_TIMEOUT, SO_KEEPALIVE/TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT,
+TCP_CONGESTION, TCP_USER_TIMEOUT, SO_KEEPALIVE/TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT (and,
+section optedges, those options' edges: ranges, lengths, bad addresses, partial reads),
 IP_TOS/IP_TTL or IPV6_TCLASS/IPV6_UNICAST_HOPS. The pair runs natively, then each side under its
 own slipstream-trace with the connection proven switched (both fds AF_UNIX, connected to each
 other); the outputs must be equal once port numbers are normalised (the n-th distinct port seen
@@ -88,8 +89,8 @@ class Emulation(ss.EvidenceMixin, fr.FixtureTest):
         if not agrees(pick(native), pick(switched)):
             self.assertEqual(pick(native), pick(switched))
 
-    BEFORE_SHUTDOWN = ("accept", "connect", "names", "socket", "tcp", "keepalive", "ip",
-                       "exchange")
+    BEFORE_SHUTDOWN = ("accept", "connect", "names", "socket", "tcp", "keepalive", "optedges",
+                       "ip", "exchange")
 
     def test_ipv4_blocking_connect(self):
         self.compare(self.BEFORE_SHUTDOWN)

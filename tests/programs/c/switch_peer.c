@@ -34,6 +34,9 @@
 //   --pause-at N    "paused pid=P conn=N" once N connections are finished (client)
 //   --hold-exit     "done pid=P" before exiting
 //   --inheritable   accept4 without SOCK_CLOEXEC (server)
+//   --tcp-options   on each connection, before any gate: TCP_NODELAY, SO_KEEPALIVE and the three
+//                   keepalive timers set, then TCP_NODELAY, TCP_KEEPIDLE, SO_DOMAIN and
+//                   SO_PROTOCOL read back and checked (an error otherwise)
 // --thread makes the client's connections from a second thread (the main thread only waits).
 // --log prints one line per finished connection: "conn local=ADDR peer=ADDR seed=S bytes_out=N
 // crc_out=X bytes_in=N crc_in=X" (client) or "conn local=ADDR peer=ADDR bytes_in=N crc_in=X
@@ -77,6 +80,7 @@ static struct {
   int hold_mid;
   int hold_exit;
   int inheritable;
+  int tcp_options;
   long long pause_at;
   int log;
   int timeout_s;
@@ -253,6 +257,7 @@ static void ParseArgs(int argc, char** argv) {
                 : strcmp(opt, "--log") == 0              ? &config.log
                 : strcmp(opt, "--thread") == 0           ? &config.client_thread
                 : strcmp(opt, "--inheritable") == 0      ? &config.inheritable
+                : strcmp(opt, "--tcp-options") == 0      ? &config.tcp_options
                                                          : NULL;
     if (flag != NULL) {
       *flag = 1;
@@ -310,6 +315,42 @@ static struct sockaddr_storage dest;
 static socklen_t dest_len;
 
 // Connects one socket (retrying refused connects until --retry runs out); returns it or -1.
+// --tcp-options: what servers and clients set on each connection, read back as TCP answers.
+static void TcpOptions(int fd, const char* side) {
+  static const struct {
+    int level, name, value;
+  } sets[] = {{IPPROTO_TCP, TCP_NODELAY, 1},
+              {SOL_SOCKET, SO_KEEPALIVE, 1},
+              {IPPROTO_TCP, TCP_KEEPIDLE, 60},
+              {IPPROTO_TCP, TCP_KEEPINTVL, 10},
+              {IPPROTO_TCP, TCP_KEEPCNT, 5}};
+  for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); ++i) {
+    if (setsockopt(fd, sets[i].level, sets[i].name, &sets[i].value, sizeof(int)) < 0) {
+      Report(side, "setsockopt", errno);
+    }
+  }
+  struct sockaddr_storage name;
+  socklen_t name_len = sizeof(name);
+  int family = getsockname(fd, (struct sockaddr*)&name, &name_len) == 0 ? name.ss_family : -1;
+  const struct {
+    int level, name, want;
+  } gets[] = {{IPPROTO_TCP, TCP_NODELAY, 1},
+              {IPPROTO_TCP, TCP_KEEPIDLE, 60},
+              {SOL_SOCKET, SO_DOMAIN, family},
+              {SOL_SOCKET, SO_PROTOCOL, IPPROTO_TCP}};
+  for (size_t i = 0; i < sizeof(gets) / sizeof(gets[0]); ++i) {
+    int v = -1;
+    socklen_t len = sizeof(v);
+    if (getsockopt(fd, gets[i].level, gets[i].name, &v, &len) < 0) {
+      Report(side, "getsockopt", errno);
+    } else if (v != gets[i].want || len != sizeof(v)) {
+      fprintf(stderr, "switch_peer: option %d read back %d, not %d\n", gets[i].name, v,
+              gets[i].want);
+      Report(side, "an option read back wrong", 0);
+    }
+  }
+}
+
 static int Connect(long long id) {
   double deadline = fx_now() + config.retry_s;
   for (;;) {
@@ -536,7 +577,10 @@ static void RunClient(void) {
     long long first = next;
     int round = config.parallel;
     if (config.count != 0 && config.count - next < round) round = (int)(config.count - next);
-    for (int k = 0; k < round; ++k) fds[k] = Connect(next++);
+    for (int k = 0; k < round; ++k) {
+      fds[k] = Connect(next++);
+      if (fds[k] >= 0 && config.tcp_options) TcpOptions(fds[k], "client");
+    }
     if (config.hold) {
       for (int k = 0; k < round; ++k) {
         if (fds[k] < 0) continue;
@@ -714,6 +758,7 @@ static void HandleConnection(struct Accepted* a) {
   } else {
     AddrText(&name, local, sizeof(local));
   }
+  if (config.tcp_options) TcpOptions(a->fd, "server");
   if (config.hold) {
     Say("ready server pid=%d fd=%d local=%s peer=%s\n", (int)getpid(), a->fd, local, peer);
     Gate();

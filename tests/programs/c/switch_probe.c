@@ -127,6 +127,67 @@ static void NameEdges(const char* section, int fd, int peer) {
   Say(section, "%s bad length: %d %s", what, rc, rc < 0 ? fx_errno_name(errno) : "");
 }
 
+// The kernel's checks of option calls, in the kernel's order: ranges, short, negative and huge
+// lengths, unreadable and unwritable memory, partial reads (the hybrid library answers the kept
+// TCP options and SO_DOMAIN/SO_PROTOCOL of a switched socket itself).
+static void OptionEdges(const char* section, int fd) {
+  static const struct {
+    int level, name;
+    const char* text;
+    int v;
+  } sets[] = {
+      {IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", 0},
+      {IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", 32767},
+      {IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", 32768},
+      {IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", 0},
+      {IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", 32768},
+      {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", 127},
+      {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", 128},
+      {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", -1},
+      {IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", -1},
+      {IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", -7},
+      {IPPROTO_TCP, TCP_CORK, "TCP_CORK", 0},
+  };
+  for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); ++i) {
+    SetInt(section, fd, sets[i].level, sets[i].name, sets[i].text, sets[i].v);
+    GetInt(section, fd, sets[i].level, sets[i].name, sets[i].text);
+  }
+  int one = 1;
+  static const int lens[] = {0, 3, -1, 8};
+  for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); ++i) {
+    int rc = setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &one, (socklen_t)lens[i]);
+    Say(section, "set TCP_KEEPCNT len=%d: %d %s", lens[i], rc, rc < 0 ? fx_errno_name(errno) : "");
+  }
+  int rc = setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (void*)8, sizeof(int));
+  Say(section, "set TCP_NODELAY bad address: %d %s", rc, rc < 0 ? fx_errno_name(errno) : "");
+  rc = setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (void*)8, 2);
+  Say(section, "set TCP_NODELAY bad address, len 2: %d %s", rc, rc < 0 ? fx_errno_name(errno) : "");
+  GetInt(section, fd, IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT");
+  static const struct {
+    int level, name;
+    const char* text;
+  } gets[] = {{IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE"}, {SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN"}};
+  for (size_t i = 0; i < sizeof(gets) / sizeof(gets[0]); ++i) {
+    static const int get_lens[] = {2, 0, -1, 9};
+    for (size_t j = 0; j < sizeof(get_lens) / sizeof(get_lens[0]); ++j) {
+      unsigned char buf[12];
+      memset(buf, 0xaa, sizeof(buf));
+      socklen_t len = (socklen_t)get_lens[j];
+      rc = getsockopt(fd, gets[i].level, gets[i].name, buf, &len);
+      Say(section, "get %s len=%d: %d %s len=%d bytes=%02x%02x%02x%02x%02x", gets[i].text,
+          get_lens[j], rc, rc < 0 ? fx_errno_name(errno) : "", (int)len, buf[0], buf[1], buf[2],
+          buf[3], buf[4]);
+    }
+    socklen_t len = sizeof(int);
+    rc = getsockopt(fd, gets[i].level, gets[i].name, (void*)8, &len);
+    Say(section, "get %s bad address: %d %s len=%u", gets[i].text, rc,
+        rc < 0 ? fx_errno_name(errno) : "", (unsigned)len);
+    rc = getsockopt(fd, gets[i].level, gets[i].name, &one, (socklen_t*)8);
+    Say(section, "get %s bad length address: %d %s", gets[i].text, rc,
+        rc < 0 ? fx_errno_name(errno) : "");
+  }
+}
+
 static void Probe(int fd, int family) {
   const char* s = "names";
   Name(s, fd, 0);
@@ -166,6 +227,7 @@ static void Probe(int fd, int family) {
   SetGet(s, fd, IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", 30);
   SetGet(s, fd, IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", 5);
   SetGet(s, fd, IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", 3);
+  OptionEdges("optedges", fd);
   s = "ip";
   if (family == AF_INET) {
     SetGet(s, fd, IPPROTO_IP, IP_TOS, "IP_TOS", 0x10);
