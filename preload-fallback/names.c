@@ -131,15 +131,13 @@ int slipstream_names_option(int fd, int index, int* value) {
   return 1;
 }
 
-int slipstream_names_set_option(int fd, int index, int value) {
-  struct slipstream_names names;
-  uint64_t seq;
-  if (index < 0 || index >= SLIPSTREAM_KEPT_OPTIONS || !Current(fd, &names, &seq)) return 0;
-  /* Expected race: another thread closes `fd` and a new switched socket gets its number and entry
-   * between the check and this store; the value then lands on the new end, as the kernel's
-   * setsockopt would have applied it to whatever the number named when it ran. */
+void slipstream_names_set_option(int fd, int index, int value) {
+  if (index < 0 || index >= SLIPSTREAM_KEPT_OPTIONS || !slipstream_names_keeps(fd)) return;
+  /* The caller found `fd` current (slipstream_names_family) just before. Expected race: another
+   * thread closes `fd` and a new switched socket gets its number and entry in between; the value
+   * then lands on the new end, as the kernel's setsockopt would have applied it to whatever the
+   * number named when it ran. */
   __atomic_store_n(&g_entries[fd].options[index], kKnown | (uint32_t)value, __ATOMIC_RELEASE);
-  return 1;
 }
 
 /* The AF_UNIX end is open both ways: no peer close or shutdown, no shutdown of our own. */

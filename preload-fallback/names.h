@@ -27,8 +27,8 @@ int slipstream_names_family(int fd);
  * when it was set in this process, 0 when it was not (the retained TCP socket has it), -1 when
  * nothing is stored for the file `fd` names now. Keeps errno. */
 int slipstream_names_option(int fd, int index, int* value);
-/* Keeps `value` (as read back) for option `index` of the switched socket now in `fd`: 1, or 0
- * when nothing is stored for the file `fd` names now. Keeps errno. */
-int slipstream_names_set_option(int fd, int index, int value);
+/* Keeps `value` (as read back) for option `index` of the switched socket in `fd`, which the caller
+ * has just found current with slipstream_names_family(). */
+void slipstream_names_set_option(int fd, int index, int value);
 
 #endif /* SLIPSTREAM_PRELOAD_NAMES_H_ */

@@ -32,7 +32,8 @@
 /* include/net/tcp.h */
 enum { kMaxKeepIdle = 32767, kMaxKeepIntvl = 32767, kMaxKeepCnt = 127 };
 
-int slipstream_kept_option(int level, int name) {
+/* The index under which option (level, name) is kept, or -1 (the supervisor answers it). */
+static int KeptOption(int level, int name) {
   if (level != IPPROTO_TCP) return -1;
   switch (name) {
     case TCP_NODELAY:
@@ -52,7 +53,10 @@ int slipstream_kept_option(int level, int name) {
   }
 }
 
-int slipstream_kept_option_check(int index, int v, int* stored) {
+/* The kernel's own checks of setsockopt(IPPROTO_TCP, kept option `index`) with int value `v`
+ * (do_tcp_setsockopt(), Linux 6.x): 0 with the value getsockopt then reads back in *stored, or
+ * the errno (EINVAL). */
+static int CheckValue(int index, int v, int* stored) {
   switch (index) {
     case SLIPSTREAM_KEPT_NODELAY:
     case SLIPSTREAM_KEPT_CORK:
@@ -79,20 +83,19 @@ int slipstream_kept_option_check(int index, int v, int* stored) {
 
 int slipstream_options_set(int fd, int level, int name, const void* value, socklen_t len,
                            long* result) {
-  int index = slipstream_kept_option(level, name);
+  int index = KeptOption(level, name);
   if (index < 0 || slipstream_names_family(fd) == 0) return 0;
   int saved = errno;
   /* __sys_setsockopt() refuses a negative length, do_tcp_setsockopt() one shorter than an int,
    * then copies the int, then checks its range. */
   int v = 0, stored = 0;
-  int err = (int)len < 0 || len < sizeof(int) ? EINVAL
-            : !slipstream_read_self(&v, value, sizeof(v))
-                ? EFAULT
-                : slipstream_kept_option_check(index, v, &stored);
-  int served = err != 0 || slipstream_names_set_option(fd, index, stored);
+  int err = (int)len < 0 || len < sizeof(int)             ? EINVAL
+            : !slipstream_read_self(&v, value, sizeof(v)) ? EFAULT
+                                                          : CheckValue(index, v, &stored);
+  if (err == 0) slipstream_names_set_option(fd, index, stored);
   errno = saved;
-  if (served) *result = -err;
-  return served;
+  *result = -err;
+  return 1;
 }
 
 /* Writes an int option's answer as getsockopt does: `len` bytes of the value at most, and the
@@ -117,7 +120,7 @@ int slipstream_options_get(int fd, int level, int name, void* value, socklen_t* 
     if (family == 0) return 0;
     err = AnswerInt(name == SO_DOMAIN ? family : IPPROTO_TCP, value, len, 0);
   } else {
-    int index = slipstream_kept_option(level, name);
+    int index = KeptOption(level, name);
     if (index < 0 || slipstream_names_option(fd, index, &v) != 1) return 0;
     err = AnswerInt(v, value, len, 1);
   }

@@ -18,15 +18,6 @@ enum slipstream_kept_option {
   SLIPSTREAM_KEPT_OPTIONS
 };
 
-/* The index under which option (level, name) is kept, or -1 (the supervisor answers it). */
-int slipstream_kept_option(int level, int name);
-
-/* The kernel's own checks of setsockopt(IPPROTO_TCP, kept option `index`) with int value `v`
- * (do_tcp_setsockopt(), Linux 6.x; the ranges are MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL and
- * MAX_TCP_KEEPCNT of include/net/tcp.h): 0 with the value getsockopt then reads back in *stored,
- * or the errno (EINVAL). Pure. */
-int slipstream_kept_option_check(int index, int v, int* stored);
-
 /* setsockopt and getsockopt on `fd` when it is a switched socket the library knows (names.c):
  * served here, with the kernel's errors in the kernel's order, returning 1 and the call's result
  * (0, or -errno) in *result. 0: not served here, nothing changed, errno kept. getsockopt also

@@ -30,7 +30,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +38,7 @@
 #include "options.h"
 #include "peer_closed.h"
 #include "preload_abi.h"
+#include "self_memory.h"
 
 #ifndef RTLD_NEXT
 #define RTLD_NEXT ((void*)-1L)
@@ -336,10 +336,8 @@ static int CopyAddress(const struct sockaddr* addr, socklen_t len, struct sockad
   if (addr == NULL || len < sizeof(sa_family_t)) return 0;
   size_t n = len < sizeof(*out) ? len : sizeof(*out);
   memset(out, 0, sizeof(*out));
-  struct iovec local = {out, n}, remote = {(void*)addr, n};
   int saved = errno;
-  long pid = syscall(SYS_getpid);
-  int ok = syscall(SYS_process_vm_readv, pid, &local, 1, &remote, 1, 0) == (long)n;
+  int ok = slipstream_read_self(out, addr, n);
   errno = saved;
   return ok;
 }
