@@ -279,8 +279,7 @@ Result<Message> MatcherClient::Call(MsgType type, int32_t pid, std::span<const u
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      spdlog::warn("slipstreamd did not answer {} within {} ms", matcher::MsgTypeName(type),
-                   timeout_ms);
+      ReportLate(type);
       return Error(ETIMEDOUT, "slipstreamd call");
     }
     pollfd p{fd, POLLIN, 0};
@@ -322,11 +321,24 @@ bool MatcherClient::ExpireCalls() {
       ++it;
       continue;
     }
-    spdlog::warn("slipstreamd did not answer {} in time", matcher::MsgTypeName(it->second.type));
+    ReportLate(it->second.type);
     Answer(std::move(it->second.done), Error(ETIMEDOUT, "slipstreamd call"));
     it = calls_.erase(it);
   }
   return !calls_.empty();
+}
+
+void MatcherClient::ReportLate(MsgType type) {
+  // A daemon that answers late is a busy machine more often than a broken daemon, and each caller
+  // goes on without the answer (a hint skipped, a claim left on TCP and relayed): the program's
+  // stderr, which this logger shares, gets one line per run, the rest only with --verbose.
+  auto level = late_answers_++ == 0 ? spdlog::level::warn : spdlog::level::debug;
+  spdlog::log(
+      level,
+      "slipstreamd did not answer {} in time (a busy machine, or a stopped daemon): went on "
+      "without it{}",
+      matcher::MsgTypeName(type),
+      level == spdlog::level::warn ? "; later time-outs are logged only with --verbose" : "");
 }
 
 void MatcherClient::FailCalls(const SysError& why) {

@@ -106,6 +106,7 @@ class MatcherClient {
   bool ExpireCalls();
   void FailCalls(const SysError& why);
   void Answer(Done done, Result<matcher::Message> answer);
+  void ReportLate(matcher::MsgType type);
 
   struct AsyncCall {
     std::chrono::steady_clock::time_point deadline;
@@ -128,6 +129,7 @@ class MatcherClient {
   std::unordered_map<uint64_t, AsyncCall> calls_;  // by seq: requests awaiting their answer
   SweepTimer call_timer_;
   uint64_t received_ = 0;
+  uint64_t late_answers_ = 0;  // calls that timed out: only the first is a warning
   // Answers already posted when we are destroyed see it expired and are dropped unrun.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };

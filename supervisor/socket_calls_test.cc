@@ -38,6 +38,9 @@
 #include <tuple>
 #include <vector>
 
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
 #include "base/socket_info.h"
 #include "matcher/listener_table.h"
 #include "matcher/paths.h"
@@ -1006,6 +1009,31 @@ TEST_F(SwitcherTest, CallAsyncTimesOutWhenTheDaemonDoesNotAnswer) {
   EXPECT_EQ(answer->error().err, ETIMEDOUT);
   EXPECT_GE(waited, std::chrono::milliseconds(150));
   EXPECT_TRUE(client.connected()) << "a slow daemon keeps the session";
+}
+
+// The logger is the program's stderr: a slow daemon is reported once per run, not per call.
+TEST_F(SwitcherTest, LateAnswersAreWarnedOnce) {
+  FakeDaemon daemon(dir_, /*adopt_tcp=*/-1, /*answer_others=*/false);
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
+  auto previous = spdlog::default_logger();
+  auto logger = std::make_shared<spdlog::logger>("late", sink);
+  logger->set_level(spdlog::level::warn);
+  spdlog::set_default_logger(logger);
+  MatcherClient client(io_, {});
+  ASSERT_TRUE(client.Connect(/*spawn=*/false));
+  EXPECT_FALSE(client.Call(matcher::MsgType::kSweep, getpid(), {}, {}, /*timeout_ms=*/20));
+  int answered = 0;
+  for (int i = 0; i < 2; ++i) {
+    client.CallAsync(
+        matcher::MsgType::kClaim, getpid(), {}, {}, [&](Result<matcher::Message>) { ++answered; },
+        /*timeout_ms=*/20);
+  }
+  bool done = RunUntil([&] { return answered == 2; });
+  spdlog::set_default_logger(previous);
+  ASSERT_TRUE(done);
+  auto lines = sink->last_formatted();
+  ASSERT_EQ(lines.size(), 1u) << "three time-outs, one warning";
+  EXPECT_NE(lines[0].find("did not answer sweep"), std::string::npos) << lines[0];
 }
 
 TEST_F(SwitcherTest, CallAsyncFailsWhenTheDaemonGoes) {
