@@ -85,6 +85,17 @@ void slipstream_names_store(int fd, uint64_t ino, const struct slipstream_names*
   __atomic_store_n(&e->seq, (seq | 1) + 1, __ATOMIC_RELEASE);
 }
 
+void slipstream_names_forget(int fd) {
+  if (!slipstream_names_keeps(fd)) return;
+  struct Entry* e = &g_entries[fd];
+  if (__atomic_load_n(&e->ino, __ATOMIC_RELAXED) == 0) return; /* the common case: one load */
+  uint64_t seq = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->seq, seq | 1, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+  __atomic_store_n(&e->ino, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->seq, (seq | 1) + 1, __ATOMIC_RELEASE);
+}
+
 /* A consistent copy of the entry of `fd` and its sequence count, or 0. */
 static int Load(int fd, uint64_t* ino, struct slipstream_names* out, uint64_t* seq) {
   if (fd < 0 || fd >= kNamedFds) return 0;

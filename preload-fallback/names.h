@@ -13,6 +13,9 @@ int slipstream_names_keeps(int fd);
 /* Remembers the TCP addresses of the switched socket now in `fd`, whose AF_UNIX end has inode
  * `ino` (0: read it here, from the file `fd` names now). */
 void slipstream_names_store(int fd, uint64_t ino, const struct slipstream_names* names);
+/* Drops what is kept for `fd`, which the program closes or overwrites (close, dup2, dup3): a
+ * later socket at that number then costs no fstat() to find the entry stale. */
+void slipstream_names_forget(int fd);
 /* Answers getsockname (peer 0) or getpeername (peer 1) of `fd` from what was stored, as the
  * kernel's move_addr_to_user() would, and returns 1. Otherwise changes nothing and returns 0 when
  * nothing is stored for the file `fd` names now, or -1 when something is but cannot give the exact

@@ -27,6 +27,8 @@
 
 #include "peer_closed.h"
 
+#include "names.h"
+
 #ifndef RTLD_NEXT
 #define RTLD_NEXT ((void*)-1L)
 #endif
@@ -94,6 +96,7 @@ static int Tracked(int fd) { return fd >= 0 && fd < kTrackedFds && (g_state[fd] 
 
 static void Forget(int fd) {
   if (fd >= 0 && fd < kTrackedFds) g_state[fd] = 0;
+  slipstream_names_forget(fd);
 }
 
 void slipstream_note_tcp(int fd) { Forget(fd); }
