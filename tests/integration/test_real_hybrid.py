@@ -3,7 +3,8 @@
 
 nginx (a master and a forked worker) with curl and bash's /dev/tcp, CPython's http.server with
 curl, redis-server with redis-cli
-and redis-benchmark, memcached with libmemcached's memccp/memccat and bash, PostgreSQL with psql.
+and redis-benchmark, memcached with libmemcached's memccp/memccat and bash, PostgreSQL with psql,
+a Node.js HTTP server with a Node.js client and bash.
 slipstream-trace preloads libslipstream-preload.so into every one of them (docs/design.md,
 "Hybrid mode"). For each pair the test proves:
 
@@ -17,6 +18,7 @@ slipstream-trace preloads libslipstream-preload.so into every one of them (docs/
 """
 
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -266,6 +268,43 @@ class RealHybrid(fr.FixtureTest):
         self.assert_all_switched(stats)
         server = self.assert_all_switched(self.stop_server("python"))
         self.assertEqual(server["accepts"], server["switched"], server)
+
+    # ---- Node.js --------------------------------------------------------------------------------
+
+    def test_node_http_server_with_node_client_and_bash(self):
+        """Node.js (libuv: non-blocking connect and accept4, epoll) as server and client."""
+        need("node", "bash")
+        port = ss.free_port()
+        peer = os.path.join(harness.SOURCE, "tests", "programs", "js", "http_peer.js")
+        self.serve("node", ["node", peer, "server", str(port)], port)
+
+        script = (f'exec 3<>/dev/tcp/127.0.0.1/{port}; read _; printf "POST / HTTP/1.0\r\n'
+                  'Content-Length: 17\r\n\r\nhello, slipstream" >&3; cat <&3')
+        bash = self.held_client("bash", ["bash", "-c", script])
+        self.assert_switched_to(bash.pid, "node")
+        code, out, err = bash.finish()
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out[0], "HTTP/1.1 200 OK")
+        self.assertEqual(out[-1], "hello, slipstream")
+        self.assert_all_switched(bash.stats, connections=1)
+
+        # 40 requests of 0 B to 1 MiB, 4 at a time: a connection each with "Connection: close",
+        # four kept alive otherwise. The client checks every body and that the addresses the
+        # server's sockets report are its own sockets' (http_peer.js).
+        got, stats = self.client("node-close", ["node", peer, "client", str(port), "40", "close"])
+        self.assertEqual(json.loads(got), {"ok": 40, "bad": 0, "sockets": 40})
+        self.assert_all_switched(stats, connections=40)
+        got, stats = self.client("node-keepalive", ["node", peer, "client", str(port), "40",
+                                                    "keepalive"])
+        self.assertEqual(json.loads(got), {"ok": 40, "bad": 0, "sockets": 4})
+        self.assert_all_switched(stats, connections=4)
+        # Node sets TCP_NODELAY on each connection: answered in-process on the switched sockets.
+        self.assertGreaterEqual(ss.preload_in_process(stats, "setsockopt"), 4)
+
+        stats = self.stop_server("node")
+        server = self.assert_all_switched(stats, connections=45)
+        self.assertEqual(server["accepts"], 45, server)
+        self.assertEqual(ss.preload_in_process(stats, "accept4"), 45)
 
     # ---- redis ----------------------------------------------------------------------------------
 
