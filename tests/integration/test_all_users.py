@@ -18,6 +18,7 @@ starting a daemon or creating a file there.
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import unittest
@@ -61,8 +62,18 @@ class AllUsers(ss.EvidenceMixin, ur.UserRunsMixin, fr.FixtureTest):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.addCleanup(self.stop, daemon)
         socket_path = os.path.join(self.runtime, "matcher.sock")
-        fr.wait_until(lambda: os.path.exists(socket_path) or daemon.poll() is not None, 10,
-                      "slipstreamd's socket")
+
+        def listening():
+            # Not the file's existence: bind() creates it before the daemon sets its mode and
+            # listens, and a test's chmod in between was undone (connect: EACCES as nobody).
+            with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as probe:
+                try:
+                    probe.connect(socket_path)
+                    return True
+                except OSError:
+                    return False
+        fr.wait_until(lambda: listening() or daemon.poll() is not None, 10,
+                      "slipstreamd listening")
         self.assertIsNone(daemon.poll(), daemon.stderr.read() if daemon.poll() is not None else "")
         return daemon
 
