@@ -336,6 +336,8 @@ void Daemon::Handle(Session* s, Message m) {
       return OnStatus(s, m);
     case MsgType::kPeerPid:
       return OnPeerPid(s, m);
+    case MsgType::kPeerGone:
+      return OnPeerGone(s, m);
     case MsgType::kGateLedger:
       return OnGateLedger(s, m);
     case MsgType::kCommitted:
@@ -459,12 +461,7 @@ void Daemon::SweepLive() {
   auto alive_in = [&](uint64_t netns) -> const std::unordered_set<uint64_t>* {
     auto [it, fresh] = dumps.try_emplace(netns);
     if (fresh) {
-      SockDiag* diag = &diag_;
-      if (netns != 0 && netns != netns_cookie_) {
-        auto ns = netns_table_.find(netns);
-        diag = ns != netns_table_.end() && ns->second.diag ? &*ns->second.diag : nullptr;
-      }
-      if (diag != nullptr) {
+      if (SockDiag* diag = UnixDiagOf(netns)) {
         if (auto inodes = diag->UnixInodes()) it->second = std::move(*inodes);
       }
     }
@@ -494,6 +491,12 @@ void Daemon::SweepLive() {
     it = client || server ? std::next(it) : live_.erase(it);
   }
   PruneNetns();
+}
+
+SockDiag* Daemon::UnixDiagOf(uint64_t netns) {
+  if (netns == 0 || netns == netns_cookie_) return &diag_;
+  auto ns = netns_table_.find(netns);
+  return ns != netns_table_.end() && ns->second.diag ? &*ns->second.diag : nullptr;
 }
 
 void Daemon::RetireListeners(Clock::time_point now) {

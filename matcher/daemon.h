@@ -87,6 +87,8 @@ class Daemon {
   void OnDisown(Session* s, Message& m);
   void OnAdopt(Session* s, Message& m);
   void OnPeerPid(Session* s, Message& m);
+  // A survivor's supervisor saw its end's peer hang up (daemon_peer_gone.cc).
+  void OnPeerGone(Session* s, Message& m);
   // Gate ledgers (daemon_ledger.cc): a closing session's ledger is drained once its supervisor
   // has exited, kept meanwhile in case it reconnects and sends it again.
   void OnGateLedger(Session* s, Message& m);
@@ -151,6 +153,9 @@ class Daemon {
   void ScheduleLiveSweep();
   void Sweep();
   void SweepLive();
+  // The sock_diag socket that sees AF_UNIX sockets of network namespace `netns` (0: ours), or
+  // nullptr when no supervisor there handed us one.
+  SockDiag* UnixDiagOf(uint64_t netns);
   // The 2 s sweep: live pairs, then listeners that no longer listen; whether to sweep again.
   bool SweepLiveAndListeners();
   void RetireListeners(std::chrono::steady_clock::time_point now);

@@ -309,6 +309,71 @@ TEST_F(DaemonTest, PushesTheServerEndAndReleasesTheClientsCopyOnInstall) {
   EXPECT_EQ(release->As<InodeBody>()->inode, Ino(c.server_end.Get()));
 }
 
+// kPeerGone: once a side's end is closed, the survivor's supervisor has the daemon give that
+// side's TCP socket what its program's close would have sent (here an abortive close: RST), so
+// the survivor's own retained socket reads as TCP's after it (ENOTCONN, CLOSE). Only the holder
+// of an end may ask, and nothing is sent while the peer end exists.
+TEST_F(DaemonTest, APeerGoneSendsTheClosedSidesResetToTheSurvivor) {
+  UniqueFd server_session = Session(), client_session = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  Register(server_session.Get(), l.Get());
+  Client c = Connect(client_session.Get(), addr);
+  auto push = Expect(server_session.Get(), MsgType::kPush);
+  ASSERT_TRUE(push) << push.error().ToString();
+  UniqueFd accepted(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(accepted);
+  uint64_t server_end_ino = push->As<PushBody>()->server_end_ino;
+  InodeBody installed{server_end_ino};
+  int tcp = accepted.Get();
+  ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kInstalled, 0, getpid(), Bytes(installed),
+                          {&tcp, 1}));
+  ASSERT_TRUE(Expect(client_session.Get(), MsgType::kRelease));
+  UniqueFd survivor = std::move(push->fds[0]);  // the server's end
+  c.server_end.Reset();
+
+  auto peer_gone = [&](int end, uint64_t seq) -> int {
+    PeerGoneBody body{0};
+    int fds[1] = {end};
+    EXPECT_TRUE(SendMessage(server_session.Get(), MsgType::kPeerGone, seq, getpid(), Bytes(body),
+                            end >= 0 ? std::span<const int>(fds) : std::span<const int>()));
+    auto reply = Expect(server_session.Get(), MsgType::kPeerGoneReply);
+    if (!reply || reply->As<PeerGoneReplyBody>() == nullptr) return -1;
+    return reply->As<PeerGoneReplyBody>()->result;
+  };
+  {  // without the end itself: refused
+    PeerGoneBody body{1};
+    ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kPeerGone, 30, getpid(), Bytes(body)));
+    ASSERT_TRUE(Expect(server_session.Get(), MsgType::kError));
+  }
+  EXPECT_EQ(peer_gone(survivor.Get(), 31), static_cast<int>(PeerGoneResult::kPeerAlive));
+  sockaddr_storage name;
+  socklen_t len = sizeof(name);
+  EXPECT_EQ(getpeername(accepted.Get(), reinterpret_cast<sockaddr*>(&name), &len), 0);
+
+  // The client's program sets SO_LINGER {1, 0} (its supervisor mirrors it on the retained TCP
+  // socket) and closes: its end and every TCP copy but the daemon's are gone.
+  linger now{1, 0};
+  ASSERT_EQ(setsockopt(c.tcp.Get(), SOL_SOCKET, SO_LINGER, &now, sizeof(now)), 0);
+  c.client_end.Reset();
+  c.tcp.Reset();
+  EXPECT_EQ(getpeername(accepted.Get(), reinterpret_cast<sockaddr*>(&name), &len), 0)
+      << "the daemon's copy keeps the connection open";
+  EXPECT_EQ(peer_gone(survivor.Get(), 32), static_cast<int>(PeerGoneResult::kSettled));
+  len = sizeof(name);
+  EXPECT_EQ(getpeername(accepted.Get(), reinterpret_cast<sockaddr*>(&name), &len), -1);
+  EXPECT_EQ(errno, ENOTCONN);
+  int err = 0;
+  len = sizeof(err);
+  ASSERT_EQ(getsockopt(accepted.Get(), SOL_SOCKET, SO_ERROR, &err, &len), 0);
+  EXPECT_EQ(err, ECONNRESET) << "a reset, not a FIN";
+  // Another end (not of a live pair): nothing to settle.
+  int pair[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  UniqueFd a(pair[0]), b(pair[1]);
+  EXPECT_EQ(peer_gone(a.Get(), 33), static_cast<int>(PeerGoneResult::kUnknown));
+}
+
 // kPeerPid names the process on the other side of a live pair (a hint for the reset of an
 // abortive close); kSweep closes at once the TCP copies of sides whose end is gone.
 TEST_F(DaemonTest, NamesThePeersProcessAndSweepsClosedEndsOnRequest) {

@@ -132,6 +132,10 @@ const char* MsgTypeName(MsgType type) {
       return "committed";
     case MsgType::kPeerPidReply:
       return "peer-pid-reply";
+    case MsgType::kPeerGone:
+      return "peer-gone";
+    case MsgType::kPeerGoneReply:
+      return "peer-gone-reply";
     case MsgType::kIntentReply:
       return "intent-reply";
     case MsgType::kClaimReply:

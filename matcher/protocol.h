@@ -27,6 +27,8 @@
 //   kStatus                                       kStatusReply {json}
 //   kGateLedger [memfd]                           (none) lowered by the daemon when we are gone
 //   kEndClosed {server end ino}                   (none) closed, in another namespace
+//   kPeerGone {reset} [the AF_UNIX end]           kPeerGoneReply {result}: the peer's TCP
+//                                                   socket was given its program's FIN or RST
 //   anything malformed                            kError {errno, text}
 //
 // Unsolicited (daemon -> supervisor):
@@ -88,6 +90,12 @@ enum class MsgType : uint16_t {
   // (InodeBody: the client's end): the end is in its program, or the connect was answered
   // otherwise. Until then the daemon hands the server end to nobody. No answer.
   kCommitted = 14,
+  // The peer of this end (sent with the request: proof of possession) has hung up; `reset`: the
+  // end shows the pending ECONNRESET of a close with data unread. The daemon gives the peer's
+  // retained TCP socket what its program's close would have sent (RST or FIN), so that the TCP
+  // state this end's supervisor reads from its own retained socket is what TCP shows after it.
+  // Answered kPeerGoneReply.
+  kPeerGone = 15,
   // Replies, 100-199 (the numbers are the wire format: never renumbered).
   kRegistered = 100,
   kClaimReply = 102,
@@ -98,6 +106,7 @@ enum class MsgType : uint16_t {
   kSwept = 107,
   kPeerPidReply = 108,
   kIntentReply = 109,
+  kPeerGoneReply = 110,
   // Unsolicited, 200-.
   kRelease = 201,
   kRelay = 202,
@@ -141,6 +150,17 @@ struct AdoptReplyBody {
 };
 struct PeerPidBody {
   int32_t pid;
+};
+struct PeerGoneBody {
+  uint8_t reset;
+};
+enum class PeerGoneResult : uint8_t {
+  kUnknown = 0,    // no live pair has this end (relayed, another daemon's, gone): ask no more
+  kSettled = 1,    // the peer's TCP socket got its FIN or RST (or had it already)
+  kPeerAlive = 2,  // the peer end still exists (both directions shut, not closed): ask again
+};
+struct PeerGoneReplyBody {
+  uint8_t result;  // PeerGoneResult
 };
 struct ListenerBody {
   uint64_t inode;

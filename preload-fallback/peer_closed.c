@@ -28,6 +28,7 @@
 #include "peer_closed.h"
 
 #include "names.h"
+#include "self_memory.h"
 
 #ifndef RTLD_NEXT
 #define RTLD_NEXT ((void*)-1L)
@@ -254,6 +255,19 @@ EXPORT int dup3(int old_fd, int new_fd, int flags) {
       real.dup3 ? real.dup3(old_fd, new_fd, flags) : (int)syscall(SYS_dup3, old_fd, new_fd, flags);
   if (r >= 0) Forget(r);
   return r;
+}
+
+void slipstream_note_socket_error(int fd, const void* value, const socklen_t* len) {
+  if (!Tracked(fd)) return; /* one branch for every other socket */
+  /* The program's memory, read as the kernel just wrote it; through process_vm_readv so that a
+   * buffer another thread unmapped since gives no SIGSEGV here. */
+  socklen_t n = 0;
+  int err = 0;
+  if (!slipstream_read_self(&n, len, sizeof(n)) || n < (socklen_t)sizeof(err) ||
+      !slipstream_read_self(&err, value, sizeof(err))) {
+    return;
+  }
+  if (err == ECONNRESET) g_state[fd] |= kReset;
 }
 
 /* preload.c's shutdown() tells us of a successful shutdown of the write side. */

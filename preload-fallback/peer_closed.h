@@ -3,6 +3,8 @@
 #ifndef SLIPSTREAM_PRELOAD_PEER_CLOSED_H_
 #define SLIPSTREAM_PRELOAD_PEER_CLOSED_H_
 
+#include <sys/socket.h>
+
 /* From preload.c: whether the library is active with switching, and whether `fd` may be a
  * switched end (an unnamed, connected AF_UNIX socket). Both keep errno. */
 int slipstream_preload_switching(void);
@@ -15,6 +17,9 @@ int slipstream_take_socket_error(int fd);
 void slipstream_note_connection(int fd);
 /* preload.c tells: `fd` is a TCP socket that came out of an accept() served in-process. */
 void slipstream_note_tcp(int fd);
+/* preload.c tells: the program's getsockopt(fd, SOL_SOCKET, SO_ERROR, value, len) succeeded. A
+ * reset taken that way (ECONNRESET) is remembered, as after a read that reported it. */
+void slipstream_note_socket_error(int fd, const void* value, const socklen_t* len);
 /* preload.c tells: the program shut the write side of `fd` (its EPIPE is then TCP's at once). */
 void slipstream_note_write_shut(int fd);
 

@@ -561,7 +561,7 @@ static int ServedOption(int call, int fd, int level, int name, long result) {
   return result < 0 ? -1 : 0;
 }
 
-EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) {
+static int GetSockOpt(int fd, int level, int name, void* value, socklen_t* len) {
   long served;
   if (g.enabled && slipstream_options_get(fd, level, name, value, len, &served)) {
     return ServedOption(SLIPSTREAM_CALL_GETSOCKOPT, fd, level, name, served);
@@ -573,6 +573,16 @@ EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) 
   }
   FD_CALL(SLIPSTREAM_CALL_GETSOCKOPT, SYS_getsockopt, g.getsockopt, fd, level, name, value, len,
           level, name, NULL, 0, level, name, value, len);
+}
+
+EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* len) {
+  int r = GetSockOpt(fd, level, name, value, len);
+  if (r == 0 && level == SOL_SOCKET && name == SO_ERROR) {
+    int saved = errno;
+    slipstream_note_socket_error(fd, value, len);
+    errno = saved;
+  }
+  return r;
 }
 
 EXPORT int setsockopt(int fd, int level, int name, const void* value, socklen_t len) {

@@ -232,6 +232,7 @@ void SocketCalls::OnGetName(PendingCall& c, bool peer) {
     }
     return;
   }
+  if (peer) env_.switcher->SettlePeerClose(sock->fd.Get(), *sock->switched);
   auto addr = SocketName(sock->tcp(), peer);
   if (!addr) return (void)c.Fail(addr.error().err);
   auto st =
@@ -258,8 +259,9 @@ void SocketCalls::OnSockopt(PendingCall& c, bool get) {
   if (env_.switcher == nullptr || (level == SOL_SOCKET && !IsIdentityOption(name))) return;
   auto copy = TakeFd(c.tid(), static_cast<int>(c.arg(0)));
   if (!copy || IntSockOpt(copy->Get(), SOL_SOCKET, SO_DOMAIN) != AF_UNIX) return;
-  const SwitchedSocket* sw = env_.switcher->FindOrAdopt(copy->Get());
+  SwitchedSocket* sw = env_.switcher->FindOrAdopt(copy->Get());
   if (sw == nullptr) return;
+  if (get) env_.switcher->SettlePeerClose(copy->Get(), *sw);  // TCP_INFO's state, for one
   EmulateSockopt(c, sw->tcp.Get(), get);
 }
 
@@ -273,6 +275,7 @@ void SocketCalls::OnNames(PendingCall& c, const TargetAccess& target) {
   if (!sock || !sock->switched) return;
   if (!len) return (void)c.Fail(EFAULT);
   if (*len < static_cast<int>(sizeof(slipstream_names))) return (void)c.Fail(EINVAL);
+  env_.switcher->SettlePeerClose(sock->fd.Get(), *sock->switched);
   auto local = SocketName(sock->tcp(), false);
   if (!local) return (void)c.Fail(local.error().err);
   auto peer = SocketName(sock->tcp(), true);

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -568,6 +569,22 @@ void Switcher::ReadShut(uint64_t old_ino, uint64_t new_ino, UniqueFd inner, Uniq
   StartReadShutRelay(
       io_, std::move(inner), std::move(outer), std::move(unread),
       [this](int end) { (void)ArmReset(end); }, [this] { --relays_active_; });
+}
+
+void Switcher::SettlePeerClose(int end, SwitchedSocket& sw) {
+  if (sw.peer_settled || !active()) return;
+  // POLLHUP: both directions shut on this end, by the peer's close (or shut both ways, which the
+  // daemon tells apart); POLLERR: the ECONNRESET that a close with data unread left here, which
+  // the program's read or SO_ERROR has not taken yet. Neither is consumed by poll().
+  pollfd p{end, 0, 0};
+  if (poll(&p, 1, 0) != 1 || (p.revents & POLLHUP) == 0) return;
+  matcher::PeerGoneBody body{static_cast<uint8_t>((p.revents & POLLERR) != 0 ? 1 : 0)};
+  auto reply =
+      client_.Call(MsgType::kPeerGone, getpid(), matcher::Bytes(body), {&end, 1}, kHintCallMs);
+  if (!reply || reply->type() != MsgType::kPeerGoneReply) return;  // asked again next time
+  const auto* r = reply->As<matcher::PeerGoneReplyBody>();
+  sw.peer_settled =
+      r != nullptr && r->result != static_cast<uint8_t>(matcher::PeerGoneResult::kPeerAlive);
 }
 
 bool Switcher::ArmReset(int end) {

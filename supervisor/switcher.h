@@ -59,6 +59,8 @@ struct SwitchedSocket {
   // The end is an AF_UNIX socket of another network namespace (made by a client's supervisor
   // there): our sock_diag cannot see it, and the daemon says when it is closed (kEndClosed).
   bool foreign = false;
+  // The peer's close has been given to the TCP connection (SettlePeerClose), or cannot be.
+  bool peer_settled = false;
 };
 
 class Switcher {
@@ -160,6 +162,12 @@ class Switcher {
   // (docs/differences.md). Not done when `end` has SO_OOBINLINE (the byte would be read as data)
   // or an owner for SIGURG. Returns whether the byte is in place.
   bool ArmReset(int end);
+  // Before the state of `sw`'s TCP connection is read for its program (getpeername, TCP-level
+  // options): if the peer has hung up on the AF_UNIX end `end`, slipstreamd gives the peer's
+  // retained TCP socket the RST or FIN its program's close would have sent (kPeerGone), so that
+  // `sw.tcp` shows what TCP shows after it (ENOTCONN, CLOSE, CLOSE_WAIT). One daemon round trip,
+  // once per connection; nothing while the peer is there.
+  void SettlePeerClose(int end, SwitchedSocket& sw);
   // Before a bind() to `port`: releases at once the retained TCP sockets bound to it whose
   // program has closed its end since the last sweep (here and in the daemon), so that a port an
   // abortive close (SO_LINGER {1, 0}) freed over TCP is free here too.

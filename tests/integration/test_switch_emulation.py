@@ -48,13 +48,15 @@ def normalise(lines):
 class Emulation(ss.EvidenceMixin, fr.FixtureTest):
     PROBE = "switch_probe"  # test_preload.py runs the same tests with switch_probe_dyn
 
-    def run_probe(self, supervise, *, family="ipv4", host="127.0.0.1", nonblock=False):
+    def run_probe(self, supervise, *, family="ipv4", host="127.0.0.1", nonblock=False,
+                  end="shutdown"):
         """Runs the probe pair; returns the normalised server lines followed by the client's."""
         port_file = self.path(f"port.{supervise}")
         server_cmd = [harness.program(self.PROBE), "server", "--family", family,
-                      "--port-file", port_file, "--hold"]
+                      "--port-file", port_file, "--hold", "--end", end]
         client_cmd = [harness.program(self.PROBE), "client", "--host", host,
-                      "--port-file", port_file, "--hold"] + (["--nonblock"] if nonblock else [])
+                      "--port-file", port_file, "--hold", "--end", end] + (
+                          ["--nonblock"] if nonblock else [])
         if supervise:
             server = ss.Gated(self, harness.supervised(server_cmd))
             fr.read_port(port_file)
@@ -114,6 +116,18 @@ class Emulation(ss.EvidenceMixin, fr.FixtureTest):
     # they report FIN_WAIT2 and CLOSE_WAIT as TCP does.
     def test_after_half_close(self):
         self.compare(("shutdown",))
+
+    # Regression: after the peer's abortive close (SO_LINGER {1, 0}), getpeername() succeeded and
+    # TCP_INFO said ESTABLISHED where TCP gives ENOTCONN and CLOSE (CPython's ssl module decides
+    # on that getpeername() whether a socket is connected: test_ssl's TestPreHandshakeClose
+    # failed); and, in hybrid mode, a write after SO_ERROR had reported the reset was accepted
+    # where TCP fails it with EPIPE.
+    def test_after_peer_reset(self):
+        self.compare(("peerclose",), end="abort")
+
+    # After the peer's plain close: CLOSE_WAIT, not ESTABLISHED.
+    def test_after_peer_close(self):
+        self.compare(("peerclose",), end="close")
 
 
 if __name__ == "__main__":

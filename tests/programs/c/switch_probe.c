@@ -3,13 +3,17 @@
 //
 //   switch_probe server [--family ipv4|ipv6|v4mapped] --port-file F [--hold]
 //   switch_probe client [--host H] --port-file F [--nonblock] [--hold]
+//   ... [--end shutdown|abort|close]   (both sides: how the connection ends, below)
 //
 // Each side prints "<section>: <observation>" lines: the addresses of connect/accept,
 // getsockname/getpeername, SO_DOMAIN/SO_PROTOCOL/SO_TYPE/SO_ACCEPTCONN/SO_ERROR/SO_PEERCRED,
 // TCP_NODELAY, TCP_CORK, TCP_INFO (state), TCP_MAXSEG, TCP_CONGESTION, TCP_USER_TIMEOUT, the
 // keepalive options, IP_TOS/IP_TTL or IPV6_TCLASS/IPV6_UNICAST_HOPS, each read, set and read
 // back; then a ping/pong exchange, and (section "shutdown") what each side sees after the
-// client's half-close. Addresses are printed with their real ports: a test normalises them.
+// client's half-close. With --end abort the client instead resets the connection (SO_LINGER
+// {1, 0}, a last write, close), with --end close it closes it, and the server looks at its socket
+// once the client is gone (section "peerclose"). Addresses are printed with their real ports: a
+// test normalises them.
 // With --hold a "ready ROLE pid=P fd=F local=A peer=B" line and a stdin gate come right after
 // connect/accept, before any probing, and the server waits for a second line before it closes.
 #include "fixture.h"  // first: it defines _GNU_SOURCE
@@ -278,6 +282,53 @@ static void Shutdown(int fd) {
   }
 }
 
+// The client leaves: an abortive close after a last write (abort), or a plain close with nothing
+// unread (close). The server waits until it sees that, then looks: getpeername, TCP_INFO, and
+// after a reset what SO_ERROR, reads and a write report.
+static void PeerClose(int fd, int abort) {
+  if (strcmp(role, "client") == 0) {
+    if (abort) {
+      struct linger now = {1, 0};
+      int rc = setsockopt(fd, SOL_SOCKET, SO_LINGER, &now, sizeof(now));
+      Say("peerclose", "set SO_LINGER {1, 0} = %d", rc);
+      if (fx_write_all(fd, "bye\n", 4) < 0) fx_die("write bye");
+    }
+    return;  // the caller closes
+  }
+  for (;;) {  // RDHUP: the FIN or RST arrived (TCP), or the peer end was closed (AF_UNIX)
+    struct pollfd p = {fd, POLLRDHUP, 0};
+    int n = poll(&p, 1, 30000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fx_die("the client never left");
+    if (p.revents & (POLLRDHUP | POLLHUP)) break;
+  }
+  Name("peerclose", fd, 1);
+  TcpInfo("peerclose", fd);
+  if (abort) {
+    GetInt("peerclose", fd, SOL_SOCKET, SO_ERROR, "SO_ERROR");
+    char buf[8];
+    for (int i = 0; i < 2; ++i) {
+      ssize_t n = read(fd, buf, sizeof(buf));
+      Say("peerclose", "read %zd%s%s", n, n < 0 ? " " : "", n < 0 ? fx_errno_name(errno) : "");
+    }
+    ssize_t n = send(fd, "x", 1, MSG_NOSIGNAL);
+    Say("peerclose", "send %zd%s%s", n, n < 0 ? " " : "", n < 0 ? fx_errno_name(errno) : "");
+    Name("peerclose", fd, 1);
+    TcpInfo("peerclose", fd);
+  } else {
+    char c;
+    ssize_t n = read(fd, &c, 1);
+    Say("peerclose", "read %zd%s%s", n, n < 0 ? " " : "", n < 0 ? fx_errno_name(errno) : "");
+    GetInt("peerclose", fd, SOL_SOCKET, SO_ERROR, "SO_ERROR");
+  }
+  if (hold_close) Gate();  // as after "shutdown"
+}
+
+static void End(int fd, const char* how) {
+  if (strcmp(how, "shutdown") == 0) return Shutdown(fd);
+  PeerClose(fd, strcmp(how, "abort") == 0);
+}
+
 static void Ready(int fd, int hold) {
   if (!hold) return;
   struct sockaddr_storage local, peer;
@@ -292,7 +343,7 @@ static void Ready(int fd, int hold) {
   Gate();
 }
 
-static int Server(const char* family, const char* port_file, int hold) {
+static int Server(const char* family, const char* port_file, int hold, const char* end) {
   int v6 = strcmp(family, "ipv4") != 0;
   struct sockaddr_storage addr;
   socklen_t len = fx_make_addr(strcmp(family, "ipv4") == 0   ? "127.0.0.1"
@@ -320,13 +371,14 @@ static int Server(const char* family, const char* port_file, int hold) {
   Say("accept", "%s %s len=%u", FamilyName(peer.ss_family), text, (unsigned)peer_len);
   Probe(fd, v6 ? AF_INET6 : AF_INET);
   Exchange(fd);
-  Shutdown(fd);
+  End(fd, end);
   close(fd);
   close(l);
   return 0;
 }
 
-static int Client(const char* host, const char* port_file, int nonblock, int hold) {
+static int Client(const char* host, const char* port_file, int nonblock, int hold,
+                  const char* end) {
   struct sockaddr_storage dest;
   socklen_t len = fx_make_addr(host, fx_read_port_file(port_file, 30), &dest);
   if (len == 0) fx_die("bad host %s", host);
@@ -346,7 +398,7 @@ static int Client(const char* host, const char* port_file, int nonblock, int hol
   Ready(fd, hold);
   Probe(fd, dest.ss_family);
   Exchange(fd);
-  Shutdown(fd);
+  End(fd, end);
   close(fd);
   return 0;
 }
@@ -358,6 +410,7 @@ int main(int argc, char** argv) {
   const char* family = "ipv4";
   const char* host = "127.0.0.1";
   const char* port_file = NULL;
+  const char* end = "shutdown";
   int nonblock = 0, hold = 0;
   for (int i = 2; i < argc; ++i) {
     if (strcmp(argv[i], "--nonblock") == 0) {
@@ -368,16 +421,21 @@ int main(int argc, char** argv) {
       family = argv[++i];
     } else if (i + 1 < argc && strcmp(argv[i], "--host") == 0) {
       host = argv[++i];
+    } else if (i + 1 < argc && strcmp(argv[i], "--end") == 0) {
+      end = argv[++i];
     } else if (i + 1 < argc && strcmp(argv[i], "--port-file") == 0) {
       port_file = argv[++i];
     } else {
       goto usage;
     }
   }
-  if (port_file == NULL) goto usage;
+  if (port_file == NULL ||
+      (strcmp(end, "shutdown") != 0 && strcmp(end, "abort") != 0 && strcmp(end, "close") != 0)) {
+    goto usage;
+  }
   hold_close = hold;
-  if (strcmp(role, "server") == 0) return Server(family, port_file, hold);
-  if (strcmp(role, "client") == 0) return Client(host, port_file, nonblock, hold);
+  if (strcmp(role, "server") == 0) return Server(family, port_file, hold, end);
+  if (strcmp(role, "client") == 0) return Client(host, port_file, nonblock, hold, end);
 usage:
   fprintf(stderr, "usage: switch_probe server|client [options] --port-file F\n");
   return 2;
