@@ -184,14 +184,27 @@ class DaemonTest : public ::testing::Test {
 
   // A live pair: the server's supervisor registers a listener, the client's connects to it, the
   // pushed end is installed and the client's supervisor told so (kRelease).
-  static void LivePair(int server_session, int client_session, UniqueFd* listener, Client* c) {
+  // With `accepted`, the server side also accepts the connection and reports that TCP socket with
+  // kInstalled (the daemon then holds both sides' TCP sockets), and `server_end` gets the pushed
+  // end.
+  static void LivePair(int server_session, int client_session, UniqueFd* listener, Client* c,
+                       UniqueFd* accepted = nullptr, UniqueFd* server_end = nullptr) {
     sockaddr_in addr;
     *listener = Listener(&addr);
     Register(server_session, listener->Get());
     *c = Connect(client_session, addr);
     auto push = Expect(server_session, MsgType::kPush);
     ASSERT_TRUE(push) << push.error().ToString();
-    Installed(server_session, push->As<PushBody>()->server_end_ino);
+    InodeBody installed{push->As<PushBody>()->server_end_ino};
+    int tcp = -1;
+    if (accepted != nullptr) {
+      accepted->Reset(accept4(listener->Get(), nullptr, nullptr, SOCK_CLOEXEC));
+      ASSERT_TRUE(*accepted);
+      tcp = accepted->Get();
+    }
+    ASSERT_TRUE(SendMessage(server_session, MsgType::kInstalled, 0, getpid(), Bytes(installed),
+                            tcp >= 0 ? std::span<const int>(&tcp, 1) : std::span<const int>()));
+    if (server_end != nullptr) *server_end = std::move(push->fds[0]);
     ASSERT_TRUE(Expect(client_session, MsgType::kRelease));
   }
 
@@ -315,21 +328,10 @@ TEST_F(DaemonTest, PushesTheServerEndAndReleasesTheClientsCopyOnInstall) {
 // of an end may ask, and nothing is sent while the peer end exists.
 TEST_F(DaemonTest, APeerGoneSendsTheClosedSidesResetToTheSurvivor) {
   UniqueFd server_session = Session(), client_session = Session();
-  sockaddr_in addr;
-  UniqueFd l = Listener(&addr);
-  Register(server_session.Get(), l.Get());
-  Client c = Connect(client_session.Get(), addr);
-  auto push = Expect(server_session.Get(), MsgType::kPush);
-  ASSERT_TRUE(push) << push.error().ToString();
-  UniqueFd accepted(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
-  ASSERT_TRUE(accepted);
-  uint64_t server_end_ino = push->As<PushBody>()->server_end_ino;
-  InodeBody installed{server_end_ino};
-  int tcp = accepted.Get();
-  ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kInstalled, 0, getpid(), Bytes(installed),
-                          {&tcp, 1}));
-  ASSERT_TRUE(Expect(client_session.Get(), MsgType::kRelease));
-  UniqueFd survivor = std::move(push->fds[0]);  // the server's end
+  UniqueFd l, accepted, survivor;  // survivor: the server's end
+  Client c;
+  ASSERT_NO_FATAL_FAILURE(
+      LivePair(server_session.Get(), client_session.Get(), &l, &c, &accepted, &survivor));
   c.server_end.Reset();
 
   auto peer_gone = [&](int end, uint64_t seq) -> int {
