@@ -68,7 +68,20 @@ linger CopySocketOptions(int from, int to) {
   const linger no_linger{};
   linger value{};
   copy(SO_LINGER, &value, sizeof(value), &no_linger);
+  CopyAsyncOwner(from, to);
   return value;
+}
+
+void CopyAsyncOwner(int from, int to) {
+  f_owner_ex owner{};
+  if (fcntl(from, F_GETOWN_EX, &owner) == 0 && owner.pid != 0) {
+    (void)fcntl(to, F_SETOWN_EX, &owner);
+  }
+  int flags = fcntl(from, F_GETFL);
+  if (flags < 0 || (flags & O_ASYNC) == 0) return;
+  if (int sig = fcntl(from, F_GETSIG); sig > 0) (void)fcntl(to, F_SETSIG, sig);
+  if (int to_flags = fcntl(to, F_GETFL); to_flags >= 0)
+    (void)fcntl(to, F_SETFL, to_flags | O_ASYNC);
 }
 
 Result<TargetFdFlags> ReadTargetFdFlags(pid_t pid, int fd) {

@@ -4,6 +4,7 @@
 //   switch_probe server [--family ipv4|ipv6|v4mapped] --port-file F [--hold]
 //   switch_probe client [--host H] --port-file F [--nonblock] [--hold]
 //   ... [--end shutdown|abort|close]   (both sides: how the connection ends, below)
+//   ... [--sigio]                      (client: signal-driven I/O asked for before connect)
 //
 // Each side prints "<section>: <observation>" lines: the addresses of connect/accept,
 // getsockname/getpeername, SO_DOMAIN/SO_PROTOCOL/SO_TYPE/SO_ACCEPTCONN/SO_ERROR/SO_PEERCRED,
@@ -20,9 +21,11 @@
 
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 
 static const char* role = "client";
 static int hold_close;
+static int sigio;  // --sigio: F_SETOWN and O_ASYNC before connect(), SIGIO awaited for "pong"
 
 static void Gate(void) {
   char c;
@@ -243,11 +246,47 @@ static void Probe(int fd, int family) {
   }
 }
 
+// --sigio, before connect(): this process owns the socket's SIGIO, which stays blocked so that
+// sigtimedwait() takes it.
+static void AskForSigio(int fd) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGIO);
+  if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 || fcntl(fd, F_SETOWN, getpid()) < 0 ||
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC) < 0) {
+    fx_die("signal-driven I/O");
+  }
+}
+
+// Whether SIGIO arrives once the peer's next bytes do (those sent before `Drained` are taken
+// first: a connection becoming writable may raise one too).
+static void DrainSigio(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGIO);
+  struct timespec now = {0, 0};
+  while (sigtimedwait(&set, NULL, &now) == SIGIO) {
+  }
+}
+
+static void AwaitSigio(int fd) {
+  Say("sigio", "owner is this process: %d, O_ASYNC: %d", fcntl(fd, F_GETOWN) == getpid(),
+      (fcntl(fd, F_GETFL) & O_ASYNC) != 0);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGIO);
+  struct timespec wait = {10, 0};
+  int sig = sigtimedwait(&set, NULL, &wait);
+  Say("sigio", "%s", sig == SIGIO ? "SIGIO arrived with the reply" : "no SIGIO in 10 s");
+}
+
 // Lock-step, so that each observation sees one known state of the connection.
 static void Exchange(int fd) {
   char buf[16];
   if (strcmp(role, "client") == 0) {
+    if (sigio) DrainSigio();
     if (fx_write_all(fd, "ping\n", 5) < 0) fx_die("write ping");
+    if (sigio) AwaitSigio(fd);
     ssize_t n = fx_read_full(fd, buf, 5);
     Say("exchange", "read %zd %.*s", n, n > 0 ? (int)n - 1 : 0, buf);
     TcpInfo("exchange", fd);
@@ -384,6 +423,7 @@ static int Client(const char* host, const char* port_file, int nonblock, int hol
   if (len == 0) fx_die("bad host %s", host);
   int fd = socket(dest.ss_family, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
   if (fd < 0) fx_die("socket");
+  if (sigio) AskForSigio(fd);
   int rc = connect(fd, (struct sockaddr*)&dest, len);
   Say("connect", "connect = %d%s%s", rc, rc < 0 ? " " : "", rc < 0 ? fx_errno_name(errno) : "");
   if (nonblock) {
@@ -415,6 +455,8 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     if (strcmp(argv[i], "--nonblock") == 0) {
       nonblock = 1;
+    } else if (strcmp(argv[i], "--sigio") == 0) {
+      sigio = 1;
     } else if (strcmp(argv[i], "--hold") == 0) {
       hold = 1;
     } else if (i + 1 < argc && strcmp(argv[i], "--family") == 0) {
