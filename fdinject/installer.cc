@@ -31,11 +31,45 @@ Result<int> KernelFdInstaller::Install(const Placement& placement) {
   }
 }
 
+namespace {
+
+// What TCP lets a sender have in flight on this host: tcp_wmem's maximum, the ceiling of its
+// autotuned send buffer (4 MiB by default), read once. An AF_UNIX stream holds only what the
+// sender's sk_sndbuf allows (212992 bytes by default, net.core.wmem_default): a program whose two
+// sides both write 1 MB before reading runs over TCP on loopback and deadlocked on a default
+// socketpair (found by a newcomer's probe; 4 MB in both directions still runs over TCP).
+int TcpSendBufferMax() {
+  static const int value = [] {
+    int min = 0, initial = 0, max = 0;
+    if (FILE* f = fopen("/proc/sys/net/ipv4/tcp_wmem", "re")) {
+      if (fscanf(f, "%d %d %d", &min, &initial, &max) != 3) max = 0;
+      fclose(f);
+    }
+    return max > 0 ? max : 4 << 20;
+  }();
+  return value;
+}
+
+// sk_sndbuf of `fd` raised to twice that (the kernel doubles the value given, sock_setsockopt):
+// TCP holds its send buffer plus what the receiver's window takes, and AF_UNIX charges each skb's
+// overhead to the sender, so a sk_sndbuf of exactly tcp_wmem's maximum still deadlocked with 4 MiB
+// each way where TCP did not. SO_SNDBUF is capped at net.core.wmem_max unless forced
+// (SO_SNDBUFFORCE needs CAP_NET_ADMIN).
+void RaiseSendBuffer(int fd) {
+  int value = TcpSendBufferMax();
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &value, sizeof(value)) == 0) return;
+  (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &value, sizeof(value));
+}
+
+}  // namespace
+
 Result<std::pair<UniqueFd, UniqueFd>> MakeStreamPair(bool first_nonblocking,
                                                      bool second_nonblocking) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return Errno("socketpair");
   UniqueFd a(sv[0]), b(sv[1]);
+  RaiseSendBuffer(a.Get());
+  RaiseSendBuffer(b.Get());
   if (first_nonblocking) {
     if (auto st = SetNonBlocking(a.Get(), true); !st) return tl::unexpected(st.error());
   }

@@ -143,6 +143,26 @@ class SwitchedData(fr.FixtureTest):
         self.echo_sink_source("go", "go", (1 << 20,), family="ipv6", host="::1")
 
     # Python (sizes up to 1 MiB: the interpreter, not the connection, is the slow part).
+    def test_both_sides_write_before_reading(self):
+        """4 MB each way before either side reads: TCP on loopback holds that much (tcp_wmem's
+        4 MiB), and so must a switched connection, static and dynamic, or both writers block
+        forever (a default AF_UNIX socketpair holds about 200 KB; docs/differences.md)."""
+        size = 4 << 20
+        for program in ("both_write", "both_write_dyn"):
+            port_file = self.path(f"port.{program}")
+            cmd = lambda role: [harness.program(program), role, "--port-file", port_file,
+                                "--bytes", str(size)]
+            stats = (self.path(f"{program}.server.stats"), self.path(f"{program}.client.stats"))
+            for supervise in (False, True):
+                server, client, _ = fr.run_client_server(
+                    self, cmd("server"), cmd("client"), port_file, supervise=supervise,
+                    timeout=30, server_timeout=30, server_stats=stats[0], client_stats=stats[1])
+                for role, (code, out, err) in (("client", client), ("server", server)):
+                    self.assertEqual((code, ss.program_lines(out)), (0, [f"{role} read {size} ok"]),
+                                     (program, supervise, err))
+            for path in stats:
+                self.assertEqual(ss.read_stats(path)["switched"], 1, open(path).read())
+
     def test_python_blocking(self):
         self.echo_sink_source("py", "py", (1, 1 << 16, 1 << 20))
         self.round_trips("py", "py")
