@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPython's own socket test suites, run whole under slipstream-trace: a peer project's tests.
+"""Peer projects' own socket test suites, run whole under slipstream-trace: CPython's and Go's.
 
 `python3 -m test` runs test_socket, test_ssl, test_socketserver and asyncio's socket and stream
 tests: hundreds of connections between threads of one process (each side is supervised, so they
@@ -13,10 +13,15 @@ A test that fails switched is run again natively: if it fails there too, the mac
 failure. Found this way: after the peer's abortive close, getpeername() succeeded where TCP
 says ENOTCONN (test_ssl's TestPreHandshakeClose; docs/design.md, "The peer's close, on the TCP
 side").
+
+Go's net package tests (`go test -c net`, CGO_ENABLED=0: a static binary, so the supervisor path)
+run the same way: every test that passes natively must pass switched (-test.short; 324 passed,
+65 skipped, both ways, when this was written).
 """
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import unittest
@@ -45,7 +50,10 @@ def interpreter():
     return None
 
 
-class CPythonSuite(fr.FixtureTest):
+GO_FAILED = re.compile(r"^--- FAIL: (\S+)", re.M)
+
+
+class PeerSuites(fr.FixtureTest):
 
     def run_suites(self, python, suites, *flags, ignore=()):
         stats = self.path("stats")
@@ -74,7 +82,7 @@ class CPythonSuite(fr.FixtureTest):
             self.skipTest(f"these fail natively too, on this machine: {names}")
         self.fail(f"fail switched only: {failed}\n{output[-4000:]}")
 
-    def test_hybrid_mode(self):
+    def test_cpython_hybrid_mode(self):
         python = interpreter()
         if python is None:
             self.skipTest("no python3 with CPython's test package (libpython3.11-testsuite)")
@@ -85,7 +93,7 @@ class CPythonSuite(fr.FixtureTest):
         self.assertGreaterEqual(counts["switched"], 100 if sanitized else 500, counts)
         self.assertGreater(ss.preload_in_process(stats, "socket"), 0, "hybrid mode")
 
-    def test_supervisor_path(self):
+    def test_cpython_supervisor_path(self):
         python = interpreter()
         if python is None:
             self.skipTest("no python3 with CPython's test package (libpython3.11-testsuite)")
@@ -101,6 +109,34 @@ class CPythonSuite(fr.FixtureTest):
         counts, _ = self.run_suites(python, ["test_socket"], "--no-preload",
                                     ignore=("*testCreateConnectionClose", "*testOutsideTimeout",
                                             "*testInsideTimeout", "*testSourceAddress"))
+        self.assertGreaterEqual(counts["switched"], 300, counts)
+
+
+    def test_go_net_package(self):
+        if shutil.which("go") is None:
+            self.skipTest("no go toolchain (golang-go)")
+        goroot = subprocess.run(["go", "env", "GOROOT"], capture_output=True, text=True).stdout.strip()
+        source = os.path.join(goroot, "src", "net")
+        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="",
+                   GOCACHE=os.environ.get("GOCACHE", os.path.join(harness.BUILD, "go-cache")))
+        binary = self.path("net.test")
+        build = subprocess.run(["go", "test", "-c", "-o", binary, "net"], capture_output=True,
+                               text=True, env=env, timeout=300)
+        self.assertEqual(build.returncode, 0, build.stderr[-3000:])
+        args = ["-test.short", "-test.timeout", "300s"]
+        stats = self.path("go.stats")
+        run = subprocess.run(harness.supervised([binary, *args], stats=True, extra=["-o", stats]),
+                             capture_output=True, text=True, cwd=source, timeout=400)
+        if run.returncode != 0:
+            failed = sorted(set(GO_FAILED.findall(run.stdout)))
+            self.assertTrue(failed, run.stdout[-3000:] + run.stderr[-2000:])
+            pattern = "^(" + "|".join(re.escape(name.split("/")[0]) for name in failed) + ")$"
+            native = subprocess.run([binary, *args, "-test.run", pattern], capture_output=True,
+                                    text=True, cwd=source, timeout=400)
+            if native.returncode != 0:
+                self.skipTest(f"these fail natively too, on this machine: {failed}")
+            self.fail(f"fail switched only: {failed}\n{run.stdout[-4000:]}")
+        counts = ss.read_stats(stats)
         self.assertGreaterEqual(counts["switched"], 300, counts)
 
 
