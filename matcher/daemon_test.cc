@@ -811,6 +811,46 @@ TEST_F(DaemonTest, HostileMessagesGetErrorsAndLeakNothing) {
   EXPECT_EQ(OpenFds(), before);  // the pipe we made is closed again; the daemon kept nothing
 }
 
+// A server end passed on (SCM_RIGHTS) before its supervisor's kInstalled is read: "in flight",
+// not "no", which the adopting supervisor would remember for good; once installed, its TCP socket.
+TEST_F(DaemonTest, AServerEndAdoptedBeforeItsInstallIsInFlightThenFound) {
+  UniqueFd server_session = Session(), client_session = Session(), worker = Session();
+  sockaddr_in addr;
+  UniqueFd l = Listener(&addr);
+  Register(server_session.Get(), l.Get());
+  Client c = Connect(client_session.Get(), addr);
+  auto push = Expect(server_session.Get(), MsgType::kPush);
+  ASSERT_TRUE(push) << push.error().ToString();
+  UniqueFd server_end = std::move(push->fds[0]);
+  auto adopt = [&](uint64_t seq) {
+    InodeBody body{Ino(server_end.Get())};
+    int end = server_end.Get();
+    EXPECT_TRUE(SendMessage(worker.Get(), MsgType::kAdopt, seq, getpid(), Bytes(body), {&end, 1}));
+    for (;;) {  // past the kListener broadcasts every session gets
+      auto reply = Expect(worker.Get(), MsgType::kAdoptReply);
+      if (!reply || reply->header.seq == seq) return reply;
+    }
+  };
+  auto reply = adopt(40);
+  ASSERT_TRUE(reply) << reply.error().ToString();
+  EXPECT_EQ(reply->As<AdoptReplyBody>()->found, static_cast<uint8_t>(AdoptResult::kInFlight));
+  EXPECT_TRUE(reply->fds.empty());
+
+  UniqueFd accepted(accept4(l.Get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(accepted);
+  InodeBody installed{Ino(server_end.Get())};
+  int tcp = accepted.Get();
+  ASSERT_TRUE(SendMessage(server_session.Get(), MsgType::kInstalled, 0, getpid(), Bytes(installed),
+                          {&tcp, 1}));
+  ASSERT_TRUE(Expect(client_session.Get(), MsgType::kRelease));
+  reply = adopt(41);
+  ASSERT_TRUE(reply) << reply.error().ToString();
+  EXPECT_EQ(reply->As<AdoptReplyBody>()->found, static_cast<uint8_t>(AdoptResult::kFound));
+  EXPECT_EQ(reply->As<AdoptReplyBody>()->client, 0);
+  ASSERT_EQ(reply->fds.size(), 1u);
+  EXPECT_EQ(Ino(reply->fds[0].Get()), Ino(accepted.Get()));
+}
+
 // Issue #12 (hostile client): kAdopt hands out a live pair's retained TCP socket. A session that
 // only knows the end's inode (slipstreamd --status lists it) gets an error and no fd; the holder of
 // the end gets its TCP socket.

@@ -145,8 +145,15 @@ struct ClaimReplyBody {
 };
 enum class ClaimResult : uint8_t { kNo = 0, kHere = 1, kPushedToYou = 2 };
 struct AdoptReplyBody {
-  uint8_t found;
+  uint8_t found;   // AdoptResult
   uint8_t client;  // the end is the client's (connect) side
+};
+enum class AdoptResult : uint8_t {
+  kNo = 0,     // not the end of a pair this daemon knows
+  kFound = 1,  // its TCP socket comes with the reply
+  // A server end whose supervisor has not yet reported it installed (kInstalled brings the server's
+  // TCP socket): its program passed it on at once. Ask again in a moment.
+  kInFlight = 2,
 };
 struct PeerPidBody {
   int32_t pid;
