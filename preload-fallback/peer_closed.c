@@ -130,6 +130,10 @@ static ssize_t Send(int fd, const struct msghdr* msg, int flags, size_t total) {
     return -1;
   }
   if ((state & (kGraceUsed | kWriteShut | kReset)) == 0 && slipstream_may_switched(fd)) {
+    /* An empty write sends TCP nothing, so nothing draws the peer's reset: it returns 0 as often
+     * as it is made (CPython's ssl_io_loop sends the empty output of its BIO, and its
+     * test_bio_handshake failed with EPIPE on the second). */
+    if (total == 0) return 0;
     g_state[fd] = (unsigned char)(state | kGraceUsed);
     return (ssize_t)total; /* TCP accepted it; the peer's reset made it vanish */
   }

@@ -3,7 +3,7 @@
 //
 //   switch_probe server [--family ipv4|ipv6|v4mapped] --port-file F [--hold]
 //   switch_probe client [--host H] --port-file F [--nonblock] [--hold]
-//   ... [--end shutdown|abort|close]   (both sides: how the connection ends, below)
+//   ... [--end shutdown|abort|close|closewrite]   (both sides: how the connection ends, below)
 //   ... [--sigio]                      (client: signal-driven I/O asked for before connect)
 //
 // Each side prints "<section>: <observation>" lines: the addresses of connect/accept,
@@ -13,7 +13,8 @@
 // back; then a ping/pong exchange, and (section "shutdown") what each side sees after the
 // client's half-close. With --end abort the client instead resets the connection (SO_LINGER
 // {1, 0}, a last write, close), with --end close it closes it, and the server looks at its socket
-// once the client is gone (section "peerclose"). Addresses are printed with their real ports: a
+// once the client is gone (section "peerclose"); with --end closewrite the server then writes
+// (section "peerwrite": empty writes, then bytes). Addresses are printed with their real ports: a
 // test normalises them.
 // With --hold a "ready ROLE pid=P fd=F local=A peer=B" line and a stdin gate come right after
 // connect/accept, before any probing, and the server waits for a second line before it closes.
@@ -324,7 +325,7 @@ static void Shutdown(int fd) {
 // The client leaves: an abortive close after a last write (abort), or a plain close with nothing
 // unread (close). The server waits until it sees that, then looks: getpeername, TCP_INFO, and
 // after a reset what SO_ERROR, reads and a write report.
-static void PeerClose(int fd, int abort) {
+static void PeerClose(int fd, int abort, int writes) {
   if (strcmp(role, "client") == 0) {
     if (abort) {
       struct linger now = {1, 0};
@@ -360,12 +361,20 @@ static void PeerClose(int fd, int abort) {
     Say("peerclose", "read %zd%s%s", n, n < 0 ? " " : "", n < 0 ? fx_errno_name(errno) : "");
     GetInt("peerclose", fd, SOL_SOCKET, SO_ERROR, "SO_ERROR");
   }
+  if (writes) {  // two empty writes, then two of a byte: TCP's answers are 0, 0, 1, EPIPE
+    const size_t sizes[] = {0, 0, 1, 1};
+    for (int i = 0; i < 4; ++i) {
+      ssize_t n = send(fd, "x", sizes[i], MSG_NOSIGNAL);
+      Say("peerwrite", "send %zu: %zd%s%s", sizes[i], n, n < 0 ? " " : "",
+          n < 0 ? fx_errno_name(errno) : "");
+    }
+  }
   if (hold_close) Gate();  // as after "shutdown"
 }
 
 static void End(int fd, const char* how) {
   if (strcmp(how, "shutdown") == 0) return Shutdown(fd);
-  PeerClose(fd, strcmp(how, "abort") == 0);
+  PeerClose(fd, strcmp(how, "abort") == 0, strcmp(how, "closewrite") == 0);
 }
 
 static void Ready(int fd, int hold) {
@@ -471,8 +480,8 @@ int main(int argc, char** argv) {
       goto usage;
     }
   }
-  if (port_file == NULL ||
-      (strcmp(end, "shutdown") != 0 && strcmp(end, "abort") != 0 && strcmp(end, "close") != 0)) {
+  if (port_file == NULL || (strcmp(end, "shutdown") != 0 && strcmp(end, "abort") != 0 &&
+                            strcmp(end, "close") != 0 && strcmp(end, "closewrite") != 0)) {
     goto usage;
   }
   hold_close = hold;
