@@ -182,6 +182,17 @@ class DaemonTest : public ::testing::Test {
     ASSERT_TRUE(SendMessage(session, MsgType::kInstalled, 0, getpid(), Bytes(body)));
   }
 
+  // The server's supervisor registers a listener and the client's connects to it; returns the
+  // server end's kPush.
+  static Result<Message> Pushed(int server_session, int client_session, UniqueFd* listener,
+                                Client* c) {
+    sockaddr_in addr;
+    *listener = Listener(&addr);
+    Register(server_session, listener->Get());
+    *c = Connect(client_session, addr);
+    return Expect(server_session, MsgType::kPush);
+  }
+
   // A live pair: the server's supervisor registers a listener, the client's connects to it, the
   // pushed end is installed and the client's supervisor told so (kRelease).
   // With `accepted`, the server side also accepts the connection and reports that TCP socket with
@@ -189,11 +200,7 @@ class DaemonTest : public ::testing::Test {
   // end.
   static void LivePair(int server_session, int client_session, UniqueFd* listener, Client* c,
                        UniqueFd* accepted = nullptr, UniqueFd* server_end = nullptr) {
-    sockaddr_in addr;
-    *listener = Listener(&addr);
-    Register(server_session, listener->Get());
-    *c = Connect(client_session, addr);
-    auto push = Expect(server_session, MsgType::kPush);
+    auto push = Pushed(server_session, client_session, listener, c);
     ASSERT_TRUE(push) << push.error().ToString();
     InodeBody installed{push->As<PushBody>()->server_end_ino};
     int tcp = -1;
@@ -815,11 +822,9 @@ TEST_F(DaemonTest, HostileMessagesGetErrorsAndLeakNothing) {
 // not "no", which the adopting supervisor would remember for good; once installed, its TCP socket.
 TEST_F(DaemonTest, AServerEndAdoptedBeforeItsInstallIsInFlightThenFound) {
   UniqueFd server_session = Session(), client_session = Session(), worker = Session();
-  sockaddr_in addr;
-  UniqueFd l = Listener(&addr);
-  Register(server_session.Get(), l.Get());
-  Client c = Connect(client_session.Get(), addr);
-  auto push = Expect(server_session.Get(), MsgType::kPush);
+  UniqueFd l;
+  Client c;
+  auto push = Pushed(server_session.Get(), client_session.Get(), &l, &c);
   ASSERT_TRUE(push) << push.error().ToString();
   UniqueFd server_end = std::move(push->fds[0]);
   auto adopt = [&](uint64_t seq) {
