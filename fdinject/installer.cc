@@ -50,15 +50,17 @@ int TcpSendBufferMax() {
   return value;
 }
 
-// sk_sndbuf of `fd` raised to twice that (the kernel doubles the value given, sock_setsockopt):
-// TCP holds its send buffer plus what the receiver's window takes, and AF_UNIX charges each skb's
-// overhead to the sender, so a sk_sndbuf of exactly tcp_wmem's maximum still deadlocked with 4 MiB
-// each way where TCP did not. SO_SNDBUF is capped at net.core.wmem_max unless forced
-// (SO_SNDBUFFORCE needs CAP_NET_ADMIN).
+// sk_sndbuf of `fd` raised to that: the kernel doubles the value given (sock_setsockopt), and caps
+// SO_SNDBUF at net.core.wmem_max unless forced (SO_SNDBUFFORCE needs CAP_NET_ADMIN). Not more:
+// a program that sends 4 MiB at once to a peer that does not read yet must still block as over
+// TCP (test_switch_flags, sendto_addr_large_signal: twice that let the send complete at once,
+// where TCP returns a partial count at a signal). AF_UNIX charges each skb's overhead to the
+// sender too, so slightly less than 4 MiB fits each way: both_write ran with 3 MiB and 4,000,000
+// bytes each way and deadlocked with 4 MiB, which TCP ran.
 void RaiseSendBuffer(int fd) {
-  int value = TcpSendBufferMax();
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &value, sizeof(value)) == 0) return;
-  (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &value, sizeof(value));
+  int half = TcpSendBufferMax() / 2;
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &half, sizeof(half)) == 0) return;
+  (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &half, sizeof(half));
 }
 
 }  // namespace

@@ -144,10 +144,10 @@ class SwitchedData(fr.FixtureTest):
 
     # Python (sizes up to 1 MiB: the interpreter, not the connection, is the slow part).
     def test_both_sides_write_before_reading(self):
-        """4 MB each way before either side reads: TCP on loopback holds that much (tcp_wmem's
+        """3 MiB each way before either side reads: TCP on loopback holds that much (tcp_wmem's
         4 MiB), and so must a switched connection, static and dynamic, or both writers block
         forever (a default AF_UNIX socketpair holds about 200 KB; docs/differences.md)."""
-        size = 4 << 20
+        size = 3 << 20
         for program in ("both_write", "both_write_dyn"):
             port_file = self.path(f"port.{program}")
             cmd = lambda role: [harness.program(program), role, "--port-file", port_file,
