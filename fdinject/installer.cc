@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -58,8 +59,13 @@ int TcpSendBufferMax() {
 // sender too, so slightly less than 4 MiB fits each way: both_write ran with 3 MiB and 4,000,000
 // bytes each way and deadlocked with 4 MiB, which TCP ran.
 void RaiseSendBuffer(int fd) {
+  // Without CAP_NET_ADMIN the forced form fails with EPERM for every pair: tried until it does.
+  static std::atomic<bool> force{true};
   int half = TcpSendBufferMax() / 2;
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &half, sizeof(half)) == 0) return;
+  if (force.load(std::memory_order_relaxed)) {
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &half, sizeof(half)) == 0) return;
+    if (errno == EPERM) force.store(false, std::memory_order_relaxed);
+  }
   (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &half, sizeof(half));
 }
 
@@ -104,20 +110,22 @@ linger CopySocketOptions(int from, int to) {
   const linger no_linger{};
   linger value{};
   copy(SO_LINGER, &value, sizeof(value), &no_linger);
-  CopyAsyncOwner(from, to);
   return value;
 }
 
 void CopyAsyncOwner(int from, int to) {
+  // One fcntl on the set-up path of every switched connect: the rest only for a program that
+  // asked for SIGIO.
+  int flags = fcntl(from, F_GETFL);
+  if (flags < 0 || (flags & O_ASYNC) == 0) return;
   f_owner_ex owner{};
   if (fcntl(from, F_GETOWN_EX, &owner) == 0 && owner.pid != 0) {
     (void)fcntl(to, F_SETOWN_EX, &owner);
   }
-  int flags = fcntl(from, F_GETFL);
-  if (flags < 0 || (flags & O_ASYNC) == 0) return;
   if (int sig = fcntl(from, F_GETSIG); sig > 0) (void)fcntl(to, F_SETSIG, sig);
-  if (int to_flags = fcntl(to, F_GETFL); to_flags >= 0)
+  if (int to_flags = fcntl(to, F_GETFL); to_flags >= 0) {
     (void)fcntl(to, F_SETFL, to_flags | O_ASYNC);
+  }
 }
 
 Result<TargetFdFlags> ReadTargetFdFlags(pid_t pid, int fd) {

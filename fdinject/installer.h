@@ -47,13 +47,14 @@ class KernelFdInstaller final : public FdInstaller {
 // (SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT, SO_LINGER, SO_KEEPALIVE, SO_OOBINLINE, SO_PRIORITY,
 // SO_REUSEADDR) from `from` (the TCP socket, or the end being replaced) to the AF_UNIX end `to`:
 // without them a read meant to time out would block forever. Best effort: an option the kernel
-// refuses on `to` is skipped. Returns the SO_LINGER value copied. Also copies the signal-driven
-// I/O set on the file (F_SETOWN_EX owner, F_SETSIG, O_ASYNC; CopyAsyncOwner).
+// refuses on `to` is skipped. Returns the SO_LINGER value copied.
 linger CopySocketOptions(int from, int to);
 // The file's owner for SIGIO/SIGURG (F_SETOWN_EX), its F_SETSIG signal and O_ASYNC, from `from` to
 // `to`. They belong to the open file, not the socket, so an end that replaces a program's socket
 // has none of them: a program that asked for SIGIO before connect() would wait for it forever.
-// The owner's permission to be signalled is the caller's (sigio_perm(): the same user, or root).
+// Copied only with O_ASYNC: an owner set for SIGURG alone (urgent data) is not. Not needed for an
+// accepted connection, whose file is new. The owner's permission to be signalled is the caller's
+// (sigio_perm(): the same user, or root).
 void CopyAsyncOwner(int from, int to);
 
 // The target's descriptor flags for `fd`, from /proc/<pid>/fdinfo/<fd> ("flags:", octal): the only

@@ -34,6 +34,7 @@ std::optional<UniqueFd> SocketCalls::ShutReadSwitched(PendingCall& c, int old_en
   if (!pair || !outer) return std::nullopt;
   auto& [end, inner] = *pair;
   (void)fdinject::CopySocketOptions(old_end, end.Get());
+  fdinject::CopyAsyncOwner(old_end, end.Get());
   auto installed = env_.installer.Install({c.id(), end.Get(), fd, fd_flags->cloexec, false});
   if (!installed) {
     if (installed.error().TargetGone()) c.Abandon();

@@ -177,6 +177,7 @@ void SocketCalls::PrepareSwitch(PendingCall& c, int sock, bool nonblocking, Swit
   prep.end = std::move(pair->first);
   prep.server_end = std::move(pair->second);
   prep.linger_opt = fdinject::CopySocketOptions(sock, prep.end.Get());
+  fdinject::CopyAsyncOwner(sock, prep.end.Get());
   prep.end_ino = InodeOf(prep.end.Get());
 }
 
